@@ -1,0 +1,184 @@
+//! Where the control plane's binaries are.
+//!
+//! `cargo xtask k8s build` builds them from Go modules into a cache directory keyed by version.
+//! Like controller-runtime's envtest, `KUBEBUILDER_ASSETS` (a directory, setup-envtest layout) and
+//! `TEST_ASSET_<NAME>` (a single binary) take precedence.
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The Kubernetes release the control plane is built from (the `k8s.io/kubernetes` module version).
+pub const KUBERNETES_VERSION: &str = "v1.36.3";
+/// kwok release providing fake Nodes (and Pods that reach Running without a kubelet).
+pub const KWOK_VERSION: &str = "v0.8.0";
+/// File, next to the binaries, holding the kwok Stage definitions (node and pod lifecycles).
+pub const KWOK_STAGES_FILE: &str = "kwok-stages.yaml";
+
+/// One control plane binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    KubeApiserver,
+    KubeControllerManager,
+    KubeScheduler,
+    Kubectl,
+    Kwok,
+}
+
+impl Component {
+    pub const ALL: [Component; 6] = [
+        Component::Etcd,
+        Component::KubeApiserver,
+        Component::KubeControllerManager,
+        Component::KubeScheduler,
+        Component::Kubectl,
+        Component::Kwok,
+    ];
+
+    /// File name of the binary.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::KubeApiserver => "kube-apiserver",
+            Component::KubeControllerManager => "kube-controller-manager",
+            Component::KubeScheduler => "kube-scheduler",
+            Component::Kubectl => "kubectl",
+            Component::Kwok => "kwok",
+        }
+    }
+
+    /// envtest's per-binary override variable, e.g. `TEST_ASSET_KUBE_APISERVER`.
+    pub fn env_override(self) -> String {
+        format!(
+            "TEST_ASSET_{}",
+            self.binary().to_uppercase().replace('-', "_")
+        )
+    }
+}
+
+/// Root of Operon's cache: `$OPERON_CACHE_DIR`, else `$XDG_CACHE_HOME/operon`, else `~/.cache/operon`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OPERON_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("operon");
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".cache").join("operon")
+}
+
+/// The directory `cargo xtask k8s build` writes the binaries to for [`KUBERNETES_VERSION`].
+pub fn default_bin_dir() -> PathBuf {
+    cache_root()
+        .join("k8s")
+        .join(KUBERNETES_VERSION)
+        .join("bin")
+}
+
+/// Resolved locations of the binaries.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    dirs: Vec<PathBuf>,
+}
+
+impl Assets {
+    /// `KUBEBUILDER_ASSETS` first (when set), then the build cache.
+    pub fn from_env() -> Self {
+        let mut dirs = Vec::new();
+        if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|d| !d.is_empty()) {
+            dirs.push(PathBuf::from(dir));
+        }
+        dirs.push(default_bin_dir());
+        Assets { dirs }
+    }
+
+    /// Only the given directory.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Assets {
+            dirs: vec![dir.into()],
+        }
+    }
+
+    /// Path of a component's binary, or an error that says how to get it.
+    pub fn binary(&self, component: Component) -> Result<PathBuf, Error> {
+        if let Some(path) = std::env::var_os(component.env_override()).filter(|p| !p.is_empty()) {
+            let path = PathBuf::from(path);
+            return if is_executable(&path) {
+                Ok(path)
+            } else {
+                Err(Error::MissingBinary {
+                    binary: component.binary(),
+                    searched: vec![path],
+                })
+            };
+        }
+        self.find(component.binary())
+            .ok_or_else(|| Error::MissingBinary {
+                binary: component.binary(),
+                searched: self
+                    .dirs
+                    .iter()
+                    .map(|d| d.join(component.binary()))
+                    .collect(),
+            })
+    }
+
+    /// The kwok Stage definitions installed next to the binaries.
+    pub fn kwok_stages(&self) -> Result<PathBuf, Error> {
+        self.dirs
+            .iter()
+            .map(|d| d.join(KWOK_STAGES_FILE))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::MissingBinary {
+                binary: KWOK_STAGES_FILE,
+                searched: self.dirs.iter().map(|d| d.join(KWOK_STAGES_FILE)).collect(),
+            })
+    }
+
+    fn find(&self, file: &str) -> Option<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.join(file))
+            .find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_override_names_follow_envtest() {
+        assert_eq!(
+            Component::KubeApiserver.env_override(),
+            "TEST_ASSET_KUBE_APISERVER"
+        );
+        assert_eq!(Component::Etcd.env_override(), "TEST_ASSET_ETCD");
+    }
+
+    #[test]
+    fn missing_binary_error_lists_where_it_looked() {
+        let dir = std::env::temp_dir().join("operon-envtest-assets-test-nonexistent");
+        let assets = Assets::in_dir(&dir);
+        let err = assets
+            .find("kwok")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        assert_eq!(err, "");
+        let msg = match assets.kwok_stages() {
+            Err(e) => e.to_string(),
+            Ok(p) => panic!("unexpected stages file {}", p.display()),
+        };
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+        assert!(msg.contains("cargo xtask k8s build"), "{msg}");
+    }
+}

@@ -1,0 +1,694 @@
+//! Starting, watching and stopping a control plane of real Kubernetes binaries.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+
+use crate::Error;
+use crate::assets::{Assets, Component};
+use crate::pki::{CertKey, Pki};
+use crate::process::{Process, RunDir, reap_stale_runs};
+
+/// The pod network kwok hands out Pod IPs from.
+pub const POD_CIDR: &str = "10.244.0.0/16";
+/// The Service network.
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// Label on every Node the control plane creates for kwok.
+pub const KWOK_NODE_LABEL: &str = "operon.dev/kwok-node";
+
+/// Comma-separated components to leave out, e.g. `kube-controller-manager` — to prove that a
+/// test depends on one (it must then fail).
+pub const SKIP_ENV: &str = "OPERON_ENVTEST_SKIP";
+
+/// How long startup may take before it is reported as failed.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to start. Build with [`ControlPlane::builder`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    assets: Assets,
+    controller_manager: bool,
+    scheduler: bool,
+    nodes: usize,
+    dir: Option<PathBuf>,
+    apiserver_args: Vec<String>,
+    name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            assets: Assets::from_env(),
+            controller_manager: true,
+            scheduler: true,
+            nodes: 1,
+            dir: None,
+            apiserver_args: Vec::new(),
+            name: "operon".into(),
+        }
+    }
+}
+
+impl Builder {
+    /// Run kube-controller-manager (garbage collection, namespaces, ServiceAccounts and tokens).
+    pub fn controller_manager(mut self, on: bool) -> Self {
+        self.controller_manager = on;
+        self
+    }
+
+    /// Run kube-scheduler and kwok with `nodes` fake Nodes, so Pods get scheduled and reach
+    /// Running. `0` runs neither.
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self.scheduler = nodes > 0;
+        self
+    }
+
+    /// Only etcd and kube-apiserver, like controller-runtime's envtest.
+    pub fn minimal(self) -> Self {
+        self.controller_manager(false).nodes(0)
+    }
+
+    /// Keep state in `dir` instead of a temporary directory (it is not removed on stop).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Where to find the binaries.
+    pub fn assets(mut self, assets: Assets) -> Self {
+        self.assets = assets;
+        self
+    }
+
+    /// An extra kube-apiserver flag, e.g. `--watch-cache-sizes=pods#10`.
+    pub fn apiserver_arg(mut self, arg: impl Into<String>) -> Self {
+        self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// Name of the cluster, context and user in the kubeconfig.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Applies [`SKIP_ENV`].
+    pub fn skip_from_env(mut self) -> Self {
+        let skip = std::env::var(SKIP_ENV).unwrap_or_default();
+        for component in skip.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match component {
+                "kube-controller-manager" => self.controller_manager = false,
+                "kube-scheduler" => self.scheduler = false,
+                "kwok" => self.nodes = 0,
+                other => tracing::warn!("{SKIP_ENV}: unknown component {other:?}"),
+            }
+        }
+        self
+    }
+
+    /// Starts everything and waits until it is ready.
+    pub async fn start(self) -> Result<ControlPlane, Error> {
+        ControlPlane::start(self).await
+    }
+}
+
+/// How long each stage of startup took, measured from the start call.
+#[derive(Debug, Clone, Default)]
+pub struct StartupTimes {
+    pub etcd_ready: Duration,
+    pub apiserver_ready: Duration,
+    /// kube-controller-manager working (the `default` ServiceAccount exists).
+    pub controller_manager_ready: Option<Duration>,
+    /// kube-scheduler healthy and every kwok Node Ready.
+    pub nodes_ready: Option<Duration>,
+    pub total: Duration,
+}
+
+impl fmt::Display for StartupTimes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+        write!(
+            f,
+            "etcd {}, kube-apiserver {}",
+            secs(self.etcd_ready),
+            secs(self.apiserver_ready)
+        )?;
+        if let Some(d) = self.controller_manager_ready {
+            write!(f, ", kube-controller-manager {}", secs(d))?;
+        }
+        if let Some(d) = self.nodes_ready {
+            write!(f, ", scheduler+kwok nodes {}", secs(d))?;
+        }
+        write!(f, " (total {})", secs(self.total))
+    }
+}
+
+/// A running control plane. Dropping it stops every process.
+pub struct ControlPlane {
+    // Field order matters: processes stop before the run directory is removed.
+    processes: Mutex<Vec<Process>>,
+    run: RunDir,
+    server: String,
+    kubeconfig: PathBuf,
+    ca_pem: String,
+    startup: StartupTimes,
+    controller_manager: bool,
+    nodes: Vec<String>,
+}
+
+impl ControlPlane {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    async fn start(b: Builder) -> Result<ControlPlane, Error> {
+        let t0 = Instant::now();
+        reap_stale_runs();
+        let etcd_bin = b.assets.binary(Component::Etcd)?;
+        let apiserver_bin = b.assets.binary(Component::KubeApiserver)?;
+        let kcm_bin = b
+            .controller_manager
+            .then(|| b.assets.binary(Component::KubeControllerManager))
+            .transpose()?;
+        let scheduler_bin = b
+            .scheduler
+            .then(|| b.assets.binary(Component::KubeScheduler))
+            .transpose()?;
+        let kwok = if b.nodes > 0 {
+            Some((b.assets.binary(Component::Kwok)?, b.assets.kwok_stages()?))
+        } else {
+            None
+        };
+
+        let run = match &b.dir {
+            Some(dir) => RunDir::at(dir)?,
+            None => RunDir::create()?,
+        };
+        let pki = tokio::task::spawn_blocking(Pki::generate)
+            .await
+            .map_err(|e| Error::Io {
+                context: "generating certificates".into(),
+                source: std::io::Error::other(e),
+            })??;
+        let files = PkiFiles::write(&run, &pki)?;
+
+        let mut cp = ControlPlane {
+            processes: Mutex::new(Vec::new()),
+            server: String::new(),
+            kubeconfig: PathBuf::new(),
+            ca_pem: pki.ca.cert_pem.clone(),
+            startup: StartupTimes::default(),
+            controller_manager: kcm_bin.is_some(),
+            nodes: Vec::new(),
+            run,
+        };
+        let ports = Ports::pick()?;
+
+        // etcd
+        let etcd_client = format!("http://127.0.0.1:{}", ports.etcd_client);
+        let etcd_peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+        let etcd_args = vec![
+            "--name=envtest".into(),
+            format!("--data-dir={}", cp.run.path().join("etcd").display()),
+            format!("--listen-client-urls={etcd_client}"),
+            format!("--advertise-client-urls={etcd_client}"),
+            format!("--listen-peer-urls={etcd_peer}"),
+            format!("--initial-advertise-peer-urls={etcd_peer}"),
+            format!("--initial-cluster=envtest={etcd_peer}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ];
+        cp.spawn("etcd", &etcd_bin, etcd_args)?;
+        cp.wait_until("etcd /health", t0, || {
+            http_get_ok("127.0.0.1", ports.etcd_client, "/health")
+        })
+        .await?;
+        cp.startup.etcd_ready = t0.elapsed();
+
+        // kube-apiserver
+        cp.server = format!("https://127.0.0.1:{}", ports.apiserver);
+        let mut apiserver_args = vec![
+            format!("--etcd-servers={etcd_client}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={}", ports.apiserver),
+            format!("--cert-dir={}", cp.run.path().display()),
+            format!("--tls-cert-file={}", files.serving_cert.display()),
+            format!("--tls-private-key-file={}", files.serving_key.display()),
+            format!("--client-ca-file={}", files.ca_cert.display()),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", files.sa_pub.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                files.sa_key.display()
+            ),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+        ];
+        apiserver_args.extend(b.apiserver_args.iter().cloned());
+        cp.spawn("kube-apiserver", &apiserver_bin, apiserver_args)?;
+
+        let admin_kubeconfig = kubeconfig(&b.name, &cp.server, &pki.ca, &pki.admin);
+        cp.kubeconfig = cp.run.write("kubeconfig", &admin_kubeconfig)?;
+        let client = cp.client().await?;
+        cp.wait_until("kube-apiserver /readyz", t0, || {
+            let client = client.clone();
+            async move {
+                client
+                    .request_text(http_get("/readyz"))
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok")
+            }
+        })
+        .await?;
+        cp.startup.apiserver_ready = t0.elapsed();
+
+        // kube-controller-manager
+        if let Some(kcm_bin) = &kcm_bin {
+            let kc = cp.run.write(
+                "kube-controller-manager.kubeconfig",
+                &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.controller_manager),
+            )?;
+            let args = vec![
+                format!("--kubeconfig={}", kc.display()),
+                format!("--authentication-kubeconfig={}", kc.display()),
+                format!("--authorization-kubeconfig={}", kc.display()),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.controller_manager),
+                format!("--cert-dir={}", cp.run.path().join("kcm-certs").display()),
+                format!(
+                    "--service-account-private-key-file={}",
+                    files.sa_key.display()
+                ),
+                format!("--root-ca-file={}", files.ca_cert.display()),
+                format!("--cluster-signing-cert-file={}", files.ca_cert.display()),
+                format!("--cluster-signing-key-file={}", files.ca_key.display()),
+                "--use-service-account-credentials=true".into(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            ];
+            cp.spawn("kube-controller-manager", kcm_bin, args)?;
+        }
+
+        // kube-scheduler and kwok
+        if let Some(scheduler_bin) = &scheduler_bin {
+            let kc = cp.run.write(
+                "kube-scheduler.kubeconfig",
+                &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.scheduler),
+            )?;
+            let args = vec![
+                format!("--kubeconfig={}", kc.display()),
+                format!("--authentication-kubeconfig={}", kc.display()),
+                format!("--authorization-kubeconfig={}", kc.display()),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.scheduler),
+                format!(
+                    "--cert-dir={}",
+                    cp.run.path().join("scheduler-certs").display()
+                ),
+            ];
+            cp.spawn("kube-scheduler", scheduler_bin, args)?;
+        }
+        if let Some((kwok_bin, stages)) = &kwok {
+            let args = vec![
+                format!("--kubeconfig={}", cp.kubeconfig.display()),
+                format!("--config={}", stages.display()),
+                format!("--manage-nodes-with-label-selector={KWOK_NODE_LABEL}"),
+                format!("--server-address=127.0.0.1:{}", ports.kwok),
+                format!("--cidr={POD_CIDR}"),
+                "--node-lease-duration-seconds=40".into(),
+            ];
+            cp.spawn("kwok", kwok_bin, args)?;
+        }
+
+        if kcm_bin.is_some() {
+            let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+            cp.wait_until(
+                "kube-controller-manager (default ServiceAccount)",
+                t0,
+                || {
+                    let sas = sas.clone();
+                    async move { matches!(sas.get_opt("default").await, Ok(Some(_))) }
+                },
+            )
+            .await?;
+            cp.startup.controller_manager_ready = Some(t0.elapsed());
+        }
+
+        if kwok.is_some() {
+            cp.create_nodes(&client, b.nodes).await?;
+            let nodes: Api<Node> = Api::all(client.clone());
+            let names = cp.nodes.clone();
+            cp.wait_until("kwok Nodes Ready", t0, || {
+                let nodes = nodes.clone();
+                let names = names.clone();
+                async move {
+                    for name in &names {
+                        match nodes.get_opt(name).await {
+                            Ok(Some(node)) if node_ready(&node) => {}
+                            _ => return false,
+                        }
+                    }
+                    true
+                }
+            })
+            .await?;
+            if scheduler_bin.is_some() {
+                cp.wait_until("kube-scheduler /healthz", t0, || {
+                    insecure_healthz(ports.scheduler)
+                })
+                .await?;
+            }
+            cp.startup.nodes_ready = Some(t0.elapsed());
+        }
+        cp.startup.total = t0.elapsed();
+        tracing::info!(startup = %cp.startup, dir = %cp.run.path().display(), "control plane ready");
+        Ok(cp)
+    }
+
+    fn spawn(&self, name: &str, binary: &Path, args: Vec<String>) -> Result<(), Error> {
+        let log = self.run.path().join(format!("{name}.log"));
+        let process = Process::spawn(name, binary, &args, log, &self.run)?;
+        self.processes
+            .lock()
+            .map_err(|_| Error::Poisoned)?
+            .push(process);
+        Ok(())
+    }
+
+    /// Polls `check` until it is true; fails early when a component exits.
+    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, check: F) -> Result<(), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = t0 + STARTUP_TIMEOUT;
+        let mut check = check;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            if check().await {
+                return Ok(());
+            }
+            if let Some((name, status, log)) = self.exited_component() {
+                return Err(Error::ComponentExited {
+                    name,
+                    status,
+                    log_tail: tail(&log, 20),
+                    log,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: what.to_string(),
+                    after: STARTUP_TIMEOUT,
+                    logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    fn exited_component(&self) -> Option<(String, String, PathBuf)> {
+        let mut processes = self.processes.lock().ok()?;
+        processes.iter_mut().find_map(|p| {
+            p.exited()
+                .map(|status| (p.name().to_string(), status, p.log().to_path_buf()))
+        })
+    }
+
+    async fn create_nodes(&mut self, client: &Client, count: usize) -> Result<(), Error> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        for i in 0..count {
+            let name = format!("kwok-node-{i}");
+            let node: Node = serde_json::from_value(json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        KWOK_NODE_LABEL: "true",
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                    "annotations": { "kwok.x-k8s.io/node": "fake" },
+                },
+                "status": {
+                    "allocatable": { "cpu": "32", "memory": "256Gi", "pods": "1000" },
+                    "capacity": { "cpu": "32", "memory": "256Gi", "pods": "1000" },
+                },
+            }))
+            .map_err(|e| Error::Io {
+                context: "building a Node".into(),
+                source: std::io::Error::other(e),
+            })?;
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(Error::Kube(e)),
+            }
+            self.nodes.push(name);
+        }
+        Ok(())
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An admin (`system:masters`) kubeconfig.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// PEM of the CA that signed the apiserver's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Directory with certificates, data and logs.
+    pub fn dir(&self) -> &Path {
+        self.run.path()
+    }
+
+    pub fn startup_times(&self) -> &StartupTimes {
+        &self.startup
+    }
+
+    /// Whether kube-controller-manager runs (garbage collection, namespace deletion, tokens).
+    pub fn has_controller_manager(&self) -> bool {
+        self.controller_manager
+    }
+
+    /// Names of the kwok Nodes.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// `(component, log file)` for each component.
+    pub fn log_files(&self) -> Vec<(String, PathBuf)> {
+        self.processes
+            .lock()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| (p.name().to_string(), p.log().to_path_buf()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pids of the running components, by name.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .lock()
+            .map(|ps| ps.iter().map(|p| (p.name().to_string(), p.pid())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Admin client configuration.
+    pub async fn config(&self) -> Result<Config, Error> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(Error::Kubeconfig)?;
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(Error::Kubeconfig)
+    }
+
+    /// A new admin client (create one per tokio runtime: a client is bound to the runtime it was
+    /// made on).
+    pub async fn client(&self) -> Result<Client, Error> {
+        Client::try_from(self.config().await?).map_err(Error::Kube)
+    }
+
+    /// Stops every component, newest first (kwok and controllers before the apiserver, the
+    /// apiserver before etcd).
+    pub fn stop(&self) {
+        if let Ok(mut processes) = self.processes.lock() {
+            while let Some(mut p) = processes.pop() {
+                p.stop(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub(crate) fn http_get(path: &str) -> http::Request<Vec<u8>> {
+    let mut req = http::Request::new(Vec::new());
+    *req.uri_mut() = path.parse().unwrap_or_default();
+    req
+}
+
+/// A plain-HTTP GET on loopback answering 200 (etcd's client port speaks HTTP/1.1 for /health).
+async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        Some(text.starts_with("HTTP/1.1 200") && text.contains("\"health\":\"true\""))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// `/healthz` of a component serving with a self-signed certificate on loopback.
+async fn insecure_healthz(port: u16) -> bool {
+    let Ok(uri) = format!("https://127.0.0.1:{port}").parse() else {
+        return false;
+    };
+    let mut config = Config::new(uri);
+    config.accept_invalid_certs = true;
+    let Ok(client) = Client::try_from(config) else {
+        return false;
+    };
+    client
+        .request_text(http_get("/healthz"))
+        .await
+        .is_ok_and(|body| body.trim() == "ok")
+}
+
+struct Ports {
+    etcd_client: u16,
+    etcd_peer: u16,
+    apiserver: u16,
+    controller_manager: u16,
+    scheduler: u16,
+    kwok: u16,
+}
+
+impl Ports {
+    /// Distinct free loopback ports (all held open until every one is chosen).
+    fn pick() -> Result<Ports, Error> {
+        let listeners = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Io {
+                context: "finding free ports".into(),
+                source,
+            })?;
+        let port = |i: usize| {
+            listeners[i]
+                .local_addr()
+                .map(|a| a.port())
+                .map_err(|source| Error::Io {
+                    context: "finding free ports".into(),
+                    source,
+                })
+        };
+        Ok(Ports {
+            etcd_client: port(0)?,
+            etcd_peer: port(1)?,
+            apiserver: port(2)?,
+            controller_manager: port(3)?,
+            scheduler: port(4)?,
+            kwok: port(5)?,
+        })
+    }
+}
+
+struct PkiFiles {
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+}
+
+impl PkiFiles {
+    fn write(run: &RunDir, pki: &Pki) -> Result<PkiFiles, Error> {
+        Ok(PkiFiles {
+            ca_cert: run.write("ca.crt", &pki.ca.cert_pem)?,
+            ca_key: run.write("ca.key", &pki.ca.key_pem)?,
+            serving_cert: run.write("apiserver.crt", &pki.serving.cert_pem)?,
+            serving_key: run.write("apiserver.key", &pki.serving.key_pem)?,
+            sa_key: run.write("service-account.key", &pki.service_account_key_pem)?,
+            sa_pub: run.write("service-account.pub", &pki.service_account_public_pem)?,
+        })
+    }
+}
+
+/// A kubeconfig (JSON, which every YAML reader accepts) with the credentials inline.
+fn kubeconfig(name: &str, server: &str, ca: &CertKey, user: &CertKey) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": name,
+            "cluster": { "server": server, "certificate-authority-data": b64(&ca.cert_pem) },
+        }],
+        "users": [{
+            "name": name,
+            "user": {
+                "client-certificate-data": b64(&user.cert_pem),
+                "client-key-data": b64(&user.key_pem),
+            },
+        }],
+        "contexts": [{
+            "name": name,
+            "context": { "cluster": name, "user": name, "namespace": "default" },
+        }],
+        "current-context": name,
+    });
+    serde_json::to_string_pretty(&config).unwrap_or_default()
+}
+
+/// Last `lines` lines of a log file.
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

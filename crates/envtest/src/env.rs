@@ -1,0 +1,272 @@
+//! One control plane per test binary, shared by all its tests, each test in its own namespace.
+//!
+//! Tests run in parallel, each on its own tokio runtime; a `kube::Client` is bound to the
+//! runtime it was created on, so the shared environment hands out configurations and fresh
+//! clients, never a client made in another test.
+//!
+//! Set `USE_EXISTING_CLUSTER=true` to run against the cluster of the current kubeconfig instead
+//! (for example one from `cargo xtask cluster up`), like controller-runtime's envtest.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::AuthInfo;
+use kube::{Client, Config};
+use tokio::sync::OnceCell;
+
+use crate::{ControlPlane, Error, wait};
+
+/// Set to `true` to use the cluster of the current kubeconfig instead of starting one.
+pub const USE_EXISTING_CLUSTER_ENV: &str = "USE_EXISTING_CLUSTER";
+/// Label on every namespace a test creates (`kubectl delete ns -l operon.dev/envtest=true`).
+pub const TEST_NAMESPACE_LABEL: &str = "operon.dev/envtest";
+
+enum Target {
+    Local(Box<ControlPlane>),
+    Existing,
+}
+
+/// The cluster tests run against.
+pub struct TestEnv {
+    target: Target,
+}
+
+static SHARED: OnceCell<Result<TestEnv, String>> = OnceCell::const_new();
+
+/// The environment shared by every test of this binary, started on first use.
+///
+/// A failed start is remembered, so every test reports the same error at once instead of
+/// starting again.
+pub async fn shared() -> Result<&'static TestEnv, Error> {
+    SHARED
+        .get_or_init(|| async { TestEnv::start().await.map_err(|e| e.to_string()) })
+        .await
+        .as_ref()
+        .map_err(|e| Error::SharedStart(e.clone()))
+}
+
+fn use_existing_cluster() -> bool {
+    std::env::var(USE_EXISTING_CLUSTER_ENV)
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        .unwrap_or(false)
+}
+
+impl TestEnv {
+    async fn start() -> Result<TestEnv, Error> {
+        if use_existing_cluster() {
+            let client = Client::try_from(Config::infer().await.map_err(Error::InferConfig)?)
+                .map_err(Error::Kube)?;
+            // Fail now, with one clear message, if the cluster is not reachable.
+            client.apiserver_version().await.map_err(Error::Kube)?;
+            return Ok(TestEnv {
+                target: Target::Existing,
+            });
+        }
+        let cp = ControlPlane::builder().skip_from_env().start().await?;
+        eprintln!(
+            "envtest: control plane ready in {} ({})",
+            cp.startup_times(),
+            cp.dir().display()
+        );
+        Ok(TestEnv {
+            target: Target::Local(Box::new(cp)),
+        })
+    }
+
+    /// The local control plane, unless the tests use an existing cluster.
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        match &self.target {
+            Target::Local(cp) => Some(cp),
+            Target::Existing => None,
+        }
+    }
+
+    /// Admin client configuration.
+    pub async fn config(&self) -> Result<Config, Error> {
+        match &self.target {
+            Target::Local(cp) => cp.config().await,
+            Target::Existing => Config::infer().await.map_err(Error::InferConfig),
+        }
+    }
+
+    /// A new admin client for the calling test's runtime.
+    pub async fn client(&self) -> Result<Client, Error> {
+        Client::try_from(self.config().await?).map_err(Error::Kube)
+    }
+
+    /// A client that impersonates `user` with `groups` (RBAC applies to them, not to the admin).
+    pub async fn impersonating(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
+        let mut config = self.config().await?;
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups =
+            (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
+        Client::try_from(config).map_err(Error::Kube)
+    }
+
+    /// A client authenticated with a token of ServiceAccount `namespace/name` (created if
+    /// missing), obtained through the TokenRequest API.
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Client, Error> {
+        let admin = self.client().await?;
+        let sas: Api<ServiceAccount> = Api::namespaced(admin, namespace);
+        if sas.get_opt(name).await?.is_none() {
+            let sa = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match sas.create(&PostParams::default(), &sa).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let token = sas
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .ok_or(Error::NoToken)?;
+        let mut config = self.config().await?;
+        config.auth_info = AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        Client::try_from(config).map_err(Error::Kube)
+    }
+
+    /// A fresh namespace named `<prefix>-<random>`; when kube-controller-manager runs, returns
+    /// once its `default` ServiceAccount exists (Pods can't be created before).
+    ///
+    /// Prints the component log paths into the test's captured output, which the test harness
+    /// shows when the test fails.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, Error> {
+        let name = format!("{}-{}", sanitize(prefix), random_suffix());
+        let client = self.client().await?;
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(TEST_NAMESPACE_LABEL.to_string(), "true".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        if self.has_controller_manager() {
+            let sas: Api<ServiceAccount> = Api::namespaced(client, &name);
+            wait::until(
+                &format!("ServiceAccount {name}/default"),
+                Duration::from_secs(60),
+                || async {
+                    match sas.get_opt("default").await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err("not found".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                },
+            )
+            .await?;
+        }
+        let logs = self.log_files();
+        eprintln!("envtest: namespace {name}");
+        for (component, path) in &logs {
+            eprintln!("envtest: {component} log: {}", path.display());
+        }
+        Ok(TestNamespace { name })
+    }
+
+    /// Whether garbage collection, namespace deletion and token controllers run.
+    pub fn has_controller_manager(&self) -> bool {
+        match &self.target {
+            Target::Local(cp) => cp.has_controller_manager(),
+            Target::Existing => true,
+        }
+    }
+
+    /// `(component, log file)` of the local control plane (empty for an existing cluster).
+    pub fn log_files(&self) -> Vec<(String, PathBuf)> {
+        self.control_plane()
+            .map(ControlPlane::log_files)
+            .unwrap_or_default()
+    }
+}
+
+/// A namespace created for one test.
+#[derive(Debug, Clone)]
+pub struct TestNamespace {
+    name: String,
+}
+
+impl TestNamespace {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for TestNamespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+fn sanitize(prefix: &str) -> String {
+    let s: String = prefix
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    let s = s.trim_matches('-');
+    if s.is_empty() {
+        "test".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Five lowercase hex digits, different on every call.
+pub fn random_suffix() -> String {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:05x}", h.finish() & 0xfffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_names_are_dns_labels() {
+        assert_eq!(sanitize("Watch_Events"), "watch-events");
+        assert_eq!(sanitize("--"), "test");
+        let a = random_suffix();
+        assert_eq!(a.len(), 5);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, random_suffix());
+    }
+}

@@ -1,0 +1,90 @@
+//! A local Kubernetes control plane of real binaries for tests, benchmarks and demos.
+//!
+//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake Nodes on which
+//! Pods reach Running), built from Go modules by `cargo xtask k8s build`. Certificates, ports and
+//! data directories are made per run; readiness is awaited on the components' own health
+//! endpoints, never on fixed sleeps.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), operon_envtest::Error> {
+//! let env = operon_envtest::shared().await?;
+//! let ns = env.namespace("my-test").await?;
+//! let client = env.client().await?;
+//! # let _ = (ns, client); Ok(()) }
+//! ```
+
+mod assets;
+mod control_plane;
+mod env;
+mod pki;
+pub mod process;
+pub mod wait;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use assets::{
+    Assets, Component, KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, cache_root,
+    default_bin_dir,
+};
+pub use control_plane::{
+    Builder, ControlPlane, KWOK_NODE_LABEL, POD_CIDR, SERVICE_CIDR, SKIP_ENV, StartupTimes,
+};
+pub use env::{
+    TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix, shared,
+};
+pub use pki::{CertKey, Pki};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "{binary} not found (looked at: {}). Build the control plane binaries with `cargo xtask k8s build`, or point KUBEBUILDER_ASSETS at a directory that has them",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    MissingBinary {
+        binary: &'static str,
+        searched: Vec<PathBuf>,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("generating the {what}: {source}")]
+    Pki {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("{name} exited ({status}); log {}:\n{log_tail}", .log.display())]
+    ComponentExited {
+        name: String,
+        status: String,
+        log: PathBuf,
+        log_tail: String,
+    },
+    #[error(
+        "timed out after {after:?} waiting for {what}; component logs: {}",
+        .logs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Timeout {
+        what: String,
+        after: Duration,
+        logs: Vec<PathBuf>,
+    },
+    #[error(transparent)]
+    Wait(#[from] wait::Timeout),
+    #[error("reading the kubeconfig: {0}")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("loading the current kubeconfig ({USE_EXISTING_CLUSTER_ENV} is set): {0}")]
+    InferConfig(#[source] kube::config::InferConfigError),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("the TokenRequest returned no token")]
+    NoToken,
+    #[error("the shared control plane failed to start: {0}")]
+    SharedStart(String),
+    #[error("a lock was poisoned by a panic in another test")]
+    Poisoned,
+}

@@ -1,0 +1,390 @@
+//! Child processes that never outlive their owner.
+//!
+//! Three layers, because each covers a case the others miss:
+//! - every child runs in its own process group and is stopped (SIGTERM, then SIGKILL) on drop;
+//! - every child gets `PR_SET_PDEATHSIG=SIGKILL`, so it dies with our process even on SIGKILL or
+//!   Ctrl-C, when no destructor runs. The signal fires when the *thread* that forked exits, so all
+//!   children are spawned from one thread that lives as long as the process;
+//! - each run records its pids in a run directory; [`reap_stale_runs`] kills what a crashed run
+//!   left behind (checked against the recorded binary, so a recycled pid is never hit).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::Error;
+
+/// Prefix of every run directory under the system temp dir.
+pub const RUN_DIR_PREFIX: &str = "operon-envtest-";
+const OWNER_FILE: &str = "owner.pid";
+const PIDS_FILE: &str = "children.pids";
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// The long-lived spawner thread (see module docs for why it exists).
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let spawn_loop = move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+            // All senders are gone only at process exit; park so the thread (and with it the
+            // children's parent-death signal) stays until then.
+            loop {
+                std::thread::park();
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("operon-envtest-spawner".into())
+            .spawn(spawn_loop)
+        {
+            tracing::error!("cannot start the envtest spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    })
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
+    // (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            // The parent may have died between fork and prctl; then nobody will signal us.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(std::io::Error::other("parent exited before exec"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A running control plane component.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `binary args…` with stdout and stderr appended to `log`.
+    pub fn spawn(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        log: PathBuf,
+        run: &RunDir,
+    ) -> Result<Process, Error> {
+        let io_err = |source| Error::Io {
+            context: format!("starting {name} ({})", binary.display()),
+            source,
+        };
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err)?;
+        let err = out.try_clone().map_err(io_err)?;
+        let mut cmd = Command::new(binary);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        die_with_parent(&mut cmd);
+        let (tx, rx) = mpsc::channel();
+        spawner()
+            .lock()
+            .map_err(|_| io_err(std::io::Error::other("spawner poisoned")))?
+            .send((cmd, tx))
+            .map_err(|_| io_err(std::io::Error::other("spawner thread is gone")))?;
+        let child = rx
+            .recv()
+            .map_err(|_| io_err(std::io::Error::other("spawner thread is gone")))?
+            .map_err(io_err)?;
+        run.record(child.id(), binary)?;
+        tracing::debug!(name, pid = child.id(), log = %log.display(), "started");
+        Ok(Process {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// `Some(exit description)` when the process is gone.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+
+    /// SIGTERM to the process group, SIGKILL after `grace`; waits for the exit.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        let pgid = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, no grace: for tests that simulate a crash.
+    pub fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// The directory of one control plane run: certificates, data, logs and the pid registry.
+pub struct RunDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RunDir {
+    /// A fresh directory under the system temp dir, owned by this process.
+    pub fn create() -> Result<RunDir, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix(RUN_DIR_PREFIX)
+            .tempdir()
+            .map_err(|source| Error::Io {
+                context: "creating the run directory".into(),
+                source,
+            })?;
+        Self::adopt(dir.keep(), false)
+    }
+
+    /// Uses `path` (created if needed) and keeps it on drop.
+    pub fn at(path: &Path) -> Result<RunDir, Error> {
+        fs::create_dir_all(path).map_err(|source| Error::Io {
+            context: format!("creating {}", path.display()),
+            source,
+        })?;
+        Self::adopt(path.to_path_buf(), true)
+    }
+
+    fn adopt(path: PathBuf, keep: bool) -> Result<RunDir, Error> {
+        let run = RunDir { path, keep };
+        run.write(OWNER_FILE, &std::process::id().to_string())?;
+        let _ = fs::remove_file(run.path.join(PIDS_FILE));
+        Ok(run)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `name` inside the run directory (mode 0600: it may hold keys).
+    pub fn write(&self, name: &str, contents: &str) -> Result<PathBuf, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path.join(name);
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(contents.as_bytes()).map(|_| f))
+            .map_err(|source| Error::Io {
+                context: format!("writing {}", path.display()),
+                source,
+            })?;
+        let _ = file.flush();
+        Ok(path)
+    }
+
+    fn record(&self, pid: u32, binary: &Path) -> Result<(), Error> {
+        // Recorded as /proc/<pid>/exe will show it, so the reaper can recognise the process.
+        let binary = binary
+            .canonicalize()
+            .unwrap_or_else(|_| binary.to_path_buf());
+        let path = self.path.join(PIDS_FILE);
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{pid} {}", binary.display()))
+            .map_err(|source| Error::Io {
+                context: format!("writing {}", path.display()),
+                source,
+            })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        } else {
+            let _ = fs::remove_file(self.path.join(OWNER_FILE));
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// Kills children recorded by runs whose owner process is gone, and removes their directories.
+/// Returns how many processes were killed.
+pub fn reap_stale_runs() -> usize {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(RUN_DIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let owner = fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        match owner {
+            Some(pid) if alive(pid) => continue,
+            // A directory being set up right now has no owner file yet; leave young ones alone.
+            None if is_younger_than(&dir, Duration::from_secs(60)) => continue,
+            _ => {}
+        }
+        killed += kill_recorded(&dir);
+        let _ = fs::remove_dir_all(&dir);
+    }
+    killed
+}
+
+/// Kills the processes listed in `dir`'s pid registry that still run the recorded binary.
+pub fn kill_recorded(dir: &Path) -> usize {
+    let Ok(pids) = fs::read_to_string(dir.join(PIDS_FILE)) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for line in pids.lines() {
+        let Some((pid, binary)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if alive(pid) && exe.as_deref() == Some(Path::new(binary)) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+fn is_younger_than(path: &Path, age: Duration) -> bool {
+    path.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|elapsed| elapsed < age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_ends_the_whole_process_group() -> Result<(), Error> {
+        let run = RunDir::create()?;
+        let log = run.path().join("sh.log");
+        let grandchild_file = run.path().join("grandchild");
+        // The shell forks a grandchild: stopping must reach it too.
+        let script = format!("sleep 300 & echo $! > {}; wait", grandchild_file.display());
+        let mut p = Process::spawn(
+            "sh",
+            Path::new("/bin/sh"),
+            &["-c".into(), script],
+            log,
+            &run,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let grandchild = loop {
+            if let Some(pid) = fs::read_to_string(&grandchild_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "grandchild never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(alive(grandchild));
+        p.stop(Duration::from_secs(5));
+        assert!(p.exited().is_some());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The grandchild is reparented to init and reaped there; poll until it is gone.
+        while alive(grandchild) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(grandchild), "grandchild {grandchild} survived stop");
+        Ok(())
+    }
+
+    #[test]
+    fn reaper_kills_children_of_dead_owners_only() -> Result<(), Error> {
+        let run = RunDir::create()?;
+        let mut p = Process::spawn(
+            "sleep",
+            Path::new("/bin/sleep"),
+            &["300".into()],
+            run.path().join("sleep.log"),
+            &run,
+        )?;
+        // Our own run is alive: the reaper must leave it alone.
+        reap_stale_runs();
+        assert!(p.exited().is_none(), "reaper killed a live run's child");
+        // Pretend the owner died: a pid that cannot exist.
+        run.write(OWNER_FILE, "2147483646")?;
+        let killed = kill_recorded(run.path());
+        assert_eq!(killed, 1);
+        let _ = p.child.wait();
+        assert!(p.exited().is_some());
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! `cargo xtask cluster up | down | status`: the test control plane, for a person.
+//!
+//! `up` runs `cluster up --attach` as a detached process (its own session, so Ctrl-C in the
+//! terminal doesn't reach it) and waits until it reports ready in `.operon/cluster.json`.
+//! `--attach` runs the control plane in the foreground until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use operon_envtest::ControlPlane;
+use serde::{Deserialize, Serialize};
+
+use crate::{elapsed, repo_root};
+
+/// Per-checkout state: kubeconfig, control plane data and logs (git-ignored).
+/// `OPERON_STATE_DIR` moves it (tests use this to stay apart from a developer's cluster).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("OPERON_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".operon"))
+}
+
+pub fn kubeconfig_path() -> PathBuf {
+    state_dir().join("kubeconfig")
+}
+
+fn info_path() -> PathBuf {
+    state_dir().join("cluster.json")
+}
+
+fn data_dir() -> PathBuf {
+    state_dir().join("cluster")
+}
+
+fn log_path() -> PathBuf {
+    state_dir().join("cluster.log")
+}
+
+/// What a running `cluster up` publishes.
+#[derive(Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub pid: u32,
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    pub startup: String,
+    pub logs: Vec<(String, PathBuf)>,
+}
+
+fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+pub fn running() -> Option<ClusterInfo> {
+    let info: ClusterInfo = serde_json::from_slice(&std::fs::read(info_path()).ok()?).ok()?;
+    alive(info.pid).then_some(info)
+}
+
+pub fn up(attach: bool, nodes: usize) -> Result<()> {
+    if let Some(info) = running() {
+        println!(
+            "cluster: already running (pid {}) at {}",
+            info.pid, info.server
+        );
+        print_usage(&info);
+        return Ok(());
+    }
+    crate::k8s::ensure_built(false)?;
+    if attach {
+        return serve(nodes);
+    }
+    std::fs::create_dir_all(state_dir())?;
+    let _ = std::fs::remove_file(info_path());
+    let log = std::fs::File::create(log_path())?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["cluster", "up", "--attach", "--nodes", &nodes.to_string()])
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .spawn()
+        .context("starting the control plane in the background")?;
+    let t0 = Instant::now();
+    println!(
+        "cluster: starting in the background (log {})",
+        log_path().display()
+    );
+    loop {
+        if let Some(info) = running().filter(|i| i.pid == child.id()) {
+            println!("cluster: ready in {} ({})", elapsed(t0), info.startup);
+            print_usage(&info);
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(log_path()).unwrap_or_default();
+            bail!("the control plane exited ({status}) before it was ready:\n{log}");
+        }
+        if t0.elapsed() > Duration::from_secs(180) {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            bail!(
+                "the control plane was not ready after 3 minutes; see {}",
+                log_path().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_usage(info: &ClusterInfo) {
+    let kubeconfig = info.kubeconfig.display();
+    println!();
+    println!("  export KUBECONFIG={kubeconfig}");
+    println!(
+        "  export PATH={}:$PATH   # kubectl {}",
+        operon_envtest::default_bin_dir().display(),
+        operon_envtest::KUBERNETES_VERSION
+    );
+    println!("  kubectl get nodes");
+    println!();
+    println!(
+        "  Tests against this cluster:  USE_EXISTING_CLUSTER=true KUBECONFIG={kubeconfig} cargo xtask test"
+    );
+    println!("  Stop it:                     cargo xtask cluster down");
+}
+
+/// Runs the control plane in the foreground until SIGINT or SIGTERM.
+fn serve(nodes: usize) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let _ = std::fs::remove_dir_all(data_dir());
+        let cp = ControlPlane::builder()
+            .nodes(nodes)
+            .dir(data_dir())
+            .start()
+            .await?;
+        std::fs::copy(cp.kubeconfig_path(), kubeconfig_path())?;
+        let info = ClusterInfo {
+            pid: std::process::id(),
+            server: cp.server().to_string(),
+            kubeconfig: kubeconfig_path(),
+            startup: cp.startup_times().to_string(),
+            logs: cp.log_files(),
+        };
+        // Written last and atomically: its presence means "ready".
+        let tmp = info_path().with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
+        std::fs::rename(&tmp, info_path())?;
+        println!("cluster: ready ({}) at {}", info.startup, info.server);
+        for (name, path) in &info.logs {
+            println!("cluster: {name} log: {}", path.display());
+        }
+        print_usage(&info);
+
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        println!("cluster: stopping");
+        let _ = std::fs::remove_file(info_path());
+        drop(cp);
+        println!("cluster: stopped");
+        Ok(())
+    })
+}
+
+pub fn down() -> Result<()> {
+    let info: Option<ClusterInfo> = std::fs::read(info_path())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match info {
+        Some(info) if alive(info.pid) => {
+            kill(Pid::from_raw(info.pid as i32), Signal::SIGTERM)?;
+            let t0 = Instant::now();
+            while alive(info.pid) && t0.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if alive(info.pid) {
+                let _ = kill(Pid::from_raw(info.pid as i32), Signal::SIGKILL);
+            }
+            println!("cluster: stopped (pid {}) in {}", info.pid, elapsed(t0));
+        }
+        _ => println!("cluster: not running"),
+    }
+    // Whatever a crashed supervisor left behind.
+    let killed = operon_envtest::process::kill_recorded(&data_dir());
+    if killed > 0 {
+        println!("cluster: killed {killed} leftover processes");
+    }
+    for path in [info_path(), kubeconfig_path()] {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_dir_all(data_dir());
+    Ok(())
+}
+
+pub fn status() -> Result<()> {
+    let Some(info) = running() else {
+        println!("cluster: not running (start it with `cargo xtask cluster up`)");
+        return Ok(());
+    };
+    println!("cluster: running (pid {}) at {}", info.pid, info.server);
+    println!("cluster: kubeconfig {}", info.kubeconfig.display());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&info.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        let client = kube::Client::try_from(config)?;
+        let version = client.apiserver_version().await?;
+        println!("cluster: kube-apiserver {}", version.git_version);
+        for node in Api::<Node>::all(client).list(&Default::default()).await? {
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            println!(
+                "cluster: node {} {}",
+                node.metadata.name.unwrap_or_default(),
+                if ready { "Ready" } else { "NotReady" }
+            );
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,453 @@
+//! The Kubernetes binaries, built from Go modules.
+//!
+//! `tools/k8s` is a Go module of its own that requires `k8s.io/kubernetes`, etcd's server module
+//! and kwok. `k8s.io/kubernetes` points every staging module (`k8s.io/api`, `k8s.io/client-go`, …)
+//! at `./staging/…`, which a consumer can't use, so the consumer must replace each of them with
+//! the published `v0.<minor>.<patch>` release. [`gen_mod`] derives that replace block from the
+//! pinned release's own go.mod, so it is never copied by hand.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use operon_envtest::{KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, default_bin_dir};
+
+use crate::{elapsed, repo_root};
+
+/// `(output binary, Go package)`, smallest first so progress shows early.
+const BINARIES: &[(&str, &str)] = &[
+    ("etcd", "go.etcd.io/etcd/server/v3"),
+    ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+    ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+    ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    (
+        "kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+    ),
+    ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+];
+
+/// kwok Stage definitions (shipped in kwok's module) that make Nodes Ready with lease heartbeats
+/// and take Pods through Running, completion and deletion.
+const KWOK_STAGES: &[&str] = &[
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+];
+
+const GO_VERSION_MIN: (u32, u32) = (1, 26);
+
+pub fn module_dir() -> PathBuf {
+    repo_root().join("tools").join("k8s")
+}
+
+fn go() -> Result<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("go"))
+        .find(|p| p.is_file());
+    let Some(go) = found else {
+        bail!(
+            "Go is not installed (no `go` on PATH). The Kubernetes binaries are built from Go \
+             modules and need Go {}.{} or newer (Debian: `apt-get install golang`, or \
+             https://go.dev/dl). Alternatively set KUBEBUILDER_ASSETS to a directory holding \
+             etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.",
+            GO_VERSION_MIN.0,
+            GO_VERSION_MIN.1
+        );
+    };
+    let out = Command::new(&go).arg("env").arg("GOVERSION").output()?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut parts = version.trim_start_matches("go").split('.');
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    ensure!(
+        (major, minor) >= GO_VERSION_MIN,
+        "Kubernetes {KUBERNETES_VERSION} needs Go {}.{} or newer; found {version}",
+        GO_VERSION_MIN.0,
+        GO_VERSION_MIN.1
+    );
+    Ok(go)
+}
+
+fn go_cmd(go: &Path) -> Command {
+    let mut cmd = Command::new(go);
+    cmd.current_dir(module_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0");
+    cmd
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ModuleInfo {
+    go_mod: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    error: Option<String>,
+}
+
+fn download(go: &Path, module: &str) -> Result<ModuleInfo> {
+    let out = Command::new(go)
+        .args(["mod", "download", "-json", module])
+        .env("GOTOOLCHAIN", "local")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .with_context(|| format!("go mod download {module}"))?;
+    let info: ModuleInfo = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("go mod download {module}: unexpected output"))?;
+    if let Some(e) = &info.error {
+        bail!("go mod download {module}: {e}");
+    }
+    Ok(info)
+}
+
+/// The `require` version of `module` in a go.mod text.
+fn required_version(go_mod: &str, module: &str) -> Option<String> {
+    go_mod.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let first = words.next()?;
+        let (name, version) = if first == "require" {
+            (words.next()?, words.next()?)
+        } else {
+            (first, words.next()?)
+        };
+        (name == module && version.starts_with('v')).then(|| version.to_string())
+    })
+}
+
+/// Every `X => ./staging/src/X` line of k8s.io/kubernetes's go.mod, as `(module)`.
+fn staging_modules(go_mod: &str) -> Vec<String> {
+    go_mod
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once("=>")?;
+            right
+                .trim()
+                .starts_with("./staging/")
+                .then(|| left.trim().trim_start_matches("replace").trim().to_string())
+        })
+        .collect()
+}
+
+/// The go.mod text `gen-mod` writes before `go mod tidy` completes it.
+fn render_go_mod(kubernetes_go_mod: &str) -> Result<String> {
+    let staging = staging_modules(kubernetes_go_mod);
+    ensure!(
+        !staging.is_empty(),
+        "k8s.io/kubernetes {KUBERNETES_VERSION}'s go.mod has no ./staging replaces"
+    );
+    let etcd = required_version(kubernetes_go_mod, "go.etcd.io/etcd/server/v3")
+        .context("k8s.io/kubernetes does not pin go.etcd.io/etcd/server/v3")?;
+    let go_directive = kubernetes_go_mod
+        .lines()
+        .find_map(|l| l.strip_prefix("go "))
+        .context("k8s.io/kubernetes's go.mod has no go directive")?
+        .trim();
+    // v1.36.3 → v0.36.3: the published staging modules' version scheme.
+    let staging_version = format!("v0.{}", KUBERNETES_VERSION.trim_start_matches("v1."));
+
+    let mut s = String::new();
+    writeln!(
+        s,
+        "// Generated by `cargo xtask k8s gen-mod` from k8s.io/kubernetes {KUBERNETES_VERSION}'s go.mod; do not edit."
+    )?;
+    writeln!(
+        s,
+        "// Builds the control plane binaries: `cargo xtask k8s build`."
+    )?;
+    writeln!(s, "module operon.dev/tools/k8s\n")?;
+    writeln!(s, "go {go_directive}\n")?;
+    writeln!(s, "tool (")?;
+    let mut tools: Vec<&str> = BINARIES.iter().map(|(_, pkg)| *pkg).collect();
+    tools.sort_unstable();
+    for pkg in tools {
+        writeln!(s, "\t{pkg}")?;
+    }
+    writeln!(s, ")\n")?;
+    writeln!(s, "require (")?;
+    writeln!(s, "\tgo.etcd.io/etcd/server/v3 {etcd}")?;
+    writeln!(s, "\tk8s.io/kubernetes {KUBERNETES_VERSION}")?;
+    writeln!(s, "\tsigs.k8s.io/kwok {KWOK_VERSION}")?;
+    writeln!(s, ")\n")?;
+    writeln!(s, "replace (")?;
+    for module in staging {
+        writeln!(s, "\t{module} => {module} {staging_version}")?;
+    }
+    writeln!(s, ")")?;
+    Ok(s)
+}
+
+/// Regenerates `tools/k8s/go.mod` (and go.sum) from the pinned Kubernetes release.
+pub fn gen_mod() -> Result<()> {
+    let go = go()?;
+    let info = download(&go, &format!("k8s.io/kubernetes@{KUBERNETES_VERSION}"))?;
+    let go_mod_path = info.go_mod.context("go mod download gave no GoMod path")?;
+    let kubernetes_go_mod = std::fs::read_to_string(&go_mod_path)
+        .with_context(|| format!("reading {}", go_mod_path.display()))?;
+    let text = render_go_mod(&kubernetes_go_mod)?;
+    let dir = module_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("go.mod"), text)?;
+    let status = go_cmd(&go)
+        .args(["mod", "tidy"])
+        .status()
+        .context("go mod tidy")?;
+    ensure!(status.success(), "go mod tidy failed");
+    println!("wrote {}", dir.join("go.mod").display());
+    Ok(())
+}
+
+fn ldflags() -> String {
+    let v = KUBERNETES_VERSION;
+    let minor = v.split('.').nth(1).unwrap_or_default();
+    let kwok = KWOK_VERSION.trim_start_matches('v');
+    [
+        "-s -w".to_string(),
+        format!("-X k8s.io/component-base/version.gitVersion={v}"),
+        "-X k8s.io/component-base/version.gitMajor=1".to_string(),
+        format!("-X k8s.io/component-base/version.gitMinor={minor}"),
+        "-X k8s.io/component-base/version.gitTreeState=clean".to_string(),
+        format!("-X k8s.io/client-go/pkg/version.gitVersion={v}"),
+        format!("-X sigs.k8s.io/kwok/pkg/consts.Version={kwok}"),
+    ]
+    .join(" ")
+}
+
+/// Identifies a build: the module files and flags. A cache with the same stamp is up to date.
+fn stamp() -> Result<String> {
+    let dir = module_dir();
+    let go_mod = std::fs::read_to_string(dir.join("go.mod")).context("reading tools/k8s/go.mod")?;
+    let go_sum = std::fs::read_to_string(dir.join("go.sum")).context("reading tools/k8s/go.sum")?;
+    let mut h = Fnv64::default();
+    for part in [go_mod.as_str(), go_sum.as_str(), &ldflags()] {
+        h.write(part.as_bytes());
+        h.write(&[0]);
+    }
+    Ok(format!("{KUBERNETES_VERSION} {:016x}\n", h.0))
+}
+
+/// FNV-1a: a stable hash (std's hasher is randomly seeded per process).
+struct Fnv64(u64);
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+impl Fnv64 {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+const STAMP_FILE: &str = ".build-stamp";
+
+/// Where the binaries are (building them first when needed). Honours `KUBEBUILDER_ASSETS`.
+pub fn ensure_built(force: bool) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        let missing: Vec<&str> = BINARIES
+            .iter()
+            .map(|(b, _)| *b)
+            .filter(|b| !dir.join(b).is_file())
+            .collect();
+        if missing.is_empty() {
+            println!(
+                "k8s: using binaries from KUBEBUILDER_ASSETS={}",
+                dir.display()
+            );
+            return Ok(dir);
+        }
+        println!(
+            "k8s: KUBEBUILDER_ASSETS={} lacks {}; building them",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    let bin = default_bin_dir();
+    let stamp = stamp()?;
+    let complete =
+        BINARIES.iter().all(|(b, _)| bin.join(b).is_file()) && bin.join(KWOK_STAGES_FILE).is_file();
+    if !force
+        && complete
+        && std::fs::read_to_string(bin.join(STAMP_FILE))
+            .ok()
+            .as_deref()
+            == Some(stamp.as_str())
+    {
+        println!(
+            "k8s: {KUBERNETES_VERSION} binaries up to date in {}",
+            bin.display()
+        );
+        return Ok(bin);
+    }
+    build(&bin)?;
+    std::fs::write(bin.join(STAMP_FILE), stamp)?;
+    Ok(bin)
+}
+
+fn build(bin: &Path) -> Result<()> {
+    let go = go()?;
+    let t0 = Instant::now();
+    std::fs::create_dir_all(bin)?;
+    println!(
+        "k8s: building Kubernetes {KUBERNETES_VERSION}, etcd and kwok {KWOK_VERSION} into {}",
+        bin.display()
+    );
+    println!("k8s: a cold build takes 10-15 minutes on 2 cores; later builds reuse Go's caches");
+
+    phase(t0, "downloading Go modules");
+    let status = go_cmd(&go)
+        .args(["mod", "download"])
+        .status()
+        .context("go mod download")?;
+    ensure!(status.success(), "go mod download failed");
+
+    let ldflags = ldflags();
+    for (i, (name, pkg)) in BINARIES.iter().enumerate() {
+        phase(
+            t0,
+            &format!("building {name} ({}/{})", i + 1, BINARIES.len()),
+        );
+        let tmp = bin.join(format!(".{name}.tmp"));
+        let mut child = go_cmd(&go)
+            .args(["build", "-v", "-trimpath", "-ldflags", &ldflags, "-o"])
+            .arg(&tmp)
+            .arg(pkg)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("go build {pkg}"))?;
+        let compiled = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (compiled, done, name) = (compiled.clone(), done.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut last = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if last.elapsed() >= Duration::from_secs(15) {
+                        last = Instant::now();
+                        println!(
+                            "k8s:   … {name}: {} packages compiled, {} for this binary, {} total",
+                            compiled.load(Ordering::Relaxed),
+                            elapsed(started),
+                            elapsed(t0)
+                        );
+                    }
+                }
+            })
+        };
+        let mut errors = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // `-v` prints each package as it is compiled; anything else is a diagnostic.
+                if line.contains(' ') || line.starts_with('#') {
+                    errors.push(line);
+                } else {
+                    compiled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let status = child.wait()?;
+        done.store(true, Ordering::Relaxed);
+        let _ = ticker.join();
+        if !status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            bail!("go build {pkg} failed:\n{}", errors.join("\n"));
+        }
+        std::fs::rename(&tmp, bin.join(name))?;
+    }
+
+    phase(t0, "installing kwok stages");
+    let kwok = download(&go, &format!("sigs.k8s.io/kwok@{KWOK_VERSION}"))?;
+    let kwok_dir = kwok.dir.context("go mod download gave no Dir for kwok")?;
+    let mut stages = String::new();
+    for stage in KWOK_STAGES {
+        let text = std::fs::read_to_string(kwok_dir.join(stage))
+            .with_context(|| format!("reading kwok's {stage}"))?;
+        stages.push_str("---\n");
+        stages.push_str(&text);
+        if !text.ends_with('\n') {
+            stages.push('\n');
+        }
+    }
+    std::fs::write(bin.join(KWOK_STAGES_FILE), stages)?;
+
+    phase(t0, "checking versions");
+    let out = Command::new(bin.join("kube-apiserver"))
+        .arg("--version")
+        .output()?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(
+        version == format!("Kubernetes {KUBERNETES_VERSION}"),
+        "kube-apiserver --version says {version:?}, expected Kubernetes {KUBERNETES_VERSION}"
+    );
+    println!("k8s: done in {}: {version}", elapsed(t0));
+    Ok(())
+}
+
+fn phase(t0: Instant, what: &str) {
+    println!("k8s: [{}] {what}", elapsed(t0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "module k8s.io/kubernetes\n\ngo 1.26.0\n\nrequire (\n\tgo.etcd.io/etcd/server/v3 v3.6.8 // indirect\n\tk8s.io/api v0.0.0\n)\n\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n\tgithub.com/other/x => github.com/fork/x v1.0.0\n)\n";
+
+    #[test]
+    fn replace_block_comes_from_the_staging_lines() -> Result<()> {
+        assert_eq!(staging_modules(SAMPLE), ["k8s.io/api", "k8s.io/client-go"]);
+        let text = render_go_mod(SAMPLE)?;
+        let minor = KUBERNETES_VERSION.trim_start_matches("v1.");
+        assert!(text.contains(&format!("\tk8s.io/api => k8s.io/api v0.{minor}\n")));
+        assert!(text.contains(&format!(
+            "\tk8s.io/client-go => k8s.io/client-go v0.{minor}\n"
+        )));
+        assert!(!text.contains("github.com/other/x"));
+        assert!(text.contains("\tgo.etcd.io/etcd/server/v3 v3.6.8\n"));
+        assert!(text.contains("\ngo 1.26.0\n"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_checked_in_go_mod_replaces_every_staging_module_once() -> Result<()> {
+        let go_mod = std::fs::read_to_string(module_dir().join("go.mod"))?;
+        for module in [
+            "k8s.io/api",
+            "k8s.io/cri-streaming",
+            "k8s.io/streaming",
+            "k8s.io/externaljwt",
+        ] {
+            let count = go_mod
+                .lines()
+                .filter(|l| l.trim_start().starts_with(&format!("{module} => ")))
+                .count();
+            assert_eq!(count, 1, "{module} replaced {count} times");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ldflags_stamp_the_release_version() {
+        let flags = ldflags();
+        assert!(flags.contains(&format!("version.gitVersion={KUBERNETES_VERSION}")));
+        assert!(flags.contains("version.gitMajor=1"));
+        assert!(!flags.contains("v0.0.0"));
+    }
+}

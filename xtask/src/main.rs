@@ -1,0 +1,167 @@
+//! Project automation, in the spirit of operator-sdk's Makefile targets.
+
+mod cluster;
+mod k8s;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Operon project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+    /// kubectl, kwok), built from Go modules.
+    K8s {
+        #[command(subcommand)]
+        command: K8sCmd,
+    },
+    /// A local control plane for a person: kubectl, operators and demos run against it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// Runs every test (builds the control plane binaries first if needed).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Formatting, clippy with warnings denied, and generated files in sync.
+    Lint,
+}
+
+#[derive(Subcommand)]
+enum K8sCmd {
+    /// Builds the binaries into ~/.cache/operon/k8s/<version>/bin (instant when up to date).
+    Build {
+        /// Rebuild even when the cache is up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Regenerates tools/k8s/go.mod from the pinned k8s.io/kubernetes release's go.mod.
+    GenMod,
+    /// Prints the directory holding the binaries.
+    Path,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Starts the control plane (in the background unless --attach) and writes .operon/kubeconfig.
+    Up {
+        /// Run in the foreground until Ctrl-C.
+        #[arg(long)]
+        attach: bool,
+        /// Number of kwok Nodes.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+    },
+    /// Stops the control plane and removes its state.
+    Down,
+    /// Tells whether it runs, and its nodes.
+    Status,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::K8s { command } => match command {
+            K8sCmd::Build { force } => k8s::ensure_built(force).map(|_| ()),
+            K8sCmd::GenMod => k8s::gen_mod(),
+            K8sCmd::Path => {
+                println!("{}", operon_envtest::default_bin_dir().display());
+                Ok(())
+            }
+        },
+        Cmd::Cluster { command } => match command {
+            ClusterCmd::Up { attach, nodes } => cluster::up(attach, nodes),
+            ClusterCmd::Down => cluster::down(),
+            ClusterCmd::Status => cluster::status(),
+        },
+        Cmd::Test { args } => test(&args),
+        Cmd::Lint => lint(),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+pub fn elapsed(since: Instant) -> String {
+    let secs = since.elapsed().as_secs();
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", since.elapsed().as_secs_f64())
+    }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(repo_root());
+    cmd
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    let t0 = Instant::now();
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    ensure!(status.success(), "{what} failed ({status})");
+    println!("xtask: {what} passed in {}", elapsed(t0));
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let t0 = Instant::now();
+    k8s::ensure_built(false)?;
+    run(
+        "cargo test --workspace",
+        cargo()
+            .args(["test", "--workspace", "--all-targets"])
+            .args(args),
+    )?;
+    println!("xtask: all tests passed in {}", elapsed(t0));
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    k8s::gen_mod()?;
+    run(
+        "generated files in sync",
+        Command::new("git")
+            .current_dir(repo_root())
+            .args(["diff", "--exit-code", "--stat", "--", "tools/k8s"]),
+    )
+    .context("tools/k8s/go.mod differs from a fresh `cargo xtask k8s gen-mod`; commit the regenerated file")?;
+    Ok(())
+}
