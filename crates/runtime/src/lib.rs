@@ -1,0 +1,18 @@
+//! The shared runtime of Operon's operators, on top of kube-rs.
+//!
+//! One focused module per concern, so that no operator reimplements them:
+//! - [`backoff`]: per-object exponential backoff (controller-runtime's 5 ms → 1000 s);
+//! - [`conditions`]: `metav1.Condition` updates that keep `lastTransitionTime` and report change;
+//! - [`client`]: a client that counts its own requests by verb and resource;
+//! - [`events`]: events.k8s.io Events for the objects an operator reconciles;
+//! - [`metrics`]: reconcile counters with controller-runtime's names;
+//! - [`telemetry`]: structured logs (text or JSON);
+//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+
+pub mod backoff;
+pub mod client;
+pub mod conditions;
+pub mod events;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

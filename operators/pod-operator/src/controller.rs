@@ -1,0 +1,555 @@
+//! The PodRequest controller: make the requested Pod exist, keep it, replace it when the spec
+//! changes, and never touch a Pod it doesn't control.
+//!
+//! Triggers: PodRequest spec changes (generation; the operator's own status writes don't
+//! trigger), and every Pod event mapped to the PodRequest of the same name — owned Pods and
+//! foreign ones alike, so a conflicting Pod's deletion wakes its PodRequest at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use operon_runtime::backoff::Backoff;
+use operon_runtime::conditions::{self, Desired};
+use operon_runtime::events::Events;
+use operon_runtime::metrics::ControllerMetrics;
+use serde_json::json;
+
+use crate::api::{PodRequest, PodRequestStatus, condition};
+
+/// Field manager for everything the operator writes.
+pub const MANAGER: &str = "pod-operator";
+/// Label every Pod the operator creates carries, besides the talk's `app=<name>`.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the apiserver rejected Pod {pod}: {message}")]
+    PodRejected { pod: String, message: String },
+    #[error("PodRequest {0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::PodRejected { .. } => "pod_rejected",
+            Error::NoNamespace(_) => "no_namespace",
+        }
+    }
+}
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespaces to serve; empty means all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once (each object is reconciled by one at a time).
+    pub concurrency: u16,
+    /// Reported in Events as the controller instance (the Pod name in a cluster).
+    pub instance: Option<String>,
+    /// Reconcile counters (shared with whoever reports them).
+    pub metrics: Arc<ControllerMetrics>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespaces: Vec::new(),
+            concurrency: 10,
+            instance: None,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// What a reconcile needs.
+pub struct Context {
+    client: Client,
+    pods: Store<Pod>,
+    events: Events,
+    backoff: Backoff<PodRequest>,
+    metrics: Arc<ControllerMetrics>,
+    /// The status last written per PodRequest. The cache can lag behind the operator's own
+    /// writes; comparing with this keeps a lagging cache from causing a second, identical write.
+    written: Mutex<HashMap<ObjectRef<PodRequest>, PodRequestStatus>>,
+}
+
+/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let shutdown = future::FutureExt::shared(Box::pin(shutdown));
+    let controllers = scopes
+        .into_iter()
+        .map(|namespace| run_scope(client.clone(), namespace, &settings, shutdown.clone()));
+    future::join_all(controllers).await;
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One controller per namespace scope: watches and caches are per scope, so a restricted
+/// operator needs no cluster-wide permissions.
+async fn run_scope(
+    client: Client,
+    namespace: Option<String>,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pods = watcher(scoped::<Pod>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(trim_managed_fields)
+        .reflect(pod_writer)
+        .touched_objects();
+
+    let (request_store, request_writer) = reflector::store::<PodRequest>();
+    let requests = watcher(
+        scoped::<PodRequest>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(trim_managed_fields)
+    .reflect(request_writer)
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        pods: pod_store,
+        events: Events::new(client, MANAGER, settings.instance.clone()),
+        backoff: Backoff::default(),
+        metrics: settings.metrics.clone(),
+        written: Mutex::default(),
+    });
+    tracing::info!(
+        namespace = ns.unwrap_or("<all>"),
+        "starting PodRequest controller"
+    );
+    Controller::for_stream(requests, request_store)
+        .watches_stream(pods, |pod: Pod| {
+            // The Pod of a PodRequest has its name; a foreign Pod of that name matters too.
+            pod.namespace()
+                .map(|ns| ObjectRef::<PodRequest>::new(&pod.name_any()).within(&ns))
+        })
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(request = %obj, "reconciled"),
+                Err(e) => tracing::debug!("reconcile failed: {e}"),
+            }
+        })
+        .await;
+    tracing::info!(
+        namespace = ns.unwrap_or("<all>"),
+        "PodRequest controller stopped"
+    );
+}
+
+/// managedFields are most of an object's size and the operator never reads them.
+fn trim_managed_fields<K: ResourceExt>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+}
+
+fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(request.as_ref());
+    tracing::warn!(
+        request = %ObjectRef::from_obj(request.as_ref()),
+        retry_in = ?delay,
+        cause = error.metric_label(),
+        "{error}"
+    );
+    Action::requeue(delay)
+}
+
+async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = request.reconcile(&ctx).await;
+    ctx.metrics.reconciled(result.is_ok());
+    if result.is_ok() {
+        ctx.backoff.succeeded(request.as_ref());
+    }
+    result
+}
+
+/// What a reconcile found, as the status and Events should tell it.
+enum Observed {
+    /// The Pod is ours and matches the spec.
+    Current(Pod),
+    /// Just created.
+    Created(Pod),
+    /// Ours but being deleted (replacement or someone deleted it).
+    Terminating(Pod),
+    /// Ours but for an older spec: deleted, a new one follows once it is gone.
+    Replacing(Pod),
+    /// Someone else's Pod has the name.
+    Conflict(Pod),
+    /// The apiserver refused the Pod.
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl PodRequest {
+    async fn reconcile(&self, ctx: &Context) -> Result<Action, Error> {
+        if self.metadata.deletion_timestamp.is_some() {
+            // The Pod goes with the request through its ownerReference.
+            return Ok(Action::await_change());
+        }
+        let ns = self
+            .namespace()
+            .ok_or_else(|| Error::NoNamespace(self.name_any()))?;
+        let name = self.name_any();
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+
+        let cached = ctx.pods.get(&ObjectRef::new(&name).within(&ns));
+        let observed = match cached {
+            None => self.create_pod(&pods, ctx).await?,
+            Some(pod) => self.classify(&pods, (*pod).clone(), ctx).await?,
+        };
+
+        let status = self.desired_status(&observed);
+        let key = ObjectRef::from_obj(self);
+        let already_written = ctx
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(|w| same_ignoring_times(w, &status));
+        if self.status.as_ref() != Some(&status) && !already_written {
+            let patch = json!({
+                "apiVersion": PodRequest::api_version(&()),
+                "kind": PodRequest::kind(&()),
+                "status": status,
+            });
+            Api::<PodRequest>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+            ctx.written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, status);
+        }
+        match observed {
+            Observed::Rejected { message, .. } => Err(Error::PodRejected { pod: name, message }),
+            _ => Ok(Action::await_change()),
+        }
+    }
+
+    fn owns(&self, pod: &Pod) -> bool {
+        let uid = self.metadata.uid.as_deref();
+        pod.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+    }
+
+    /// The Pod's single container says what the spec says.
+    fn matches_spec(&self, pod: &Pod) -> bool {
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        match containers {
+            [c] => {
+                c.name == self.spec.name
+                    && c.image.as_deref() == Some(self.spec.image.as_str())
+                    && c.command.as_deref() == Some(self.spec.command.as_slice())
+            }
+            _ => false,
+        }
+    }
+
+    /// The Pod this request asks for (slide 69, plus ownership and a managed-by label).
+    pub fn desired_pod(&self) -> Pod {
+        let name = self.name_any();
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: self.namespace(),
+                labels: Some(
+                    [
+                        ("app".to_string(), name),
+                        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+                    ]
+                    .into(),
+                ),
+                owner_references: self.controller_owner_ref(&()).map(|mut o| {
+                    // The Pod goes before its request when deletion is foreground.
+                    o.block_owner_deletion = Some(true);
+                    vec![o]
+                }),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: self.spec.name.clone(),
+                    image: Some(self.spec.image.clone()),
+                    command: Some(self.spec.command.clone()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn classify(&self, pods: &Api<Pod>, pod: Pod, ctx: &Context) -> Result<Observed, Error> {
+        if !self.owns(&pod) {
+            if !self.is_degraded_by("PodConflict") {
+                ctx.events
+                    .warning(self, "PodConflict", "Create", conflict_message(&pod))
+                    .await;
+            }
+            return Ok(Observed::Conflict(pod));
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            return Ok(Observed::Terminating(pod));
+        }
+        if self.matches_spec(&pod) {
+            return Ok(Observed::Current(pod));
+        }
+        // Image and command of a Pod are immutable: replace it. The precondition makes sure
+        // only the Pod we looked at is deleted.
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match pods.delete(&pod.name_any(), &dp).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+            Err(e) => return Err(e.into()),
+        }
+        ctx.events
+            .normal(
+                self,
+                "Replaced",
+                "Delete",
+                format!(
+                    "Deleted Pod {} to apply spec generation {}; a new Pod follows once it is gone",
+                    pod.name_any(),
+                    self.metadata.generation.unwrap_or_default()
+                ),
+            )
+            .await;
+        Ok(Observed::Replacing(pod))
+    }
+
+    async fn create_pod(&self, pods: &Api<Pod>, ctx: &Context) -> Result<Observed, Error> {
+        let pp = PostParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..Default::default()
+        };
+        match pods.create(&pp, &self.desired_pod()).await {
+            Ok(pod) => {
+                ctx.events
+                    .normal(
+                        self,
+                        "Created",
+                        "Create",
+                        format!("Created Pod {}", pod.name_any()),
+                    )
+                    .await;
+                Ok(Observed::Created(pod))
+            }
+            Err(e) if is_status(&e, 409) => {
+                // Not in the cache, yet it exists: a foreign Pod, or ours not yet seen.
+                match pods.get_opt(&self.name_any()).await? {
+                    Some(pod) => self.classify(pods, pod, ctx).await,
+                    None => Err(e.into()),
+                }
+            }
+            Err(kube::Error::Api(status)) if matches!(status.code, 403 | 422) => {
+                let reason = if status.message.contains("exceeded quota") {
+                    "QuotaExceeded"
+                } else if status.code == 422 {
+                    "InvalidPod"
+                } else {
+                    "AdmissionDenied"
+                };
+                ctx.events
+                    .warning(self, "FailedCreate", "Create", status.message.clone())
+                    .await;
+                Ok(Observed::Rejected {
+                    reason,
+                    message: status.message,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn is_degraded_by(&self, reason: &str) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| conditions::get(&s.conditions, condition::DEGRADED))
+            .is_some_and(|c| c.status == "True" && c.reason == reason)
+    }
+
+    fn desired_status(&self, observed: &Observed) -> PodRequestStatus {
+        let mut status = self.status.clone().unwrap_or_default();
+        let generation = self.metadata.generation;
+        status.observed_generation = generation;
+        let (ready, degraded) = match observed {
+            Observed::Current(pod) | Observed::Created(pod) => {
+                status.pod_name = pod.metadata.name.clone();
+                status.pod_phase = pod_phase(pod);
+                (pod_ready(pod), not_degraded())
+            }
+            Observed::Terminating(pod) => {
+                status.pod_name = pod.metadata.name.clone();
+                status.pod_phase = pod_phase(pod);
+                let msg = format!(
+                    "Pod {} is terminating; it will be recreated",
+                    pod.name_any()
+                );
+                (
+                    Desired::new(condition::READY, false, "PodTerminating", msg),
+                    not_degraded(),
+                )
+            }
+            Observed::Replacing(pod) => {
+                status.pod_name = pod.metadata.name.clone();
+                status.pod_phase = pod_phase(pod);
+                let msg = format!(
+                    "Replacing Pod {} to apply spec generation {}",
+                    pod.name_any(),
+                    generation.unwrap_or_default()
+                );
+                (
+                    Desired::new(condition::READY, false, "Replacing", msg),
+                    not_degraded(),
+                )
+            }
+            Observed::Conflict(pod) => {
+                status.pod_name = None;
+                status.pod_phase = None;
+                let msg = conflict_message(pod);
+                (
+                    Desired::new(condition::READY, false, "PodConflict", msg.clone()),
+                    Desired::new(condition::DEGRADED, true, "PodConflict", msg),
+                )
+            }
+            Observed::Rejected { reason, message } => {
+                status.pod_name = None;
+                status.pod_phase = None;
+                let msg = format!("Pod {} was rejected: {message}", self.name_any());
+                (
+                    Desired::new(condition::READY, false, reason, msg.clone()),
+                    Desired::new(condition::DEGRADED, true, reason, msg),
+                )
+            }
+        };
+        conditions::set(&mut status.conditions, ready, generation);
+        conditions::set(&mut status.conditions, degraded, generation);
+        status
+    }
+}
+
+/// Equal but for `lastTransitionTime`, which a status computed from a stale cache resets.
+fn same_ignoring_times(a: &PodRequestStatus, b: &PodRequestStatus) -> bool {
+    let strip = |s: &PodRequestStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+fn not_degraded() -> Desired<'static> {
+    Desired::new(condition::DEGRADED, false, "AsExpected", "")
+}
+
+fn conflict_message(pod: &Pod) -> String {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("controlled by {} {}", o.kind, o.name))
+        .unwrap_or_else(|| "not controlled by this PodRequest".to_string());
+    format!(
+        "Pod {} already exists and is {owner}; it is left untouched. The Pod will be created once it is gone",
+        pod.name_any()
+    )
+}
+
+fn pod_phase(pod: &Pod) -> Option<String> {
+    pod.status.as_ref().and_then(|s| s.phase.clone())
+}
+
+fn pod_ready(pod: &Pod) -> Desired<'static> {
+    let phase = pod_phase(pod).unwrap_or_else(|| "Pending".to_string());
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let name = pod.name_any();
+    if phase == "Running" && ready {
+        Desired::new(
+            condition::READY,
+            true,
+            "PodReady",
+            format!("Pod {name} is running and ready"),
+        )
+    } else {
+        let reason = match phase.as_str() {
+            "Pending" => "PodPending",
+            "Running" => "PodNotReady",
+            "Succeeded" => "PodSucceeded",
+            "Failed" => "PodFailed",
+            _ => "PodUnknown",
+        };
+        Desired::new(
+            condition::READY,
+            false,
+            reason,
+            format!("Pod {name} is {phase}"),
+        )
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}

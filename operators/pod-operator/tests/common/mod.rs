@@ -1,0 +1,215 @@
+//! Test fixtures: the CRD installed on the shared control plane, an in-process operator scoped
+//! to the test's namespace (with its own request counter), the talk's sample, and waits.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use operon_envtest::{TestEnv, wait};
+use operon_runtime::client::{RequestCounter, RequestCounts, counted_client};
+use operon_runtime::metrics::ControllerMetrics;
+use pod_operator::api::PodRequest;
+use pod_operator::controller::{self, Settings};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The talk's `podrequest.yaml` (slide 72), as shipped in config/samples.
+pub const SAMPLE: &str = include_str!("../../../../config/samples/podrequest.yaml");
+
+/// Applies the generated CRD (server-side, idempotent) and waits until it is served.
+pub async fn install_crd(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = PodRequest::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("pod-operator-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    wait::until("PodRequest CRD established", TIMEOUT, || async {
+        let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
+        let ok = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if ok {
+            Ok(())
+        } else {
+            Err("not established".into())
+        }
+    })
+    .await?;
+    // Established can precede the REST endpoint by a moment.
+    let api: Api<PodRequest> = Api::all(client.clone());
+    wait::until("PodRequest API served", TIMEOUT, || async {
+        api.list(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    Ok(())
+}
+
+/// A test's environment: namespace, admin client, CRD installed.
+pub struct Fixture {
+    pub env: &'static TestEnv,
+    pub ns: String,
+    pub client: Client,
+}
+
+impl Fixture {
+    pub async fn new(prefix: &str) -> Result<Fixture> {
+        let env = operon_envtest::shared().await?;
+        let ns = env.namespace(prefix).await?;
+        let client = env.client().await?;
+        install_crd(&client).await?;
+        Ok(Fixture {
+            env,
+            ns: ns.name().to_string(),
+            client,
+        })
+    }
+
+    pub fn requests(&self) -> Api<PodRequest> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn pods(&self) -> Api<k8s_openapi::api::core::v1::Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn operator(&self) -> Result<Operator> {
+        Operator::start(self.env, &self.ns).await
+    }
+
+    /// The talk's sample, in this test's namespace.
+    pub fn sample(&self) -> Result<PodRequest> {
+        let mut pr: PodRequest = serde_saphyr::from_str(SAMPLE).context("parsing the sample")?;
+        pr.metadata.namespace = Some(self.ns.clone());
+        Ok(pr)
+    }
+
+    /// Reasons and notes of the Events about PodRequest `name`.
+    pub async fn events(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("PodRequest") && r.name.as_deref() == Some(name)
+                })
+            })
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect())
+    }
+
+    /// Waits until PodRequest `name` is Ready for its current generation.
+    pub async fn wait_ready(&self, name: &str) -> Result<PodRequest> {
+        let api = self.requests();
+        Ok(
+            wait::until(&format!("PodRequest {name} Ready"), TIMEOUT, || async {
+                let pr = api.get(name).await.map_err(|e| e.to_string())?;
+                let status = pr.status.clone().unwrap_or_default();
+                let ready = operon_runtime::conditions::is_true(&status.conditions, "Ready");
+                if ready && status.observed_generation == pr.metadata.generation {
+                    Ok(pr)
+                } else {
+                    Err(format!("status {status:?}"))
+                }
+            })
+            .await?,
+        )
+    }
+
+    /// Waits until condition `type_` of `name` has `reason`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> Result<PodRequest> {
+        let api = self.requests();
+        Ok(wait::until(
+            &format!("{name} {type_}={status} ({reason})"),
+            TIMEOUT,
+            || async {
+                let pr = api.get(name).await.map_err(|e| e.to_string())?;
+                let conditions = pr.status.clone().unwrap_or_default().conditions;
+                match operon_runtime::conditions::get(&conditions, type_) {
+                    Some(c) if c.status == status && c.reason == reason => Ok(pr),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await?)
+    }
+}
+
+/// pod-operator running in this process, serving one namespace.
+pub struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    counter: RequestCounter,
+    pub metrics: Arc<ControllerMetrics>,
+}
+
+impl Operator {
+    pub async fn start(env: &TestEnv, namespace: &str) -> Result<Operator> {
+        let counter = RequestCounter::default();
+        let client = counted_client(env.config().await?, &counter)?;
+        let metrics = Arc::new(ControllerMetrics::default());
+        let settings = Settings {
+            namespaces: vec![namespace.to_string()],
+            concurrency: 10,
+            instance: Some("test".into()),
+            metrics: metrics.clone(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(client, settings, async move {
+            let _ = rx.await;
+        }));
+        Ok(Operator {
+            stop: Some(tx),
+            task,
+            counter,
+            metrics,
+        })
+    }
+
+    /// Requests this operator made so far.
+    pub fn requests(&self) -> RequestCounts {
+        self.counter.snapshot()
+    }
+
+    /// Graceful stop: in-flight reconciles finish.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(TIMEOUT, &mut self.task)
+            .await
+            .context("operator did not stop")??;
+        Ok(())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
