@@ -2,6 +2,7 @@
 //!
 //! One focused module per concern, so that no operator reimplements them:
 //! - [`backoff`]: per-object exponential backoff (controller-runtime's 5 ms → 1000 s);
+//! - [`cache`]: waiting for a reflector's initial list from many reconciles at once;
 //! - [`conditions`]: `metav1.Condition` updates that keep `lastTransitionTime` and report change;
 //! - [`client`]: a client that counts its own requests by verb and resource;
 //! - [`events`]: events.k8s.io Events for the objects an operator reconciles;
@@ -10,6 +11,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
 pub mod backoff;
+pub mod cache;
 pub mod client;
 pub mod conditions;
 pub mod events;

@@ -43,7 +43,7 @@ pub struct PodRequestSpec {
     /// The command the container runs: the executable, then its arguments.
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.all(arg, arg.size() <= 32768)").message("each command argument must be at most 32768 characters"))]
-    #[x_kube(validation = Rule::new("self[0] != ''").message("the first element (the executable) must not be empty"))]
+    #[x_kube(validation = Rule::new("self.size() == 0 || self[0] != ''").message("the first element (the executable) must not be empty"))]
     pub command: Vec<String>,
 }
 

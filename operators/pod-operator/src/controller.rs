@@ -39,6 +39,8 @@ pub enum Error {
     PodRejected { pod: String, message: String },
     #[error("PodRequest {0} has no namespace")]
     NoNamespace(String),
+    #[error("the Pod cache stopped")]
+    CacheClosed,
 }
 
 impl Error {
@@ -48,6 +50,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::PodRejected { .. } => "pod_rejected",
             Error::NoNamespace(_) => "no_namespace",
+            Error::CacheClosed => "cache_closed",
         }
     }
 }
@@ -80,6 +83,7 @@ impl Default for Settings {
 pub struct Context {
     client: Client,
     pods: Store<Pod>,
+    pods_ready: operon_runtime::cache::Ready,
     events: Events,
     backoff: Backoff<PodRequest>,
     metrics: Arc<ControllerMetrics>,
@@ -146,6 +150,7 @@ async fn run_scope(
 
     let ctx = Arc::new(Context {
         client: client.clone(),
+        pods_ready: operon_runtime::cache::ready(&pod_store),
         pods: pod_store,
         events: Events::new(client, MANAGER, settings.instance.clone()),
         backoff: Backoff::default(),
@@ -195,6 +200,7 @@ fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    tracing::debug!(request = %ObjectRef::from_obj(request.as_ref()), "reconciling");
     let result = request.reconcile(&ctx).await;
     ctx.metrics.reconciled(result.is_ok());
     if result.is_ok() {
@@ -234,6 +240,10 @@ impl PodRequest {
         let name = self.name_any();
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
+        // Until the Pod cache has its initial list, "not cached" doesn't mean "doesn't exist".
+        if !ctx.pods_ready.clone().await {
+            return Err(Error::CacheClosed);
+        }
         let cached = ctx.pods.get(&ObjectRef::new(&name).within(&ns));
         let observed = match cached {
             None => self.create_pod(&pods, ctx).await?,

@@ -415,3 +415,104 @@ async fn two_hundred_requests_converge_without_duplicates() -> Result<()> {
     );
     op.stop().await
 }
+
+/// Resource versions of every PodRequest and Pod in the namespace.
+async fn versions(f: &Fixture) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for pr in f.requests().list(&ListParams::default()).await? {
+        out.insert(
+            format!("podrequest/{}", pr.name_any()),
+            pr.resource_version().unwrap_or_default(),
+        );
+    }
+    for pod in f.pods().list(&ListParams::default()).await? {
+        out.insert(
+            format!("pod/{}", pod.name_any()),
+            format!(
+                "{}@{}",
+                pod.resource_version().unwrap_or_default(),
+                pod.metadata.uid.unwrap_or_default()
+            ),
+        );
+    }
+    Ok(out)
+}
+
+/// Fails if any PodRequest in the namespace changes within `window` (a watch from the current
+/// resourceVersion must deliver nothing).
+async fn assert_no_changes(f: &Fixture, window: Duration) -> Result<()> {
+    let api = f.requests();
+    let rv = api
+        .list_metadata(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut events = api
+        .watch(&kube::api::WatchParams::default(), &rv)
+        .await?
+        .boxed();
+    loop {
+        match tokio::time::timeout(window, events.try_next()).await {
+            Err(_elapsed) => return Ok(()),
+            Ok(Ok(Some(kube::api::WatchEvent::Bookmark(_)))) => continue,
+            Ok(Ok(Some(event))) => anyhow::bail!("PodRequest changed while idle: {event:?}"),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_operator_and_restarted_operator_write_nothing() -> Result<()> {
+    const N: usize = 5;
+    let f = Fixture::new("quiet").await?;
+    let op = f.operator().await?;
+    for i in 0..N {
+        f.requests()
+            .create(
+                &PostParams::default(),
+                &request(&f.ns, &format!("quiet-{i}"), "busybox"),
+            )
+            .await?;
+    }
+    for i in 0..N {
+        f.wait_ready(&format!("quiet-{i}")).await?;
+    }
+    let before = versions(&f).await?;
+    let counts = op.requests();
+    // Idle: nothing changes for a while; the operator makes no request at all (no writes, no
+    // uncached GETs, no relists).
+    assert_no_changes(&f, Duration::from_secs(5)).await?;
+    let idle = op.requests().since(&counts);
+    assert_eq!(idle.writes(), 0, "writes while idle: {idle}");
+    assert_eq!(
+        idle.verb("get") + idle.verb("list"),
+        0,
+        "reads while idle: {idle}"
+    );
+    assert_eq!(versions(&f).await?, before);
+
+    // Restart: the new operator reconciles every request once and writes nothing.
+    op.stop().await?;
+    let op = f.operator().await?;
+    wait::until("initial reconciles", TIMEOUT, || async {
+        let n = op.metrics.reconciles();
+        if n >= N as u64 {
+            Ok(())
+        } else {
+            Err(format!("{n} reconciles"))
+        }
+    })
+    .await?;
+    assert_no_changes(&f, Duration::from_secs(2)).await?;
+    let requests = op.requests();
+    assert_eq!(requests.writes(), 0, "writes after restart: {requests}");
+    assert_eq!(op.metrics.errors(), 0);
+    assert_eq!(
+        versions(&f).await?,
+        before,
+        "objects changed across the restart"
+    );
+    op.stop().await
+}

@@ -170,6 +170,10 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(env: &TestEnv, namespace: &str) -> Result<Operator> {
+        // Operator logs in the test output when RUST_LOG is set (shown for failing tests).
+        if std::env::var_os("RUST_LOG").is_some() {
+            operon_runtime::telemetry::init(operon_runtime::telemetry::LogFormat::Text, "info");
+        }
         let counter = RequestCounter::default();
         let client = counted_client(env.config().await?, &counter)?;
         let metrics = Arc::new(ControllerMetrics::default());
