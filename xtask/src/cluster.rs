@@ -56,6 +56,18 @@ fn alive(pid: u32) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// Announces a ready control plane (written last and atomically: its presence means ready).
+pub fn publish(info: &ClusterInfo) -> Result<()> {
+    let tmp = info_path().with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)?;
+    std::fs::rename(&tmp, info_path())?;
+    Ok(())
+}
+
+pub fn unpublish() {
+    let _ = std::fs::remove_file(info_path());
+}
+
 pub fn running() -> Option<ClusterInfo> {
     let info: ClusterInfo = serde_json::from_slice(&std::fs::read(info_path()).ok()?).ok()?;
     alive(info.pid).then_some(info)
@@ -151,10 +163,7 @@ fn serve(nodes: usize) -> Result<()> {
             startup: cp.startup_times().to_string(),
             logs: cp.log_files(),
         };
-        // Written last and atomically: its presence means "ready".
-        let tmp = info_path().with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
-        std::fs::rename(&tmp, info_path())?;
+        publish(&info)?;
         println!("cluster: ready ({}) at {}", info.startup, info.server);
         for (name, path) in &info.logs {
             println!("cluster: {name} log: {}", path.display());
@@ -167,7 +176,7 @@ fn serve(nodes: usize) -> Result<()> {
             _ = term.recv() => {}
         }
         println!("cluster: stopping");
-        let _ = std::fs::remove_file(info_path());
+        unpublish();
         drop(cp);
         println!("cluster: stopped");
         Ok(())

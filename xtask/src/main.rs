@@ -1,7 +1,9 @@
 //! Project automation, in the spirit of operator-sdk's Makefile targets.
 
 mod cluster;
+mod demo;
 mod k8s;
+mod manifests;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +32,18 @@ enum Cmd {
         #[command(subcommand)]
         command: ClusterCmd,
     },
+    /// Runs the project: a local control plane, the operators, and the talk's samples, until
+    /// Ctrl-C.
+    Up {
+        /// Number of kwok Nodes.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Use the operator binaries in this directory instead of building them.
+        #[arg(long)]
+        operator_bin_dir: Option<PathBuf>,
+    },
+    /// Writes the generated deployment files under config/ from the Rust types.
+    Manifests,
     /// Runs every test (builds the control plane binaries first if needed).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -74,7 +88,9 @@ enum ClusterCmd {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // kube's client logs each failed readiness probe as an error; those are expected.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -92,6 +108,11 @@ fn main() -> Result<()> {
             ClusterCmd::Down => cluster::down(),
             ClusterCmd::Status => cluster::status(),
         },
+        Cmd::Up {
+            nodes,
+            operator_bin_dir,
+        } => demo::up(nodes, operator_bin_dir),
+        Cmd::Manifests => manifests::write(),
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
     }
@@ -112,13 +133,13 @@ pub fn elapsed(since: Instant) -> String {
     }
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(repo_root());
     cmd
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<()> {
+pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
     let t0 = Instant::now();
     let status = cmd.status().with_context(|| format!("running {what}"))?;
     ensure!(status.success(), "{what} failed ({status})");
@@ -156,12 +177,37 @@ fn lint() -> Result<()> {
         ]),
     )?;
     k8s::gen_mod()?;
+    manifests::write()?;
     run(
         "generated files in sync",
-        Command::new("git")
-            .current_dir(repo_root())
-            .args(["diff", "--exit-code", "--stat", "--", "tools/k8s"]),
+        Command::new("git").current_dir(repo_root()).args([
+            "diff",
+            "--exit-code",
+            "--stat",
+            "--",
+            "tools/k8s",
+            "config",
+        ]),
     )
-    .context("tools/k8s/go.mod differs from a fresh `cargo xtask k8s gen-mod`; commit the regenerated file")?;
+    .context(
+        "generated files differ from a fresh generation (`cargo xtask k8s gen-mod`, \
+         `cargo xtask manifests`); commit the regenerated files",
+    )?;
+    let untracked = Command::new("git")
+        .current_dir(repo_root())
+        .args([
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "--",
+            "config",
+            "tools/k8s",
+        ])
+        .output()?;
+    ensure!(
+        untracked.stdout.is_empty(),
+        "generated files not committed:\n{}",
+        String::from_utf8_lossy(&untracked.stdout)
+    );
     Ok(())
 }

@@ -1,0 +1,334 @@
+//! `cargo xtask up`: the project running, as in the talk's demo — a control plane, the CRD,
+//! pod-operator, and the talk's PodRequest — until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use operon_envtest::{ControlPlane, wait};
+use pod_operator::api::PodRequest;
+
+use crate::cluster::{self, ClusterInfo};
+use crate::{cargo, elapsed, repo_root};
+
+const MANAGER: &str = "operon-demo";
+const SAMPLE: &str = "config/samples/podrequest.yaml";
+const DEMO_NAMESPACE: &str = "pod-operator";
+
+/// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.
+struct OperatorProcess {
+    name: &'static str,
+    child: std::sync::Mutex<Child>,
+}
+
+impl OperatorProcess {
+    fn start(name: &'static str, binary: &Path, args: &[&str], kubeconfig: &Path) -> Result<Self> {
+        let log_path = cluster::state_dir().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        println!(
+            "up: {name} running (pid {}, log {})",
+            child.id(),
+            log_path.display()
+        );
+        Ok(OperatorProcess {
+            name,
+            child: std::sync::Mutex::new(child),
+        })
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{} exited ({status}); see its log in {}",
+                self.name,
+                cluster::state_dir().display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        if matches!(child.try_wait(), Ok(None)) {
+            let pgid = Pid::from_raw(child.id() as i32);
+            let _ = killpg(pgid, Signal::SIGTERM);
+            let t0 = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(15) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = child.wait();
+            println!("up: {} stopped", self.name);
+        }
+    }
+}
+
+fn target_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cargo metadata")?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+/// `operator_bin_dir`: where the operator binaries are; built with cargo when absent.
+pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
+    let t0 = Instant::now();
+    crate::k8s::ensure_built(false)?;
+    let bin_dir = match operator_bin_dir {
+        Some(dir) => dir,
+        None => {
+            println!("up: building the operators");
+            crate::run(
+                "cargo build (operators)",
+                cargo().args(["build", "-p", "pod-operator", "--bins"]),
+            )?;
+            target_dir()?.join("debug")
+        }
+    };
+    let pod_operator = bin_dir.join("pod-operator");
+    if !pod_operator.is_file() {
+        bail!("{} does not exist", pod_operator.display());
+    }
+    std::fs::create_dir_all(cluster::state_dir())?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        // Reuse a running `cargo xtask cluster up`; otherwise run one for as long as this runs.
+        let (own_plane, kubeconfig) = match cluster::running() {
+            Some(info) => {
+                println!("up: using the running control plane at {}", info.server);
+                (None, info.kubeconfig)
+            }
+            None => {
+                let data = cluster::state_dir().join("cluster");
+                let _ = std::fs::remove_dir_all(&data);
+                let cp = ControlPlane::builder()
+                    .nodes(nodes)
+                    .dir(&data)
+                    .start()
+                    .await?;
+                println!("up: control plane ready ({})", cp.startup_times());
+                std::fs::copy(cp.kubeconfig_path(), cluster::kubeconfig_path())?;
+                cluster::publish(&ClusterInfo {
+                    pid: std::process::id(),
+                    server: cp.server().to_string(),
+                    kubeconfig: cluster::kubeconfig_path(),
+                    startup: cp.startup_times().to_string(),
+                    logs: cp.log_files(),
+                })?;
+                (Some(cp), cluster::kubeconfig_path())
+            }
+        };
+        let result = demo(&kubeconfig, &pod_operator, t0).await;
+        if let Some(cp) = own_plane {
+            cluster::unpublish();
+            let _ = std::fs::remove_file(cluster::kubeconfig_path());
+            let data = cp.dir().to_path_buf();
+            drop(cp);
+            let _ = std::fs::remove_dir_all(data);
+            println!("up: control plane stopped");
+        }
+        result
+    })
+}
+
+async fn client(kubeconfig: &Path) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn demo(kubeconfig: &Path, pod_operator: &Path, t0: Instant) -> Result<()> {
+    let client = client(kubeconfig).await?;
+    install_crd(&client, &PodRequest::crd()).await?;
+    ensure_namespace(&client, DEMO_NAMESPACE).await?;
+    let operator = OperatorProcess::start("pod-operator", pod_operator, &["run"], kubeconfig)?;
+    apply_yaml(&client, &repo_root().join(SAMPLE)).await?;
+
+    let requests: Api<PodRequest> = Api::namespaced(client.clone(), DEMO_NAMESPACE);
+    wait::until(
+        "the talk's PodRequest Ready",
+        Duration::from_secs(120),
+        || async {
+            operator.check_alive().map_err(|e| e.to_string())?;
+            let pr = requests.get("busybox").await.map_err(|e| e.to_string())?;
+            let conditions = pr.status.map(|s| s.conditions).unwrap_or_default();
+            if operon_runtime::conditions::is_true(&conditions, "Ready") {
+                Ok(())
+            } else {
+                Err(format!("{conditions:?}"))
+            }
+        },
+    )
+    .await?;
+    println!("up: ready in {}\n", elapsed(t0));
+    kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "podrequests,pods",
+            "-n",
+            DEMO_NAMESPACE,
+            "-o",
+            "wide",
+        ],
+    );
+    print_next_steps(kubeconfig);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut check = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = check.tick() => operator.check_alive()?,
+        }
+    }
+    println!("\nup: stopping");
+    drop(operator);
+    Ok(())
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) {
+    let status = Command::new(operon_envtest::default_bin_dir().join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .status();
+    if let Err(e) = status {
+        println!("up: kubectl failed: {e}");
+    }
+}
+
+fn print_next_steps(kubeconfig: &Path) {
+    let bin = operon_envtest::default_bin_dir();
+    println!(
+        r#"
+Operon is running: a local control plane, pod-operator, and the talk's PodRequest.
+In another terminal:
+
+  export KUBECONFIG={kubeconfig}
+  export PATH={bin}:$PATH
+  kubectl config set-context --current --namespace={DEMO_NAMESPACE}
+
+  kubectl get podrequests,pods                  # the request and its Pod (Running on a kwok node)
+  kubectl describe podrequest busybox           # status conditions and Events
+  kubectl delete pod busybox                    # ensure: the Pod comes back (new UID)
+  kubectl patch podrequest busybox --type=merge -p '{{"spec":{{"image":"busybox:1.36"}}}}'
+                                                # spec change: the Pod is replaced
+  kubectl delete podrequest busybox             # cleanup, as on slide 73:
+  kubectl get pods -l app=busybox               # gone (or terminating)
+  kubectl create -f {sample}
+
+Ctrl-C stops everything."#,
+        kubeconfig = kubeconfig.display(),
+        bin = bin.display(),
+        sample = repo_root().join(SAMPLE).display(),
+    );
+}
+
+async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .with_context(|| format!("applying CRD {name}"))?;
+    wait::until(
+        &format!("CRD {name} established"),
+        Duration::from_secs(60),
+        || async {
+            let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                Ok(())
+            } else {
+                Err("not established".into())
+            }
+        },
+    )
+    .await?;
+    println!("up: CRD {name} installed");
+    Ok(())
+}
+
+async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name },
+    }))?;
+    Api::<Namespace>::all(client.clone())
+        .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&ns))
+        .await?;
+    Ok(())
+}
+
+/// Server-side applies every document of a YAML file.
+async fn apply_yaml(client: &Client, path: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let docs: Vec<DynamicObject> = serde_saphyr::from_multiple(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    for obj in docs {
+        let types = obj
+            .types
+            .clone()
+            .context("a document without apiVersion/kind")?;
+        let (group, version) = match types.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), types.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
+        let ar = ApiResource::from_gvk(&gvk);
+        let api: Api<DynamicObject> = match obj.namespace() {
+            Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
+        println!("up: applied {} {}", types.kind, obj.name_any());
+    }
+    Ok(())
+}

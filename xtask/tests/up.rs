@@ -1,0 +1,171 @@
+//! The README's run command, `cargo xtask up`, as a newcomer uses it: the talk's PodRequest gets
+//! its Pod, the talk's cleanup works with kubectl, and Ctrl-C leaves nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use operon_envtest::wait;
+use pod_operator::api::PodRequest;
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(operon_envtest::default_bin_dir().join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[tokio::test]
+async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
+    let state = tempfile::tempdir()?;
+    let xtask = PathBuf::from(env!("CARGO_BIN_EXE_xtask"));
+    let bin_dir = xtask.parent().context("xtask has no directory")?;
+    ensure!(
+        bin_dir.join("pod-operator").is_file(),
+        "pod-operator is not built next to xtask"
+    );
+    let mut child = Command::new(&xtask)
+        .args(["up", "--operator-bin-dir"])
+        .arg(bin_dir)
+        .env("OPERON_STATE_DIR", state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("Ctrl-C stops everything");
+                output.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("xtask up exited:\n{}", output.join("\n"))
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("xtask up not ready after 180 s:\n{}", output.join("\n"));
+        }
+    }
+    let text = output.join("\n");
+    let operator_pid: i32 = text
+        .split("pod-operator running (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|pid| pid.parse().ok())
+        .context("no operator pid in the output")?;
+    ensure!(
+        text.contains("busybox   busybox   Running   True"),
+        "kubectl table missing:\n{text}"
+    );
+
+    let kubeconfig = state.path().join("kubeconfig");
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
+    )?;
+    let pr = Api::<PodRequest>::namespaced(client.clone(), "pod-operator")
+        .get("busybox")
+        .await?;
+    let pod = Api::<Pod>::namespaced(client, "pod-operator")
+        .get("busybox")
+        .await?;
+    assert_eq!(
+        pod.owner_references().first().map(|o| o.uid.clone()),
+        pr.metadata.uid
+    );
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+
+    // Slide 73: delete the request; the Pods with app=busybox go.
+    kubectl(
+        &kubeconfig,
+        &["delete", "podrequest", "busybox", "-n", "pod-operator"],
+    )?;
+    wait::until(
+        "kubectl get pods -l app=busybox empty",
+        Duration::from_secs(60),
+        || async {
+            let pods = kubectl(
+                &kubeconfig,
+                &[
+                    "get",
+                    "pods",
+                    "-l",
+                    "app=busybox",
+                    "-n",
+                    "pod-operator",
+                    "-o",
+                    "name",
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+            if pods.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(pods)
+            }
+        },
+    )
+    .await?;
+
+    let children: Vec<i32> =
+        std::fs::read_to_string(state.path().join("cluster").join("children.pids"))?
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+    ensure!(
+        children.len() == 5,
+        "expected 5 control plane processes: {children:?}"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("xtask up did not stop within 60 s of Ctrl-C");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(status.success(), "xtask up exited with {status}");
+    for pid in children.into_iter().chain([operator_pid]) {
+        ensure!(!alive(pid), "pid {pid} survived Ctrl-C");
+    }
+    ensure!(!state.path().join("cluster.json").exists());
+    Ok(())
+}
+
+use kube::ResourceExt as _;
