@@ -19,7 +19,7 @@ use crate::cluster::{self, ClusterInfo};
 use crate::{cargo, elapsed, repo_root};
 
 const MANAGER: &str = "operon-demo";
-const SAMPLE: &str = "config/samples/podrequest.yaml";
+const SAMPLE: &str = "config/pod-operator/samples/podrequest.yaml";
 const DEMO_NAMESPACE: &str = "pod-operator";
 
 /// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.

@@ -7,14 +7,18 @@
 //! - [`client`]: a client that counts its own requests by verb and resource;
 //! - [`events`]: events.k8s.io Events for the objects an operator reconciles;
 //! - [`metrics`]: reconcile counters with controller-runtime's names;
+//! - [`manifests`]: deployment objects (RBAC, Deployment, Service, …) generated from an operator's declared needs;
 //! - [`telemetry`]: structured logs (text or JSON);
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
+pub mod admin;
 pub mod backoff;
 pub mod cache;
 pub mod client;
 pub mod conditions;
 pub mod events;
+pub mod lease;
+pub mod manifests;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,34 +1,926 @@
-//! Controller counters, named after controller-runtime's metrics so that dashboards and alerts
-//! written for Go operators apply.
+//! Controller metrics, named after controller-runtime's so that the dashboards and alerts written
+//! for Go operators apply unchanged.
+//!
+//! One [`Metrics`] per process owns a Prometheus registry; each controller gets its
+//! [`ControllerMetrics`] from [`Metrics::controller`] and reports what its loop does:
+//!
+//! | call | series |
+//! | --- | --- |
+//! | [`ControllerMetrics::queued`] | `workqueue_adds_total`, `workqueue_depth` |
+//! | [`ControllerMetrics::retried`] | `workqueue_retries_total` (and everything `queued` does) |
+//! | [`ControllerMetrics::started`] | `workqueue_queue_duration_seconds`, `workqueue_depth`, `controller_runtime_active_workers` |
+//! | [`ControllerMetrics::finished`] | `controller_runtime_reconcile_total`, `controller_runtime_reconcile_errors_total`, `controller_runtime_reconcile_time_seconds`, `workqueue_work_duration_seconds` |
+//!
+//! [`Metrics::set_leader`] sets `leader_election_master_status`, and [`Metrics::render`] adds the
+//! process metrics of Go's client (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! …), read from `/proc/self` at each scrape.
+//!
+//! Workqueue series carry both `name` and `controller` labels (set to the controller's name), as
+//! controller-runtime ≥ 0.19 does; queries that select on `name` alone keep working.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-/// Per-controller reconcile counters.
-#[derive(Debug, Default)]
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of [`Metrics::render`]'s output: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// controller-runtime's `controller_runtime_reconcile_time_seconds` buckets.
+const RECONCILE_TIME_BUCKETS: [f64; 40] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9,
+    1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
+    25.0, 30.0, 40.0, 50.0, 60.0,
+];
+
+/// controller-runtime's workqueue buckets, `ExponentialBuckets(10e-9, 10, 12)`: 10 ns … 1000 s.
+const WORKQUEUE_BUCKETS: [f64; 12] = [
+    1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0,
+];
+
+fn reconcile_time_histogram() -> Histogram {
+    Histogram::new(RECONCILE_TIME_BUCKETS)
+}
+
+fn workqueue_histogram() -> Histogram {
+    Histogram::new(WORKQUEUE_BUCKETS)
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the maps it guards stay
+/// consistent, so metrics keep going rather than panic in turn.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    controller: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
+    controller: String,
+}
+
+/// Workqueue labels; fields in Go's (alphabetical) order so the text matches a Go operator's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    controller: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    name: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Every labelled family, shared between the registry and the controllers' handles.
+#[derive(Clone, Debug)]
+struct Families {
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    errors_by_cause: Family<CauseLabels, Counter>,
+    reconcile_time: HistogramFamily<ControllerLabels>,
+    active_workers: Family<ControllerLabels, Gauge>,
+    depth: Family<QueueLabels, Gauge>,
+    adds: Family<QueueLabels, Counter>,
+    retries: Family<QueueLabels, Counter>,
+    queue_duration: HistogramFamily<QueueLabels>,
+    work_duration: HistogramFamily<QueueLabels>,
+    unfinished_work: Family<QueueLabels, FloatGauge>,
+    longest_running: Family<QueueLabels, FloatGauge>,
+}
+
+impl Families {
+    fn new() -> Self {
+        Families {
+            reconcile_total: Family::default(),
+            reconcile_errors: Family::default(),
+            errors_by_cause: Family::default(),
+            reconcile_time: Family::new_with_constructor(reconcile_time_histogram),
+            active_workers: Family::default(),
+            depth: Family::default(),
+            adds: Family::default(),
+            retries: Family::default(),
+            queue_duration: Family::new_with_constructor(workqueue_histogram),
+            work_duration: Family::new_with_constructor(workqueue_histogram),
+            unfinished_work: Family::default(),
+            longest_running: Family::default(),
+        }
+    }
+
+    /// Counter names are given without `_total`: prometheus-client appends it.
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            self.reconcile_total.clone(),
+        );
+        r.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            self.reconcile_errors.clone(),
+        );
+        r.register(
+            "operon_reconcile_errors_by_cause",
+            "Total number of reconciliation errors per controller and cause",
+            self.errors_by_cause.clone(),
+        );
+        r.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            self.reconcile_time.clone(),
+        );
+        r.register(
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            self.active_workers.clone(),
+        );
+        r.register(
+            "workqueue_depth",
+            "Current depth of workqueue",
+            self.depth.clone(),
+        );
+        r.register(
+            "workqueue_adds",
+            "Total number of adds handled by workqueue",
+            self.adds.clone(),
+        );
+        r.register(
+            "workqueue_retries",
+            "Total number of retries handled by workqueue",
+            self.retries.clone(),
+        );
+        r.register(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested",
+            self.queue_duration.clone(),
+        );
+        r.register(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+            self.work_duration.clone(),
+        );
+        r.register(
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has been done that is in progress and hasn't been observed \
+             by work_duration. Large values indicate stuck threads. One can deduce the number of \
+             stuck threads by observing the rate at which this increases",
+            self.unfinished_work.clone(),
+        );
+        r.register(
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running",
+            self.longest_running.clone(),
+        );
+    }
+}
+
+/// The metrics of one process: a Prometheus registry with the controllers' families, leader
+/// election status and process metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    families: Families,
+    leader: Family<NameLabels, Gauge>,
+    controllers: Mutex<HashMap<String, Arc<ControllerMetrics>>>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let families = Families::new();
+        families.register(&mut registry);
+        let leader = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates \
+             backup, 1 indicates master. 'name' is the string used to identify the lease. Please \
+             make sure to group by name",
+            leader.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        Arc::new(Metrics {
+            registry,
+            families,
+            leader,
+            controllers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The metrics of controller `name` (label `controller=<name>`, workqueue `name=<name>`);
+    /// the same `Arc` for the same name. Its series appear at 0 from this call on, so rates and
+    /// absence alerts work before the first reconcile.
+    pub fn controller(self: &Arc<Self>, name: &str) -> Arc<ControllerMetrics> {
+        lock(&self.controllers)
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(ControllerMetrics::with_families(&self.families, name)))
+            .clone()
+    }
+
+    /// `leader_election_master_status{name}`: 1 while this process holds lease `name`, else 0.
+    pub fn set_leader(&self, name: &str, leading: bool) {
+        self.leader
+            .get_or_create(&NameLabels {
+                name: name.to_string(),
+            })
+            .set(i64::from(leading));
+    }
+
+    /// The Prometheus text exposition ([`CONTENT_TYPE`]) of every metric, process metrics
+    /// included.
+    pub fn render(&self) -> String {
+        let controllers: Vec<_> = lock(&self.controllers).values().cloned().collect();
+        for c in controllers {
+            c.update_in_flight_gauges();
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            // Only a collector can fail; what was written before it is still worth serving.
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// One controller's metrics, from [`Metrics::controller`].
+///
+/// [`Default`] makes a standalone instance, registered nowhere: its counters work (tests read
+/// them with [`reconciles`](Self::reconciles) and [`errors`](Self::errors)) but no scrape shows
+/// them.
 pub struct ControllerMetrics {
-    /// `controller_runtime_reconcile_total{result="success"}`
-    reconcile_success: AtomicU64,
-    /// `controller_runtime_reconcile_total{result="error"}` and
-    /// `controller_runtime_reconcile_errors_total`
-    reconcile_errors: AtomicU64,
+    name: String,
+    reconcile_success: Counter,
+    reconcile_error: Counter,
+    reconcile_errors: Counter,
+    errors_by_cause: Family<CauseLabels, Counter>,
+    reconcile_time: Histogram,
+    active_workers: Gauge,
+    depth: Gauge,
+    adds: Counter,
+    retries: Counter,
+    queue_duration: Histogram,
+    work_duration: Histogram,
+    unfinished_work: FloatGauge,
+    longest_running: FloatGauge,
+    /// Keys waiting in the queue (client-go's "dirty" set) and when each was first added.
+    waiting: Mutex<HashMap<String, Instant>>,
+    in_flight: Arc<Mutex<InFlight>>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    next: u64,
+    started: HashMap<u64, Instant>,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        ControllerMetrics::with_families(&Families::new(), "")
+    }
+}
+
+impl fmt::Debug for ControllerMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControllerMetrics")
+            .field("name", &self.name)
+            .field("reconciles", &self.reconciles())
+            .field("errors", &self.errors())
+            .field("depth", &self.depth())
+            .field("active_workers", &self.active_workers())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControllerMetrics {
-    pub fn reconciled(&self, ok: bool) {
-        let counter = if ok {
-            &self.reconcile_success
-        } else {
-            &self.reconcile_errors
+    fn with_families(f: &Families, name: &str) -> Self {
+        let controller = ControllerLabels {
+            controller: name.to_string(),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let queue = QueueLabels {
+            controller: name.to_string(),
+            name: name.to_string(),
+        };
+        let result = |result| ResultLabels {
+            controller: name.to_string(),
+            result,
+        };
+        ControllerMetrics {
+            name: name.to_string(),
+            reconcile_success: f.reconcile_total.get_or_create_owned(&result("success")),
+            reconcile_error: f.reconcile_total.get_or_create_owned(&result("error")),
+            reconcile_errors: f.reconcile_errors.get_or_create_owned(&controller),
+            errors_by_cause: f.errors_by_cause.clone(),
+            reconcile_time: f.reconcile_time.get_or_create_owned(&controller),
+            active_workers: f.active_workers.get_or_create_owned(&controller),
+            depth: f.depth.get_or_create_owned(&queue),
+            adds: f.adds.get_or_create_owned(&queue),
+            retries: f.retries.get_or_create_owned(&queue),
+            queue_duration: f.queue_duration.get_or_create_owned(&queue),
+            work_duration: f.work_duration.get_or_create_owned(&queue),
+            unfinished_work: f.unfinished_work.get_or_create_owned(&queue),
+            longest_running: f.longest_running.get_or_create_owned(&queue),
+            waiting: Mutex::new(HashMap::new()),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The controller name of the labels (empty for a [`Default`] instance).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts one finished reconcile (`controller_runtime_reconcile_total` by result, and
+    /// `controller_runtime_reconcile_errors_total`) without timing it; [`started`](Self::started)
+    /// and [`finished`](Self::finished) also observe durations and the queue.
+    pub fn reconciled(&self, ok: bool) {
+        if ok {
+            self.reconcile_success.inc();
+        } else {
+            self.reconcile_error.inc();
+            self.reconcile_errors.inc();
+        }
     }
 
     /// Reconciles finished, successful or not.
     pub fn reconciles(&self) -> u64 {
-        self.reconcile_success.load(Ordering::Relaxed) + self.errors()
+        self.reconcile_success.get() + self.reconcile_error.get()
     }
 
+    /// Reconciles finished with an error.
     pub fn errors(&self) -> u64 {
-        self.reconcile_errors.load(Ordering::Relaxed)
+        self.reconcile_error.get()
+    }
+
+    /// An object was triggered (a workqueue add). Like client-go's workqueue, a key already
+    /// waiting is not added again: `workqueue_depth` counts distinct waiting keys,
+    /// `workqueue_adds_total` counts the adds that were not duplicates, and the first add's time
+    /// is what `workqueue_queue_duration_seconds` measures from. A key queued while its
+    /// reconcile runs waits again (depth 1) until its next [`started`](Self::started).
+    pub fn queued(&self, key: &str) {
+        let mut waiting = lock(&self.waiting);
+        if !waiting.contains_key(key) {
+            waiting.insert(key.to_string(), Instant::now());
+            self.adds.inc();
+            self.depth.set(gauge_value(waiting.len()));
+        }
+    }
+
+    /// An error requeue (`workqueue_retries_total`); the key also counts as
+    /// [`queued`](Self::queued). Call it when the retry is due, as client-go's `AddRateLimited`
+    /// adds the key only after the backoff delay: called earlier, the queue duration includes
+    /// the backoff.
+    pub fn retried(&self, key: &str) {
+        self.retries.inc();
+        self.queued(key);
+    }
+
+    /// A reconcile of `key` begins: the key leaves the waiting set, its wait is observed in
+    /// `workqueue_queue_duration_seconds` (0 if it was never queued), and the worker counts in
+    /// `controller_runtime_active_workers` until the timer is passed to
+    /// [`finished`](Self::finished) or dropped.
+    pub fn started(&self, key: &str) -> ReconcileTimer {
+        let now = Instant::now();
+        {
+            let mut waiting = lock(&self.waiting);
+            let waited = waiting
+                .remove(key)
+                .map(|added| now.saturating_duration_since(added))
+                .unwrap_or(Duration::ZERO);
+            self.depth.set(gauge_value(waiting.len()));
+            self.queue_duration.observe(waited.as_secs_f64());
+        }
+        let id = {
+            let mut in_flight = lock(&self.in_flight);
+            let id = in_flight.next;
+            in_flight.next += 1;
+            in_flight.started.insert(id, now);
+            self.active_workers
+                .set(gauge_value(in_flight.started.len()));
+            id
+        };
+        ReconcileTimer {
+            id,
+            start: now,
+            in_flight: self.in_flight.clone(),
+            active_workers: self.active_workers.clone(),
+        }
+    }
+
+    /// The reconcile timed by `timer` ended, with an error whose cause is `error` (a short,
+    /// bounded label value such as `"conflict"` or `"quota"`: every distinct cause is a series of
+    /// `operon_reconcile_errors_by_cause_total`).
+    pub fn finished(&self, timer: ReconcileTimer, error: Option<&str>) {
+        let took = timer.start.elapsed().as_secs_f64();
+        self.reconcile_time.observe(took);
+        self.work_duration.observe(took);
+        match error {
+            None => {
+                self.reconcile_success.inc();
+            }
+            Some(cause) => {
+                self.reconcile_error.inc();
+                self.reconcile_errors.inc();
+                self.errors_by_cause
+                    .get_or_create(&CauseLabels {
+                        cause: cause.to_string(),
+                        controller: self.name.clone(),
+                    })
+                    .inc();
+            }
+        };
+        drop(timer);
+    }
+
+    /// Distinct keys waiting (`workqueue_depth`).
+    pub fn depth(&self) -> i64 {
+        self.depth.get()
+    }
+
+    /// Reconciles running (`controller_runtime_active_workers`).
+    pub fn active_workers(&self) -> i64 {
+        self.active_workers.get()
+    }
+
+    /// Non-duplicate adds (`workqueue_adds_total`).
+    pub fn adds(&self) -> u64 {
+        self.adds.get()
+    }
+
+    /// Error requeues (`workqueue_retries_total`).
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    /// Sets the gauges that depend on the time now: `workqueue_unfinished_work_seconds` (the
+    /// sum of the running reconciles' ages) and `workqueue_longest_running_processor_seconds`.
+    fn update_in_flight_gauges(&self) {
+        let now = Instant::now();
+        let in_flight = lock(&self.in_flight);
+        let ages = in_flight
+            .started
+            .values()
+            .map(|s| now.saturating_duration_since(*s).as_secs_f64());
+        let (sum, max) = ages.fold((0.0, 0.0), |(sum, max): (f64, f64), a| {
+            (sum + a, max.max(a))
+        });
+        self.unfinished_work.set(sum);
+        self.longest_running.set(max);
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A running reconcile, from [`ControllerMetrics::started`]. Pass it to
+/// [`ControllerMetrics::finished`]; dropped unfinished (a cancelled reconcile), it still stops
+/// counting as an active worker, but no result or duration is recorded.
+#[must_use = "pass the timer to ControllerMetrics::finished"]
+pub struct ReconcileTimer {
+    id: u64,
+    start: Instant,
+    in_flight: Arc<Mutex<InFlight>>,
+    active_workers: Gauge,
+}
+
+impl ReconcileTimer {
+    /// Time since the reconcile started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl fmt::Debug for ReconcileTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReconcileTimer")
+            .field("elapsed", &self.elapsed())
+            .finish()
+    }
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.started.remove(&self.id);
+        self.active_workers
+            .set(gauge_value(in_flight.started.len()));
+    }
+}
+
+/// The process metrics of Go's Prometheus client, read from `/proc/self` at each scrape; on a
+/// system without procfs, or for a value that can't be read, the series is left out.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second in `/proc/<pid>/stat`: USER_HZ, 100 on every Linux architecture (Go's
+/// procfs assumes the same).
+const USER_HZ: f64 = 100.0;
+
+#[derive(Debug, Default, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: Option<f64>,
+    virtual_memory_bytes: Option<u64>,
+    resident_memory_bytes: Option<u64>,
+    start_time_seconds: Option<f64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+}
+
+impl ProcessStats {
+    fn read() -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        let mut stats = ProcessStats::default();
+        if let Some(stat) = read("/proc/self/stat") {
+            let boot_time = read("/proc/stat").as_deref().and_then(parse_boot_time);
+            stats.parse_stat(&stat, boot_time);
+        }
+        if let Some(status) = read("/proc/self/status") {
+            stats.resident_memory_bytes = parse_status_kb(&status, "VmRSS:");
+        }
+        if let Some(limits) = read("/proc/self/limits") {
+            stats.max_fds = parse_max_open_files(&limits);
+        }
+        stats.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        stats
+    }
+
+    /// `/proc/self/stat`: after the command, which may hold spaces and parentheses, fields 3
+    /// (state) onwards; utime is field 14, stime 15, starttime 22 (ticks after boot), vsize 23.
+    fn parse_stat(&mut self, stat: &str, boot_time: Option<f64>) {
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            self.cpu_seconds = Some((utime + stime) as f64 / USER_HZ);
+        }
+        self.virtual_memory_bytes = field(23);
+        self.start_time_seconds = field(22)
+            .zip(boot_time)
+            .map(|(ticks, boot)| boot + ticks as f64 / USER_HZ);
+    }
+}
+
+/// `btime` of `/proc/stat`: boot time, in seconds since the epoch.
+fn parse_boot_time(stat: &str) -> Option<f64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+/// A `<key> <n> kB` line of `/proc/self/status`, in bytes.
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+    let kb = line.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
+/// The soft limit of `Max open files` in `/proc/self/limits` (none when unlimited).
+fn parse_max_open_files(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    line.split_whitespace().next()?.parse::<u64>().ok()
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stats = ProcessStats::read();
+        if let Some(v) = stats.cpu_seconds {
+            let m = ConstCounter::new(v);
+            // Counter: the encoder appends `_total`.
+            m.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                m.metric_type(),
+            )?)?;
+        }
+        // Whole numbers print as such ("6", not "6.0"), like Go's client.
+        let whole = [
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                stats.max_fds,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                stats.open_fds,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                stats.resident_memory_bytes,
+            ),
+        ];
+        for (name, help, value) in whole {
+            if let Some(v) = value {
+                let m = ConstGauge::new(v);
+                m.encode(encoder.encode_descriptor(name, help, None, m.metric_type())?)?;
+            }
+        }
+        if let Some(v) = stats.start_time_seconds {
+            let m = ConstGauge::new(v);
+            m.encode(encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                None,
+                m.metric_type(),
+            )?)?;
+        }
+        if let Some(v) = stats.virtual_memory_bytes {
+            let m = ConstGauge::new(v);
+            m.encode(encoder.encode_descriptor(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                None,
+                m.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch now (for tests comparing `process_start_time_seconds`).
+#[cfg(test)]
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series whose line starts with `series ` (name and labels exactly).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn reconcile_counters_have_controller_runtime_names() {
+        let metrics = Metrics::new();
+        let c = metrics.controller("podrequest");
+        for (key, error) in [("ns/a", None), ("ns/b", None), ("ns/c", Some("conflict"))] {
+            c.queued(key);
+            let timer = c.started(key);
+            c.finished(timer, error);
+        }
+        let text = metrics.render();
+        for line in [
+            r#"controller_runtime_reconcile_total{controller="podrequest",result="success"} 2"#,
+            r#"controller_runtime_reconcile_total{controller="podrequest",result="error"} 1"#,
+            r#"controller_runtime_reconcile_errors_total{controller="podrequest"} 1"#,
+            r#"operon_reconcile_errors_by_cause_total{cause="conflict",controller="podrequest"} 1"#,
+            r#"controller_runtime_reconcile_time_seconds_count{controller="podrequest"} 3"#,
+            r#"controller_runtime_reconcile_time_seconds_bucket{controller="podrequest",le="60"} 3"#,
+            r#"controller_runtime_reconcile_time_seconds_bucket{controller="podrequest",le="+Inf"} 3"#,
+            r#"controller_runtime_active_workers{controller="podrequest"} 0"#,
+            r#"workqueue_adds_total{controller="podrequest",name="podrequest"} 3"#,
+            r#"workqueue_depth{controller="podrequest",name="podrequest"} 0"#,
+            r#"workqueue_retries_total{controller="podrequest",name="podrequest"} 0"#,
+            r#"workqueue_queue_duration_seconds_count{controller="podrequest",name="podrequest"} 3"#,
+            r#"workqueue_work_duration_seconds_count{controller="podrequest",name="podrequest"} 3"#,
+            "# TYPE controller_runtime_reconcile_total counter",
+            "# TYPE controller_runtime_reconcile_time_seconds histogram",
+            "# TYPE workqueue_depth gauge",
+        ] {
+            assert!(has_line(&text, line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+        assert_eq!((c.reconciles(), c.errors()), (3, 1));
+    }
+
+    #[test]
+    fn series_exist_at_zero_once_a_controller_is_known() {
+        let metrics = Metrics::new();
+        let _ = metrics.controller("idle");
+        let text = metrics.render();
+        for line in [
+            r#"controller_runtime_reconcile_total{controller="idle",result="success"} 0"#,
+            r#"controller_runtime_reconcile_total{controller="idle",result="error"} 0"#,
+            r#"controller_runtime_reconcile_errors_total{controller="idle"} 0"#,
+            r#"workqueue_depth{controller="idle",name="idle"} 0"#,
+        ] {
+            assert!(has_line(&text, line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_same_name_is_the_same_controller() {
+        let metrics = Metrics::new();
+        let a = metrics.controller("x");
+        let b = metrics.controller("x");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &metrics.controller("y")));
+    }
+
+    #[test]
+    fn depth_counts_distinct_waiting_keys() {
+        let c = ControllerMetrics::default();
+        c.queued("a");
+        c.queued("a");
+        c.queued("b");
+        assert_eq!((c.depth(), c.adds()), (2, 2));
+        let timer = c.started("a");
+        assert_eq!((c.depth(), c.active_workers()), (1, 1));
+        // Triggered again while running: waits for the next start.
+        c.queued("a");
+        assert_eq!(c.depth(), 2);
+        c.finished(timer, None);
+        assert_eq!((c.depth(), c.active_workers()), (2, 0));
+        let (ta, tb) = (c.started("a"), c.started("b"));
+        assert_eq!((c.depth(), c.active_workers()), (0, 2));
+        c.finished(ta, None);
+        drop(tb); // cancelled: no longer active, not counted as a reconcile
+        assert_eq!((c.depth(), c.active_workers(), c.reconciles()), (0, 0, 2));
+    }
+
+    #[test]
+    fn retries_count_as_adds() {
+        let c = ControllerMetrics::default();
+        c.retried("a");
+        c.retried("a");
+        assert_eq!((c.retries(), c.adds(), c.depth()), (2, 1, 1));
+    }
+
+    #[test]
+    fn queue_duration_runs_from_the_first_add() {
+        let metrics = Metrics::new();
+        let c = metrics.controller("q");
+        c.queued("k");
+        let first = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        c.queued("k"); // duplicate: the first add time is kept
+        let timer = c.started("k");
+        let waited_at_least = first.elapsed();
+        c.finished(timer, None);
+        let never_queued = c.started("never");
+        c.finished(never_queued, None);
+        let text = metrics.render();
+        let labels = r#"{controller="q",name="q"}"#;
+        let sum = value(
+            &text,
+            &format!("workqueue_queue_duration_seconds_sum{labels}"),
+        );
+        let sum = sum.unwrap_or_default();
+        assert!(
+            sum >= 0.02 && sum <= waited_at_least.as_secs_f64() + 0.001,
+            "queue duration sum {sum} in:\n{text}"
+        );
+        // The never-queued key was observed at 0 s: in the lowest bucket.
+        let lowest =
+            r#"workqueue_queue_duration_seconds_bucket{controller="q",name="q",le="1e-08"}"#;
+        assert_eq!(value(&text, lowest), Some(1.0), "{text}");
+        let count = format!("workqueue_queue_duration_seconds_count{labels}");
+        assert_eq!(value(&text, &count), Some(2.0), "{text}");
+    }
+
+    #[test]
+    fn in_flight_reconciles_show_as_unfinished_work() {
+        let metrics = Metrics::new();
+        let c = metrics.controller("slow");
+        let timer = c.started("k");
+        std::thread::sleep(Duration::from_millis(10));
+        let text = metrics.render();
+        let labels = r#"{controller="slow",name="slow"}"#;
+        let longest = value(
+            &text,
+            &format!("workqueue_longest_running_processor_seconds{labels}"),
+        );
+        assert!(longest.unwrap_or_default() >= 0.01, "{text}");
+        assert!(has_line(
+            &text,
+            r#"controller_runtime_active_workers{controller="slow"} 1"#
+        ));
+        c.finished(timer, None);
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, &format!("workqueue_unfinished_work_seconds{labels}")),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn leader_status() {
+        let metrics = Metrics::new();
+        metrics.set_leader("pod-operator", true);
+        assert!(has_line(
+            &metrics.render(),
+            r#"leader_election_master_status{name="pod-operator"} 1"#
+        ));
+        metrics.set_leader("pod-operator", false);
+        assert!(has_line(
+            &metrics.render(),
+            r#"leader_election_master_status{name="pod-operator"} 0"#
+        ));
+    }
+
+    #[test]
+    fn legacy_reconciled_counts_results() {
+        let c = ControllerMetrics::default();
+        c.reconciled(true);
+        c.reconciled(false);
+        c.reconciled(true);
+        assert_eq!((c.reconciles(), c.errors()), (3, 1));
+        assert!(format!("{c:?}").contains("reconciles: 3"));
+    }
+
+    #[test]
+    fn process_metrics_are_rendered() {
+        if !std::path::Path::new("/proc/self/stat").exists() {
+            return; // not Linux
+        }
+        let text = Metrics::new().render();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            let v = value(&text, name);
+            assert!(v.is_some_and(|v| v >= 0.0), "{name} missing in:\n{text}");
+            assert!(
+                has_line(
+                    &text,
+                    &format!(
+                        "# TYPE {name} {}",
+                        if name.ends_with("_total") {
+                            "counter"
+                        } else {
+                            "gauge"
+                        }
+                    )
+                ),
+                "{text}"
+            );
+        }
+        assert!(value(&text, "process_resident_memory_bytes").unwrap_or_default() > 0.0);
+        let start = value(&text, "process_start_time_seconds").unwrap_or_default();
+        assert!(
+            start > 1.0e9 && start <= now_unix() + 1.0,
+            "start time {start}"
+        );
+    }
+
+    #[test]
+    fn proc_parsing() {
+        let mut s = ProcessStats::default();
+        // The command holds a space and a parenthesis.
+        let stat = "42 (my (op) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 \
+                    1000 123456789 2048 18446744073709551615";
+        s.parse_stat(stat, Some(1_700_000_000.0));
+        assert_eq!(s.cpu_seconds, Some(3.0));
+        assert_eq!(s.virtual_memory_bytes, Some(123_456_789));
+        assert_eq!(s.start_time_seconds, Some(1_700_000_010.0));
+        assert_eq!(parse_boot_time("cpu 1 2\nbtime 1700000000\n"), Some(1.7e9));
+        assert_eq!(
+            parse_status_kb("Name:\tx\nVmRSS:\t  1024 kB\n", "VmRSS:"),
+            Some(1 << 20)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(parse_max_open_files(limits), Some(1024));
+        assert_eq!(
+            parse_max_open_files(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -18,11 +18,13 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
+use operon_runtime::admin::Readiness;
 use operon_runtime::backoff::Backoff;
 use operon_runtime::conditions::{self, Desired};
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
 use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::api::{PodRequest, PodRequestStatus, condition};
 
@@ -64,8 +66,10 @@ pub struct Settings {
     pub concurrency: u16,
     /// Reported in Events as the controller instance (the Pod name in a cluster).
     pub instance: Option<String>,
-    /// Reconcile counters (shared with whoever reports them).
+    /// Reconcile and work-queue metrics (controller-runtime names).
     pub metrics: Arc<ControllerMetrics>,
+    /// Set ready once every cache has its initial list.
+    pub readiness: Option<Readiness>,
 }
 
 impl Default for Settings {
@@ -75,6 +79,7 @@ impl Default for Settings {
             concurrency: 10,
             instance: None,
             metrics: Arc::default(),
+            readiness: None,
         }
     }
 }
@@ -104,9 +109,16 @@ pub async fn run(
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::FutureExt::shared(Box::pin(shutdown));
-    let controllers = scopes
-        .into_iter()
-        .map(|namespace| run_scope(client.clone(), namespace, &settings, shutdown.clone()));
+    let unsynced = Arc::new(AtomicUsize::new(scopes.len()));
+    let controllers = scopes.into_iter().map(|namespace| {
+        run_scope(
+            client.clone(),
+            namespace,
+            &settings,
+            unsynced.clone(),
+            shutdown.clone(),
+        )
+    });
     future::join_all(controllers).await;
 }
 
@@ -126,6 +138,7 @@ async fn run_scope(
     client: Client,
     namespace: Option<String>,
     settings: &Settings,
+    unsynced: Arc<AtomicUsize>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
@@ -146,7 +159,24 @@ async fn run_scope(
     .modify(trim_managed_fields)
     .reflect(request_writer)
     .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(predicates::generation, Default::default())
+    .inspect_ok({
+        let metrics = settings.metrics.clone();
+        move |pr: &PodRequest| metrics.queued(&ObjectRef::from_obj(pr).to_string())
+    });
+
+    // Ready (for /readyz) once every scope's caches have their initial lists.
+    if let Some(readiness) = settings.readiness.clone() {
+        let caches = future::join(
+            operon_runtime::cache::ready(&pod_store),
+            operon_runtime::cache::ready(&request_store),
+        );
+        tokio::spawn(async move {
+            if caches.await == (true, true) && unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
+                readiness.set_ready(true);
+            }
+        });
+    }
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -161,12 +191,22 @@ async fn run_scope(
         namespace = ns.unwrap_or("<all>"),
         "starting PodRequest controller"
     );
-    Controller::for_stream(requests, request_store)
-        .watches_stream(pods, |pod: Pod| {
+    let mapper = {
+        let requests = request_store.clone();
+        let metrics = settings.metrics.clone();
+        move |pod: Pod| {
             // The Pod of a PodRequest has its name; a foreign Pod of that name matters too.
-            pod.namespace()
-                .map(|ns| ObjectRef::<PodRequest>::new(&pod.name_any()).within(&ns))
-        })
+            let key = pod
+                .namespace()
+                .map(|ns| ObjectRef::<PodRequest>::new(&pod.name_any()).within(&ns))?;
+            if requests.get(&key).is_some() {
+                metrics.queued(&key.to_string());
+            }
+            Some(key)
+        }
+    };
+    Controller::for_stream(requests, request_store)
+        .watches_stream(pods, mapper)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -190,6 +230,8 @@ fn trim_managed_fields<K: ResourceExt>(obj: &mut K) {
 
 fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff.failed(request.as_ref());
+    ctx.metrics
+        .retried(&ObjectRef::from_obj(request.as_ref()).to_string());
     tracing::warn!(
         request = %ObjectRef::from_obj(request.as_ref()),
         retry_in = ?delay,
@@ -200,9 +242,11 @@ fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    tracing::debug!(request = %ObjectRef::from_obj(request.as_ref()), "reconciling");
+    let key = ObjectRef::from_obj(request.as_ref()).to_string();
+    let timer = ctx.metrics.started(&key);
     let result = request.reconcile(&ctx).await;
-    ctx.metrics.reconciled(result.is_ok());
+    ctx.metrics
+        .finished(timer, result.as_ref().err().map(Error::metric_label));
     if result.is_ok() {
         ctx.backoff.succeeded(request.as_ref());
     }

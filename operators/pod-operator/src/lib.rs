@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod deploy;
 
 use kube::CustomResourceExt;
 

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The talk's `podrequest.yaml` (slide 72), as shipped in config/samples.
-pub const SAMPLE: &str = include_str!("../../../../config/samples/podrequest.yaml");
+/// The talk's `podrequest.yaml` (slide 72).
+pub const SAMPLE: &str = pod_operator::deploy::SAMPLE;
 
 /// Applies the generated CRD (server-side, idempotent) and waits until it is served.
 pub async fn install_crd(client: &Client) -> Result<()> {
@@ -160,7 +160,55 @@ impl Fixture {
     }
 }
 
-/// pod-operator running in this process, serving one namespace.
+/// Applies (server-side, idempotent) the operator's generated namespace, ServiceAccount, RBAC
+/// (manager, leader election, metrics auth and reader) and the user-facing aggregated roles.
+pub async fn install_rbac(client: &Client) -> Result<()> {
+    let m = pod_operator::deploy::manifests("test")?;
+    let mut objects = vec![
+        m.namespace_object(),
+        m.service_account(),
+        m.manager_role(),
+        m.manager_role_binding(),
+        m.leader_election_role(),
+        m.leader_election_role_binding(),
+        m.metrics_auth_role(),
+        m.metrics_auth_role_binding(),
+        m.metrics_reader_role(),
+    ];
+    objects.extend(m.user_roles().into_iter().map(|(_, role)| role));
+    for obj in objects {
+        let obj: kube::api::DynamicObject = serde_json::from_value(obj)?;
+        let types = obj.types.clone().context("object without type")?;
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", types.api_version.as_str()));
+        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            group,
+            version,
+            &types.kind,
+        ));
+        let api: Api<kube::api::DynamicObject> = match obj.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply("pod-operator-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
+    }
+    Ok(())
+}
+
+/// The operator's ServiceAccount, as deployed.
+pub const OPERATOR_NAMESPACE: &str = pod_operator::deploy::NAMESPACE;
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "pod-operator-controller-manager";
+
+/// pod-operator running in this process, serving one namespace, authenticated as its own
+/// ServiceAccount with the generated RBAC — so every test also proves the RBAC sufficient.
 pub struct Operator {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -174,14 +222,24 @@ impl Operator {
         if std::env::var_os("RUST_LOG").is_some() {
             operon_runtime::telemetry::init(operon_runtime::telemetry::LogFormat::Text, "info");
         }
+        let admin = env.client().await?;
+        install_rbac(&admin).await?;
+        let token =
+            service_account_token(&admin, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT).await?;
+        let mut config = env.config().await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
         let counter = RequestCounter::default();
-        let client = counted_client(env.config().await?, &counter)?;
+        let client = counted_client(config, &counter)?;
         let metrics = Arc::new(ControllerMetrics::default());
         let settings = Settings {
             namespaces: vec![namespace.to_string()],
             concurrency: 10,
             instance: Some("test".into()),
             metrics: metrics.clone(),
+            readiness: None,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(client, settings, async move {
@@ -210,6 +268,25 @@ impl Operator {
             .context("operator did not stop")??;
         Ok(())
     }
+}
+
+/// A token for ServiceAccount `namespace/name` from the TokenRequest API.
+pub async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> Result<String> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(name, &kube::api::PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest without token")
 }
 
 impl Drop for Operator {

@@ -1,0 +1,571 @@
+//! Deployment objects generated from what an operator declares: its CRDs, the API rules its code
+//! uses, the resources users work with. Every operator of this repository is deployed the same
+//! way, with the same least-privilege split:
+//!
+//! - `<name>-manager-role` (ClusterRole): exactly the rules the operator declares;
+//! - `<name>-leader-election-role` (Role in the operator's namespace): the Lease it elects on;
+//! - `<name>-metrics-auth-role` (ClusterRole): TokenReviews and SubjectAccessReviews, to protect
+//!   `/metrics`; `<name>-metrics-reader` (ClusterRole) for scrapers;
+//! - `<kind>-viewer|editor|admin-role` (ClusterRoles) aggregated into the built-in `view`,
+//!   `edit` and `admin` roles, so namespace users get the custom resources with their usual roles;
+//! - a ServiceAccount, a restricted-Pod-Security namespace, a Deployment (two replicas, leader
+//!   election, probes, resources, read-only root filesystem), the metrics Service, a
+//!   NetworkPolicy, a ServiceMonitor and a PrometheusRule.
+//!
+//! [`OperatorManifests::files`] lays them out kustomize-style (crd, rbac, manager,
+//! network-policy, prometheus, samples, default).
+
+use serde_json::{Value, json};
+
+/// A custom resource users work with (for the aggregated roles).
+#[derive(Debug, Clone)]
+pub struct UserResource {
+    pub group: String,
+    pub plural: String,
+    pub kind: String,
+}
+
+/// One API rule (`rbac.authorization.k8s.io/v1` PolicyRule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub group: &'static str,
+    pub resources: Vec<&'static str>,
+    pub verbs: Vec<&'static str>,
+}
+
+impl Rule {
+    pub fn new(group: &'static str, resources: &[&'static str], verbs: &[&'static str]) -> Self {
+        Rule {
+            group,
+            resources: resources.to_vec(),
+            verbs: verbs.to_vec(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({ "apiGroups": [self.group], "resources": self.resources, "verbs": self.verbs })
+    }
+}
+
+/// Rules the shared runtime itself needs of every operator: Events about the objects it
+/// reconciles (the recorder creates them and patches repeats into a series).
+pub fn runtime_rules() -> Vec<Rule> {
+    vec![Rule::new(
+        "events.k8s.io",
+        &["events"],
+        &["create", "patch"],
+    )]
+}
+
+/// What an operator declares; everything else is derived.
+#[derive(Debug, Clone)]
+pub struct OperatorManifests {
+    /// `pod-operator`.
+    pub name: String,
+    /// Namespace the operator runs in, e.g. `pod-operator-system`.
+    pub namespace: String,
+    /// Container image.
+    pub image: String,
+    /// Its CRDs (as JSON objects).
+    pub crds: Vec<Value>,
+    /// Rules its controllers use, cluster-wide.
+    pub rules: Vec<Rule>,
+    /// Custom resources users create, for the aggregated roles.
+    pub user_resources: Vec<UserResource>,
+    pub replicas: i32,
+    /// Port of the admin server (health, readiness, metrics).
+    pub admin_port: u16,
+}
+
+/// Port the admin server listens on in a cluster.
+pub const ADMIN_PORT: u16 = 8080;
+
+impl OperatorManifests {
+    fn labels(&self) -> Value {
+        json!({
+            "app.kubernetes.io/name": self.name,
+            "app.kubernetes.io/part-of": "operon",
+            "app.kubernetes.io/managed-by": "kustomize",
+        })
+    }
+
+    fn selector(&self) -> Value {
+        json!({ "app.kubernetes.io/name": self.name, "control-plane": "controller-manager" })
+    }
+
+    fn meta(&self, name: &str, namespaced: bool) -> Value {
+        let mut meta = json!({ "name": name, "labels": self.labels() });
+        if namespaced {
+            meta["namespace"] = json!(self.namespace);
+        }
+        meta
+    }
+
+    fn service_account_name(&self) -> String {
+        format!("{}-controller-manager", self.name)
+    }
+
+    fn sa_subject(&self) -> Value {
+        json!([{ "kind": "ServiceAccount", "name": self.service_account_name(), "namespace": self.namespace }])
+    }
+
+    pub fn namespace_object(&self) -> Value {
+        let mut labels = self.labels();
+        for mode in ["enforce", "audit", "warn"] {
+            labels[format!("pod-security.kubernetes.io/{mode}")] = json!("restricted");
+        }
+        labels["metrics"] = json!("enabled");
+        json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": self.namespace, "labels": labels },
+        })
+    }
+
+    pub fn service_account(&self) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": self.meta(&self.service_account_name(), true),
+        })
+    }
+
+    /// The operator's own rules plus the runtime's.
+    pub fn manager_rules(&self) -> Vec<Rule> {
+        let mut rules = self.rules.clone();
+        rules.extend(runtime_rules());
+        rules
+    }
+
+    pub fn manager_role(&self) -> Value {
+        let rules: Vec<Value> = self.manager_rules().iter().map(Rule::to_json).collect();
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": self.meta(&format!("{}-manager-role", self.name), false),
+            "rules": rules,
+        })
+    }
+
+    fn cluster_binding(&self, name: &str, role: &str) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": self.meta(name, false),
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+            "subjects": self.sa_subject(),
+        })
+    }
+
+    pub fn manager_role_binding(&self) -> Value {
+        self.cluster_binding(
+            &format!("{}-manager-rolebinding", self.name),
+            &format!("{}-manager-role", self.name),
+        )
+    }
+
+    /// Leases in the operator's namespace only.
+    pub fn leader_election_role(&self) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": self.meta(&format!("{}-leader-election-role", self.name), true),
+            "rules": [Rule::new("coordination.k8s.io", &["leases"], &["get", "create", "update"]).to_json()],
+        })
+    }
+
+    pub fn leader_election_role_binding(&self) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": self.meta(&format!("{}-leader-election-rolebinding", self.name), true),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                "name": format!("{}-leader-election-role", self.name),
+            },
+            "subjects": self.sa_subject(),
+        })
+    }
+
+    pub fn metrics_auth_role(&self) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": self.meta(&format!("{}-metrics-auth-role", self.name), false),
+            "rules": [
+                Rule::new("authentication.k8s.io", &["tokenreviews"], &["create"]).to_json(),
+                Rule::new("authorization.k8s.io", &["subjectaccessreviews"], &["create"]).to_json(),
+            ],
+        })
+    }
+
+    pub fn metrics_auth_role_binding(&self) -> Value {
+        self.cluster_binding(
+            &format!("{}-metrics-auth-rolebinding", self.name),
+            &format!("{}-metrics-auth-role", self.name),
+        )
+    }
+
+    /// For Prometheus: bind it to the scraper's ServiceAccount.
+    pub fn metrics_reader_role(&self) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": self.meta(&format!("{}-metrics-reader", self.name), false),
+            "rules": [{ "nonResourceURLs": ["/metrics"], "verbs": ["get"] }],
+        })
+    }
+
+    /// `(file stem, ClusterRole)` for viewer, editor and admin of each user resource.
+    pub fn user_roles(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for r in &self.user_resources {
+            let kind = r.kind.to_lowercase();
+            let levels: [(&str, &str, Vec<&str>); 3] = [
+                ("viewer", "view", vec!["get", "list", "watch"]),
+                (
+                    "editor",
+                    "edit",
+                    vec![
+                        "create",
+                        "delete",
+                        "deletecollection",
+                        "get",
+                        "list",
+                        "patch",
+                        "update",
+                        "watch",
+                    ],
+                ),
+                (
+                    "admin",
+                    "admin",
+                    vec![
+                        "create",
+                        "delete",
+                        "deletecollection",
+                        "get",
+                        "list",
+                        "patch",
+                        "update",
+                        "watch",
+                    ],
+                ),
+            ];
+            for (level, aggregate, verbs) in levels {
+                let name = format!("{kind}-{level}-role");
+                let mut meta = self.meta(&name, false);
+                meta["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{aggregate}")] =
+                    json!("true");
+                out.push((
+                    format!("{kind}_{level}_role"),
+                    json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                        "metadata": meta,
+                        "rules": [
+                            { "apiGroups": [r.group], "resources": [r.plural], "verbs": verbs },
+                            { "apiGroups": [r.group], "resources": [format!("{}/status", r.plural)], "verbs": ["get"] },
+                        ],
+                    }),
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn deployment(&self) -> Value {
+        let port = self.admin_port;
+        let probe = |path: &str, initial: u32| {
+            json!({
+                "httpGet": { "path": path, "port": "admin" },
+                "initialDelaySeconds": initial, "periodSeconds": 10,
+            })
+        };
+        let selector = self.selector();
+        let mut pod_labels = self.labels();
+        for (k, v) in selector.as_object().into_iter().flatten() {
+            pod_labels[k] = v.clone();
+        }
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": self.meta(&format!("{}-controller-manager", self.name), true),
+            "spec": {
+                "replicas": self.replicas,
+                "selector": { "matchLabels": selector },
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": { "kubectl.kubernetes.io/default-container": "manager" },
+                    },
+                    "spec": {
+                        "serviceAccountName": self.service_account_name(),
+                        "terminationGracePeriodSeconds": 30,
+                        "securityContext": {
+                            "runAsNonRoot": true,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "seccompProfile": { "type": "RuntimeDefault" },
+                        },
+                        "containers": [{
+                            "name": "manager",
+                            "image": self.image,
+                            "args": [
+                                "run",
+                                "--leader-elect=true",
+                                format!("--admin-bind-address=0.0.0.0:{port}"),
+                                "--metrics-auth=true",
+                                "--log-format=json",
+                            ],
+                            "env": [
+                                { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                                { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+                            ],
+                            "ports": [{ "name": "admin", "containerPort": port, "protocol": "TCP" }],
+                            "livenessProbe": probe("/healthz", 15),
+                            "readinessProbe": probe("/readyz", 5),
+                            "resources": {
+                                "requests": { "cpu": "10m", "memory": "32Mi" },
+                                "limits": { "cpu": "500m", "memory": "256Mi" },
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "capabilities": { "drop": ["ALL"] },
+                            },
+                        }],
+                    },
+                },
+            },
+        })
+    }
+
+    pub fn metrics_service(&self) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": self.meta(&format!("{}-metrics", self.name), true),
+            "spec": {
+                "selector": self.selector(),
+                "ports": [{ "name": "http-metrics", "port": self.admin_port, "targetPort": "admin", "protocol": "TCP" }],
+            },
+        })
+    }
+
+    /// Only namespaces labelled `metrics: enabled` may reach the admin port.
+    pub fn network_policy(&self) -> Value {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": self.meta(&format!("{}-allow-metrics-traffic", self.name), true),
+            "spec": {
+                "podSelector": { "matchLabels": self.selector() },
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{ "namespaceSelector": { "matchLabels": { "metrics": "enabled" } } }],
+                    "ports": [{ "port": self.admin_port, "protocol": "TCP" }],
+                }],
+            },
+        })
+    }
+
+    pub fn service_monitor(&self) -> Value {
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": self.meta(&format!("{}-metrics-monitor", self.name), true),
+            "spec": {
+                "endpoints": [{
+                    "path": "/metrics", "port": "http-metrics", "scheme": "http",
+                    "bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                }],
+                "selector": { "matchLabels": self.selector() },
+            },
+        })
+    }
+
+    /// A PrometheusRule with the given rule groups.
+    pub fn prometheus_rule(&self, groups: Value) -> Value {
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": self.meta(&format!("{}-alerts", self.name), true),
+            "spec": { "groups": groups },
+        })
+    }
+
+    /// The kustomize tree: `(path relative to config/<name>/, object or kustomization)`.
+    pub fn files(&self, alert_groups: Value) -> Vec<(String, Value)> {
+        let mut files: Vec<(String, Value)> = Vec::new();
+        let mut dir = |dir: &str, entries: Vec<(String, Value)>| {
+            let names: Vec<String> = entries.iter().map(|(f, _)| f.clone()).collect();
+            for (file, obj) in entries {
+                files.push((format!("{dir}/{file}"), obj));
+            }
+            files.push((format!("{dir}/kustomization.yaml"), kustomization(&names)));
+        };
+        let crds = self
+            .crds
+            .iter()
+            .map(|crd| {
+                let name = crd["metadata"]["name"].as_str().unwrap_or("crd");
+                let (plural, group) = name.split_once('.').unwrap_or((name, ""));
+                (format!("bases/{group}_{plural}.yaml"), crd.clone())
+            })
+            .collect();
+        dir("crd", crds);
+        let mut rbac = vec![
+            ("service_account.yaml".to_string(), self.service_account()),
+            ("role.yaml".to_string(), self.manager_role()),
+            ("role_binding.yaml".to_string(), self.manager_role_binding()),
+            (
+                "leader_election_role.yaml".to_string(),
+                self.leader_election_role(),
+            ),
+            (
+                "leader_election_role_binding.yaml".to_string(),
+                self.leader_election_role_binding(),
+            ),
+            (
+                "metrics_auth_role.yaml".to_string(),
+                self.metrics_auth_role(),
+            ),
+            (
+                "metrics_auth_role_binding.yaml".to_string(),
+                self.metrics_auth_role_binding(),
+            ),
+            (
+                "metrics_reader_role.yaml".to_string(),
+                self.metrics_reader_role(),
+            ),
+        ];
+        rbac.extend(
+            self.user_roles()
+                .into_iter()
+                .map(|(stem, role)| (format!("{stem}.yaml"), role)),
+        );
+        dir("rbac", rbac);
+        dir(
+            "manager",
+            vec![
+                ("namespace.yaml".to_string(), self.namespace_object()),
+                ("manager.yaml".to_string(), self.deployment()),
+                ("metrics_service.yaml".to_string(), self.metrics_service()),
+            ],
+        );
+        dir(
+            "network-policy",
+            vec![(
+                "allow-metrics-traffic.yaml".to_string(),
+                self.network_policy(),
+            )],
+        );
+        dir(
+            "prometheus",
+            vec![
+                ("monitor.yaml".to_string(), self.service_monitor()),
+                ("rules.yaml".to_string(), self.prometheus_rule(alert_groups)),
+            ],
+        );
+        files.push((
+            "default/kustomization.yaml".to_string(),
+            json!({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                // prometheus/ needs the Prometheus Operator's CRDs; add it where they exist.
+                "resources": ["../crd", "../rbac", "../manager", "../network-policy"],
+            }),
+        ));
+        files
+    }
+}
+
+fn kustomization(resources: &[String]) -> Value {
+    json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": resources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> OperatorManifests {
+        OperatorManifests {
+            name: "demo-operator".into(),
+            namespace: "demo-system".into(),
+            image: "operon/demo:0.1.0".into(),
+            crds: vec![json!({ "metadata": { "name": "widgets.example.com" } })],
+            rules: vec![Rule::new("", &["pods"], &["list", "watch"])],
+            user_resources: vec![UserResource {
+                group: "example.com".into(),
+                plural: "widgets".into(),
+                kind: "Widget".into(),
+            }],
+            replicas: 2,
+            admin_port: ADMIN_PORT,
+        }
+    }
+
+    #[test]
+    fn manager_role_is_the_declared_rules_plus_events() {
+        let role = sample().manager_role();
+        let rules = role["rules"].as_array().cloned().unwrap_or_default();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["resources"], json!(["pods"]));
+        assert_eq!(rules[1]["apiGroups"], json!(["events.k8s.io"]));
+    }
+
+    #[test]
+    fn user_roles_aggregate_into_the_builtin_roles() {
+        let roles = sample().user_roles();
+        let labels: Vec<String> = roles
+            .iter()
+            .flat_map(|(_, r)| {
+                r["metadata"]["labels"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|(k, _)| k)
+            .filter(|k| k.contains("aggregate-to"))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "rbac.authorization.k8s.io/aggregate-to-view",
+                "rbac.authorization.k8s.io/aggregate-to-edit",
+                "rbac.authorization.k8s.io/aggregate-to-admin"
+            ]
+        );
+    }
+
+    #[test]
+    fn deployment_is_restricted_and_ha() {
+        let d = sample().deployment();
+        assert_eq!(d["spec"]["replicas"], 2);
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert!(
+            c["args"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("--leader-elect=true")))
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+            true
+        );
+    }
+
+    #[test]
+    fn every_directory_has_a_kustomization_listing_its_files() {
+        let files = sample().files(json!([]));
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        for dir in [
+            "crd",
+            "rbac",
+            "manager",
+            "network-policy",
+            "prometheus",
+            "default",
+        ] {
+            assert!(
+                paths.contains(&format!("{dir}/kustomization.yaml").as_str()),
+                "{dir}"
+            );
+        }
+        let rbac = files
+            .iter()
+            .find(|(p, _)| p == "rbac/kustomization.yaml")
+            .map(|(_, k)| k["resources"].as_array().cloned().unwrap_or_default().len());
+        assert_eq!(rbac, Some(11));
+    }
+}

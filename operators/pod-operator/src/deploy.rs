@@ -1,0 +1,40 @@
+//! What pod-operator needs to be deployed; the shared runtime derives the manifests.
+
+use kube::CustomResourceExt;
+use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule, UserResource};
+
+use crate::api::PodRequest;
+
+/// The talk's PodRequest (slide 72), verbatim.
+pub const SAMPLE: &str = include_str!("../samples/podrequest.yaml");
+
+/// Namespace the operator is deployed to.
+pub const NAMESPACE: &str = "pod-operator-system";
+
+/// Exactly the API calls the controller makes (see controller.rs): watches of PodRequests and
+/// Pods, status patches (server-side apply), Pod create/delete, and the Pod read after a
+/// create conflict. Events come from the runtime's rules.
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new("pod.jewzaam.org", &["podrequests"], &["list", "watch"]),
+        Rule::new("pod.jewzaam.org", &["podrequests/status"], &["patch"]),
+        Rule::new("", &["pods"], &["get", "list", "watch", "create", "delete"]),
+    ]
+}
+
+pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
+    Ok(OperatorManifests {
+        name: "pod-operator".into(),
+        namespace: NAMESPACE.into(),
+        image: image.into(),
+        crds: vec![serde_json::to_value(PodRequest::crd())?],
+        rules: rules(),
+        user_resources: vec![UserResource {
+            group: "pod.jewzaam.org".into(),
+            plural: "podrequests".into(),
+            kind: "PodRequest".into(),
+        }],
+        replicas: 2,
+        admin_port: ADMIN_PORT,
+    })
+}
