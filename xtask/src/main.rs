@@ -187,6 +187,8 @@ fn lint() -> Result<()> {
             "--",
             "tools/k8s",
             "config",
+            "bundle",
+            "charts",
         ]),
     )
     .context(
@@ -202,6 +204,8 @@ fn lint() -> Result<()> {
             "--",
             "config",
             "tools/k8s",
+            "bundle",
+            "charts",
         ])
         .output()?;
     ensure!(

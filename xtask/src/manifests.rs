@@ -87,6 +87,25 @@ pub fn write() -> Result<()> {
             dir.join("samples/kustomization.yaml"),
             format!("{HEADER}{}", yaml(&kustomization)?),
         )?;
+        let bundle = repo_root().join("bundle").join(&operator.name);
+        for (relative, value) in operon_runtime::olm::bundle(&operator, &bundle_info(&operator)?) {
+            put(
+                &mut written,
+                bundle.join(&relative),
+                format!("{HEADER}{}", yaml(&value)?),
+            )?;
+        }
+        let chart = repo_root().join("charts").join(&operator.name);
+        let version = env!("CARGO_PKG_VERSION");
+        for (relative, text) in
+            operon_runtime::helm::chart(&operator, version, &format!("v{version}"))
+        {
+            put(
+                &mut written,
+                chart.join(&relative),
+                format!("{HEADER}{text}"),
+            )?;
+        }
         defaults.push(format!("../{}/default", operator.name));
     }
     let all = json!({
@@ -98,7 +117,9 @@ pub fn write() -> Result<()> {
         root.join("default/kustomization.yaml"),
         format!("{HEADER}{}", yaml(&all)?),
     )?;
-    remove_stale(&root, &written)?;
+    for dir in [root, repo_root().join("bundle"), repo_root().join("charts")] {
+        remove_stale(&dir, &written)?;
+    }
     Ok(())
 }
 
@@ -119,4 +140,12 @@ fn remove_stale(dir: &Path, written: &BTreeSet<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every operator's OLM bundle information.
+fn bundle_info(operator: &OperatorManifests) -> Result<operon_runtime::olm::BundleInfo> {
+    match operator.name.as_str() {
+        "pod-operator" => pod_operator::deploy::bundle_info(),
+        other => anyhow::bail!("no OLM bundle information for {other}"),
+    }
 }

@@ -8,6 +8,8 @@
 //! - [`events`]: events.k8s.io Events for the objects an operator reconciles;
 //! - [`metrics`]: reconcile counters with controller-runtime's names;
 //! - [`manifests`]: deployment objects (RBAC, Deployment, Service, …) generated from an operator's declared needs;
+//! - [`olm`]: the operator's OLM bundle (registry+v1), from the same declaration;
+//! - [`helm`]: its Helm chart, from the same declaration;
 //! - [`telemetry`]: structured logs (text or JSON);
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
@@ -17,8 +19,10 @@ pub mod cache;
 pub mod client;
 pub mod conditions;
 pub mod events;
+pub mod helm;
 pub mod lease;
 pub mod manifests;
 pub mod metrics;
+pub mod olm;
 pub mod shutdown;
 pub mod telemetry;

@@ -38,3 +38,26 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         admin_port: ADMIN_PORT,
     })
 }
+
+/// What pod-operator's OLM bundle says about it (`bundle/pod-operator/`).
+pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
+    Ok(operon_runtime::olm::BundleInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        display_name: "Pod Operator".into(),
+        description: "Keeps one Pod in existence for each PodRequest: named after the request, \
+                      recreated when deleted, replaced when the spec changes, removed with the \
+                      request."
+            .into(),
+        samples: vec![serde_saphyr::from_str(SAMPLE)?],
+        channel: "alpha".into(),
+        min_kube_version: "1.29.0".into(),
+        owned_resource_kinds: vec![("Pod".into(), "v1".into())],
+        maturity: "alpha".into(),
+        provider: "Operon".into(),
+        keywords: vec!["pods".into(), "operon".into()],
+        links: vec![(
+            "Source".into(),
+            "https://github.com/operon-dev/operon".into(),
+        )],
+    })
+}

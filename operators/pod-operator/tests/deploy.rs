@@ -21,7 +21,9 @@ fn config_dir() -> PathBuf {
 async fn kubeconfig(f: &Fixture) -> Result<PathBuf> {
     match f.env.control_plane() {
         Some(cp) => Ok(cp.kubeconfig_path().to_path_buf()),
-        None => std::env::var_os("KUBECONFIG").map(PathBuf::from).context("KUBECONFIG is not set"),
+        None => std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .context("KUBECONFIG is not set"),
     }
 }
 
@@ -46,27 +48,57 @@ async fn kustomize_default_applies_and_the_operator_pods_run() -> Result<()> {
     let kc = kubeconfig(&f).await?;
     let default = config_dir().join("default");
     let default = default.to_str().context("path")?;
-    let applied = kubectl(&kc, &["apply", "-k", default, "--server-side", "--force-conflicts"])?;
-    ensure!(applied.contains("deployment.apps/pod-operator-controller-manager"), "{applied}");
+    let applied = kubectl(
+        &kc,
+        &["apply", "-k", default, "--server-side", "--force-conflicts"],
+    )?;
+    ensure!(
+        applied.contains("deployment.apps/pod-operator-controller-manager"),
+        "{applied}"
+    );
     // A second, server-side dry-run apply of the same tree validates every object again.
-    let dry = kubectl(&kc, &["apply", "-k", default, "--server-side", "--force-conflicts", "--dry-run=server"])?;
+    let dry = kubectl(
+        &kc,
+        &[
+            "apply",
+            "-k",
+            default,
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+        ],
+    )?;
     ensure!(dry.contains("serverside-applied (server dry run)"), "{dry}");
 
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), OPERATOR_NAMESPACE);
     wait::until("2 available replicas", TIMEOUT, || async {
-        let d = deployments.get("pod-operator-controller-manager").await.map_err(|e| e.to_string())?;
+        let d = deployments
+            .get("pod-operator-controller-manager")
+            .await
+            .map_err(|e| e.to_string())?;
         let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
-        if available == 2 { Ok(()) } else { Err(format!("{available} available")) }
+        if available == 2 {
+            Ok(())
+        } else {
+            Err(format!("{available} available"))
+        }
     })
     .await?;
     let pods: Api<Pod> = Api::namespaced(f.client.clone(), OPERATOR_NAMESPACE);
     let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/name=pod-operator,control-plane=controller-manager"))
+        .list(
+            &ListParams::default()
+                .labels("app.kubernetes.io/name=pod-operator,control-plane=controller-manager"),
+        )
         .await?;
     ensure!(list.items.len() == 2, "{} pods", list.items.len());
     for pod in list.items {
         let status = pod.status.unwrap_or_default();
-        ensure!(status.phase.as_deref() == Some("Running"), "{:?}", status.phase);
+        ensure!(
+            status.phase.as_deref() == Some("Running"),
+            "{:?}",
+            status.phase
+        );
         let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
         ensure!(node.starts_with("kwok-node-"), "scheduled to {node}");
     }
