@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
 use operon_runtime::backoff::Backoff;
+use operon_runtime::cache::Synced;
 use operon_runtime::conditions::{self, Desired};
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
@@ -41,8 +42,6 @@ pub enum Error {
     PodRejected { pod: String, message: String },
     #[error("PodRequest {0} has no namespace")]
     NoNamespace(String),
-    #[error("the Pod cache stopped")]
-    CacheClosed,
 }
 
 impl Error {
@@ -52,7 +51,6 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::PodRejected { .. } => "pod_rejected",
             Error::NoNamespace(_) => "no_namespace",
-            Error::CacheClosed => "cache_closed",
         }
     }
 }
@@ -88,7 +86,7 @@ impl Default for Settings {
 pub struct Context {
     client: Client,
     pods: Store<Pod>,
-    pods_ready: operon_runtime::cache::Ready,
+    pods_synced: Synced,
     events: Events,
     backoff: Backoff<PodRequest>,
     metrics: Arc<ControllerMetrics>,
@@ -143,11 +141,15 @@ async fn run_scope(
 ) {
     let ns = namespace.as_deref();
 
+    // Never wait on Store::wait_until_ready here: see operon_runtime::cache.
+    let pods_synced = Synced::new();
+    let requests_synced = Synced::new();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let pods = watcher(scoped::<Pod>(&client, ns), watcher::Config::default())
         .default_backoff()
         .modify(trim_managed_fields)
         .reflect(pod_writer)
+        .inspect_ok(pods_synced.on_event())
         .touched_objects();
 
     let (request_store, request_writer) = reflector::store::<PodRequest>();
@@ -158,6 +160,7 @@ async fn run_scope(
     .default_backoff()
     .modify(trim_managed_fields)
     .reflect(request_writer)
+    .inspect_ok(requests_synced.on_event())
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default())
     .inspect_ok({
@@ -167,12 +170,10 @@ async fn run_scope(
 
     // Ready (for /readyz) once every scope's caches have their initial lists.
     if let Some(readiness) = settings.readiness.clone() {
-        let caches = future::join(
-            operon_runtime::cache::ready(&pod_store),
-            operon_runtime::cache::ready(&request_store),
-        );
+        let (pods_synced, requests_synced) = (pods_synced.clone(), requests_synced.clone());
         tokio::spawn(async move {
-            if caches.await == (true, true) && unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
+            future::join(pods_synced.wait(), requests_synced.wait()).await;
+            if unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
                 readiness.set_ready(true);
             }
         });
@@ -180,7 +181,7 @@ async fn run_scope(
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        pods_ready: operon_runtime::cache::ready(&pod_store),
+        pods_synced,
         pods: pod_store,
         events: Events::new(client, MANAGER, settings.instance.clone()),
         backoff: Backoff::default(),
@@ -285,9 +286,7 @@ impl PodRequest {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
         // Until the Pod cache has its initial list, "not cached" doesn't mean "doesn't exist".
-        if !ctx.pods_ready.clone().await {
-            return Err(Error::CacheClosed);
-        }
+        ctx.pods_synced.wait().await;
         let cached = ctx.pods.get(&ObjectRef::new(&name).within(&ns));
         let observed = match cached {
             None => self.create_pod(&pods, ctx).await?,
