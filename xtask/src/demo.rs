@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -221,9 +221,8 @@ async fn demo(kubeconfig: &Path, pod_operator: &Path, t0: Instant) -> Result<()>
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) {
-    let status = Command::new(operon_envtest::default_bin_dir().join("kubectl"))
+    let status = operon_envtest::apply::kubectl(kubeconfig)
         .args(args)
-        .env("KUBECONFIG", kubeconfig)
         .status();
     if let Err(e) = status {
         println!("up: kubectl failed: {e}");
@@ -258,35 +257,8 @@ Ctrl-C stops everything."#,
 }
 
 async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(crd),
-    )
-    .await
-    .with_context(|| format!("applying CRD {name}"))?;
-    wait::until(
-        &format!("CRD {name} established"),
-        Duration::from_secs(60),
-        || async {
-            let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                Ok(())
-            } else {
-                Err("not established".into())
-            }
-        },
-    )
-    .await?;
-    println!("up: CRD {name} installed");
+    operon_envtest::apply::apply_crd(client, crd, MANAGER).await?;
+    println!("up: CRD {} installed", crd.name_any());
     Ok(())
 }
 
@@ -304,31 +276,17 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
 async fn apply_yaml(client: &Client, path: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let docs: Vec<DynamicObject> = serde_saphyr::from_multiple(&text)
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
         .with_context(|| format!("parsing {}", path.display()))?;
-    for obj in docs {
-        let types = obj
-            .types
-            .clone()
-            .context("a document without apiVersion/kind")?;
-        let (group, version) = match types.api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), types.api_version.clone()),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, &types.kind);
-        let ar = ApiResource::from_gvk(&gvk);
-        let api: Api<DynamicObject> = match obj.namespace() {
-            Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
-        println!("up: applied {} {}", types.kind, obj.name_any());
+    for doc in docs {
+        operon_envtest::apply::apply(client, &doc, MANAGER)
+            .await
+            .with_context(|| format!("applying {} {}", doc["kind"], doc["metadata"]["name"]))?;
+        println!(
+            "up: applied {} {}",
+            doc["kind"].as_str().unwrap_or("?"),
+            doc["metadata"]["name"].as_str().unwrap_or("?")
+        );
     }
     Ok(())
 }

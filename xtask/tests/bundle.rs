@@ -61,22 +61,7 @@ fn manifests() -> Result<OperatorManifests> {
 }
 
 fn bundle_info() -> Result<BundleInfo> {
-    Ok(BundleInfo {
-        version: "0.1.0".into(),
-        display_name: "Pod Operator".into(),
-        description: "Keeps one Pod in existence for each PodRequest.".into(),
-        samples: vec![serde_saphyr::from_str(pod_operator::deploy::SAMPLE)?],
-        channel: "alpha".into(),
-        min_kube_version: "1.29.0".into(),
-        owned_resource_kinds: vec![("Pod".into(), "v1".into())],
-        maturity: "alpha".into(),
-        provider: "Operon".into(),
-        keywords: vec!["pods".into(), "operon".into()],
-        links: vec![(
-            "Source".into(),
-            "https://github.com/operon-dev/operon".into(),
-        )],
-    })
+    pod_operator::deploy::bundle_info()
 }
 
 fn write(dir: &Path, relative: &str, text: &str) -> Result<()> {

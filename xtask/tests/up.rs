@@ -20,9 +20,8 @@ fn alive(pid: i32) -> bool {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(operon_envtest::default_bin_dir().join("kubectl"))
+    let out = operon_envtest::apply::kubectl(kubeconfig)
         .args(args)
-        .env("KUBECONFIG", kubeconfig)
         .output()?;
     ensure!(
         out.status.success(),

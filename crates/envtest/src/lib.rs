@@ -13,6 +13,7 @@
 //! # let _ = (ns, client); Ok(()) }
 //! ```
 
+pub mod apply;
 mod assets;
 mod control_plane;
 mod env;
@@ -87,4 +88,6 @@ pub enum Error {
     SharedStart(String),
     #[error("a lock was poisoned by a panic in another test")]
     Poisoned,
+    #[error("invalid object: {0}")]
+    Invalid(String),
 }

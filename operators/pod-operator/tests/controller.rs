@@ -363,46 +363,8 @@ async fn two_hundred_requests_converge_without_duplicates() -> Result<()> {
         .buffer_unordered(20)
         .try_collect::<Vec<_>>()
         .await?;
-    let ready = wait::until(
-        "all PodRequests Ready",
-        Duration::from_secs(180),
-        || async {
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|pr| {
-                    pr.status.as_ref().is_some_and(|s| {
-                        operon_runtime::conditions::is_true(&s.conditions, "Ready")
-                    })
-                })
-                .count();
-            if ready == N {
-                Ok(list.items)
-            } else {
-                Err(format!("{ready}/{N} ready"))
-            }
-        },
-    )
-    .await?;
+    f.assert_converged(N).await?;
     eprintln!("{N} PodRequests Ready in {:?}", t0.elapsed());
-    let uids: BTreeMap<String, String> = ready
-        .iter()
-        .map(|pr| (pr.name_any(), pr.metadata.uid.clone().unwrap_or_default()))
-        .collect();
-    let pods = f.pods().list(&ListParams::default()).await?.items;
-    assert_eq!(pods.len(), N, "pods in the namespace");
-    for pod in &pods {
-        let name = pod.name_any();
-        assert_eq!(
-            owner_uid(pod).as_ref(),
-            uids.get(&name),
-            "pod {name} not owned by its request"
-        );
-    }
     let requests = op.requests();
     assert_eq!(
         requests.get("create", "pods"),

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use common::{Fixture, OPERATOR_NAMESPACE, TIMEOUT};
@@ -28,9 +27,8 @@ async fn kubeconfig(f: &Fixture) -> Result<PathBuf> {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(operon_envtest::default_bin_dir().join("kubectl"))
+    let out = operon_envtest::apply::kubectl(kubeconfig)
         .args(args)
-        .env("KUBECONFIG", kubeconfig)
         .output()?;
     ensure!(
         out.status.success(),

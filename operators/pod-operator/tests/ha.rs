@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use common::{Fixture, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TIMEOUT};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use operon_envtest::wait;
@@ -200,57 +199,6 @@ fn request(ns: &str, name: &str) -> PodRequest {
     pr
 }
 
-/// Every PodRequest is Ready and has exactly one Pod, owned by it; no other Pods exist.
-async fn assert_converged(client: &Client, ns: &str, expected: usize) -> Result<()> {
-    let requests: Api<PodRequest> = Api::namespaced(client.clone(), ns);
-    let ready = wait::until(
-        "all PodRequests Ready",
-        Duration::from_secs(120),
-        || async {
-            let list = requests
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|pr| {
-                    pr.status.as_ref().is_some_and(|s| {
-                        operon_runtime::conditions::is_true(&s.conditions, "Ready")
-                    })
-                })
-                .count();
-            if ready == expected {
-                Ok(list.items)
-            } else {
-                Err(format!("{ready}/{expected}"))
-            }
-        },
-    )
-    .await?;
-    let uids: BTreeMap<String, Option<String>> = ready
-        .iter()
-        .map(|p| (p.name_any(), p.metadata.uid.clone()))
-        .collect();
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
-    ensure!(
-        pods.items.len() == expected,
-        "{} pods for {expected} requests",
-        pods.items.len()
-    );
-    for pod in pods.items {
-        let owner = pod.owner_references().first().map(|o| o.uid.clone());
-        ensure!(
-            uids.get(&pod.name_any()) == Some(&owner),
-            "pod {} not owned by its request",
-            pod.name_any()
-        );
-    }
-    Ok(())
-}
-
 struct Setup {
     f: Fixture,
     dir: tempfile::TempDir,
@@ -311,7 +259,7 @@ async fn standby_takes_over_after_the_leader_is_killed_without_losing_work() -> 
     let takeover = wait_holder(&s.leases, &s.lease, "replica-b", Duration::from_secs(30)).await?;
     creator.await??;
     // The first request created after the kill shows when reconciling resumed.
-    assert_converged(&s.f.client, &s.f.ns, N).await?;
+    s.f.assert_converged(N).await?;
     let resumed = killed.elapsed();
     eprintln!(
         "SIGKILL: standby leads after {takeover:?}; all {N} requests converged {resumed:?} after the kill"

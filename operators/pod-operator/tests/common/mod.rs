@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use operon_envtest::{TestEnv, wait};
 use operon_runtime::client::{RequestCounter, RequestCounts, counted_client};
@@ -26,40 +25,7 @@ pub const SAMPLE: &str = pod_operator::deploy::SAMPLE;
 
 /// Applies the generated CRD (server-side, idempotent) and waits until it is served.
 pub async fn install_crd(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = PodRequest::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("pod-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    wait::until("PodRequest CRD established", TIMEOUT, || async {
-        let crd = crds.get(&name).await.map_err(|e| e.to_string())?;
-        let ok = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if ok {
-            Ok(())
-        } else {
-            Err("not established".into())
-        }
-    })
-    .await?;
-    // Established can precede the REST endpoint by a moment.
-    let api: Api<PodRequest> = Api::all(client.clone());
-    wait::until("PodRequest API served", TIMEOUT, || async {
-        api.list(&ListParams::default().limit(1))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await?;
-    Ok(())
+    Ok(operon_envtest::apply::apply_crd(client, &PodRequest::crd(), "pod-operator-tests").await?)
 }
 
 /// A test's environment: namespace, admin client, CRD installed.
@@ -135,6 +101,60 @@ impl Fixture {
         )
     }
 
+    /// Waits until all `expected` PodRequests of the namespace are Ready, then checks that each
+    /// has exactly one Pod, controlled by it, and that no other Pod exists.
+    pub async fn assert_converged(&self, expected: usize) -> Result<()> {
+        let requests = self.requests();
+        let ready = wait::until(
+            "all PodRequests Ready",
+            Duration::from_secs(180),
+            || async {
+                let list = requests
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|pr| {
+                        pr.status.as_ref().is_some_and(|s| {
+                            operon_runtime::conditions::is_true(&s.conditions, "Ready")
+                        })
+                    })
+                    .count();
+                if ready == expected {
+                    Ok(list.items)
+                } else {
+                    Err(format!("{ready}/{expected} ready"))
+                }
+            },
+        )
+        .await?;
+        let uids: std::collections::BTreeMap<String, Option<String>> = ready
+            .iter()
+            .map(|p| (p.name_any(), p.metadata.uid.clone()))
+            .collect();
+        let pods = self.pods().list(&ListParams::default()).await?.items;
+        anyhow::ensure!(
+            pods.len() == expected,
+            "{} pods for {expected} requests",
+            pods.len()
+        );
+        for pod in pods {
+            let owner = pod
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone());
+            anyhow::ensure!(
+                uids.get(&pod.name_any()) == Some(&owner),
+                "pod {} not owned by its request",
+                pod.name_any()
+            );
+        }
+        Ok(())
+    }
+
     /// Waits until condition `type_` of `name` has `reason`.
     pub async fn wait_condition(
         &self,
@@ -177,28 +197,7 @@ pub async fn install_rbac(client: &Client) -> Result<()> {
     ];
     objects.extend(m.user_roles().into_iter().map(|(_, role)| role));
     for obj in objects {
-        let obj: kube::api::DynamicObject = serde_json::from_value(obj)?;
-        let types = obj.types.clone().context("object without type")?;
-        let (group, version) = types
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", types.api_version.as_str()));
-        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            group,
-            version,
-            &types.kind,
-        ));
-        let api: Api<kube::api::DynamicObject> = match obj.metadata.namespace.as_deref() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply("pod-operator-tests").force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .with_context(|| format!("applying {} {}", types.kind, obj.name_any()))?;
+        operon_envtest::apply::apply(client, &obj, "pod-operator-tests").await?;
     }
     Ok(())
 }
