@@ -5,6 +5,7 @@
 //! - [`cache`]: waiting for a reflector's initial list from many reconciles at once;
 //! - [`conditions`]: `metav1.Condition` updates that keep `lastTransitionTime` and report change;
 //! - [`client`]: a client that counts its own requests by verb and resource;
+//! - [`finalizers`]: adding and removing finalizers without losing concurrent changes;
 //! - [`events`]: events.k8s.io Events for the objects an operator reconciles;
 //! - [`metrics`]: reconcile counters with controller-runtime's names;
 //! - [`manifests`]: deployment objects (RBAC, Deployment, Service, …) generated from an operator's declared needs;
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod client;
 pub mod conditions;
 pub mod events;
+pub mod finalizers;
 pub mod helm;
 pub mod lease;
 pub mod manifests;
