@@ -2,6 +2,7 @@
 
 mod cluster;
 mod demo;
+mod image;
 mod k8s;
 mod manifests;
 
@@ -44,6 +45,16 @@ enum Cmd {
     },
     /// Writes the generated deployment files under config/ from the Rust types.
     Manifests,
+    /// Builds an operator's container image (static binary, FROM scratch) as an OCI archive,
+    /// without a container engine (buildah).
+    Image {
+        /// The operator: a workspace package with a binary of the same name.
+        #[arg(default_value = "pod-operator")]
+        operator: String,
+        /// The OCI archive to write (default: target/images/<operator>.oci.tar).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Runs every test (builds the control plane binaries first if needed).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -113,6 +124,7 @@ fn main() -> Result<()> {
             operator_bin_dir,
         } => demo::up(nodes, operator_bin_dir),
         Cmd::Manifests => manifests::write(),
+        Cmd::Image { operator, out } => image::build(&operator, out.as_deref()).map(|_| ()),
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
     }

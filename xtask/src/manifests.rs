@@ -61,7 +61,7 @@ pub fn write() -> Result<()> {
     let mut defaults = Vec::new();
     for (operator, samples) in operators()? {
         let dir = root.join(&operator.name);
-        let groups = json!([]);
+        let groups = operon_runtime::alerts::rule_groups(&operator.name, &operator.namespace);
         for (relative, value) in operator.files(groups) {
             put(
                 &mut written,
