@@ -93,6 +93,7 @@ pub struct Context {
     /// The status last written per PodRequest. The cache can lag behind the operator's own
     /// writes; comparing with this keeps a lagging cache from causing a second, identical write.
     written: Mutex<HashMap<ObjectRef<PodRequest>, PodRequestStatus>>,
+    requests: Store<PodRequest>,
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -187,6 +188,7 @@ async fn run_scope(
         backoff: Backoff::default(),
         metrics: settings.metrics.clone(),
         written: Mutex::default(),
+        requests: request_store.clone(),
     });
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),
@@ -314,10 +316,12 @@ impl PodRequest {
                     &Patch::Apply(&patch),
                 )
                 .await?;
-            ctx.written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, status);
+            let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+            written.insert(key, status);
+            // Forget deleted requests now and then; the check is cheap next to the writes.
+            if written.len() > 1024 && written.len() > 2 * ctx.requests.len() {
+                written.retain(|k, _| ctx.requests.get(k).is_some());
+            }
         }
         match observed {
             Observed::Rejected { message, .. } => Err(Error::PodRejected { pod: name, message }),
