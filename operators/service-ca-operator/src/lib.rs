@@ -1,0 +1,77 @@
+//! `service-ca-operator`: OpenShift-compatible serving certificates for Services.
+//!
+//! What this operator will be (behaviour follows `openshift/service-ca-operator`):
+//!
+//! - **Serving certificates.** A Service annotated with
+//!   [`SERVING_CERT_SECRET_NAME`] (or the alpha form [`ALPHA_SERVING_CERT_SECRET_NAME`]; beta
+//!   wins) gets a `kubernetes.io/tls` Secret of that name in its namespace: `tls.crt` is the leaf
+//!   followed by the signing CA, `tls.key` its key. The leaf names `<svc>.<ns>.svc` and
+//!   `<svc>.<ns>.svc.cluster.local` (plus the wildcards for headless Services) and carries the
+//!   Service UID in a private extension. The Secret is owned by the Service.
+//! - **CA bundle injection.** ConfigMaps, APIServices, CRDs (conversion webhooks) and webhook
+//!   configurations annotated with [`INJECT_CABUNDLE`] receive the CA bundle.
+//! - **Rotation.** Leaves are re-issued when they are unparseable, signed by another CA, name the
+//!   wrong hosts or come close to expiry; the signing CA itself is rotated with an overlap period.
+//!
+//! Status: the certificate core lives in [`pki`] and is unit-tested. Controller: not yet.
+
+pub mod pki;
+
+/// Service annotation naming the Secret to write the serving certificate to.
+pub const SERVING_CERT_SECRET_NAME: &str = "service.beta.openshift.io/serving-cert-secret-name";
+/// Alpha form of [`SERVING_CERT_SECRET_NAME`], still honoured (the beta one wins).
+pub const ALPHA_SERVING_CERT_SECRET_NAME: &str =
+    "service.alpha.openshift.io/serving-cert-secret-name";
+/// Service annotation set on success to the CN of the signing CA.
+pub const SERVING_CERT_SIGNED_BY: &str = "service.beta.openshift.io/serving-cert-signed-by";
+/// Alpha form of [`SERVING_CERT_SIGNED_BY`].
+pub const ALPHA_SERVING_CERT_SIGNED_BY: &str = "service.alpha.openshift.io/serving-cert-signed-by";
+/// Service annotation holding the last generation error.
+pub const SERVING_CERT_GENERATION_ERROR: &str =
+    "service.beta.openshift.io/serving-cert-generation-error";
+/// Alpha form of [`SERVING_CERT_GENERATION_ERROR`].
+pub const ALPHA_SERVING_CERT_GENERATION_ERROR: &str =
+    "service.alpha.openshift.io/serving-cert-generation-error";
+/// Service annotation counting consecutive generation errors.
+pub const SERVING_CERT_GENERATION_ERROR_NUM: &str =
+    "service.beta.openshift.io/serving-cert-generation-error-num";
+/// Alpha form of [`SERVING_CERT_GENERATION_ERROR_NUM`].
+pub const ALPHA_SERVING_CERT_GENERATION_ERROR_NUM: &str =
+    "service.alpha.openshift.io/serving-cert-generation-error-num";
+/// After this many consecutive failures generation stops until the error annotations are cleared.
+pub const MAX_GENERATION_ERRORS: u32 = 10;
+
+/// Secret annotation: UID of the Service the certificate was issued for.
+pub const ORIGINATING_SERVICE_UID: &str = "service.beta.openshift.io/originating-service-uid";
+/// Alpha form of [`ORIGINATING_SERVICE_UID`].
+pub const ALPHA_ORIGINATING_SERVICE_UID: &str =
+    "service.alpha.openshift.io/originating-service-uid";
+/// Secret annotation: name of the Service the certificate was issued for.
+pub const ORIGINATING_SERVICE_NAME: &str = "service.beta.openshift.io/originating-service-name";
+/// Alpha form of [`ORIGINATING_SERVICE_NAME`].
+pub const ALPHA_ORIGINATING_SERVICE_NAME: &str =
+    "service.alpha.openshift.io/originating-service-name";
+/// Secret annotation: the leaf's NotAfter, RFC 3339.
+pub const EXPIRY: &str = "service.beta.openshift.io/expiry";
+/// Alpha form of [`EXPIRY`].
+pub const ALPHA_EXPIRY: &str = "service.alpha.openshift.io/expiry";
+
+/// Annotation (value `"true"`, case-insensitive) asking for the CA bundle to be injected.
+/// ConfigMaps and APIServices also honour [`ALPHA_INJECT_CABUNDLE`]; CRDs and webhook
+/// configurations only this one.
+pub const INJECT_CABUNDLE: &str = "service.beta.openshift.io/inject-cabundle";
+/// Alpha form of [`INJECT_CABUNDLE`].
+pub const ALPHA_INJECT_CABUNDLE: &str = "service.alpha.openshift.io/inject-cabundle";
+
+/// Key of the serving certificate chain in the TLS Secret (and of the CA in the signing Secret).
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Key of the private key in the TLS Secret (and of the CA key in the signing Secret).
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// Name of the Secret holding the signing CA.
+pub const SIGNING_SECRET_NAME: &str = "signing-key";
+/// Signing Secret key holding the CA bundle after a rotation.
+pub const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
+/// Signing Secret key holding the new CA signed by the old key after a rotation.
+pub const INTERMEDIATE_CA_KEY: &str = "intermediate-ca.crt";
+/// ConfigMap key the CA bundle is injected under.
+pub const INJECTED_CA_BUNDLE_KEY: &str = "service-ca.crt";

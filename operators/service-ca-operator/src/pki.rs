@@ -1,0 +1,810 @@
+//! The certificate core: the service-serving signer CA, serving certificates for Services, and the
+//! decision whether an existing certificate has to be re-issued.
+//!
+//! Certificates follow `openshift/service-ca-operator`: SANs `<svc>.<ns>.svc` and
+//! `<svc>.<ns>.svc.<cluster domain>` (plus their `*.` wildcards for headless Services), CN = the
+//! lexicographically first SAN, NotBefore = now − 1 s, KeyUsage DigitalSignature|KeyEncipherment,
+//! EKU ServerAuth, AKI = the CA's SKI, and the non-critical extension
+//! [`SERVICE_UID_EXTENSION_OID`] carrying the Service UID.
+//!
+//! Differences from OpenShift, on purpose or for now:
+//! - Keys are ECDSA P-256 only. OpenShift issues RSA 2048; `rcgen` with `ring` cannot generate RSA
+//!   keys and we do not pull in a second crypto stack for it, so [`KeyAlgorithm::Rsa2048`] exists
+//!   but [`SigningCa::issue`] answers [`Error::Unsupported`].
+//! - Validity is cut to whole seconds (X.509 times have no fractions).
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    PublicKeyData, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+/// OID of the extension that carries the UID of the Service a certificate was issued for.
+pub const SERVICE_UID_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 2312, 17, 100, 2, 1];
+
+/// The signer's CN is this prefix followed by the Unix time (seconds) of its creation.
+pub const SIGNER_NAME_PREFIX: &str = "openshift-service-serving-signer@";
+
+/// Lifetime of a signing CA in OpenShift: 790 days.
+pub const DEFAULT_CA_LIFETIME: Duration = Duration::from_secs(790 * 24 * 3600);
+
+/// Lifetime of a serving certificate in OpenShift: 2 years.
+pub const DEFAULT_SERVING_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+
+/// OpenShift re-issues a serving certificate when less than this remains.
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(3600);
+
+/// The cluster domain unless configured otherwise.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Rcgen {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("cannot parse {what}: {detail}")]
+    Parse { what: &'static str, detail: String },
+    #[error("the CA private key does not belong to the CA certificate")]
+    KeyMismatch,
+    #[error("the CA certificate has no subject key identifier")]
+    MissingSubjectKeyId,
+    #[error("{0:?} keys are not supported (rcgen with ring cannot generate RSA keys)")]
+    Unsupported(KeyAlgorithm),
+    #[error("validity out of range: {0}")]
+    TimeOutOfRange(&'static str),
+    #[error("no randomness for a serial number")]
+    Random,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn rcgen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
+    move |source| Error::Rcgen { what, source }
+}
+
+fn parse_err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Parse {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Key type of an issued certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyAlgorithm {
+    #[default]
+    EcdsaP256,
+    /// What OpenShift uses; not supported yet, see the module docs.
+    Rsa2048,
+}
+
+/// The service-serving signer: a self-signed CA and its key.
+pub struct SigningCa {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    /// The CA private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// The CA's CN (`openshift-service-serving-signer@<unix-seconds>` for CAs made here).
+    pub common_name: String,
+    /// The CA's Subject Key Identifier, which every leaf names as its AKI.
+    pub subject_key_id: Vec<u8>,
+    pub not_after: OffsetDateTime,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for SigningCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningCa")
+            .field("common_name", &self.common_name)
+            .field("subject_key_id", &self.subject_key_id)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to issue a serving certificate for.
+#[derive(Debug, Clone)]
+pub struct ServingCertRequest<'a> {
+    pub service_name: &'a str,
+    pub namespace: &'a str,
+    /// `metadata.uid` of the Service, written into [`SERVICE_UID_EXTENSION_OID`].
+    pub service_uid: &'a str,
+    /// `spec.clusterIP: None`: the wildcard names are added.
+    pub headless: bool,
+    /// Usually [`DEFAULT_CLUSTER_DOMAIN`].
+    pub cluster_domain: &'a str,
+    pub lifetime: Duration,
+    pub key: KeyAlgorithm,
+}
+
+/// An issued serving certificate.
+#[derive(Clone)]
+pub struct ServingCert {
+    /// The leaf followed by the signing CA, PEM (what goes into `tls.crt`).
+    pub cert_pem: String,
+    /// The leaf's private key, PKCS#8 PEM (`tls.key`).
+    pub key_pem: String,
+    /// The leaf's NotAfter (for the expiry annotations).
+    pub not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an existing serving certificate has to be re-issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No PEM certificate, or not a parseable X.509 certificate.
+    Unparseable,
+    /// Its Authority Key Identifier is not the current CA's Subject Key Identifier.
+    WrongIssuer,
+    /// Its DNS SANs are not exactly [`expected_sans`].
+    SanMismatch,
+    /// It expires within the refresh margin.
+    Expiring,
+}
+
+/// The DNS names a serving certificate for `req` carries, sorted.
+pub fn expected_sans(req: &ServingCertRequest<'_>) -> Vec<String> {
+    let base = format!("{}.{}.svc", req.service_name, req.namespace);
+    let full = format!("{base}.{}", req.cluster_domain);
+    let mut sans = if req.headless {
+        vec![format!("*.{base}"), format!("*.{full}"), base, full]
+    } else {
+        vec![base, full]
+    };
+    sans.sort();
+    sans.dedup();
+    sans
+}
+
+/// Truncates to whole seconds, as the certificate will.
+fn whole_seconds(t: OffsetDateTime) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
+        .map_err(|_| Error::TimeOutOfRange("now"))
+}
+
+fn add(t: OffsetDateTime, d: Duration, what: &'static str) -> Result<OffsetDateTime> {
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d))
+        .ok_or(Error::TimeOutOfRange(what))
+}
+
+/// 128 random bits, positive.
+fn random_serial() -> Result<SerialNumber> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Random)?;
+    bytes[0] &= 0x7f;
+    // Never zero, and never a leading zero byte that DER would have to strip.
+    bytes[0] |= 0x40;
+    Ok(SerialNumber::from(bytes.to_vec()))
+}
+
+fn common_name(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+/// The first PEM block of `pem`, parsed. The returned DER must outlive the certificate.
+fn first_pem_der(pem: &str) -> Result<Vec<u8>> {
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(parse_err("PEM certificate"))?;
+    if block.label != "CERTIFICATE" {
+        return Err(Error::Parse {
+            what: "PEM certificate",
+            detail: format!("first block is {:?}", block.label),
+        });
+    }
+    Ok(block.contents)
+}
+
+fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(parse_err("X.509 certificate"))?;
+    Ok(cert)
+}
+
+fn subject_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0.to_vec()),
+            _ => None,
+        })
+}
+
+fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+}
+
+/// The DNS SANs of `cert`, sorted and deduplicated; `None` if the extension is malformed.
+fn dns_sans(cert: &X509Certificate<'_>) -> Option<Vec<String>> {
+    let san = cert.subject_alternative_name().ok()?;
+    let mut names: Vec<String> = san
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+/// Go's `asn1.Marshal` of a string, which is how OpenShift encodes the Service UID
+/// (`asn1.Marshal(svc.UID)`): a PrintableString when every character is in its alphabet (always,
+/// for the UUIDs Kubernetes hands out), otherwise a UTF8String. Go excludes `*` and `&` from the
+/// alphabet here.
+pub fn encode_service_uid(uid: &str) -> Vec<u8> {
+    let printable = uid.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b' ' | b'\'' | b'(' | b')' | b'+' | b',' | b'-' | b'.' | b'/' | b':' | b'=' | b'?'
+            )
+    });
+    const PRINTABLE_STRING: u8 = 0x13;
+    const UTF8_STRING: u8 = 0x0c;
+    let tag = if printable {
+        PRINTABLE_STRING
+    } else {
+        UTF8_STRING
+    };
+    let content = uid.as_bytes();
+    let mut der = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        der.push(len as u8);
+    } else {
+        let len_bytes = len.to_be_bytes();
+        let skip = len_bytes.iter().take_while(|b| **b == 0).count();
+        let significant = &len_bytes[skip..];
+        der.push(0x80 | significant.len() as u8);
+        der.extend_from_slice(significant);
+    }
+    der.extend_from_slice(content);
+    der
+}
+
+impl SigningCa {
+    /// A fresh self-signed ECDSA P-256 CA named `openshift-service-serving-signer@<now>`, valid
+    /// from `now − 1 s` for `lifetime`.
+    pub fn generate(lifetime: Duration, now: OffsetDateTime) -> Result<Self> {
+        let now = whole_seconds(now)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("CA key"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name =
+            common_name(&format!("{SIGNER_NAME_PREFIX}{}", now.unix_timestamp()));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        params.not_before = now - time::Duration::seconds(1);
+        params.not_after = add(now, lifetime, "CA lifetime")?;
+        params.serial_number = Some(random_serial()?);
+        let cert = params
+            .self_signed(&key)
+            .map_err(rcgen_err("CA certificate"))?;
+        // Go through the same path as a CA loaded from its Secret.
+        Self::from_pem(&cert.pem(), &key.serialize_pem())
+    }
+
+    /// Loads a CA from PEM (the first certificate of `cert_pem` is the CA). The issuer's subject
+    /// DN and SKI are taken from the certificate itself (rcgen's `x509-parser` feature), so leaves
+    /// chain to it byte for byte whoever created it.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let key = KeyPair::from_pem(key_pem).map_err(rcgen_err("CA private key"))?;
+        let der = first_pem_der(cert_pem)?;
+        let cert = parse_der(&der)?;
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(Error::KeyMismatch);
+        }
+        let subject_key_id = subject_key_id(&cert).ok_or(Error::MissingSubjectKeyId)?;
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let not_after = cert.validity().not_after.to_datetime();
+        let issuer = Issuer::from_ca_cert_der(&der.as_slice().into(), key)
+            .map_err(rcgen_err("CA certificate"))?;
+        Ok(SigningCa {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            common_name,
+            subject_key_id,
+            not_after,
+            issuer,
+        })
+    }
+
+    /// Issues a serving certificate for `req`, valid from `now − 1 s` for `req.lifetime`.
+    pub fn issue(&self, req: &ServingCertRequest<'_>, now: OffsetDateTime) -> Result<ServingCert> {
+        let key = match req.key {
+            KeyAlgorithm::EcdsaP256 => {
+                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("serving key"))?
+            }
+            KeyAlgorithm::Rsa2048 => return Err(Error::Unsupported(req.key)),
+        };
+        let now = whole_seconds(now)?;
+        let sans = expected_sans(req);
+        let mut params = CertificateParams::default();
+        // `expected_sans` is sorted, so the first one is the lexicographically first.
+        if let Some(first) = sans.first() {
+            params.distinguished_name = common_name(first);
+        }
+        params.subject_alt_names = sans
+            .into_iter()
+            .map(|name| name.try_into().map(SanType::DnsName))
+            .collect::<Result<_, _>>()
+            .map_err(rcgen_err("DNS name"))?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = now - time::Duration::seconds(1);
+        params.not_after = add(now, req.lifetime, "serving certificate lifetime")?;
+        params.serial_number = Some(random_serial()?);
+        // Non-critical by default.
+        params.custom_extensions = vec![CustomExtension::from_oid_content(
+            SERVICE_UID_EXTENSION_OID,
+            encode_service_uid(req.service_uid),
+        )];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(rcgen_err("serving certificate"))?;
+        let mut cert_pem = cert.pem();
+        if !cert_pem.ends_with('\n') {
+            cert_pem.push('\n');
+        }
+        cert_pem.push_str(&self.cert_pem);
+        Ok(ServingCert {
+            cert_pem,
+            key_pem: key.serialize_pem(),
+            not_after: params.not_after,
+        })
+    }
+}
+
+/// Whether the serving certificate `cert_pem` (leaf first) must be re-issued for `req` under `ca`
+/// at `now`, and why. Checks, in this order: parseable, AKI = CA SKI, SANs = [`expected_sans`],
+/// and `now + refresh_margin` before NotAfter.
+pub fn needs_regeneration(
+    cert_pem: &str,
+    ca: &SigningCa,
+    req: &ServingCertRequest<'_>,
+    now: OffsetDateTime,
+    refresh_margin: Duration,
+) -> Option<Reason> {
+    let Ok(der) = first_pem_der(cert_pem) else {
+        return Some(Reason::Unparseable);
+    };
+    let Ok(cert) = parse_der(&der) else {
+        return Some(Reason::Unparseable);
+    };
+    if authority_key_id(&cert).as_deref() != Some(ca.subject_key_id.as_slice()) {
+        return Some(Reason::WrongIssuer);
+    }
+    let Some(sans) = dns_sans(&cert) else {
+        return Some(Reason::Unparseable);
+    };
+    if sans != expected_sans(req) {
+        return Some(Reason::SanMismatch);
+    }
+    match add(now, refresh_margin, "refresh margin") {
+        Ok(deadline) if deadline <= cert.validity().not_after.to_datetime() => None,
+        _ => Some(Reason::Expiring),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::oid_registry::Oid;
+    use x509_parser::pem::Pem;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    const UID: &str = "5d2c1f0e-8a4b-4c3d-9e2f-1a2b3c4d5e6f";
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn now() -> OffsetDateTime {
+        // 2026-01-02T03:04:05.678Z: fractional on purpose.
+        OffsetDateTime::from_unix_timestamp(1_767_323_045)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .replace_millisecond(678)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn request(headless: bool) -> ServingCertRequest<'static> {
+        ServingCertRequest {
+            service_name: "api",
+            namespace: "shop",
+            service_uid: UID,
+            headless,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN,
+            lifetime: DEFAULT_SERVING_CERT_LIFETIME,
+            key: KeyAlgorithm::EcdsaP256,
+        }
+    }
+
+    fn new_ca() -> Result<SigningCa> {
+        SigningCa::generate(DEFAULT_CA_LIFETIME, now())
+    }
+
+    fn pem_blocks(pem: &str) -> std::result::Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
+        Ok(Pem::iter_from_buffer(pem.as_bytes())
+            .map(|block| block.map(|b| b.contents))
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn uid_oid() -> std::result::Result<Oid<'static>, Box<dyn std::error::Error>> {
+        Ok(Oid::from(SERVICE_UID_EXTENSION_OID).map_err(|e| format!("{e:?}"))?)
+    }
+
+    fn secs(t: OffsetDateTime) -> i64 {
+        t.unix_timestamp()
+    }
+
+    #[test]
+    fn expected_sans_cluster_ip_and_headless() {
+        assert_eq!(
+            expected_sans(&request(false)),
+            ["api.shop.svc", "api.shop.svc.cluster.local"]
+        );
+        assert_eq!(
+            expected_sans(&request(true)),
+            [
+                "*.api.shop.svc",
+                "*.api.shop.svc.cluster.local",
+                "api.shop.svc",
+                "api.shop.svc.cluster.local"
+            ]
+        );
+        let custom = ServingCertRequest {
+            cluster_domain: "example.internal",
+            ..request(false)
+        };
+        assert_eq!(
+            expected_sans(&custom),
+            ["api.shop.svc", "api.shop.svc.example.internal"]
+        );
+    }
+
+    #[test]
+    fn ca_is_self_signed_signer() -> TestResult {
+        let ca = new_ca()?;
+        let der = first_pem_der(&ca.cert_pem)?;
+        let cert = parse_der(&der)?;
+        let expected_cn = format!("openshift-service-serving-signer@{}", secs(now()));
+        assert_eq!(ca.common_name, expected_cn);
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .map(|cn| cn.as_str()),
+            Some(Ok(expected_cn.as_str()))
+        );
+        assert_eq!(cert.subject(), cert.issuer());
+        assert!(cert.is_ca());
+        let ku = cert.key_usage()?.ok_or("no key usage")?.value;
+        assert!(ku.key_cert_sign() && ku.crl_sign());
+        assert_eq!(subject_key_id(&cert), Some(ca.subject_key_id.clone()));
+        assert!(!ca.subject_key_id.is_empty());
+        assert_eq!(
+            secs(cert.validity().not_before.to_datetime()),
+            secs(now()) - 1
+        );
+        assert_eq!(
+            secs(cert.validity().not_after.to_datetime()),
+            secs(now()) + DEFAULT_CA_LIFETIME.as_secs() as i64
+        );
+        assert_eq!(ca.not_after, cert.validity().not_after.to_datetime());
+        cert.verify_signature(None)?;
+        Ok(())
+    }
+
+    #[test]
+    fn cluster_ip_serving_cert() -> TestResult {
+        let ca = new_ca()?;
+        let issued = ca.issue(&request(false), now())?;
+        let blocks = pem_blocks(&issued.cert_pem)?;
+        assert_eq!(blocks.len(), 2, "leaf then CA");
+        assert_eq!(blocks[1], first_pem_der(&ca.cert_pem)?);
+        let leaf = parse_der(&blocks[0])?;
+        let ca_der = first_pem_der(&ca.cert_pem)?;
+        let ca_cert = parse_der(&ca_der)?;
+
+        assert_eq!(
+            dns_sans(&leaf),
+            Some(vec![
+                "api.shop.svc".to_owned(),
+                "api.shop.svc.cluster.local".to_owned()
+            ])
+        );
+        assert_eq!(
+            leaf.subject()
+                .iter_common_name()
+                .next()
+                .map(|cn| cn.as_str()),
+            Some(Ok("api.shop.svc"))
+        );
+        assert_eq!(leaf.issuer(), ca_cert.subject());
+        assert!(!leaf.is_ca());
+
+        let eku = leaf.extended_key_usage()?.ok_or("no EKU")?.value;
+        assert!(eku.server_auth);
+        assert!(!eku.client_auth && !eku.any);
+        let ku = leaf.key_usage()?.ok_or("no key usage")?.value;
+        assert!(ku.digital_signature() && ku.key_encipherment());
+        assert!(!ku.key_cert_sign());
+
+        assert_eq!(authority_key_id(&leaf), Some(ca.subject_key_id.clone()));
+
+        let uid_oid = uid_oid()?;
+        let uid_ext = leaf
+            .extensions()
+            .iter()
+            .find(|ext| ext.oid == uid_oid)
+            .ok_or("no service UID extension")?;
+        assert!(!uid_ext.critical);
+        assert_eq!(uid_ext.value, encode_service_uid(UID).as_slice());
+        // PrintableString (Go's encoding of a UUID string).
+        assert_eq!(uid_ext.value[0], 0x13);
+        assert_eq!(&uid_ext.value[2..], UID.as_bytes());
+
+        assert_eq!(
+            secs(leaf.validity().not_before.to_datetime()),
+            secs(now()) - 1
+        );
+        let not_after = leaf.validity().not_after.to_datetime();
+        assert_eq!(
+            secs(not_after),
+            secs(now()) + DEFAULT_SERVING_CERT_LIFETIME.as_secs() as i64
+        );
+        assert_eq!(issued.not_after, not_after);
+
+        // The chain: signed by the CA's key, and not self-signed.
+        leaf.verify_signature(Some(ca_cert.public_key()))?;
+        assert!(leaf.verify_signature(None).is_err());
+
+        // The key is the leaf's.
+        let key = KeyPair::from_pem(&issued.key_pem)?;
+        assert_eq!(
+            leaf.public_key().raw,
+            key.subject_public_key_info().as_slice()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn headless_serving_cert() -> TestResult {
+        let ca = new_ca()?;
+        let issued = ca.issue(&request(true), now())?;
+        let der = first_pem_der(&issued.cert_pem)?;
+        let leaf = parse_der(&der)?;
+        assert_eq!(dns_sans(&leaf), Some(expected_sans(&request(true))));
+        assert_eq!(dns_sans(&leaf).map(|s| s.len()), Some(4));
+        assert_eq!(
+            leaf.subject()
+                .iter_common_name()
+                .next()
+                .map(|cn| cn.as_str()),
+            Some(Ok("*.api.shop.svc"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn serials_are_random() -> TestResult {
+        let ca = new_ca()?;
+        let a_der = first_pem_der(&ca.issue(&request(false), now())?.cert_pem)?;
+        let b_der = first_pem_der(&ca.issue(&request(false), now())?.cert_pem)?;
+        let (a, b) = (parse_der(&a_der)?, parse_der(&b_der)?);
+        assert_ne!(a.raw_serial(), b.raw_serial());
+        assert_eq!(a.raw_serial().len(), 16);
+        Ok(())
+    }
+
+    #[test]
+    fn ca_round_trips_through_pem() -> TestResult {
+        let original = new_ca()?;
+        let loaded = SigningCa::from_pem(&original.cert_pem, &original.key_pem)?;
+        assert_eq!(loaded.subject_key_id, original.subject_key_id);
+        assert_eq!(loaded.common_name, original.common_name);
+        assert_eq!(loaded.not_after, original.not_after);
+
+        let issued = loaded.issue(&request(false), now())?;
+        let der = first_pem_der(&issued.cert_pem)?;
+        let leaf = parse_der(&der)?;
+        let ca_der = first_pem_der(&original.cert_pem)?;
+        let ca_cert = parse_der(&ca_der)?;
+        assert_eq!(leaf.issuer().as_raw(), ca_cert.subject().as_raw());
+        leaf.verify_signature(Some(ca_cert.public_key()))?;
+        assert_eq!(
+            needs_regeneration(
+                &issued.cert_pem,
+                &original,
+                &request(false),
+                now(),
+                DEFAULT_REFRESH_MARGIN
+            ),
+            None
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn from_pem_rejects_a_foreign_key_and_garbage() -> TestResult {
+        let a = new_ca()?;
+        let b = new_ca()?;
+        assert!(matches!(
+            SigningCa::from_pem(&a.cert_pem, &b.key_pem),
+            Err(Error::KeyMismatch)
+        ));
+        assert!(matches!(
+            SigningCa::from_pem("not a certificate", &a.key_pem),
+            Err(Error::Parse { .. })
+        ));
+        assert!(matches!(
+            SigningCa::from_pem(&a.cert_pem, "not a key"),
+            Err(Error::Rcgen { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn rsa_is_unsupported() -> TestResult {
+        let ca = new_ca()?;
+        let req = ServingCertRequest {
+            key: KeyAlgorithm::Rsa2048,
+            ..request(false)
+        };
+        assert!(matches!(
+            ca.issue(&req, now()),
+            Err(Error::Unsupported(KeyAlgorithm::Rsa2048))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn service_uid_encoding_matches_go() {
+        assert_eq!(encode_service_uid("ab-1"), b"\x13\x04ab-1");
+        // `&` and `*` and non-ASCII are outside Go's PrintableString: UTF8String.
+        assert_eq!(encode_service_uid("a&b"), b"\x0c\x03a&b");
+        assert_eq!(encode_service_uid("ü"), b"\x0c\x02\xc3\xbc");
+        let long = "x".repeat(300);
+        let der = encode_service_uid(&long);
+        assert_eq!(&der[..4], &[0x13, 0x82, 0x01, 0x2c]);
+        assert_eq!(der.len(), 4 + 300);
+    }
+
+    #[test]
+    fn fresh_cert_needs_nothing() -> TestResult {
+        let ca = new_ca()?;
+        for headless in [false, true] {
+            let issued = ca.issue(&request(headless), now())?;
+            assert_eq!(
+                needs_regeneration(
+                    &issued.cert_pem,
+                    &ca,
+                    &request(headless),
+                    now(),
+                    DEFAULT_REFRESH_MARGIN
+                ),
+                None
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn regeneration_reasons() -> TestResult {
+        let ca = new_ca()?;
+        let req = request(false);
+        let issued = ca.issue(&req, now())?;
+        let check = |pem: &str, req: &ServingCertRequest<'_>, at: OffsetDateTime| {
+            needs_regeneration(pem, &ca, req, at, DEFAULT_REFRESH_MARGIN)
+        };
+
+        assert_eq!(check("", &req, now()), Some(Reason::Unparseable));
+        assert_eq!(check("garbage", &req, now()), Some(Reason::Unparseable));
+        assert_eq!(
+            check(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                &req,
+                now()
+            ),
+            Some(Reason::Unparseable)
+        );
+        assert_eq!(
+            check(&issued.key_pem, &req, now()),
+            Some(Reason::Unparseable)
+        );
+
+        let other = new_ca()?.issue(&req, now())?;
+        assert_eq!(
+            check(&other.cert_pem, &req, now()),
+            Some(Reason::WrongIssuer)
+        );
+
+        assert_eq!(
+            check(&issued.cert_pem, &request(true), now()),
+            Some(Reason::SanMismatch)
+        );
+        let headless = ca.issue(&request(true), now())?;
+        assert_eq!(
+            check(&headless.cert_pem, &req, now()),
+            Some(Reason::SanMismatch)
+        );
+        let renamed = ServingCertRequest {
+            service_name: "web",
+            ..request(false)
+        };
+        assert_eq!(
+            check(&issued.cert_pem, &renamed, now()),
+            Some(Reason::SanMismatch)
+        );
+
+        let later = |d: Duration| now() + d;
+        let lifetime = DEFAULT_SERVING_CERT_LIFETIME;
+        assert_eq!(
+            check(
+                &issued.cert_pem,
+                &req,
+                later(lifetime - Duration::from_secs(7200))
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &issued.cert_pem,
+                &req,
+                later(lifetime - Duration::from_secs(1800))
+            ),
+            Some(Reason::Expiring)
+        );
+        assert_eq!(
+            check(&issued.cert_pem, &req, later(lifetime + DAY)),
+            Some(Reason::Expiring)
+        );
+        Ok(())
+    }
+}
