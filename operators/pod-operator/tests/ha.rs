@@ -128,6 +128,18 @@ impl Replica {
         }
     }
 
+    /// Waits until `/readyz` answers 200.
+    async fn wait_ready(&self) -> Result<()> {
+        wait::until(&format!("{} ready", self.identity), TIMEOUT, || async {
+            match self.get("/readyz", None).await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// `(status code, body)` of `GET path` on the admin server.
     async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
@@ -233,13 +245,7 @@ async fn standby_takes_over_after_the_leader_is_killed_without_losing_work() -> 
     let mut a = Replica::start(&s.kubeconfig, s.dir.path(), &s.f.ns, &s.lease, "replica-a")?;
     wait_holder(&s.leases, &s.lease, "replica-a", TIMEOUT).await?;
     let b = Replica::start(&s.kubeconfig, s.dir.path(), &s.f.ns, &s.lease, "replica-b")?;
-    wait::until("standby ready", TIMEOUT, || async {
-        match b.get("/readyz", None).await {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await?;
+    b.wait_ready().await?;
 
     // Requests keep arriving while the leader dies.
     let api = s.f.requests();
@@ -283,13 +289,7 @@ async fn sigterm_hands_over_at_once() -> Result<()> {
     let mut a = Replica::start(&s.kubeconfig, s.dir.path(), &s.f.ns, &s.lease, "replica-a")?;
     wait_holder(&s.leases, &s.lease, "replica-a", TIMEOUT).await?;
     let b = Replica::start(&s.kubeconfig, s.dir.path(), &s.f.ns, &s.lease, "replica-b")?;
-    wait::until("standby ready", TIMEOUT, || async {
-        match b.get("/readyz", None).await {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await?;
+    b.wait_ready().await?;
     a.signal(Signal::SIGTERM)?;
     let handover = wait_holder(&s.leases, &s.lease, "replica-b", Duration::from_secs(10)).await?;
     eprintln!("SIGTERM: standby leads after {handover:?}");
@@ -318,13 +318,7 @@ async fn admin_server_serves_health_and_protected_metrics() -> Result<()> {
         .create(&PostParams::default(), &request(&s.f.ns, "measured"))
         .await?;
     s.f.wait_ready("measured").await?;
-    wait::until("ready", TIMEOUT, || async {
-        match a.get("/readyz", None).await {
-            Ok((200, _)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await?;
+    a.wait_ready().await?;
     ensure!(a.get("/healthz", None).await?.0 == 200);
     let (code, _) = a.get("/metrics", None).await?;
     ensure!(code == 401, "unauthenticated /metrics answered {code}");
