@@ -7,6 +7,10 @@
 //! EKU ServerAuth, AKI = the CA's SKI, and the non-critical extension
 //! [`SERVICE_UID_EXTENSION_OID`] carrying the Service UID.
 //!
+//! CA rotation ([`needs_rotation`], [`rotate`]) follows OpenShift too: same Subject, new key; the
+//! bundle is the new CA plus the old CA re-signed by the new key, and new leaves carry the new CA
+//! signed by the old key ([`SigningCa::issue_with_chain`]: leaf, CA, intermediate).
+//!
 //! Differences from OpenShift, on purpose or for now:
 //! - Keys are ECDSA P-256 only. OpenShift issues RSA 2048; `rcgen` with `ring` cannot generate RSA
 //!   keys and we do not pull in a second crypto stack for it, so [`KeyAlgorithm::Rsa2048`] exists
@@ -16,13 +20,14 @@
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    PublicKeyData, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::x509::X509Name;
 
 /// OID of the extension that carries the UID of the Service a certificate was issued for.
 pub const SERVICE_UID_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 2312, 17, 100, 2, 1];
@@ -38,6 +43,10 @@ pub const DEFAULT_SERVING_CERT_LIFETIME: Duration = Duration::from_secs(2 * 365 
 
 /// OpenShift re-issues a serving certificate when less than this remains.
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(3600);
+
+/// OpenShift rotates the signing CA when less than this remains (395 days), and keeps the
+/// previous CA trusted (re-signed by the new key) for at least this long after a rotation.
+pub const ROTATION_MIN_REMAINING: Duration = Duration::from_secs(395 * 24 * 3600);
 
 /// The cluster domain unless configured otherwise.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -62,6 +71,8 @@ pub enum Error {
     TimeOutOfRange(&'static str),
     #[error("no randomness for a serial number")]
     Random,
+    #[error("the CA subject cannot be reproduced for a rotated CA: {0}")]
+    UnsupportedSubject(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -203,6 +214,74 @@ fn common_name(cn: &str) -> DistinguishedName {
     dn
 }
 
+/// Rebuilds `name` for rcgen so that it re-encodes to the same bytes (checked by the caller).
+/// Only single-attribute RDNs with PrintableString, UTF8String or IA5String values are supported,
+/// which covers every CA made here and by OpenShift.
+fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let unsupported = |what: &str| Error::UnsupportedSubject(format!("{what} in {name}"));
+    let mut dn = DistinguishedName::new();
+    for rdn in name.iter() {
+        let mut attrs = rdn.iter();
+        let (Some(attr), None) = (attrs.next(), attrs.next()) else {
+            return Err(unsupported("an RDN without exactly one attribute"));
+        };
+        let oid: Vec<u64> = attr
+            .attr_type()
+            .iter()
+            .ok_or_else(|| unsupported("an attribute OID"))?
+            .collect();
+        let data = attr.attr_value().data;
+        let text = std::str::from_utf8(data).map_err(|_| unsupported("a non-UTF-8 value"))?;
+        let value = match attr.attr_value().header.tag() {
+            Tag::PrintableString => DnValue::PrintableString(
+                text.try_into()
+                    .map_err(|_| unsupported("a bad PrintableString"))?,
+            ),
+            Tag::Ia5String => DnValue::Ia5String(
+                text.try_into()
+                    .map_err(|_| unsupported("a bad IA5String"))?,
+            ),
+            Tag::Utf8String => DnValue::Utf8String(text.to_owned()),
+            _ => {
+                return Err(unsupported(
+                    "a value type other than Printable/UTF8/IA5String",
+                ));
+            }
+        };
+        dn.push(DnType::from_oid(&oid), value);
+    }
+    Ok(dn)
+}
+
+/// Parameters of a signer CA certificate named `dn`, valid from `now − 1 s` until `not_after`,
+/// with a fresh serial.
+fn ca_params(
+    dn: DistinguishedName,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    params.not_before = now - time::Duration::seconds(1);
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
+fn push_pem(out: &mut String, pem: &str) {
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(pem);
+}
+
 /// The first PEM block of `pem`, parsed. The returned DER must outlive the certificate.
 fn first_pem_der(pem: &str) -> Result<Vec<u8>> {
     let (_, block) =
@@ -303,18 +382,11 @@ impl SigningCa {
     pub fn generate(lifetime: Duration, now: OffsetDateTime) -> Result<Self> {
         let now = whole_seconds(now)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("CA key"))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name =
-            common_name(&format!("{SIGNER_NAME_PREFIX}{}", now.unix_timestamp()));
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-        ];
-        params.not_before = now - time::Duration::seconds(1);
-        params.not_after = add(now, lifetime, "CA lifetime")?;
-        params.serial_number = Some(random_serial()?);
+        let params = ca_params(
+            common_name(&format!("{SIGNER_NAME_PREFIX}{}", now.unix_timestamp())),
+            now,
+            add(now, lifetime, "CA lifetime")?,
+        )?;
         let cert = params
             .self_signed(&key)
             .map_err(rcgen_err("CA certificate"))?;
@@ -401,6 +473,108 @@ impl SigningCa {
             not_after: params.not_after,
         })
     }
+
+    /// [`issue`](Self::issue), with `extra_chain_pem` appended after the leaf and this CA: the
+    /// `tls.crt` order is leaf, CA, then `extra_chain_pem` (after a rotation, OpenShift's
+    /// `intermediate-ca.crt`, i.e. [`Rotation::intermediate_pem`], so that clients that only
+    /// trust the previous CA can still build a path). An empty `extra_chain_pem` is `issue`.
+    pub fn issue_with_chain(
+        &self,
+        req: &ServingCertRequest<'_>,
+        now: OffsetDateTime,
+        extra_chain_pem: &str,
+    ) -> Result<ServingCert> {
+        let mut issued = self.issue(req, now)?;
+        if !extra_chain_pem.trim().is_empty() {
+            push_pem(&mut issued.cert_pem, extra_chain_pem);
+        }
+        Ok(issued)
+    }
+}
+
+/// Whether `ca` has to be rotated at `now`: less than `min_remaining` (usually
+/// [`ROTATION_MIN_REMAINING`]) remains before its NotAfter.
+pub fn needs_rotation(ca: &SigningCa, now: OffsetDateTime, min_remaining: Duration) -> bool {
+    match add(now, min_remaining, "rotation margin") {
+        Ok(deadline) => ca.not_after < deadline,
+        Err(_) => true,
+    }
+}
+
+/// The result of [`rotate`]: what goes into the `signing-key` Secret (`tls.crt`/`tls.key` from
+/// `new_ca`, `ca-bundle.crt` = `bundle_pem`, `intermediate-ca.crt` = `intermediate_pem`).
+#[derive(Debug)]
+pub struct Rotation {
+    /// The new signer: same Subject as the old one, new key, new SKI.
+    pub new_ca: SigningCa,
+    /// The new CA certificate, then the old CA certificate re-signed by the new key (old public
+    /// key and SKI, AKI = new SKI, NotAfter ≥ now + [`ROTATION_MIN_REMAINING`]). What gets
+    /// injected as the CA bundle: leaves of either CA chain to the new CA through it.
+    pub bundle_pem: String,
+    /// The new CA's public key and Subject (SKI = new SKI) signed by the old key (AKI = old SKI):
+    /// appended to new leaves so that clients that only trust the old CA can verify them.
+    pub intermediate_pem: String,
+}
+
+/// Rotates `old` at `now` the way OpenShift does: a new key under the same Subject, valid for
+/// `lifetime`, plus the two cross-signed certificates of [`Rotation`], each with a fresh serial.
+pub fn rotate(old: &SigningCa, lifetime: Duration, now: OffsetDateTime) -> Result<Rotation> {
+    // Rounded up to a whole second, so that the guarantee holds despite X.509's whole seconds.
+    let min_not_after = {
+        let t = add(now, ROTATION_MIN_REMAINING, "rotation margin")?;
+        let whole = whole_seconds(t)?;
+        if whole < t {
+            whole + time::Duration::seconds(1)
+        } else {
+            whole
+        }
+    };
+    let now = whole_seconds(now)?;
+    let old_der = first_pem_der(&old.cert_pem)?;
+    let old_cert = parse_der(&old_der)?;
+    let dn = distinguished_name(old_cert.subject())?;
+    let new_not_after = add(now, lifetime, "CA lifetime")?;
+
+    // The new self-signed CA.
+    let new_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("CA key"))?;
+    let new_cert = ca_params(dn.clone(), now, new_not_after)?
+        .self_signed(&new_key)
+        .map_err(rcgen_err("rotated CA certificate"))?;
+    if parse_der(new_cert.der())?.subject().as_raw() != old_cert.subject().as_raw() {
+        return Err(Error::UnsupportedSubject(format!(
+            "{} does not re-encode byte for byte",
+            old_cert.subject()
+        )));
+    }
+    let new_ca = SigningCa::from_pem(&new_cert.pem(), &new_key.serialize_pem())?;
+
+    // The old CA re-signed by the new key: old public key and SKI, trusted for long enough.
+    let old_public_key = SubjectPublicKeyInfo::from_der(old_cert.public_key().raw)
+        .map_err(rcgen_err("old CA public key"))?;
+    let mut params = ca_params(dn.clone(), now, old.not_after.max(min_not_after))?;
+    params.not_before = old_cert.validity().not_before.to_datetime();
+    params.key_identifier_method = KeyIdMethod::PreSpecified(old.subject_key_id.clone());
+    params.use_authority_key_identifier_extension = true;
+    let old_resigned = params
+        .signed_by(&old_public_key, &new_ca.issuer)
+        .map_err(rcgen_err("re-signed old CA certificate"))?;
+
+    // The new CA signed by the old key.
+    let mut params = ca_params(dn, now, new_not_after)?;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(new_ca.subject_key_id.clone());
+    params.use_authority_key_identifier_extension = true;
+    let intermediate = params
+        .signed_by(&new_key, &old.issuer)
+        .map_err(rcgen_err("intermediate CA certificate"))?;
+
+    let mut bundle_pem = String::new();
+    push_pem(&mut bundle_pem, &new_ca.cert_pem);
+    push_pem(&mut bundle_pem, &old_resigned.pem());
+    Ok(Rotation {
+        new_ca,
+        bundle_pem,
+        intermediate_pem: intermediate.pem(),
+    })
 }
 
 /// Whether the serving certificate `cert_pem` (leaf first) must be re-issued for `req` under `ca`
@@ -805,6 +979,282 @@ mod tests {
             check(&issued.cert_pem, &req, later(lifetime + DAY)),
             Some(Reason::Expiring)
         );
+        Ok(())
+    }
+
+    type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+    /// Whether `issuer_der` issued `cert_der`: the signature verifies with the issuer's public
+    /// key, the issuer name is the issuer's subject, and the AKI is the issuer's SKI.
+    fn verifies(cert_der: &[u8], issuer_der: &[u8]) -> BoxResult<()> {
+        let cert = parse_der(cert_der)?;
+        let issuer = parse_der(issuer_der)?;
+        cert.verify_signature(Some(issuer.public_key()))?;
+        if cert.issuer().as_raw() != issuer.subject().as_raw() {
+            return Err("issuer name is not the issuer's subject".into());
+        }
+        match (authority_key_id(&cert), subject_key_id(&issuer)) {
+            (Some(aki), Some(ski)) if aki == ski => Ok(()),
+            _ => Err("AKI is not the issuer's SKI".into()),
+        }
+    }
+
+    /// Depth-first path building from `cert` to one of `anchors` through certificates of `pool`
+    /// (each used at most once), as a verifier does with the presented chain and its trust store.
+    fn chains_to(
+        cert: &[u8],
+        pool: &[Vec<u8>],
+        anchors: &[Vec<u8>],
+        used: &mut Vec<usize>,
+    ) -> bool {
+        if anchors.iter().any(|anchor| verifies(cert, anchor).is_ok()) {
+            return true;
+        }
+        for (i, candidate) in pool.iter().enumerate() {
+            if used.contains(&i)
+                || candidate.as_slice() == cert
+                || verifies(cert, candidate).is_err()
+            {
+                continue;
+            }
+            used.push(i);
+            if chains_to(candidate, pool, anchors, used) {
+                return true;
+            }
+            used.pop();
+        }
+        false
+    }
+
+    /// Whether the presented `chain` (leaf first) verifies against `anchors`, with `extra`
+    /// (e.g. the rest of a CA bundle) available as intermediates.
+    fn chain_verifies(chain: &[Vec<u8>], extra: &[Vec<u8>], anchors: &[Vec<u8>]) -> bool {
+        let Some((leaf, rest)) = chain.split_first() else {
+            return false;
+        };
+        let pool: Vec<Vec<u8>> = rest.iter().chain(extra).cloned().collect();
+        chains_to(leaf, &pool, anchors, &mut Vec::new())
+    }
+
+    /// An old CA made at `now()`, rotated 400 days later (390 days left), and a leaf of the old CA.
+    struct Rotated {
+        old: SigningCa,
+        old_leaf: ServingCert,
+        rotation: Rotation,
+        at: OffsetDateTime,
+    }
+
+    fn rotated() -> BoxResult<Rotated> {
+        let old = new_ca()?;
+        let old_leaf = old.issue(&request(false), now())?;
+        let at = now() + 400 * DAY;
+        assert!(needs_rotation(&old, at, ROTATION_MIN_REMAINING));
+        let rotation = rotate(&old, DEFAULT_CA_LIFETIME, at)?;
+        Ok(Rotated {
+            old,
+            old_leaf,
+            rotation,
+            at,
+        })
+    }
+
+    #[test]
+    fn rotation_certificates() -> TestResult {
+        let Rotated {
+            old, rotation, at, ..
+        } = rotated()?;
+        let new = &rotation.new_ca;
+        let old_der = first_pem_der(&old.cert_pem)?;
+        let old_cert = parse_der(&old_der)?;
+        let new_der = first_pem_der(&new.cert_pem)?;
+        let new_cert = parse_der(&new_der)?;
+
+        // Same Subject (so names chain), new key, new SKI, new lifetime.
+        assert_eq!(new_cert.subject().as_raw(), old_cert.subject().as_raw());
+        assert_eq!(new.common_name, old.common_name);
+        assert_ne!(new_cert.public_key().raw, old_cert.public_key().raw);
+        assert_ne!(new.subject_key_id, old.subject_key_id);
+        assert_eq!(
+            secs(new.not_after),
+            secs(at) + DEFAULT_CA_LIFETIME.as_secs() as i64
+        );
+        new_cert.verify_signature(None)?;
+        assert!(new_cert.is_ca());
+
+        // Bundle: new CA, then the old CA re-signed by the new key.
+        let bundle = pem_blocks(&rotation.bundle_pem)?;
+        assert_eq!(bundle.len(), 2);
+        assert_eq!(bundle[0], new_der);
+        let resigned = parse_der(&bundle[1])?;
+        assert_eq!(resigned.public_key().raw, old_cert.public_key().raw);
+        assert_eq!(subject_key_id(&resigned), Some(old.subject_key_id.clone()));
+        assert_eq!(
+            authority_key_id(&resigned),
+            Some(new.subject_key_id.clone())
+        );
+        assert_eq!(resigned.subject().as_raw(), old_cert.subject().as_raw());
+        assert!(resigned.is_ca());
+        let trusted_until = resigned.validity().not_after.to_datetime();
+        assert!(trusted_until >= at + ROTATION_MIN_REMAINING);
+        // The old CA had only 390 days left: extended to now + 395 days, rounded up to the
+        // next whole second (`at` is fractional).
+        assert_eq!(
+            secs(trusted_until),
+            secs(at) + ROTATION_MIN_REMAINING.as_secs() as i64 + 1
+        );
+        verifies(&bundle[1], &new_der)?;
+        assert!(resigned.verify_signature(None).is_err());
+
+        // Intermediate: the new CA's key and subject, signed by the old key.
+        let intermediate_blocks = pem_blocks(&rotation.intermediate_pem)?;
+        assert_eq!(intermediate_blocks.len(), 1);
+        let intermediate = parse_der(&intermediate_blocks[0])?;
+        assert_eq!(intermediate.public_key().raw, new_cert.public_key().raw);
+        assert_eq!(intermediate.subject().as_raw(), new_cert.subject().as_raw());
+        assert_eq!(
+            subject_key_id(&intermediate),
+            Some(new.subject_key_id.clone())
+        );
+        assert_eq!(
+            authority_key_id(&intermediate),
+            Some(old.subject_key_id.clone())
+        );
+        assert!(intermediate.is_ca());
+        verifies(&intermediate_blocks[0], &old_der)?;
+        assert!(verifies(&intermediate_blocks[0], &new_der).is_err());
+
+        // Fresh serials everywhere.
+        let serials = [
+            old_cert.raw_serial(),
+            new_cert.raw_serial(),
+            resigned.raw_serial(),
+            intermediate.raw_serial(),
+        ];
+        for (i, a) in serials.iter().enumerate() {
+            for b in &serials[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn old_ca_only_client_verifies_new_leaf_via_intermediate() -> TestResult {
+        let Rotated {
+            old, rotation, at, ..
+        } = rotated()?;
+        let leaf =
+            rotation
+                .new_ca
+                .issue_with_chain(&request(false), at, &rotation.intermediate_pem)?;
+        let chain = pem_blocks(&leaf.cert_pem)?;
+        assert_eq!(chain.len(), 3, "leaf, new CA, intermediate");
+        assert_eq!(chain[1], first_pem_der(&rotation.new_ca.cert_pem)?);
+        assert_eq!(chain[2], pem_blocks(&rotation.intermediate_pem)?[0]);
+
+        let old_anchor = [first_pem_der(&old.cert_pem)?];
+        // leaf → intermediate (new key, signed by the old key) → old CA.
+        verifies(&chain[0], &chain[2])?;
+        verifies(&chain[2], &old_anchor[0])?;
+        assert!(chain_verifies(&chain, &[], &old_anchor));
+        // Without the intermediate there is no path.
+        assert!(verifies(&chain[0], &old_anchor[0]).is_err());
+        assert!(!chain_verifies(&chain[..2], &[], &old_anchor));
+        // `issue` without a chain is leaf + CA; an empty chain changes nothing.
+        let plain = rotation.new_ca.issue_with_chain(&request(false), at, "")?;
+        assert_eq!(pem_blocks(&plain.cert_pem)?.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn new_bundle_client_verifies_new_and_old_leaves() -> TestResult {
+        let Rotated {
+            old,
+            old_leaf,
+            rotation,
+            at,
+        } = rotated()?;
+        let bundle = pem_blocks(&rotation.bundle_pem)?;
+        let (anchors, bundle_rest) = bundle.split_at(1);
+
+        // New leaf → new CA directly (the intermediate does not get in the way).
+        let new_leaf =
+            rotation
+                .new_ca
+                .issue_with_chain(&request(false), at, &rotation.intermediate_pem)?;
+        let new_chain = pem_blocks(&new_leaf.cert_pem)?;
+        verifies(&new_chain[0], &anchors[0])?;
+        assert!(chain_verifies(&new_chain, bundle_rest, anchors));
+
+        // Old leaf (leaf + old CA) → old CA re-signed by the new key → new CA.
+        let old_chain = pem_blocks(&old_leaf.cert_pem)?;
+        verifies(&old_chain[0], &bundle[1])?;
+        verifies(&bundle[1], &anchors[0])?;
+        assert!(verifies(&old_chain[0], &anchors[0]).is_err());
+        assert!(chain_verifies(&old_chain, bundle_rest, anchors));
+        // The old self-signed CA alone is not enough for a client that trusts only the new CA.
+        assert!(!chain_verifies(&old_chain, &[], anchors));
+
+        // Both leaves also verify for a client that still trusts the old CA.
+        let old_anchor = [first_pem_der(&old.cert_pem)?];
+        assert!(chain_verifies(&old_chain, &[], &old_anchor));
+        assert!(chain_verifies(&new_chain, &[], &old_anchor));
+
+        // Leaves of the old CA are re-issued under the new one.
+        assert_eq!(
+            needs_regeneration(
+                &old_leaf.cert_pem,
+                &rotation.new_ca,
+                &request(false),
+                at,
+                DEFAULT_REFRESH_MARGIN
+            ),
+            Some(Reason::WrongIssuer)
+        );
+        assert_eq!(
+            needs_regeneration(
+                &new_leaf.cert_pem,
+                &rotation.new_ca,
+                &request(false),
+                at,
+                DEFAULT_REFRESH_MARGIN
+            ),
+            None
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rotated_ca_keeps_a_long_old_ca_lifetime_and_round_trips() -> TestResult {
+        // Forced early rotation: the old CA still has 790 days, which the re-signed copy keeps.
+        let old = new_ca()?;
+        let rotation = rotate(&old, DEFAULT_CA_LIFETIME, now())?;
+        let bundle = pem_blocks(&rotation.bundle_pem)?;
+        let resigned = parse_der(&bundle[1])?;
+        assert_eq!(resigned.validity().not_after.to_datetime(), old.not_after);
+        let loaded = SigningCa::from_pem(&rotation.new_ca.cert_pem, &rotation.new_ca.key_pem)?;
+        assert_eq!(loaded.subject_key_id, rotation.new_ca.subject_key_id);
+        // A rotated CA rotates again.
+        let again = rotate(&loaded, DEFAULT_CA_LIFETIME, now())?;
+        let intermediate = pem_blocks(&again.intermediate_pem)?;
+        verifies(&intermediate[0], &first_pem_der(&loaded.cert_pem)?)?;
+        Ok(())
+    }
+
+    #[test]
+    fn rotation_threshold() -> TestResult {
+        let ca = new_ca()?;
+        let min = ROTATION_MIN_REMAINING;
+        assert!(!needs_rotation(&ca, now(), min));
+        assert!(!needs_rotation(&ca, now() + 394 * DAY, min));
+        assert!(needs_rotation(&ca, now() + 396 * DAY, min));
+        // Exactly 395 days left: not yet; one second less: rotate.
+        let boundary = ca.not_after - min;
+        assert!(!needs_rotation(&ca, boundary, min));
+        assert!(needs_rotation(&ca, boundary + Duration::from_secs(1), min));
+        assert!(needs_rotation(&ca, ca.not_after + DAY, min));
+        let short = SigningCa::generate(394 * DAY, now())?;
+        assert!(needs_rotation(&short, now(), min));
         Ok(())
     }
 }
