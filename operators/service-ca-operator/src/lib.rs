@@ -13,9 +13,11 @@
 //! - **Rotation.** Leaves are re-issued when they are unparseable, signed by another CA, name the
 //!   wrong hosts or come close to expiry; the signing CA itself is rotated with an overlap period.
 //!
-//! Status: the certificate core lives in [`pki`] and is unit-tested. Controller: not yet.
+//! Status: the certificate core lives in [`pki`], the pure Service/Secret logic the controller
+//! will use in [`serving`]; both are unit-tested. Controller: not yet.
 
 pub mod pki;
+pub mod serving;
 
 /// Service annotation naming the Secret to write the serving certificate to.
 pub const SERVING_CERT_SECRET_NAME: &str = "service.beta.openshift.io/serving-cert-secret-name";
@@ -75,3 +77,8 @@ pub const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
 pub const INTERMEDIATE_CA_KEY: &str = "intermediate-ca.crt";
 /// ConfigMap key the CA bundle is injected under.
 pub const INJECTED_CA_BUNDLE_KEY: &str = "service-ca.crt";
+
+/// Label set on every Secret this operator writes.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "service-ca-operator";
