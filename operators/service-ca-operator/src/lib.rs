@@ -14,8 +14,9 @@
 //!   wrong hosts or come close to expiry; the signing CA itself is rotated with an overlap period.
 //!
 //! Status: the certificate core lives in [`pki`], the pure Service/Secret logic the controller
-//! will use in [`serving`]; both are unit-tested. Controller: not yet.
+//! will use in [`serving`], the pure CA bundle injection logic in [`inject`]; all are unit-tested. Controller: not yet.
 
+pub mod inject;
 pub mod pki;
 pub mod serving;
 
