@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use operon_runtime::manifests::OperatorManifests;
-use serde_json::{Value, json};
+use operon_runtime::manifests::{OperatorManifests, kustomization};
+use serde_json::Value;
 
 use crate::repo_root;
 
@@ -54,6 +54,11 @@ fn put(written: &mut BTreeSet<PathBuf>, path: PathBuf, text: String) -> Result<(
     Ok(())
 }
 
+/// [`put`] for an object, as YAML under the generated-file header.
+fn put_yaml(written: &mut BTreeSet<PathBuf>, path: PathBuf, value: &Value) -> Result<()> {
+    put(written, path, format!("{HEADER}{}", yaml(value)?))
+}
+
 /// Writes every generated file and removes generated files that are no longer produced.
 pub fn write() -> Result<()> {
     let root = config_dir();
@@ -63,11 +68,7 @@ pub fn write() -> Result<()> {
         let dir = root.join(&operator.name);
         let groups = operon_runtime::alerts::rule_groups(&operator.name, &operator.namespace);
         for (relative, value) in operator.files(groups) {
-            put(
-                &mut written,
-                dir.join(&relative),
-                format!("{HEADER}{}", yaml(&value)?),
-            )?;
+            put_yaml(&mut written, dir.join(&relative), &value)?;
         }
         let mut sample_files = Vec::new();
         for (file, text) in samples {
@@ -78,22 +79,14 @@ pub fn write() -> Result<()> {
             )?;
             sample_files.push(file.to_string());
         }
-        let kustomization = json!({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": sample_files,
-        });
-        put(
+        put_yaml(
             &mut written,
             dir.join("samples/kustomization.yaml"),
-            format!("{HEADER}{}", yaml(&kustomization)?),
+            &kustomization(&sample_files),
         )?;
         let bundle = repo_root().join("bundle").join(&operator.name);
         for (relative, value) in operon_runtime::olm::bundle(&operator, &bundle_info(&operator)?) {
-            put(
-                &mut written,
-                bundle.join(&relative),
-                format!("{HEADER}{}", yaml(&value)?),
-            )?;
+            put_yaml(&mut written, bundle.join(&relative), &value)?;
         }
         let chart = repo_root().join("charts").join(&operator.name);
         let version = env!("CARGO_PKG_VERSION");
@@ -108,14 +101,10 @@ pub fn write() -> Result<()> {
         }
         defaults.push(format!("../{}/default", operator.name));
     }
-    let all = json!({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": defaults,
-    });
-    put(
+    put_yaml(
         &mut written,
         root.join("default/kustomization.yaml"),
-        format!("{HEADER}{}", yaml(&all)?),
+        &kustomization(&defaults),
     )?;
     for dir in [root, repo_root().join("bundle"), repo_root().join("charts")] {
         remove_stale(&dir, &written)?;

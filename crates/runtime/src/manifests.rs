@@ -466,7 +466,8 @@ impl OperatorManifests {
     }
 }
 
-fn kustomization(resources: &[String]) -> Value {
+/// A kustomization listing `resources`.
+pub fn kustomization(resources: &[String]) -> Value {
     json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": resources,
