@@ -24,10 +24,16 @@ type Samples = Vec<(&'static str, &'static str)>;
 
 /// Every operator of the repository, with its samples.
 pub fn operators() -> Result<Vec<(OperatorManifests, Samples)>> {
-    Ok(vec![(
-        pod_operator::deploy::manifests(&image("pod-operator"))?,
-        vec![("podrequest.yaml", pod_operator::deploy::SAMPLE)],
-    )])
+    Ok(vec![
+        (
+            pod_operator::deploy::manifests(&image("pod-operator"))?,
+            vec![("podrequest.yaml", pod_operator::deploy::SAMPLE)],
+        ),
+        (
+            service_ca_operator::deploy::manifests(&image("service-ca-operator"))?,
+            vec![("devconf.yaml", service_ca_operator::deploy::SAMPLE)],
+        ),
+    ])
 }
 
 pub fn config_dir() -> PathBuf {
@@ -135,6 +141,7 @@ fn remove_stale(dir: &Path, written: &BTreeSet<PathBuf>) -> Result<()> {
 fn bundle_info(operator: &OperatorManifests) -> Result<operon_runtime::olm::BundleInfo> {
     match operator.name.as_str() {
         "pod-operator" => pod_operator::deploy::bundle_info(),
+        "service-ca-operator" => service_ca_operator::deploy::bundle_info(),
         other => anyhow::bail!("no OLM bundle information for {other}"),
     }
 }

@@ -115,6 +115,17 @@ impl TestEnv {
         namespace: &str,
         name: &str,
     ) -> Result<Client, Error> {
+        let config = self.service_account_config(namespace, name).await?;
+        Client::try_from(config).map_err(Error::Kube)
+    }
+
+    /// The client configuration of [`service_account_client`](Self::service_account_client),
+    /// for callers that add their own layers.
+    pub async fn service_account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Config, Error> {
         let admin = self.client().await?;
         let sas: Api<ServiceAccount> = Api::namespaced(admin, namespace);
         if sas.get_opt(name).await?.is_none() {
@@ -149,7 +160,7 @@ impl TestEnv {
             token: Some(token.into()),
             ..Default::default()
         };
-        Client::try_from(config).map_err(Error::Kube)
+        Ok(config)
     }
 
     /// A fresh namespace named `<prefix>-<random>`; when kube-controller-manager runs, returns

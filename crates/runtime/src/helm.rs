@@ -286,6 +286,7 @@ mod tests {
                 "metadata": { "name": "widgets.example.com" },
             })],
             rules: vec![Rule::new("", &["pods"], &["list", "watch"])],
+            namespace_rules: Vec::new(),
             user_resources: vec![],
             replicas: 2,
             admin_port: ADMIN_PORT,

@@ -10,6 +10,7 @@
 //! - [`events`]: events.k8s.io Events for the objects an operator reconciles;
 //! - [`metrics`]: reconcile counters with controller-runtime's names;
 //! - [`manifests`]: deployment objects (RBAC, Deployment, Service, …) generated from an operator's declared needs;
+//! - [`operator`]: the `run` command every operator binary shares (flags, leader election, admin server, shutdown);
 //! - [`olm`]: the operator's OLM bundle (registry+v1), from the same declaration;
 //! - [`helm`]: its Helm chart, from the same declaration;
 //! - [`telemetry`]: structured logs (text or JSON);
@@ -28,5 +29,6 @@ pub mod lease;
 pub mod manifests;
 pub mod metrics;
 pub mod olm;
+pub mod operator;
 pub mod shutdown;
 pub mod telemetry;

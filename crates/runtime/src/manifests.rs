@@ -4,6 +4,8 @@
 //!
 //! - `<name>-manager-role` (ClusterRole): exactly the rules the operator declares;
 //! - `<name>-leader-election-role` (Role in the operator's namespace): the Lease it elects on;
+//! - `<name>-namespace-role` (Role in the operator's namespace, only when declared): what the
+//!   operator needs in its own namespace alone (e.g. creating its own ConfigMap);
 //! - `<name>-metrics-auth-role` (ClusterRole): TokenReviews and SubjectAccessReviews, to protect
 //!   `/metrics`; `<name>-metrics-reader` (ClusterRole) for scrapers;
 //! - `<kind>-viewer|editor|admin-role` (ClusterRoles) aggregated into the built-in `view`,
@@ -70,6 +72,8 @@ pub struct OperatorManifests {
     pub crds: Vec<Value>,
     /// Rules its controllers use, cluster-wide.
     pub rules: Vec<Rule>,
+    /// Rules its controllers use in the operator's own namespace only.
+    pub namespace_rules: Vec<Rule>,
     /// Custom resources users create, for the aggregated roles.
     pub user_resources: Vec<UserResource>,
     pub replicas: i32,
@@ -179,6 +183,53 @@ impl OperatorManifests {
             },
             "subjects": self.sa_subject(),
         })
+    }
+
+    /// The declared [`namespace_rules`](Self::namespace_rules), in the operator's namespace;
+    /// `None` when there are none.
+    pub fn namespace_role(&self) -> Option<Value> {
+        if self.namespace_rules.is_empty() {
+            return None;
+        }
+        let rules: Vec<Value> = self.namespace_rules.iter().map(Rule::to_json).collect();
+        Some(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": self.meta(&format!("{}-namespace-role", self.name), true),
+            "rules": rules,
+        }))
+    }
+
+    pub fn namespace_role_binding(&self) -> Option<Value> {
+        self.namespace_role()?;
+        Some(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": self.meta(&format!("{}-namespace-rolebinding", self.name), true),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                "name": format!("{}-namespace-role", self.name),
+            },
+            "subjects": self.sa_subject(),
+        }))
+    }
+
+    /// Every RBAC object of the operator itself (not the user-facing aggregated roles), in
+    /// the order to apply them.
+    pub fn operator_rbac(&self) -> Vec<Value> {
+        let mut objects = vec![
+            self.service_account(),
+            self.manager_role(),
+            self.manager_role_binding(),
+            self.leader_election_role(),
+            self.leader_election_role_binding(),
+        ];
+        objects.extend(self.namespace_role());
+        objects.extend(self.namespace_role_binding());
+        objects.extend([
+            self.metrics_auth_role(),
+            self.metrics_auth_role_binding(),
+            self.metrics_reader_role(),
+        ]);
+        objects
     }
 
     pub fn metrics_auth_role(&self) -> Value {
@@ -413,6 +464,13 @@ impl OperatorManifests {
                 "leader_election_role_binding.yaml".to_string(),
                 self.leader_election_role_binding(),
             ),
+        ];
+        if let (Some(role), Some(binding)) = (self.namespace_role(), self.namespace_role_binding())
+        {
+            rbac.push(("namespace_role.yaml".to_string(), role));
+            rbac.push(("namespace_role_binding.yaml".to_string(), binding));
+        }
+        rbac.extend([
             (
                 "metrics_auth_role.yaml".to_string(),
                 self.metrics_auth_role(),
@@ -425,7 +483,7 @@ impl OperatorManifests {
                 "metrics_reader_role.yaml".to_string(),
                 self.metrics_reader_role(),
             ),
-        ];
+        ]);
         rbac.extend(
             self.user_roles()
                 .into_iter()
@@ -485,6 +543,7 @@ mod tests {
             image: "operon/demo:0.1.0".into(),
             crds: vec![json!({ "metadata": { "name": "widgets.example.com" } })],
             rules: vec![Rule::new("", &["pods"], &["list", "watch"])],
+            namespace_rules: Vec::new(),
             user_resources: vec![UserResource {
                 group: "example.com".into(),
                 plural: "widgets".into(),

@@ -108,6 +108,8 @@ pub fn csv(m: &OperatorManifests, info: &BundleInfo) -> Value {
     let rules_of = |role: Value| role["rules"].as_array().cloned().unwrap_or_default();
     let mut cluster_rules = rules_of(m.manager_role());
     cluster_rules.extend(rules_of(m.metrics_auth_role()));
+    let mut namespace_rules = rules_of(m.leader_election_role());
+    namespace_rules.extend(m.namespace_role().map(rules_of).unwrap_or_default());
     let install_modes: Vec<Value> = [
         ("OwnNamespace", true),
         ("SingleNamespace", true),
@@ -154,7 +156,7 @@ pub fn csv(m: &OperatorManifests, info: &BundleInfo) -> Value {
                     }],
                     "permissions": [{
                         "serviceAccountName": service_account,
-                        "rules": rules_of(m.leader_election_role()),
+                        "rules": namespace_rules,
                     }],
                     "deployments": [{
                         "name": deployment["metadata"]["name"],

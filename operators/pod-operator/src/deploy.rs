@@ -29,6 +29,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         image: image.into(),
         crds: vec![serde_json::to_value(PodRequest::crd())?],
         rules: rules(),
+        namespace_rules: Vec::new(),
         user_resources: vec![UserResource {
             group: "pod.jewzaam.org".into(),
             plural: "podrequests".into(),

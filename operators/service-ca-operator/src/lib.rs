@@ -13,9 +13,12 @@
 //! - **Rotation.** Leaves are re-issued when they are unparseable, signed by another CA, name the
 //!   wrong hosts or come close to expiry; the signing CA itself is rotated with an overlap period.
 //!
-//! Status: the certificate core lives in [`pki`], the pure Service/Secret logic the controller
-//! will use in [`serving`], the pure CA bundle injection logic in [`inject`]; all are unit-tested. Controller: not yet.
+//! Layout: the certificate core in [`pki`], the pure Service/Secret rules in [`serving`], the
+//! pure injection rules in [`inject`] (all unit-tested without a cluster); the controllers that
+//! apply them in [`controller`]; what a deployment needs in [`deploy`].
 
+pub mod controller;
+pub mod deploy;
 pub mod inject;
 pub mod pki;
 pub mod serving;
@@ -76,6 +79,14 @@ pub const SIGNING_SECRET_NAME: &str = "signing-key";
 pub const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
 /// Signing Secret key holding the new CA signed by the old key after a rotation.
 pub const INTERMEDIATE_CA_KEY: &str = "intermediate-ca.crt";
+/// ConfigMap (next to [`SIGNING_SECRET_NAME`]) publishing the CA bundle under [`CA_BUNDLE_KEY`].
+pub const SIGNING_BUNDLE_CONFIGMAP: &str = "signing-cabundle";
+/// Annotation on the signing Secret asking for a rotation now; the value is the reason, and
+/// each distinct reason rotates once.
+pub const FORCE_ROTATION_REASON: &str = "service-ca.operon.dev/force-rotation-reason";
+/// Annotation on the signing Secret recording the reason of the last forced rotation
+/// (OpenShift's name).
+pub const FORCED_ROTATION_REASON: &str = "service-ca.operators.openshift.io/forced-rotation-reason";
 /// ConfigMap key the CA bundle is injected under.
 pub const INJECTED_CA_BUNDLE_KEY: &str = "service-ca.crt";
 

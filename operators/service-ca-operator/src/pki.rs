@@ -11,10 +11,15 @@
 //! bundle is the new CA plus the old CA re-signed by the new key, and new leaves carry the new CA
 //! signed by the old key ([`SigningCa::issue_with_chain`]: leaf, CA, intermediate).
 //!
+//! Keys are ECDSA P-256 by default, or RSA 2048 like OpenShift ([`KeyAlgorithm`], per serving
+//! certificate and, through [`SigningCa::generate_with`], for the signer). `ring` signs with RSA
+//! keys but cannot generate them, so RSA keys come from the `rsa` crate and reach `rcgen` as
+//! PKCS#8; RSA signatures are PKCS#1 v1.5 with SHA-256.
+//!
 //! Differences from OpenShift, on purpose or for now:
-//! - Keys are ECDSA P-256 only. OpenShift issues RSA 2048; `rcgen` with `ring` cannot generate RSA
-//!   keys and we do not pull in a second crypto stack for it, so [`KeyAlgorithm::Rsa2048`] exists
-//!   but [`SigningCa::issue`] answers [`Error::Unsupported`].
+//! - The default key algorithm is ECDSA P-256, not RSA 2048.
+//! - Private keys are written as PKCS#8 (`PRIVATE KEY`), also for RSA; OpenShift writes PKCS#1
+//!   (`RSA PRIVATE KEY`), which [`SigningCa::from_pem`] reads too.
 //! - Validity is cut to whole seconds (X.509 times have no fractions).
 
 use std::time::Duration;
@@ -22,8 +27,12 @@ use std::time::Duration;
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber, SubjectPublicKeyInfo,
+    PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, PKCS_RSA_SHA384, PKCS_RSA_SHA512, PublicKeyData,
+    SanType, SerialNumber, SignatureAlgorithm, SubjectPublicKeyInfo,
 };
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::EncodePrivateKey;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -65,8 +74,8 @@ pub enum Error {
     KeyMismatch,
     #[error("the CA certificate has no subject key identifier")]
     MissingSubjectKeyId,
-    #[error("{0:?} keys are not supported (rcgen with ring cannot generate RSA keys)")]
-    Unsupported(KeyAlgorithm),
+    #[error("RSA key: {0}")]
+    RsaKey(String),
     #[error("validity out of range: {0}")]
     TimeOutOfRange(&'static str),
     #[error("no randomness for a serial number")]
@@ -88,12 +97,13 @@ fn parse_err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Erro
     }
 }
 
-/// Key type of an issued certificate.
+/// Key type of an issued certificate or of a signing CA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyAlgorithm {
+    /// ECDSA on P-256, signing with SHA-256.
     #[default]
     EcdsaP256,
-    /// What OpenShift uses; not supported yet, see the module docs.
+    /// RSA with a 2048-bit modulus, signing with PKCS#1 v1.5 and SHA-256: what OpenShift uses.
     Rsa2048,
 }
 
@@ -101,7 +111,8 @@ pub enum KeyAlgorithm {
 pub struct SigningCa {
     /// The CA certificate, PEM.
     pub cert_pem: String,
-    /// The CA private key, PKCS#8 PEM.
+    /// The CA private key, PEM: PKCS#8 for CAs made here, as given for a CA loaded with
+    /// [`SigningCa::from_pem`] (which also reads PKCS#1 RSA keys).
     pub key_pem: String,
     /// The CA's CN (`openshift-service-serving-signer@<unix-seconds>` for CAs made here).
     pub common_name: String,
@@ -193,6 +204,49 @@ fn add(t: OffsetDateTime, d: Duration, what: &'static str) -> Result<OffsetDateT
         .ok()
         .and_then(|d| t.checked_add(d))
         .ok_or(Error::TimeOutOfRange(what))
+}
+
+/// A fresh key of `alg`. ECDSA keys come from `ring` (through `rcgen`); RSA keys from the `rsa`
+/// crate, since `ring` can sign with RSA keys but not generate them.
+fn generate_key(alg: KeyAlgorithm) -> Result<KeyPair> {
+    match alg {
+        KeyAlgorithm::EcdsaP256 => {
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("ECDSA P-256 key"))
+        }
+        KeyAlgorithm::Rsa2048 => {
+            let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+                .map_err(|e| Error::RsaKey(format!("cannot generate a 2048-bit key: {e}")))?;
+            rsa_key_pair(&key)
+        }
+    }
+}
+
+/// `key` as an `rcgen` key pair (through PKCS#8) that signs with PKCS#1 v1.5 and SHA-256.
+fn rsa_key_pair(key: &RsaPrivateKey) -> Result<KeyPair> {
+    let pkcs8 = key
+        .to_pkcs8_der()
+        .map_err(|e| Error::RsaKey(format!("cannot encode as PKCS#8: {e}")))?;
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_bytes().into(), &PKCS_RSA_SHA256)
+        .map_err(rcgen_err("RSA key"))
+}
+
+/// Parses the first PEM block of `key_pem` as a private key: PKCS#8 (`PRIVATE KEY`; `rcgen`
+/// detects ECDSA P-256/P-384, Ed25519 and RSA, and signs with SHA-256 for RSA), or PKCS#1
+/// (`RSA PRIVATE KEY`, how OpenShift stores its RSA signer key), which `ring` cannot read and is
+/// converted to PKCS#8 first.
+fn key_pair_from_pem(key_pem: &str) -> Result<KeyPair> {
+    if let Ok((_, block)) = x509_parser::pem::parse_x509_pem(key_pem.as_bytes())
+        && block.label == "RSA PRIVATE KEY"
+    {
+        let key = RsaPrivateKey::from_pkcs1_der(&block.contents)
+            .map_err(parse_err("PKCS#1 RSA private key"))?;
+        return rsa_key_pair(&key);
+    }
+    KeyPair::from_pem(key_pem).map_err(rcgen_err("CA private key"))
+}
+
+fn is_rsa(alg: &SignatureAlgorithm) -> bool {
+    [&PKCS_RSA_SHA256, &PKCS_RSA_SHA384, &PKCS_RSA_SHA512].contains(&alg)
 }
 
 /// 128 random bits, positive.
@@ -380,8 +434,18 @@ impl SigningCa {
     /// A fresh self-signed ECDSA P-256 CA named `openshift-service-serving-signer@<now>`, valid
     /// from `now − 1 s` for `lifetime`.
     pub fn generate(lifetime: Duration, now: OffsetDateTime) -> Result<Self> {
+        Self::generate_with(KeyAlgorithm::EcdsaP256, lifetime, now)
+    }
+
+    /// [`generate`](Self::generate) with a `key` of the given algorithm
+    /// ([`KeyAlgorithm::Rsa2048`] for an OpenShift-like signer).
+    pub fn generate_with(
+        key: KeyAlgorithm,
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Self> {
         let now = whole_seconds(now)?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("CA key"))?;
+        let key = generate_key(key)?;
         let params = ca_params(
             common_name(&format!("{SIGNER_NAME_PREFIX}{}", now.unix_timestamp())),
             now,
@@ -396,9 +460,10 @@ impl SigningCa {
 
     /// Loads a CA from PEM (the first certificate of `cert_pem` is the CA). The issuer's subject
     /// DN and SKI are taken from the certificate itself (rcgen's `x509-parser` feature), so leaves
-    /// chain to it byte for byte whoever created it.
+    /// chain to it byte for byte whoever created it. `key_pem` is PKCS#8 (ECDSA or RSA) or PKCS#1
+    /// (RSA); an RSA CA signs with PKCS#1 v1.5 and SHA-256.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
-        let key = KeyPair::from_pem(key_pem).map_err(rcgen_err("CA private key"))?;
+        let key = key_pair_from_pem(key_pem)?;
         let der = first_pem_der(cert_pem)?;
         let cert = parse_der(&der)?;
         if cert.public_key().raw != key.subject_public_key_info().as_slice() {
@@ -425,14 +490,21 @@ impl SigningCa {
         })
     }
 
-    /// Issues a serving certificate for `req`, valid from `now − 1 s` for `req.lifetime`.
+    /// The algorithm of this CA's key, which a rotation keeps: RSA of any size is
+    /// [`KeyAlgorithm::Rsa2048`], anything else (a CA loaded from elsewhere may have, say, a P-384
+    /// key) [`KeyAlgorithm::EcdsaP256`].
+    fn key_algorithm(&self) -> KeyAlgorithm {
+        if is_rsa(self.issuer.key().algorithm()) {
+            KeyAlgorithm::Rsa2048
+        } else {
+            KeyAlgorithm::EcdsaP256
+        }
+    }
+
+    /// Issues a serving certificate for `req` with a fresh `req.key` key, valid from `now − 1 s`
+    /// for `req.lifetime`, signed with SHA-256 by this CA's key (whatever its algorithm).
     pub fn issue(&self, req: &ServingCertRequest<'_>, now: OffsetDateTime) -> Result<ServingCert> {
-        let key = match req.key {
-            KeyAlgorithm::EcdsaP256 => {
-                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("serving key"))?
-            }
-            KeyAlgorithm::Rsa2048 => return Err(Error::Unsupported(req.key)),
-        };
+        let key = generate_key(req.key)?;
         let now = whole_seconds(now)?;
         let sans = expected_sans(req);
         let mut params = CertificateParams::default();
@@ -516,8 +588,9 @@ pub struct Rotation {
     pub intermediate_pem: String,
 }
 
-/// Rotates `old` at `now` the way OpenShift does: a new key under the same Subject, valid for
-/// `lifetime`, plus the two cross-signed certificates of [`Rotation`], each with a fresh serial.
+/// Rotates `old` at `now` the way OpenShift does: a new key (of the old key's algorithm: RSA 2048
+/// for an RSA CA, otherwise ECDSA P-256) under the same Subject, valid for `lifetime`, plus the
+/// two cross-signed certificates of [`Rotation`], each with a fresh serial.
 pub fn rotate(old: &SigningCa, lifetime: Duration, now: OffsetDateTime) -> Result<Rotation> {
     // Rounded up to a whole second, so that the guarantee holds despite X.509's whole seconds.
     let min_not_after = {
@@ -536,7 +609,7 @@ pub fn rotate(old: &SigningCa, lifetime: Duration, now: OffsetDateTime) -> Resul
     let new_not_after = add(now, lifetime, "CA lifetime")?;
 
     // The new self-signed CA.
-    let new_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("CA key"))?;
+    let new_key = generate_key(old.key_algorithm())?;
     let new_cert = ca_params(dn.clone(), now, new_not_after)?
         .self_signed(&new_key)
         .map_err(rcgen_err("rotated CA certificate"))?;
@@ -718,7 +791,12 @@ mod tests {
     #[test]
     fn cluster_ip_serving_cert() -> TestResult {
         let ca = new_ca()?;
-        let issued = ca.issue(&request(false), now())?;
+        check_cluster_ip_serving_cert(&ca, &ca.issue(&request(false), now())?)
+    }
+
+    /// The properties of a serving certificate issued by `ca` for `request(false)`, with a key of
+    /// any algorithm.
+    fn check_cluster_ip_serving_cert(ca: &SigningCa, issued: &ServingCert) -> TestResult {
         let blocks = pem_blocks(&issued.cert_pem)?;
         assert_eq!(blocks.len(), 2, "leaf then CA");
         assert_eq!(blocks[1], first_pem_der(&ca.cert_pem)?);
@@ -864,17 +942,242 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn rsa_is_unsupported() -> TestResult {
-        let ca = new_ca()?;
-        let req = ServingCertRequest {
+    fn rsa_request(headless: bool) -> ServingCertRequest<'static> {
+        ServingCertRequest {
             key: KeyAlgorithm::Rsa2048,
-            ..request(false)
+            ..request(headless)
+        }
+    }
+
+    fn new_rsa_ca() -> Result<SigningCa> {
+        SigningCa::generate_with(KeyAlgorithm::Rsa2048, DEFAULT_CA_LIFETIME, now())
+    }
+
+    /// `cert`'s public key is of `alg`: an EC P-256 key, or a 2048-bit RSA key with e = 65537.
+    fn assert_public_key(cert: &X509Certificate<'_>, alg: KeyAlgorithm) -> TestResult {
+        use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
+        use x509_parser::public_key::PublicKey;
+        let spki = cert.public_key();
+        match (alg, spki.parsed()?) {
+            (KeyAlgorithm::Rsa2048, PublicKey::RSA(rsa)) => {
+                assert_eq!(spki.algorithm.algorithm, OID_PKCS1_RSAENCRYPTION);
+                assert_eq!(rsa.key_size(), 2048);
+                assert_eq!(rsa.try_exponent()?, 65537);
+            }
+            (KeyAlgorithm::EcdsaP256, PublicKey::EC(ec)) => {
+                assert_eq!(spki.algorithm.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
+                assert_eq!(ec.key_size(), 256);
+            }
+            (alg, key) => return Err(format!("expected a {alg:?} key, got {key:?}").into()),
+        }
+        Ok(())
+    }
+
+    /// `cert` is signed with SHA-256 by a key of `alg`.
+    fn assert_signed_by(cert: &X509Certificate<'_>, alg: KeyAlgorithm) {
+        use x509_parser::oid_registry::{OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256};
+        let expected = match alg {
+            KeyAlgorithm::Rsa2048 => OID_PKCS1_SHA256WITHRSA,
+            KeyAlgorithm::EcdsaP256 => OID_SIG_ECDSA_WITH_SHA256,
         };
+        assert_eq!(cert.signature_algorithm.algorithm, expected);
+    }
+
+    /// The RSA key `pkcs8_pem` re-encoded as PKCS#1 PEM (`RSA PRIVATE KEY`), as OpenShift
+    /// stores it.
+    fn pkcs1_pem(pkcs8_pem: &str) -> BoxResult<String> {
+        use base64::Engine;
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::DecodePrivateKey;
+        let (_, block) =
+            x509_parser::pem::parse_x509_pem(pkcs8_pem.as_bytes()).map_err(|e| e.to_string())?;
+        assert_eq!(block.label, "PRIVATE KEY");
+        let der = RsaPrivateKey::from_pkcs8_der(&block.contents)
+            .map_err(|e| e.to_string())?
+            .to_pkcs1_der()
+            .map_err(|e| e.to_string())?;
+        let base64 = base64::engine::general_purpose::STANDARD.encode(der.as_bytes());
+        let mut pem = "-----BEGIN RSA PRIVATE KEY-----\n".to_owned();
+        for line in base64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line)?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END RSA PRIVATE KEY-----\n");
+        Ok(pem)
+    }
+
+    #[test]
+    fn rsa_serving_cert_from_ecdsa_ca() -> TestResult {
+        let ca = new_ca()?;
+        let ca_der = first_pem_der(&ca.cert_pem)?;
+        let started = std::time::Instant::now();
+        let issued = ca.issue(&rsa_request(false), now())?;
+        eprintln!(
+            "RSA 2048 serving certificate issued in {:?}",
+            started.elapsed()
+        );
+        check_cluster_ip_serving_cert(&ca, &issued)?;
+        let der = first_pem_der(&issued.cert_pem)?;
+        let leaf = parse_der(&der)?;
+        assert_public_key(&leaf, KeyAlgorithm::Rsa2048)?;
+        assert_signed_by(&leaf, KeyAlgorithm::EcdsaP256);
+        verifies(&der, &ca_der)?;
+        // PKCS#8, which rcgen (ring) reads back as an RSA key.
+        assert!(issued.key_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(is_rsa(KeyPair::from_pem(&issued.key_pem)?.algorithm()));
+        assert_eq!(
+            needs_regeneration(
+                &issued.cert_pem,
+                &ca,
+                &rsa_request(false),
+                now(),
+                DEFAULT_REFRESH_MARGIN
+            ),
+            None
+        );
+
+        let headless = ca.issue(&rsa_request(true), now())?;
+        let der = first_pem_der(&headless.cert_pem)?;
+        let leaf = parse_der(&der)?;
+        assert_eq!(dns_sans(&leaf), Some(expected_sans(&rsa_request(true))));
+        assert_public_key(&leaf, KeyAlgorithm::Rsa2048)?;
+        verifies(&der, &ca_der)?;
+        Ok(())
+    }
+
+    #[test]
+    fn rsa_ca_issues_ecdsa_and_rsa_leaves() -> TestResult {
+        let started = std::time::Instant::now();
+        let ca = new_rsa_ca()?;
+        eprintln!("RSA 2048 CA generated in {:?}", started.elapsed());
+        assert_eq!(ca.key_algorithm(), KeyAlgorithm::Rsa2048);
+        assert_eq!(new_ca()?.key_algorithm(), KeyAlgorithm::EcdsaP256);
+        assert!(ca.key_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let ca_der = first_pem_der(&ca.cert_pem)?;
+        let ca_cert = parse_der(&ca_der)?;
+        assert_public_key(&ca_cert, KeyAlgorithm::Rsa2048)?;
+        assert_signed_by(&ca_cert, KeyAlgorithm::Rsa2048);
+        ca_cert.verify_signature(None)?;
+        assert!(ca_cert.is_ca());
+        assert_eq!(
+            ca.common_name,
+            format!("{SIGNER_NAME_PREFIX}{}", secs(now()))
+        );
+        assert_eq!(subject_key_id(&ca_cert), Some(ca.subject_key_id.clone()));
+        assert_eq!(
+            secs(ca.not_after),
+            secs(now()) + DEFAULT_CA_LIFETIME.as_secs() as i64
+        );
+
+        for key in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+            let issued = ca.issue(
+                &ServingCertRequest {
+                    key,
+                    ..request(false)
+                },
+                now(),
+            )?;
+            check_cluster_ip_serving_cert(&ca, &issued)?;
+            let der = first_pem_der(&issued.cert_pem)?;
+            let leaf = parse_der(&der)?;
+            assert_public_key(&leaf, key)?;
+            assert_signed_by(&leaf, KeyAlgorithm::Rsa2048);
+            verifies(&der, &ca_der)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rsa_ca_round_trips_through_pem() -> TestResult {
+        let original = new_rsa_ca()?;
+        let ca_der = first_pem_der(&original.cert_pem)?;
+        let pkcs1 = pkcs1_pem(&original.key_pem)?;
+        // PKCS#8 as written here, and PKCS#1 as OpenShift writes it.
+        for key_pem in [&original.key_pem, &pkcs1] {
+            let loaded = SigningCa::from_pem(&original.cert_pem, key_pem)?;
+            assert_eq!(loaded.key_algorithm(), KeyAlgorithm::Rsa2048);
+            assert_eq!(&loaded.key_pem, key_pem);
+            assert_eq!(loaded.subject_key_id, original.subject_key_id);
+            assert_eq!(loaded.common_name, original.common_name);
+            assert_eq!(loaded.not_after, original.not_after);
+            let issued = loaded.issue(&request(false), now())?;
+            let der = first_pem_der(&issued.cert_pem)?;
+            assert_signed_by(&parse_der(&der)?, KeyAlgorithm::Rsa2048);
+            verifies(&der, &ca_der)?;
+            assert_eq!(
+                needs_regeneration(
+                    &issued.cert_pem,
+                    &original,
+                    &request(false),
+                    now(),
+                    DEFAULT_REFRESH_MARGIN
+                ),
+                None
+            );
+        }
+
+        let ecdsa = new_ca()?;
+        for (cert_pem, key_pem) in [
+            (&original.cert_pem, &ecdsa.key_pem),
+            (&ecdsa.cert_pem, &original.key_pem),
+            (&ecdsa.cert_pem, &pkcs1),
+        ] {
+            assert!(matches!(
+                SigningCa::from_pem(cert_pem, key_pem),
+                Err(Error::KeyMismatch)
+            ));
+        }
         assert!(matches!(
-            ca.issue(&req, now()),
-            Err(Error::Unsupported(KeyAlgorithm::Rsa2048))
+            SigningCa::from_pem(
+                &original.cert_pem,
+                "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"
+            ),
+            Err(Error::Parse { .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn rsa_ca_rotation_keeps_rsa() -> TestResult {
+        let r = rotated_with(KeyAlgorithm::Rsa2048)?;
+        check_rotation_certificates(&r)?;
+        let Rotated {
+            old,
+            old_leaf,
+            rotation,
+            at,
+        } = r;
+        let new = &rotation.new_ca;
+        assert_eq!(new.key_algorithm(), KeyAlgorithm::Rsa2048);
+        assert!(new.key_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let new_der = first_pem_der(&new.cert_pem)?;
+        let new_cert = parse_der(&new_der)?;
+        assert_public_key(&new_cert, KeyAlgorithm::Rsa2048)?;
+        assert_signed_by(&new_cert, KeyAlgorithm::Rsa2048);
+        let bundle = pem_blocks(&rotation.bundle_pem)?;
+        let resigned = parse_der(&bundle[1])?;
+        assert_public_key(&resigned, KeyAlgorithm::Rsa2048)?;
+        assert_signed_by(&resigned, KeyAlgorithm::Rsa2048);
+        let intermediate = pem_blocks(&rotation.intermediate_pem)?;
+        assert_signed_by(&parse_der(&intermediate[0])?, KeyAlgorithm::Rsa2048);
+
+        // New leaf (ECDSA, the default) → new CA, or → intermediate → old CA.
+        let new_leaf = new.issue_with_chain(&request(false), at, &rotation.intermediate_pem)?;
+        let new_chain = pem_blocks(&new_leaf.cert_pem)?;
+        let (anchors, bundle_rest) = bundle.split_at(1);
+        let old_anchor = [first_pem_der(&old.cert_pem)?];
+        assert!(chain_verifies(&new_chain, bundle_rest, anchors));
+        assert!(chain_verifies(&new_chain, &[], &old_anchor));
+        // Old (RSA) leaf → old CA re-signed by the new key → new CA.
+        let old_chain = pem_blocks(&old_leaf.cert_pem)?;
+        assert_public_key(&parse_der(&old_chain[0])?, KeyAlgorithm::Rsa2048)?;
+        assert!(chain_verifies(&old_chain, bundle_rest, anchors));
+        assert!(!chain_verifies(&old_chain, &[], anchors));
+        assert!(chain_verifies(&old_chain, &[], &old_anchor));
+
+        // The new CA, loaded back from its Secret, is RSA too.
+        let loaded = SigningCa::from_pem(&new.cert_pem, &new.key_pem)?;
+        assert_eq!(loaded.key_algorithm(), KeyAlgorithm::Rsa2048);
         Ok(())
     }
 
@@ -1045,8 +1348,19 @@ mod tests {
     }
 
     fn rotated() -> BoxResult<Rotated> {
-        let old = new_ca()?;
-        let old_leaf = old.issue(&request(false), now())?;
+        rotated_with(KeyAlgorithm::EcdsaP256)
+    }
+
+    /// [`rotated`] with the old CA's key and the old leaf's key of `key`.
+    fn rotated_with(key: KeyAlgorithm) -> BoxResult<Rotated> {
+        let old = SigningCa::generate_with(key, DEFAULT_CA_LIFETIME, now())?;
+        let old_leaf = old.issue(
+            &ServingCertRequest {
+                key,
+                ..request(false)
+            },
+            now(),
+        )?;
         let at = now() + 400 * DAY;
         assert!(needs_rotation(&old, at, ROTATION_MIN_REMAINING));
         let rotation = rotate(&old, DEFAULT_CA_LIFETIME, at)?;
@@ -1060,9 +1374,12 @@ mod tests {
 
     #[test]
     fn rotation_certificates() -> TestResult {
-        let Rotated {
-            old, rotation, at, ..
-        } = rotated()?;
+        check_rotation_certificates(&rotated()?)
+    }
+
+    /// The certificates of a rotation made by [`rotated_with`], with keys of any algorithm.
+    fn check_rotation_certificates(r: &Rotated) -> TestResult {
+        let (old, rotation, at) = (&r.old, &r.rotation, r.at);
         let new = &rotation.new_ca;
         let old_der = first_pem_der(&old.cert_pem)?;
         let old_cert = parse_der(&old_der)?;

@@ -184,17 +184,8 @@ impl Fixture {
 /// (manager, leader election, metrics auth and reader) and the user-facing aggregated roles.
 pub async fn install_rbac(client: &Client) -> Result<()> {
     let m = pod_operator::deploy::manifests("test")?;
-    let mut objects = vec![
-        m.namespace_object(),
-        m.service_account(),
-        m.manager_role(),
-        m.manager_role_binding(),
-        m.leader_election_role(),
-        m.leader_election_role_binding(),
-        m.metrics_auth_role(),
-        m.metrics_auth_role_binding(),
-        m.metrics_reader_role(),
-    ];
+    let mut objects = vec![m.namespace_object()];
+    objects.extend(m.operator_rbac());
     objects.extend(m.user_roles().into_iter().map(|(_, role)| role));
     for obj in objects {
         operon_envtest::apply::apply(client, &obj, "pod-operator-tests").await?;

@@ -1,0 +1,309 @@
+//! The `run` command every operator binary shares: flags, client, admin server, leader election
+//! on a Lease, graceful shutdown. An operator supplies only its controllers:
+//!
+//! ```ignore
+//! #[derive(clap::Parser)]
+//! struct Cli { #[command(flatten)] run: operon_runtime::operator::RunArgs }
+//! operon_runtime::operator::run("pod-operator", &cli.run, |rt| async move {
+//!     controller::run(rt.client, settings(rt.metrics, rt.readiness), rt.stop).await
+//! }).await?;
+//! ```
+//!
+//! Lifecycle: the admin server (`/healthz`, `/readyz`, `/metrics`) starts first; a standby is
+//! ready (it only waits); the leader is not ready until its controllers say so; on SIGTERM the
+//! controllers stop taking work, in-flight reconciles get `--shutdown-timeout`, then the Lease is
+//! released so a standby takes over at once. A leader that loses its Lease stops with
+//! [`Error::LeadershipLost`] so that it is restarted as a standby, as controller-runtime does.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::ArgAction;
+use futures::FutureExt;
+use futures::future::Shared;
+use kube::Client;
+
+use crate::admin::{self, AdminServer, Readiness};
+use crate::client::{RequestCounter, counted_client};
+use crate::lease::{self, LeaderElector, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no usable kubeconfig and not in a cluster: {0}")]
+    InferConfig(#[from] kube::config::InferConfigError),
+    #[error("building the client: {0}")]
+    Client(#[from] kube::Error),
+    #[error("starting the admin server: {0}")]
+    Admin(#[from] admin::Error),
+    #[error("leader election settings: {0}")]
+    Lease(#[from] lease::Error),
+    #[error("leadership lost; exiting so that a standby takes over")]
+    LeadershipLost,
+}
+
+/// Parses `500ms`, `30s`, `2m`, `36h`, `7d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Flags of every operator's `run` command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log level or filter (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the Lease (default: `<operator>-leader`).
+    #[arg(long)]
+    pub leader_election_id: Option<String>,
+    /// Namespace of the Lease (default: the Pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// How long a Lease is valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// A leader that could not renew for this long stops reconciling.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Interval between acquire and renew attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// Address of the admin server (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin_bind_address: SocketAddr,
+    /// Require a bearer token allowed to GET /metrics (TokenReview + SubjectAccessReview).
+    /// Default: on in a cluster, off outside.
+    #[arg(long, action = ArgAction::Set)]
+    pub metrics_auth: Option<bool>,
+    /// How long in-flight reconciles may take to finish on shutdown.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Resolves when the controllers must stop (SIGTERM/SIGINT, or leadership lost).
+pub type Stop = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
+
+/// What the controllers get from [`run`].
+pub struct Runtime {
+    /// Counts its own requests (logged at exit).
+    pub client: Client,
+    /// Registry behind `/metrics`; take a [`Metrics::controller`] per controller.
+    pub metrics: Arc<Metrics>,
+    /// Set ready once the caches are synced.
+    pub readiness: Readiness,
+    /// The Pod name in a cluster (for Events).
+    pub instance: Option<String>,
+    /// Resolves when the controllers must stop taking work.
+    pub stop: Stop,
+    /// Namespace the operator runs in (`POD_NAMESPACE`, else the kubeconfig's).
+    pub namespace: String,
+}
+
+/// Builds a client configuration from `--kubeconfig` or the environment.
+pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, Error> {
+    match kubeconfig.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })
+        }
+        None => Ok(kube::Config::infer().await?),
+    }
+}
+
+fn identity(name: &str) -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| name.to_string());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// Runs operator `name` until SIGTERM/SIGINT: see the module docs. `controllers` is started
+/// when this replica leads (at once without `--leader-elect`) and must return once
+/// [`Runtime::stop`] resolved and its in-flight work finished.
+pub async fn run<F, Fut>(name: &str, args: &RunArgs, controllers: F) -> Result<(), Error>
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
+    telemetry::init(args.log_format, &args.log_level);
+    let config = client_config(args.kubeconfig.as_ref()).await?;
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let counter = RequestCounter::default();
+    let client = counted_client(config, &counter)?;
+
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let signal: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+        Box::pin(crate::shutdown::signal());
+    let shutdown = signal.shared();
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let mut admin = AdminServer::new(metrics.clone(), readiness.clone());
+    if args.metrics_auth.unwrap_or(in_cluster) {
+        admin = admin.with_metrics_auth(client.clone());
+    }
+    let (addr, serve) = admin
+        .bind(args.admin_bind_address, shutdown.clone())
+        .await?;
+    tracing::info!(%addr, "admin server listening (/healthz, /readyz, /metrics)");
+    let admin_task = tokio::spawn(serve);
+
+    let runtime = |stop: Stop| Runtime {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+        stop,
+        namespace: namespace.clone(),
+    };
+    let result = if args.leader_elect {
+        let lease_name = args
+            .leader_election_id
+            .clone()
+            .unwrap_or_else(|| format!("{name}-leader"));
+        let mut lease = LeaseConfig::new(&lease_name, &namespace, identity(name));
+        lease.lease_duration = args.leader_elect_lease_duration;
+        lease.renew_deadline = args.leader_elect_renew_deadline;
+        lease.retry_period = args.leader_elect_retry_period;
+        lease.validate()?;
+        tracing::info!(lease = %lease_name, %namespace, identity = %lease.identity, "waiting for leadership");
+        metrics.set_leader(&lease_name, false);
+        // A standby serves probes and is ready: it only waits.
+        readiness.set_ready(true);
+        let leader = LeaderElector::new(client.clone(), lease).start();
+        let acquired = tokio::select! {
+            _ = leader.acquired() => true,
+            _ = shutdown.clone() => false,
+        };
+        if !acquired {
+            leader.release().await;
+            Ok(())
+        } else {
+            tracing::info!("became leader");
+            metrics.set_leader(&lease_name, true);
+            readiness.set_not_ready("leader: waiting for caches");
+            let mut leading = leader.subscribe();
+            let lost = Box::pin(async move {
+                while *leading.borrow_and_update() {
+                    if leading.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+                Box::pin(futures::future::select(shutdown.clone(), lost).map(|_| ()));
+            let stop = stop.shared();
+            run_until(
+                controllers(runtime(stop.clone())),
+                stop,
+                args.shutdown_timeout,
+            )
+            .await;
+            metrics.set_leader(&lease_name, false);
+            if shutdown.peek().is_some() {
+                leader.release().await;
+                tracing::info!("released leadership");
+                Ok(())
+            } else {
+                // Another replica may already lead: stop here and let the Deployment restart us
+                // as a standby, as controller-runtime does.
+                Err(Error::LeadershipLost)
+            }
+        }
+    } else {
+        let stop = shutdown.clone();
+        run_until(
+            controllers(runtime(stop.clone())),
+            stop,
+            args.shutdown_timeout,
+        )
+        .await;
+        Ok(())
+    };
+    readiness.set_not_ready("shutting down");
+    tracing::info!(requests = %counter.snapshot(), "stopped");
+    admin_task.abort();
+    result
+}
+
+/// Drives `controllers` until `stop`, then gives in-flight work `timeout` to finish.
+async fn run_until(controllers: impl Future<Output = ()>, stop: Stop, timeout: Duration) {
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => return,
+        _ = stop => {}
+    }
+    if tokio::time::timeout(timeout, controllers).await.is_err() {
+        tracing::warn!(?timeout, "in-flight reconciles did not finish in time");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("36h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

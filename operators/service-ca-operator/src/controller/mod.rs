@@ -1,0 +1,294 @@
+//! The controllers, and how they run together:
+//!
+//! - [`signer`]: the signing CA in its Secret (created, loaded, rotated) and the published
+//!   bundle; everything else waits for it and is re-run when it changes;
+//! - [`serving`]: Services asking for a serving certificate → their TLS Secrets;
+//! - [`injector`]: the CA bundle into ConfigMaps, APIServices, CRDs and webhook configurations.
+
+pub mod injector;
+pub mod serving;
+pub mod signer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{self, FutureExt, Shared};
+use futures::{Stream, StreamExt};
+use kube::Client;
+use operon_runtime::admin::Readiness;
+use operon_runtime::cache::Synced;
+use operon_runtime::metrics::Metrics;
+
+use crate::pki::{
+    self, DEFAULT_CA_LIFETIME, DEFAULT_CLUSTER_DOMAIN, DEFAULT_REFRESH_MARGIN,
+    DEFAULT_SERVING_CERT_LIFETIME, KeyAlgorithm, ROTATION_MIN_REMAINING,
+};
+pub use signer::{CaState, CaWatch};
+
+/// Field manager and Event reporter of everything the operator writes.
+pub const MANAGER: &str = "service-ca-operator";
+
+/// Longest requeue: a timer further out than this is re-armed by the next reconcile anyway.
+pub(crate) const MAX_REQUEUE: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("certificate: {0}")]
+    Pki(#[from] pki::Error),
+    #[error("{0}")]
+    ForeignSecret(String),
+    #[error("the apiserver rejected Secret {secret}: {message}")]
+    Rejected { secret: String, message: String },
+    #[error("building the injection patch: {0}")]
+    Patch(#[from] serde_json::Error),
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+    #[error("invalid settings: {0}")]
+    InvalidSettings(String),
+}
+
+impl Error {
+    /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Pki(_) => "pki",
+            Error::ForeignSecret(_) => "foreign_secret",
+            Error::Rejected { .. } => "rejected",
+            Error::Patch(_) => "patch",
+            Error::NoNamespace(_) => "no_namespace",
+            Error::InvalidSettings(_) => "invalid_settings",
+        }
+    }
+}
+
+/// How the operator runs.
+#[derive(Clone)]
+pub struct Settings {
+    /// Namespace of the signing Secret and the bundle ConfigMap (the operator's own).
+    pub namespace: String,
+    /// Namespaces whose Services and ConfigMaps are served; empty means all.
+    pub namespaces: Vec<String>,
+    /// Inject into APIServices, CRDs and webhook configurations (cluster-scoped).
+    pub inject_cluster_scoped: bool,
+    /// The cluster's DNS domain (`<svc>.<ns>.svc.<domain>`).
+    pub cluster_domain: String,
+    /// Key type of serving certificates (and of a newly generated CA).
+    pub key_algorithm: KeyAlgorithm,
+    pub serving_cert_lifetime: Duration,
+    /// A serving certificate is re-issued when less than this remains.
+    pub refresh_margin: Duration,
+    pub ca_lifetime: Duration,
+    /// The CA is rotated when less than this remains.
+    pub ca_rotation_margin: Duration,
+    /// Rotate the CA now, once for this reason (also requested by annotating the signing
+    /// Secret with [`crate::FORCE_ROTATION_REASON`]).
+    pub force_rotation_reason: Option<String>,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+    /// Reported in Events as the controller instance (the Pod name in a cluster).
+    pub instance: Option<String>,
+    /// Reconcile and work-queue metrics, one controller name per kind.
+    pub metrics: Arc<Metrics>,
+    /// Set ready once the CA is loaded and every cache has its initial list.
+    pub readiness: Option<Readiness>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: crate::deploy::NAMESPACE.to_owned(),
+            namespaces: Vec::new(),
+            inject_cluster_scoped: true,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            key_algorithm: KeyAlgorithm::default(),
+            serving_cert_lifetime: DEFAULT_SERVING_CERT_LIFETIME,
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
+            ca_lifetime: DEFAULT_CA_LIFETIME,
+            ca_rotation_margin: ROTATION_MIN_REMAINING,
+            force_rotation_reason: None,
+            concurrency: 10,
+            instance: None,
+            metrics: Metrics::new(),
+            readiness: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Rejects lifetimes that would make the operator re-issue or rotate on every pass.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |m: String| Err(Error::InvalidSettings(m));
+        if self.serving_cert_lifetime <= self.refresh_margin {
+            return invalid(format!(
+                "the serving certificate lifetime ({:?}) must exceed the refresh margin ({:?})",
+                self.serving_cert_lifetime, self.refresh_margin
+            ));
+        }
+        if self.ca_lifetime <= self.ca_rotation_margin {
+            return invalid(format!(
+                "the CA lifetime ({:?}) must exceed the CA rotation margin ({:?})",
+                self.ca_lifetime, self.ca_rotation_margin
+            ));
+        }
+        if self.cluster_domain.is_empty() || self.cluster_domain.starts_with('.') {
+            return invalid(format!("invalid cluster domain {:?}", self.cluster_domain));
+        }
+        Ok(())
+    }
+}
+
+/// What the controllers stop on.
+pub(crate) type Stop = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
+
+/// Runs every controller until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    settings.validate()?;
+    if settings.namespace.is_empty() {
+        return Err(Error::InvalidSettings(
+            "the signing namespace must not be empty".into(),
+        ));
+    }
+    let boxed: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
+    let stop: Stop = boxed.shared();
+    let signer = signer::Signer::new(client.clone(), &settings);
+    let ca = signer.subscribe();
+
+    let mut synced: Vec<Synced> = Vec::new();
+    let mut tasks: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    tasks.push(Box::pin(signer.run(stop.clone())));
+
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    for scope in &scopes {
+        let (task, ready) = serving::controller(
+            client.clone(),
+            scope.as_deref(),
+            &settings,
+            ca.clone(),
+            stop.clone(),
+        );
+        tasks.push(Box::pin(task));
+        synced.extend(ready);
+        let (task, ready) = injector::configmaps(
+            client.clone(),
+            scope.as_deref(),
+            &settings,
+            ca.clone(),
+            stop.clone(),
+        );
+        tasks.push(Box::pin(task));
+        synced.push(ready);
+    }
+    if settings.inject_cluster_scoped {
+        for (task, ready) in injector::cluster_scoped(client.clone(), &settings, ca.clone(), &stop)
+        {
+            tasks.push(task);
+            synced.push(ready);
+        }
+    }
+
+    if let Some(readiness) = settings.readiness.clone() {
+        let mut ca = ca.clone();
+        tokio::spawn(async move {
+            let loaded = ca.wait_for(Option::is_some).await.is_ok();
+            future::join_all(synced.iter().map(Synced::wait)).await;
+            if loaded {
+                readiness.set_ready(true);
+            }
+        });
+    }
+    tracing::info!(
+        namespace = %settings.namespace,
+        serving = ?scopes,
+        cluster_scoped = settings.inject_cluster_scoped,
+        "starting service-ca controllers"
+    );
+    future::join_all(tasks).await;
+    tracing::info!("service-ca controllers stopped");
+    Ok(())
+}
+
+/// One item each time the CA state changes (after the first), for `reconcile_all_on`.
+pub(crate) fn ca_changes(mut ca: CaWatch) -> impl Stream<Item = ()> + Send + 'static {
+    ca.mark_unchanged();
+    futures::stream::unfold(ca, |mut ca| async move {
+        ca.changed().await.ok()?;
+        Some(((), ca))
+    })
+    .boxed()
+}
+
+/// The current CA, waiting for the first one.
+pub(crate) async fn current_ca(ca: &CaWatch) -> Option<Arc<CaState>> {
+    let mut ca = ca.clone();
+    let state = ca.wait_for(Option::is_some).await.ok()?;
+    state.clone()
+}
+
+/// managedFields are most of an object's size and the operator never reads them.
+pub(crate) fn trim_managed_fields<K: kube::ResourceExt>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+}
+
+/// Whether `cached` is older than what this operator last wrote (`written`): resourceVersions
+/// are etcd revisions, so a smaller one is an older copy. Unparseable ones count as current.
+pub(crate) fn is_stale(cached: Option<&str>, written: Option<&str>) -> bool {
+    match (
+        cached.and_then(|c| c.parse::<u64>().ok()),
+        written.and_then(|w| w.parse::<u64>().ok()),
+    ) {
+        (Some(c), Some(w)) => c < w,
+        _ => false,
+    }
+}
+
+pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_by_resource_version() {
+        assert!(is_stale(Some("9"), Some("10")));
+        assert!(!is_stale(Some("10"), Some("10")));
+        assert!(!is_stale(Some("11"), Some("10")));
+        assert!(!is_stale(None, Some("10")));
+        assert!(!is_stale(Some("x"), Some("10")));
+    }
+
+    #[test]
+    fn settings_validation() {
+        assert!(Settings::default().validate().is_ok());
+        let s = Settings {
+            refresh_margin: Duration::from_secs(10),
+            serving_cert_lifetime: Duration::from_secs(10),
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+        let s = Settings {
+            ca_rotation_margin: DEFAULT_CA_LIFETIME,
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+        let s = Settings {
+            cluster_domain: ".local".into(),
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,383 @@
+//! The signing CA: the `signing-key` Secret in the operator's namespace (created on first start,
+//! never copied elsewhere), rotated before it expires or when a rotation is forced, and its
+//! bundle published to the `signing-cabundle` ConfigMap next to it. The loaded CA is broadcast
+//! to the other controllers through a watch channel.
+//!
+//! Only this task writes the signing Secret; it follows the Secret with a watch on its name, so
+//! a deleted Secret is replaced by a brand-new CA (no overlap, as in OpenShift) and an
+//! annotation asking for rotation is acted on at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use operon_runtime::events::Events;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Error, MANAGER, MAX_REQUEUE, Settings, Stop, is_status};
+use crate::pki::{self, KeyAlgorithm, SigningCa};
+use crate::{
+    CA_BUNDLE_KEY, FORCE_ROTATION_REASON, FORCED_ROTATION_REASON, INTERMEDIATE_CA_KEY, MANAGED_BY,
+    MANAGED_BY_LABEL, SIGNING_BUNDLE_CONFIGMAP, SIGNING_SECRET_NAME, TLS_CERT_KEY, TLS_KEY_KEY,
+};
+
+/// The signer as the other controllers use it.
+#[derive(Debug)]
+pub struct CaState {
+    pub ca: SigningCa,
+    /// What clients trust: the CA, or after a rotation the new CA and the old one re-signed.
+    pub bundle_pem: String,
+    /// After a rotation, the new CA signed by the old key, appended to new leaves; else empty.
+    pub intermediate_pem: String,
+}
+
+/// `None` until the CA is loaded.
+pub type CaWatch = watch::Receiver<Option<Arc<CaState>>>;
+
+pub struct Signer {
+    secrets: Api<Secret>,
+    configmaps: Api<ConfigMap>,
+    events: Events,
+    key: KeyAlgorithm,
+    ca_lifetime: Duration,
+    rotation_margin: Duration,
+    forced_reason: Option<String>,
+    tx: watch::Sender<Option<Arc<CaState>>>,
+}
+
+fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .annotations()
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// The CA a signing Secret holds. A bundle that doesn't contain the CA (someone replaced
+/// `tls.crt` alone) is ignored in favour of the CA itself.
+pub fn load(secret: &Secret) -> Result<CaState, pki::Error> {
+    let missing = |what| pki::Error::Parse {
+        what,
+        detail: "missing from the signing Secret".into(),
+    };
+    let cert = data_str(secret, TLS_CERT_KEY).ok_or_else(|| missing("tls.crt"))?;
+    let key = data_str(secret, TLS_KEY_KEY).ok_or_else(|| missing("tls.key"))?;
+    let ca = SigningCa::from_pem(cert, key)?;
+    let bundle_pem = data_str(secret, CA_BUNDLE_KEY)
+        .filter(|b| b.contains(ca.cert_pem.trim()))
+        .map_or_else(|| ca.cert_pem.clone(), str::to_owned);
+    let intermediate_pem = if bundle_pem == ca.cert_pem {
+        String::new()
+    } else {
+        data_str(secret, INTERMEDIATE_CA_KEY)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(CaState {
+        ca,
+        bundle_pem,
+        intermediate_pem,
+    })
+}
+
+fn secret_data(entries: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+        .collect()
+}
+
+/// `Instant` for a wall-clock time, at most [`MAX_REQUEUE`] ahead.
+fn instant_at(at: OffsetDateTime) -> Instant {
+    let wait = (at - OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + wait.min(MAX_REQUEUE)
+}
+
+impl Signer {
+    pub fn new(client: Client, settings: &Settings) -> Signer {
+        let (tx, _) = watch::channel(None);
+        Signer {
+            secrets: Api::namespaced(client.clone(), &settings.namespace),
+            configmaps: Api::namespaced(client.clone(), &settings.namespace),
+            events: Events::new(client, MANAGER, settings.instance.clone()),
+            key: settings.key_algorithm,
+            ca_lifetime: settings.ca_lifetime,
+            rotation_margin: settings.ca_rotation_margin,
+            forced_reason: settings.force_rotation_reason.clone(),
+            tx,
+        }
+    }
+
+    pub fn subscribe(&self) -> CaWatch {
+        self.tx.subscribe()
+    }
+
+    /// Follows the signing Secret until `stop`.
+    pub async fn run(self, stop: Stop) {
+        let config =
+            watcher::Config::default().fields(&format!("metadata.name={SIGNING_SECRET_NAME}"));
+        let events = watcher(self.secrets.clone(), config).default_backoff();
+        tokio::pin!(events);
+        let mut current: Option<Secret> = None;
+        let mut initial: Option<Secret> = None;
+        let mut listed = false;
+        let mut next: Option<Instant> = None;
+        let mut failures: u32 = 0;
+        loop {
+            let timer = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.clone() => break,
+                event = events.next() => {
+                    match event {
+                        None => break,
+                        Some(Err(e)) => tracing::warn!("watching the signing Secret: {e}"),
+                        Some(Ok(watcher::Event::Init)) => initial = None,
+                        Some(Ok(watcher::Event::InitApply(s))) => initial = Some(s),
+                        Some(Ok(watcher::Event::InitDone)) => {
+                            current = initial.take();
+                            listed = true;
+                            next = Some(Instant::now());
+                        }
+                        Some(Ok(watcher::Event::Apply(s))) => {
+                            current = Some(s);
+                            next = Some(Instant::now());
+                        }
+                        Some(Ok(watcher::Event::Delete(_))) => {
+                            current = None;
+                            next = Some(Instant::now());
+                        }
+                    }
+                }
+                _ = timer, if listed => {
+                    match self.sync(&mut current).await {
+                        Ok(at) => {
+                            failures = 0;
+                            next = Some(instant_at(at));
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let delay = Duration::from_millis(100)
+                                .saturating_mul(1 << failures.min(9));
+                            tracing::warn!(retry_in = ?delay, cause = e.metric_label(), "signing CA: {e}");
+                            next = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!("signer stopped");
+    }
+
+    /// Brings the signing Secret and the bundle ConfigMap to what they should be and publishes
+    /// the CA; returns when to look again (the rotation deadline).
+    async fn sync(&self, current: &mut Option<Secret>) -> Result<OffsetDateTime, Error> {
+        let now = OffsetDateTime::now_utc();
+        let secret = match current.clone() {
+            Some(s) => s,
+            None => {
+                let created = self.create().await?;
+                *current = Some(created.clone());
+                created
+            }
+        };
+        let state = match load(&secret) {
+            Err(e) => {
+                let note =
+                    format!("The signing CA could not be loaded ({e}); a new CA replaces it");
+                self.events
+                    .warning(&secret, "InvalidSigningCA", "Regenerate", note)
+                    .await;
+                let ca = SigningCa::generate_with(self.key, self.ca_lifetime, now)?;
+                let data = secret_data(&[(TLS_CERT_KEY, &ca.cert_pem), (TLS_KEY_KEY, &ca.key_pem)]);
+                *current = Some(self.replace(&secret, data, None).await?);
+                CaState {
+                    bundle_pem: ca.cert_pem.clone(),
+                    intermediate_pem: String::new(),
+                    ca,
+                }
+            }
+            Ok(state) => {
+                let requested = self
+                    .forced_reason
+                    .as_deref()
+                    .filter(|r| !r.is_empty())
+                    .or_else(|| annotation(&secret, FORCE_ROTATION_REASON));
+                let forced =
+                    requested.filter(|r| Some(*r) != annotation(&secret, FORCED_ROTATION_REASON));
+                if forced.is_some() || pki::needs_rotation(&state.ca, now, self.rotation_margin) {
+                    let rotation = pki::rotate(&state.ca, self.ca_lifetime, now)?;
+                    let data = secret_data(&[
+                        (TLS_CERT_KEY, &rotation.new_ca.cert_pem),
+                        (TLS_KEY_KEY, &rotation.new_ca.key_pem),
+                        (CA_BUNDLE_KEY, &rotation.bundle_pem),
+                        (INTERMEDIATE_CA_KEY, &rotation.intermediate_pem),
+                    ]);
+                    let updated = self.replace(&secret, data, forced).await?;
+                    let why = match forced {
+                        Some(reason) => format!("forced: {reason}"),
+                        None => format!("it expires at {}", state.ca.not_after),
+                    };
+                    self.events
+                        .normal(
+                            &updated,
+                            "SigningCARotated",
+                            "Rotate",
+                            format!(
+                                "Rotated the signing CA ({why}); serving certificates are re-issued, clients trusting the previous bundle keep working until {}",
+                                state.ca.not_after
+                            ),
+                        )
+                        .await;
+                    tracing::info!(%why, "rotated the signing CA");
+                    *current = Some(updated);
+                    CaState {
+                        ca: rotation.new_ca,
+                        bundle_pem: rotation.bundle_pem,
+                        intermediate_pem: rotation.intermediate_pem,
+                    }
+                } else {
+                    state
+                }
+            }
+        };
+        let deadline = state.ca.not_after
+            - time::Duration::try_from(self.rotation_margin).unwrap_or(time::Duration::ZERO);
+        let bundle = state.bundle_pem.clone();
+        let changed = self.tx.borrow().as_ref().is_none_or(|old| {
+            old.ca.cert_pem != state.ca.cert_pem
+                || old.bundle_pem != state.bundle_pem
+                || old.intermediate_pem != state.intermediate_pem
+        });
+        if changed {
+            tracing::info!(ca = %state.ca.common_name, not_after = %state.ca.not_after, "signing CA loaded");
+            self.tx.send_replace(Some(Arc::new(state)));
+        }
+        // Serving certificates don't need the published copy: publish the CA first.
+        self.publish_bundle(&bundle).await?;
+        Ok(deadline)
+    }
+
+    /// A new CA in a new signing Secret; an existing one (a lost race) is returned instead.
+    async fn create(&self) -> Result<Secret, Error> {
+        let ca = SigningCa::generate_with(self.key, self.ca_lifetime, OffsetDateTime::now_utc())?;
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(SIGNING_SECRET_NAME.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_owned(),
+                    MANAGED_BY.to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            type_: Some(crate::serving::TLS_SECRET_TYPE.to_owned()),
+            data: Some(secret_data(&[
+                (TLS_CERT_KEY, &ca.cert_pem),
+                (TLS_KEY_KEY, &ca.key_pem),
+            ])),
+            ..Secret::default()
+        };
+        let pp = PostParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self.secrets.create(&pp, &secret).await {
+            Ok(created) => {
+                tracing::info!(ca = %ca.common_name, "created the signing CA");
+                self.events
+                    .normal(
+                        &created,
+                        "SigningCACreated",
+                        "Create",
+                        format!("Created the signing CA {}", ca.common_name),
+                    )
+                    .await;
+                Ok(created)
+            }
+            Err(e) if is_status(&e, 409) => Ok(self.secrets.get(SIGNING_SECRET_NAME).await?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `secret` with `data` replaced (and the forced-rotation reason recorded), guarded by its
+    /// resourceVersion: a concurrent change makes this fail and the next event retries.
+    async fn replace(
+        &self,
+        secret: &Secret,
+        data: BTreeMap<String, ByteString>,
+        forced_reason: Option<&str>,
+    ) -> Result<Secret, Error> {
+        let mut updated = secret.clone();
+        updated.data = Some(data);
+        updated.string_data = None;
+        updated.metadata.managed_fields = None;
+        updated
+            .labels_mut()
+            .insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+        if let Some(reason) = forced_reason {
+            updated
+                .annotations_mut()
+                .insert(FORCED_ROTATION_REASON.to_owned(), reason.to_owned());
+        }
+        let pp = PostParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        Ok(self
+            .secrets
+            .replace(SIGNING_SECRET_NAME, &pp, &updated)
+            .await?)
+    }
+
+    /// The `signing-cabundle` ConfigMap holds exactly the bundle; written only when it differs.
+    async fn publish_bundle(&self, bundle_pem: &str) -> Result<(), Error> {
+        let existing = self.configmaps.get_opt(SIGNING_BUNDLE_CONFIGMAP).await?;
+        let current = existing
+            .as_ref()
+            .and_then(|cm| cm.data.as_ref())
+            .and_then(|d| d.get(CA_BUNDLE_KEY));
+        if current.map(String::as_str) == Some(bundle_pem) {
+            return Ok(());
+        }
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": SIGNING_BUNDLE_CONFIGMAP,
+                "labels": { MANAGED_BY_LABEL: MANAGED_BY },
+            },
+            "data": { CA_BUNDLE_KEY: bundle_pem },
+        });
+        self.configmaps
+            .patch(
+                SIGNING_BUNDLE_CONFIGMAP,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await?;
+        Ok(())
+    }
+}
