@@ -14,6 +14,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use operon_envtest::{TestEnv, wait};
+use operon_runtime::admin::Readiness;
 use operon_runtime::client::{RequestCounter, RequestCounts, counted_client};
 use operon_runtime::metrics::Metrics;
 use serde_json::json;
@@ -314,6 +315,7 @@ pub struct Operator {
     task: JoinHandle<Result<(), controller::Error>>,
     counter: RequestCounter,
     pub metrics: Arc<Metrics>,
+    readiness: Readiness,
 }
 
 impl Operator {
@@ -330,6 +332,9 @@ impl Operator {
         let client = counted_client(config, &counter)?;
         let metrics = Metrics::new();
         settings.metrics = metrics.clone();
+        let readiness = Readiness::new();
+        readiness.set_not_ready("starting");
+        settings.readiness = Some(readiness.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(client, settings, async move {
             let _ = rx.await;
@@ -339,7 +344,20 @@ impl Operator {
             task,
             counter,
             metrics,
+            readiness,
         })
+    }
+
+    /// Waits until the CA is loaded (any forced or due rotation done) and every cache is synced.
+    pub async fn wait_ready(&self) -> Result<()> {
+        wait::until("operator ready", TIMEOUT, || async {
+            match self.readiness.is_ready() {
+                true => Ok(()),
+                false => Err(self.readiness.reason().unwrap_or_default()),
+            }
+        })
+        .await?;
+        Ok(())
     }
 
     /// Requests this operator made so far.
