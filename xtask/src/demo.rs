@@ -1,5 +1,6 @@
-//! `cargo xtask up`: the project running, as in the talk's demo — a control plane, the CRD,
-//! pod-operator, and the talk's PodRequest — until Ctrl-C.
+//! `cargo xtask up`: the project running, as in the talk's demos — a control plane, the CRD,
+//! pod-operator with the talk's PodRequest, service-ca-operator with the talk's annotated
+//! Service and ConfigMap — until Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,11 @@ use crate::{cargo, elapsed, repo_root};
 const MANAGER: &str = "operon-demo";
 const SAMPLE: &str = "config/pod-operator/samples/podrequest.yaml";
 const DEMO_NAMESPACE: &str = "pod-operator";
+const SERVICE_CA_SAMPLE: &str = "config/service-ca-operator/samples/devconf.yaml";
+/// Where the talk's annotated Service and ConfigMap go.
+const SERVICE_CA_DEMO_NAMESPACE: &str = "devconf";
+/// The operator's namespace, holding the signing CA.
+const SERVICE_CA_NAMESPACE: &str = service_ca_operator::deploy::NAMESPACE;
 
 /// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.
 struct OperatorProcess {
@@ -111,14 +117,26 @@ pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
             println!("up: building the operators");
             crate::run(
                 "cargo build (operators)",
-                cargo().args(["build", "-p", "pod-operator", "--bins"]),
+                cargo().args([
+                    "build",
+                    "-p",
+                    "pod-operator",
+                    "-p",
+                    "service-ca-operator",
+                    "--bins",
+                ]),
             )?;
             target_dir()?.join("debug")
         }
     };
-    let pod_operator = bin_dir.join("pod-operator");
-    if !pod_operator.is_file() {
-        bail!("{} does not exist", pod_operator.display());
+    let binaries = Binaries {
+        pod_operator: bin_dir.join("pod-operator"),
+        service_ca_operator: bin_dir.join("service-ca-operator"),
+    };
+    for binary in [&binaries.pod_operator, &binaries.service_ca_operator] {
+        if !binary.is_file() {
+            bail!("{} does not exist", binary.display());
+        }
     }
     std::fs::create_dir_all(cluster::state_dir())?;
 
@@ -150,7 +168,7 @@ pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
                 (Some(cp), cluster::kubeconfig_path())
             }
         };
-        let result = demo(&kubeconfig, &pod_operator, t0).await;
+        let result = demo(&kubeconfig, &binaries, t0).await;
         if let Some(cp) = own_plane {
             cluster::unpublish();
             let _ = std::fs::remove_file(cluster::kubeconfig_path());
@@ -169,12 +187,41 @@ async fn client(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-async fn demo(kubeconfig: &Path, pod_operator: &Path, t0: Instant) -> Result<()> {
+struct Binaries {
+    pod_operator: PathBuf,
+    service_ca_operator: PathBuf,
+}
+
+async fn demo(kubeconfig: &Path, binaries: &Binaries, t0: Instant) -> Result<()> {
     let client = client(kubeconfig).await?;
     install_crd(&client, &PodRequest::crd()).await?;
     ensure_namespace(&client, DEMO_NAMESPACE).await?;
-    let operator = OperatorProcess::start("pod-operator", pod_operator, &["run"], kubeconfig)?;
-    apply_yaml(&client, &repo_root().join(SAMPLE)).await?;
+    ensure_namespace(&client, SERVICE_CA_NAMESPACE).await?;
+    ensure_namespace(&client, SERVICE_CA_DEMO_NAMESPACE).await?;
+    let operator =
+        OperatorProcess::start("pod-operator", &binaries.pod_operator, &["run"], kubeconfig)?;
+    let service_ca = OperatorProcess::start(
+        "service-ca-operator",
+        &binaries.service_ca_operator,
+        &[
+            "run",
+            "--signing-namespace",
+            SERVICE_CA_NAMESPACE,
+            "--leader-election-namespace",
+            SERVICE_CA_NAMESPACE,
+            // pod-operator has the default admin port.
+            "--admin-bind-address",
+            "127.0.0.1:8081",
+        ],
+        kubeconfig,
+    )?;
+    apply_yaml(&client, &repo_root().join(SAMPLE), None).await?;
+    apply_yaml(
+        &client,
+        &repo_root().join(SERVICE_CA_SAMPLE),
+        Some(SERVICE_CA_DEMO_NAMESPACE),
+    )
+    .await?;
 
     let requests: Api<PodRequest> = Api::namespaced(client.clone(), DEMO_NAMESPACE);
     wait::until(
@@ -192,6 +239,7 @@ async fn demo(kubeconfig: &Path, pod_operator: &Path, t0: Instant) -> Result<()>
         },
     )
     .await?;
+    wait_for_service_ca(&client, &service_ca).await?;
     println!("up: ready in {}\n", elapsed(t0));
     kubectl(
         kubeconfig,
@@ -204,6 +252,15 @@ async fn demo(kubeconfig: &Path, pod_operator: &Path, t0: Instant) -> Result<()>
             "wide",
         ],
     );
+    kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "services,secrets,configmaps",
+            "-n",
+            SERVICE_CA_DEMO_NAMESPACE,
+        ],
+    );
     print_next_steps(kubeconfig);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -212,11 +269,44 @@ async fn demo(kubeconfig: &Path, pod_operator: &Path, t0: Instant) -> Result<()>
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = check.tick() => operator.check_alive()?,
+            _ = check.tick() => {
+                operator.check_alive()?;
+                service_ca.check_alive()?;
+            }
         }
     }
     println!("\nup: stopping");
     drop(operator);
+    drop(service_ca);
+    Ok(())
+}
+
+/// The talk's slides 48–50 done: the serving Secret exists and the ConfigMap holds the bundle.
+async fn wait_for_service_ca(client: &Client, operator: &OperatorProcess) -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SERVICE_CA_DEMO_NAMESPACE);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), SERVICE_CA_DEMO_NAMESPACE);
+    wait::until(
+        "the talk's serving Secret and injected CA bundle",
+        Duration::from_secs(120),
+        || async {
+            operator.check_alive().map_err(|e| e.to_string())?;
+            secrets
+                .get_opt("devconf-service-certs")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("Secret devconf-service-certs not yet issued")?;
+            let cm = configmaps
+                .get("devconf-service-cabundle")
+                .await
+                .map_err(|e| e.to_string())?;
+            match cm.data.unwrap_or_default().contains_key("service-ca.crt") {
+                true => Ok(()),
+                false => Err("ConfigMap devconf-service-cabundle not yet injected".to_string()),
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -233,8 +323,8 @@ fn print_next_steps(kubeconfig: &Path) {
     let bin = operon_envtest::default_bin_dir();
     println!(
         r#"
-Operon is running: a local control plane, pod-operator, and the talk's PodRequest.
-In another terminal:
+Operon is running: a local control plane, pod-operator with the talk's PodRequest, and
+service-ca-operator with the talk's annotated Service and ConfigMap. In another terminal:
 
   export KUBECONFIG={kubeconfig}
   export PATH={bin}:$PATH
@@ -249,10 +339,18 @@ In another terminal:
   kubectl get pods -l app=busybox               # gone (or terminating)
   kubectl create -f {sample}
 
+  # service-ca-operator (slides 48-50), namespace {sca_ns}:
+  kubectl -n {sca_ns} get secret devconf-service-certs -o jsonpath='{{.data.tls\.crt}}' | base64 -d \
+    | openssl x509 -noout -subject -ext subjectAltName -enddate
+  kubectl -n {sca_ns} get configmap devconf-service-cabundle -o jsonpath='{{.data.service-ca\.crt}}'
+  kubectl -n {sca_ns} get service devconf -o yaml          # serving-cert-signed-by annotation
+  kubectl -n {sca_ns} delete secret devconf-service-certs   # re-issued at once
+
 Ctrl-C stops everything."#,
         kubeconfig = kubeconfig.display(),
         bin = bin.display(),
         sample = repo_root().join(SAMPLE).display(),
+        sca_ns = SERVICE_CA_DEMO_NAMESPACE,
     );
 }
 
@@ -272,13 +370,16 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Server-side applies every document of a YAML file.
-async fn apply_yaml(client: &Client, path: &Path) -> Result<()> {
+/// Server-side applies every document of a YAML file (into `namespace` when given).
+async fn apply_yaml(client: &Client, path: &Path, namespace: Option<&str>) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
         .with_context(|| format!("parsing {}", path.display()))?;
-    for doc in docs {
+    for mut doc in docs {
+        if let Some(ns) = namespace {
+            doc["metadata"]["namespace"] = serde_json::json!(ns);
+        }
         operon_envtest::apply::apply(client, &doc, MANAGER)
             .await
             .with_context(|| format!("applying {} {}", doc["kind"], doc["metadata"]["name"]))?;

@@ -84,6 +84,12 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         .and_then(|rest| rest.split(',').next())
         .and_then(|pid| pid.parse().ok())
         .context("no operator pid in the output")?;
+    let service_ca_pid: i32 = text
+        .split("service-ca-operator running (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|pid| pid.parse().ok())
+        .context("no service-ca-operator pid in the output")?;
     ensure!(
         text.contains("busybox   busybox   Running   True"),
         "kubectl table missing:\n{text}"
@@ -97,7 +103,7 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
     let pr = Api::<PodRequest>::namespaced(client.clone(), "pod-operator")
         .get("busybox")
         .await?;
-    let pod = Api::<Pod>::namespaced(client, "pod-operator")
+    let pod = Api::<Pod>::namespaced(client.clone(), "pod-operator")
         .get("busybox")
         .await?;
     assert_eq!(
@@ -105,6 +111,50 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         pr.metadata.uid
     );
     assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+
+    // Slides 48-50: the annotated Service got its serving Secret, the ConfigMap the CA bundle
+    // of the signer in service-ca-operator's namespace.
+    let secret = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "secret",
+            "devconf-service-certs",
+            "-n",
+            "devconf",
+            "-o",
+            "jsonpath={.type} {.metadata.ownerReferences[0].name}",
+        ],
+    )?;
+    ensure!(secret == "kubernetes.io/tls devconf", "{secret}");
+    let injected = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "configmap",
+            "devconf-service-cabundle",
+            "-n",
+            "devconf",
+            "-o",
+            "jsonpath={.data.service-ca\\.crt}",
+        ],
+    )?;
+    let published = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "configmap",
+            "signing-cabundle",
+            "-n",
+            "service-ca-operator-system",
+            "-o",
+            "jsonpath={.data.ca-bundle\\.crt}",
+        ],
+    )?;
+    ensure!(
+        injected.starts_with("-----BEGIN CERTIFICATE-----") && injected == published,
+        "injected {injected:?} vs published {published:?}"
+    );
 
     // Slide 73: delete the request; the Pods with app=busybox go.
     kubectl(
@@ -160,7 +210,7 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ensure!(status.success(), "xtask up exited with {status}");
-    for pid in children.into_iter().chain([operator_pid]) {
+    for pid in children.into_iter().chain([operator_pid, service_ca_pid]) {
         ensure!(!alive(pid), "pid {pid} survived Ctrl-C");
     }
     ensure!(!state.path().join("cluster.json").exists());

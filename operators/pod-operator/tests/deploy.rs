@@ -50,10 +50,12 @@ async fn kustomize_default_applies_and_the_operator_pods_run() -> Result<()> {
         &kc,
         &["apply", "-k", default, "--server-side", "--force-conflicts"],
     )?;
-    ensure!(
-        applied.contains("deployment.apps/pod-operator-controller-manager"),
-        "{applied}"
-    );
+    for deployment in [
+        "deployment.apps/pod-operator-controller-manager",
+        "deployment.apps/service-ca-operator-controller-manager",
+    ] {
+        ensure!(applied.contains(deployment), "{applied}");
+    }
     // A second, server-side dry-run apply of the same tree validates every object again.
     let dry = kubectl(
         &kc,
@@ -68,37 +70,47 @@ async fn kustomize_default_applies_and_the_operator_pods_run() -> Result<()> {
     )?;
     ensure!(dry.contains("serverside-applied (server dry run)"), "{dry}");
 
-    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), OPERATOR_NAMESPACE);
-    wait::until("2 available replicas", TIMEOUT, || async {
-        let d = deployments
-            .get("pod-operator-controller-manager")
-            .await
-            .map_err(|e| e.to_string())?;
-        let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
-        if available == 2 {
-            Ok(())
-        } else {
-            Err(format!("{available} available"))
-        }
-    })
-    .await?;
-    let pods: Api<Pod> = Api::namespaced(f.client.clone(), OPERATOR_NAMESPACE);
-    let list = pods
-        .list(
-            &ListParams::default()
-                .labels("app.kubernetes.io/name=pod-operator,control-plane=controller-manager"),
+    // config/default deploys every operator of the repository.
+    for (namespace, name) in [
+        (OPERATOR_NAMESPACE, "pod-operator"),
+        ("service-ca-operator-system", "service-ca-operator"),
+    ] {
+        let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), namespace);
+        let deployment = format!("{name}-controller-manager");
+        wait::until(
+            &format!("{deployment}: 2 available replicas"),
+            TIMEOUT,
+            || async {
+                let d = deployments
+                    .get(&deployment)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+                if available == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{available} available"))
+                }
+            },
         )
         .await?;
-    ensure!(list.items.len() == 2, "{} pods", list.items.len());
-    for pod in list.items {
-        let status = pod.status.unwrap_or_default();
-        ensure!(
-            status.phase.as_deref() == Some("Running"),
-            "{:?}",
-            status.phase
-        );
-        let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-        ensure!(node.starts_with("kwok-node-"), "scheduled to {node}");
+        let pods: Api<Pod> = Api::namespaced(f.client.clone(), namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/name={name},control-plane=controller-manager"
+            )))
+            .await?;
+        ensure!(list.items.len() == 2, "{name}: {} pods", list.items.len());
+        for pod in list.items {
+            let status = pod.status.unwrap_or_default();
+            ensure!(
+                status.phase.as_deref() == Some("Running"),
+                "{:?}",
+                status.phase
+            );
+            let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+            ensure!(node.starts_with("kwok-node-"), "scheduled to {node}");
+        }
     }
     Ok(())
 }
