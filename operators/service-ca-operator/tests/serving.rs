@@ -573,3 +573,27 @@ async fn rsa_2048_keys_when_configured() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_invalid_secret_name_is_reported_on_the_service_not_retried_forever() -> Result<()> {
+    let f = Fixture::new("sca-invalid").await?;
+    let _op = f.operator().await?;
+    f.service("bad", "Not_A_Valid_Name").await?;
+    let svc = f
+        .wait_service_annotation("bad", SERVING_CERT_GENERATION_ERROR_NUM, "10")
+        .await?;
+    let message = svc
+        .annotations()
+        .get(SERVING_CERT_GENERATION_ERROR)
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        message.contains("Not_A_Valid_Name") && message.contains("RFC 1123"),
+        "the apiserver's reason must reach the user: {message}"
+    );
+    let note = f
+        .wait_event(&f.ns, "Service", "bad", "ServingCertGenerationFailed")
+        .await?;
+    ensure!(note.contains("Not_A_Valid_Name"), "{note}");
+    Ok(())
+}
