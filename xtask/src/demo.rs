@@ -1,6 +1,7 @@
-//! `cargo xtask up`: the project running, as in the talk's demos — a control plane, the CRD,
+//! `cargo xtask up`: the project running, as in the talk's demos — a control plane, the CRDs,
 //! pod-operator with the talk's PodRequest, service-ca-operator with the talk's annotated
-//! Service and ConfigMap — until Ctrl-C.
+//! Service and ConfigMap, credentials-operator with the talk's CredentialsRequest against a
+//! local IAM emulator (moto) — until Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,8 @@ const SERVICE_CA_SAMPLE: &str = "config/service-ca-operator/samples/devconf.yaml
 const SERVICE_CA_DEMO_NAMESPACE: &str = "devconf";
 /// The operator's namespace, holding the signing CA.
 const SERVICE_CA_NAMESPACE: &str = service_ca_operator::deploy::NAMESPACE;
+const CREDENTIALS_SAMPLE: &str = "config/credentials-operator/samples/credentialsrequest.yaml";
+const CREDENTIALS_NAMESPACE: &str = credentials_operator::deploy::NAMESPACE;
 
 /// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.
 struct OperatorProcess {
@@ -111,6 +114,7 @@ fn target_dir() -> Result<PathBuf> {
 pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
     let t0 = Instant::now();
     crate::k8s::ensure_built(false)?;
+    let moto_server = crate::moto::ensure_installed()?;
     let bin_dir = match operator_bin_dir {
         Some(dir) => dir,
         None => {
@@ -123,6 +127,8 @@ pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
                     "pod-operator",
                     "-p",
                     "service-ca-operator",
+                    "-p",
+                    "credentials-operator",
                     "--bins",
                 ]),
             )?;
@@ -132,8 +138,13 @@ pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
     let binaries = Binaries {
         pod_operator: bin_dir.join("pod-operator"),
         service_ca_operator: bin_dir.join("service-ca-operator"),
+        credentials_operator: bin_dir.join("credentials-operator"),
     };
-    for binary in [&binaries.pod_operator, &binaries.service_ca_operator] {
+    for binary in [
+        &binaries.pod_operator,
+        &binaries.service_ca_operator,
+        &binaries.credentials_operator,
+    ] {
         if !binary.is_file() {
             bail!("{} does not exist", binary.display());
         }
@@ -168,7 +179,14 @@ pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
                 (Some(cp), cluster::kubeconfig_path())
             }
         };
-        let result = demo(&kubeconfig, &binaries, t0).await;
+        let moto = operon_envtest::moto::Moto::start_with(&moto_server).await?;
+        println!(
+            "up: moto (AWS IAM emulator) at {} in {:.1?}",
+            moto.endpoint(),
+            moto.startup_time()
+        );
+        let result = demo(&kubeconfig, &binaries, &moto, t0).await;
+        drop(moto);
         if let Some(cp) = own_plane {
             cluster::unpublish();
             let _ = std::fs::remove_file(cluster::kubeconfig_path());
@@ -190,11 +208,37 @@ async fn client(kubeconfig: &Path) -> Result<Client> {
 struct Binaries {
     pod_operator: PathBuf,
     service_ca_operator: PathBuf,
+    credentials_operator: PathBuf,
 }
 
-async fn demo(kubeconfig: &Path, binaries: &Binaries, t0: Instant) -> Result<()> {
+async fn demo(
+    kubeconfig: &Path,
+    binaries: &Binaries,
+    moto: &operon_envtest::moto::Moto,
+    t0: Instant,
+) -> Result<()> {
     let client = client(kubeconfig).await?;
     install_crd(&client, &PodRequest::crd()).await?;
+    install_crd(
+        &client,
+        &credentials_operator::api::CredentialsRequest::crd(),
+    )
+    .await?;
+    ensure_namespace(&client, CREDENTIALS_NAMESPACE).await?;
+    // Root credentials for the emulator (it accepts any).
+    operon_envtest::apply::apply(
+        &client,
+        &serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "aws-creds", "namespace": "kube-system" },
+            "stringData": {
+                "aws_access_key_id": "AKIADEMODEMODEMODEMO",
+                "aws_secret_access_key": "demo-root-secret-for-the-local-emulator",
+            },
+        }),
+        MANAGER,
+    )
+    .await?;
     ensure_namespace(&client, DEMO_NAMESPACE).await?;
     ensure_namespace(&client, SERVICE_CA_NAMESPACE).await?;
     ensure_namespace(&client, SERVICE_CA_DEMO_NAMESPACE).await?;
@@ -215,7 +259,25 @@ async fn demo(kubeconfig: &Path, binaries: &Binaries, t0: Instant) -> Result<()>
         ],
         kubeconfig,
     )?;
+    let iam_endpoint = moto.endpoint();
+    let credentials = OperatorProcess::start(
+        "credentials-operator",
+        &binaries.credentials_operator,
+        &[
+            "run",
+            "--iam-endpoint",
+            &iam_endpoint,
+            "--region",
+            "us-east-1",
+            "--leader-election-namespace",
+            CREDENTIALS_NAMESPACE,
+            "--admin-bind-address",
+            "127.0.0.1:8082",
+        ],
+        kubeconfig,
+    )?;
     apply_yaml(&client, &repo_root().join(SAMPLE), None).await?;
+    apply_yaml(&client, &repo_root().join(CREDENTIALS_SAMPLE), None).await?;
     apply_yaml(
         &client,
         &repo_root().join(SERVICE_CA_SAMPLE),
@@ -240,6 +302,7 @@ async fn demo(kubeconfig: &Path, binaries: &Binaries, t0: Instant) -> Result<()>
     )
     .await?;
     wait_for_service_ca(&client, &service_ca).await?;
+    wait_for_credentials(&client, &credentials).await?;
     println!("up: ready in {}\n", elapsed(t0));
     kubectl(
         kubeconfig,
@@ -256,7 +319,7 @@ async fn demo(kubeconfig: &Path, binaries: &Binaries, t0: Instant) -> Result<()>
         kubeconfig,
         &[
             "get",
-            "services,secrets,configmaps",
+            "services,secrets,configmaps,credentialsrequests",
             "-n",
             SERVICE_CA_DEMO_NAMESPACE,
         ],
@@ -272,12 +335,44 @@ async fn demo(kubeconfig: &Path, binaries: &Binaries, t0: Instant) -> Result<()>
             _ = check.tick() => {
                 operator.check_alive()?;
                 service_ca.check_alive()?;
+                credentials.check_alive()?;
             }
         }
     }
     println!("\nup: stopping");
     drop(operator);
     drop(service_ca);
+    drop(credentials);
+    Ok(())
+}
+
+/// The talk's slides 41–44 done: the request is provisioned and its Secret written.
+async fn wait_for_credentials(client: &Client, operator: &OperatorProcess) -> Result<()> {
+    use credentials_operator::api::CredentialsRequest;
+    let requests: Api<CredentialsRequest> = Api::namespaced(client.clone(), "devconf");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "devconf");
+    wait::until(
+        "the talk's CredentialsRequest provisioned",
+        Duration::from_secs(120),
+        || async {
+            operator.check_alive().map_err(|e| e.to_string())?;
+            let cr = requests
+                .get("aws-creds-to-describe-all-instances")
+                .await
+                .map_err(|e| e.to_string())?;
+            if !cr.status.as_ref().is_some_and(|s| s.provisioned) {
+                return Err(format!("status {:?}", cr.status));
+            }
+            secrets
+                .get_opt("secret-to-store-credentials")
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .ok_or_else(|| "Secret not yet written".to_string())
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -323,8 +418,9 @@ fn print_next_steps(kubeconfig: &Path) {
     let bin = operon_envtest::default_bin_dir();
     println!(
         r#"
-Operon is running: a local control plane, pod-operator with the talk's PodRequest, and
-service-ca-operator with the talk's annotated Service and ConfigMap. In another terminal:
+Operon is running: a local control plane, pod-operator with the talk's PodRequest,
+service-ca-operator with the talk's annotated Service and ConfigMap, and credentials-operator
+with the talk's CredentialsRequest (IAM emulated by moto). In another terminal:
 
   export KUBECONFIG={kubeconfig}
   export PATH={bin}:$PATH
@@ -345,6 +441,12 @@ service-ca-operator with the talk's annotated Service and ConfigMap. In another 
   kubectl -n {sca_ns} get configmap devconf-service-cabundle -o jsonpath='{{.data.service-ca\.crt}}'
   kubectl -n {sca_ns} get service devconf -o yaml          # serving-cert-signed-by annotation
   kubectl -n {sca_ns} delete secret devconf-service-certs   # re-issued at once
+
+  # credentials-operator (slides 41-44), IAM emulated by moto:
+  kubectl -n devconf get credentialsrequests -o wide         # provisioned, the IAM user
+  kubectl -n devconf get secret secret-to-store-credentials -o jsonpath='{{.data.credentials}}' | base64 -d
+  kubectl -n devconf delete credentialsrequest aws-creds-to-describe-all-instances
+                                                # the IAM user and the Secret go
 
 Ctrl-C stops everything."#,
         kubeconfig = kubeconfig.display(),

@@ -1,10 +1,12 @@
 //! Project automation, in the spirit of operator-sdk's Makefile targets.
 
+mod bench;
 mod cluster;
 mod demo;
 mod image;
 mod k8s;
 mod manifests;
+mod moto;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,6 +29,11 @@ enum Cmd {
     K8s {
         #[command(subcommand)]
         command: K8sCmd,
+    },
+    /// moto's server, the AWS (IAM) emulator, installed from PyPI into a virtualenv.
+    Moto {
+        #[command(subcommand)]
+        command: MotoCmd,
     },
     /// A local control plane for a person: kubectl, operators and demos run against it.
     Cluster {
@@ -63,6 +70,15 @@ enum Cmd {
     },
     /// Formatting, clippy with warnings denied, and generated files in sync.
     Lint,
+    /// Runs benchmarks (release build, on the local control plane); each prints ratios against
+    /// a baseline measured in the same run. See docs/benchmarks.md.
+    Bench {
+        /// Benchmarks to run (default: all): service-ca.
+        names: Vec<String>,
+        /// Objects per benchmark (`OPERON_BENCH_N`; default 1000).
+        #[arg(long)]
+        n: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +92,14 @@ enum K8sCmd {
     /// Regenerates tools/k8s/go.mod from the pinned k8s.io/kubernetes release's go.mod.
     GenMod,
     /// Prints the directory holding the binaries.
+    Path,
+}
+
+#[derive(Subcommand)]
+enum MotoCmd {
+    /// Installs moto[server] into ~/.cache/operon/moto/<version>/venv (instant when up to date).
+    Install,
+    /// Prints the path of the moto_server executable.
     Path,
 }
 
@@ -114,6 +138,13 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
+        Cmd::Moto { command } => match command {
+            MotoCmd::Install => moto::ensure_installed().map(|_| ()),
+            MotoCmd::Path => {
+                println!("{}", moto::path().display());
+                Ok(())
+            }
+        },
         Cmd::Cluster { command } => match command {
             ClusterCmd::Up { attach, nodes } => cluster::up(attach, nodes),
             ClusterCmd::Down => cluster::down(),
@@ -127,6 +158,7 @@ fn main() -> Result<()> {
         Cmd::Image { operator, out } => image::build(&operator, out.as_deref()).map(|_| ()),
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
+        Cmd::Bench { names, n } => bench::bench(&names, n),
     }
 }
 
@@ -162,11 +194,13 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     let t0 = Instant::now();
     k8s::ensure_built(false)?;
+    let moto_server = moto::ensure_installed()?;
     run(
         "cargo test --workspace",
         cargo()
             .args(["test", "--workspace", "--all-targets"])
-            .args(args),
+            .args(args)
+            .env(operon_envtest::moto::SERVER_ENV, &moto_server),
     )?;
     println!("xtask: all tests passed in {}", elapsed(t0));
     Ok(())

@@ -26,6 +26,13 @@ type Samples = Vec<(&'static str, &'static str)>;
 pub fn operators() -> Result<Vec<(OperatorManifests, Samples)>> {
     Ok(vec![
         (
+            credentials_operator::deploy::manifests(&image("credentials-operator"))?,
+            vec![(
+                "credentialsrequest.yaml",
+                credentials_operator::deploy::SAMPLE,
+            )],
+        ),
+        (
             pod_operator::deploy::manifests(&image("pod-operator"))?,
             vec![("podrequest.yaml", pod_operator::deploy::SAMPLE)],
         ),
@@ -140,6 +147,7 @@ fn remove_stale(dir: &Path, written: &BTreeSet<PathBuf>) -> Result<()> {
 /// Every operator's OLM bundle information.
 fn bundle_info(operator: &OperatorManifests) -> Result<operon_runtime::olm::BundleInfo> {
     match operator.name.as_str() {
+        "credentials-operator" => credentials_operator::deploy::bundle_info(),
         "pod-operator" => pod_operator::deploy::bundle_info(),
         "service-ca-operator" => service_ca_operator::deploy::bundle_info(),
         other => anyhow::bail!("no OLM bundle information for {other}"),

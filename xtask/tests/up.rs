@@ -84,6 +84,12 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         .and_then(|rest| rest.split(',').next())
         .and_then(|pid| pid.parse().ok())
         .context("no operator pid in the output")?;
+    let credentials_pid: i32 = text
+        .split("credentials-operator running (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|pid| pid.parse().ok())
+        .context("no credentials-operator pid in the output")?;
     let service_ca_pid: i32 = text
         .split("service-ca-operator running (pid ")
         .nth(1)
@@ -156,6 +162,40 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         "injected {injected:?} vs published {published:?}"
     );
 
+    // Slides 41-44: the CredentialsRequest minted an IAM user (in moto) and wrote its Secret.
+    let provisioned = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "credentialsrequest",
+            "aws-creds-to-describe-all-instances",
+            "-n",
+            "devconf",
+            "-o",
+            "jsonpath={.status.provisioned} {.status.providerStatus.user}",
+        ],
+    )?;
+    ensure!(
+        provisioned.starts_with("true operon-aws-creds-to-describe-all-instances-"),
+        "{provisioned}"
+    );
+    let keys = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "secret",
+            "secret-to-store-credentials",
+            "-n",
+            "devconf",
+            "-o",
+            "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+        ],
+    )?;
+    ensure!(
+        keys.trim() == "aws_access_key_id aws_secret_access_key credentials",
+        "{keys}"
+    );
+
     // Slide 73: delete the request; the Pods with app=busybox go.
     kubectl(
         &kubeconfig,
@@ -210,7 +250,10 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ensure!(status.success(), "xtask up exited with {status}");
-    for pid in children.into_iter().chain([operator_pid, service_ca_pid]) {
+    for pid in children
+        .into_iter()
+        .chain([operator_pid, service_ca_pid, credentials_pid])
+    {
         ensure!(!alive(pid), "pid {pid} survived Ctrl-C");
     }
     ensure!(!state.path().join("cluster.json").exists());

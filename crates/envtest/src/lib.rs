@@ -17,6 +17,7 @@ pub mod apply;
 mod assets;
 mod control_plane;
 mod env;
+pub mod moto;
 mod pki;
 pub mod process;
 pub mod wait;
@@ -90,4 +91,12 @@ pub enum Error {
     Poisoned,
     #[error("invalid object: {0}")]
     Invalid(String),
+    #[error(
+        "moto_server (the AWS emulator) not found (looked at: {}). Install it with `cargo xtask moto install`, or point {} at a moto_server executable",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        moto::SERVER_ENV
+    )]
+    MotoNotInstalled { searched: Vec<PathBuf> },
+    #[error("moto: {0}")]
+    Moto(String),
 }

@@ -1,0 +1,434 @@
+//! moto's server: a local AWS emulator (IAM and the rest) for tests and the demo.
+//!
+//! `cargo xtask moto install` installs the pinned [`MOTO_VERSION`] from PyPI into a virtualenv at
+//! `~/.cache/operon/moto/<version>/venv`; [`Moto::start`] runs its `moto_server` on a free
+//! loopback port with the same process machinery as the control plane (own process group,
+//! parent-death signal, killed on drop, reaped after a crash) and returns once it answers HTTP.
+//!
+//! moto keeps everything in memory: [`Moto::restart`] and [`Moto::resume`] bring back an empty
+//! emulator on the same endpoint (what a real outage followed by a fresh emulator looks like to a
+//! client); [`Moto::reset`] empties it without a restart.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), operon_envtest::Error> {
+//! let moto = operon_envtest::moto::Moto::start().await?;
+//! let endpoint = moto.endpoint(); // http://127.0.0.1:<port>, for the AWS SDK's endpoint_url
+//! moto.pause();                   // connections are refused now
+//! moto.resume().await?;           // same endpoint, empty state
+//! # let _ = endpoint; Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Error;
+use crate::assets::cache_root;
+use crate::control_plane::tail;
+use crate::process::{Process, RunDir, reap_stale_runs};
+
+/// The moto release `cargo xtask moto install` installs (`moto[server]==<this>` from PyPI).
+pub const MOTO_VERSION: &str = "5.2.5";
+
+/// Path of a `moto_server` executable to use instead of the installed one. `cargo xtask test`
+/// sets it for the tests it runs.
+pub const SERVER_ENV: &str = "OPERON_MOTO_SERVER";
+
+/// How long moto may take to answer HTTP after being started.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Grace period between SIGTERM and SIGKILL when stopping.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Timeout of one HTTP exchange with moto.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `~/.cache/operon/moto`: one directory per installed version.
+pub fn cache_dir() -> PathBuf {
+    cache_root().join("moto")
+}
+
+/// The virtualenv `cargo xtask moto install` creates for [`MOTO_VERSION`].
+pub fn default_venv() -> PathBuf {
+    cache_dir().join(MOTO_VERSION).join("venv")
+}
+
+/// `moto_server` in [`default_venv`].
+pub fn default_server() -> PathBuf {
+    default_venv().join("bin").join("moto_server")
+}
+
+/// The `moto_server` to run: [`SERVER_ENV`] when set, else the pinned version's install, else
+/// the newest version installed under [`cache_dir`].
+pub fn find_server() -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os(SERVER_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::MotoNotInstalled {
+                searched: vec![path],
+            })
+        };
+    }
+    let pinned = default_server();
+    if is_executable(&pinned) {
+        return Ok(pinned);
+    }
+    let mut installed: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(cache_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().into_owned();
+            let server = entry.path().join("venv").join("bin").join("moto_server");
+            is_executable(&server).then(|| (version_key(&version), server))
+        })
+        .collect();
+    installed.sort();
+    installed
+        .pop()
+        .map(|(_, server)| server)
+        .ok_or_else(|| Error::MotoNotInstalled {
+            searched: vec![pinned, cache_dir().join("*/venv/bin/moto_server")],
+        })
+}
+
+/// `5.2.10` sorts after `5.2.9`.
+fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(['.', '-'])
+        .map(|part| part.parse().unwrap_or(0))
+        .collect()
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// How to exec `server`: `moto_server` is a Python script, run through the interpreter of its
+/// `#!` line, so the process's `/proc/<pid>/exe` is the recorded binary and the crash reaper
+/// recognises it. Anything else (a wrapper binary, a `#!` with arguments) is run as it is.
+fn command_for(server: &Path) -> (PathBuf, Vec<String>) {
+    let interpreter = std::fs::read(server).ok().and_then(|bytes| {
+        let line = bytes.split(|b| *b == b'\n').next()?;
+        let line = std::str::from_utf8(line.strip_prefix(b"#!")?).ok()?.trim();
+        let path = PathBuf::from(line);
+        (!line.contains(char::is_whitespace) && path.is_absolute() && is_executable(&path))
+            .then_some(path)
+    });
+    match interpreter {
+        Some(python) => (python, vec![server.display().to_string()]),
+        None => (server.to_path_buf(), Vec::new()),
+    }
+}
+
+/// A running moto server. Dropping it stops the process and removes its run directory.
+pub struct Moto {
+    // Field order matters: the process stops before the run directory is removed.
+    process: Mutex<Option<Process>>,
+    run: RunDir,
+    server: PathBuf,
+    port: u16,
+    log: PathBuf,
+    startup: Duration,
+}
+
+impl Moto {
+    /// Starts the `moto_server` that [`find_server`] finds on a free loopback port.
+    pub async fn start() -> Result<Moto, Error> {
+        Self::start_with(find_server()?).await
+    }
+
+    /// Starts the given `moto_server`.
+    pub async fn start_with(server: impl Into<PathBuf>) -> Result<Moto, Error> {
+        let server = server.into();
+        if !is_executable(&server) {
+            return Err(Error::MotoNotInstalled {
+                searched: vec![server],
+            });
+        }
+        reap_stale_runs();
+        let run = RunDir::create()?;
+        let port = free_port()?;
+        let log = run.path().join("moto.log");
+        let mut moto = Moto {
+            process: Mutex::new(None),
+            run,
+            server,
+            port,
+            log,
+            startup: Duration::ZERO,
+        };
+        eprintln!("envtest: moto log: {}", moto.log.display());
+        let t0 = Instant::now();
+        moto.launch().await?;
+        moto.startup = t0.elapsed();
+        tracing::info!(
+            endpoint = %moto.endpoint(),
+            startup = ?moto.startup,
+            server = %moto.server.display(),
+            "moto ready"
+        );
+        Ok(moto)
+    }
+
+    /// Spawns moto on `self.port` (unless it runs) and waits until it answers HTTP.
+    async fn launch(&self) -> Result<(), Error> {
+        {
+            let mut process = self.process.lock().map_err(|_| Error::Poisoned)?;
+            if process.is_none() {
+                let (binary, mut args) = command_for(&self.server);
+                args.extend([
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    self.port.to_string(),
+                ]);
+                *process = Some(Process::spawn(
+                    "moto",
+                    &binary,
+                    &args,
+                    self.log.clone(),
+                    &self.run,
+                )?);
+            }
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            // A moto-api answer means the WSGI app is up (the config is a small JSON document,
+            // served with 201).
+            if let Ok((200..=299, _)) = request(self.port, "GET", "/moto-api/config", &[], "").await
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.exited()? {
+                return Err(Error::ComponentExited {
+                    name: "moto".into(),
+                    status,
+                    log_tail: tail(&self.log, 20),
+                    log: self.log.clone(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("moto to answer HTTP on {}", self.endpoint()),
+                    after: STARTUP_TIMEOUT,
+                    logs: vec![self.log.clone()],
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// `Some(exit description)` when the process was started and has exited.
+    fn exited(&self) -> Result<Option<String>, Error> {
+        let mut process = self.process.lock().map_err(|_| Error::Poisoned)?;
+        Ok(process.as_mut().and_then(Process::exited))
+    }
+
+    /// `http://127.0.0.1:<port>`: the endpoint URL for AWS clients (any region, any credentials).
+    /// It stays the same across [`Moto::restart`] and [`Moto::pause`]/[`Moto::resume`].
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log (stdout and stderr, appended to across restarts).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The `moto_server` that runs.
+    pub fn server(&self) -> &Path {
+        &self.server
+    }
+
+    /// How long the first start took until moto answered HTTP.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The pid of the server process, `None` while stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(Process::pid))
+    }
+
+    /// Whether the server process runs (it may still be starting after [`Moto::resume`] fails).
+    pub fn is_running(&self) -> bool {
+        self.exited().is_ok_and(|e| e.is_none()) && self.pid().is_some()
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL after a grace period); connections to the endpoint are
+    /// refused until [`Moto::start_again`]. Does nothing when it is stopped already.
+    pub fn stop(&self) {
+        let process = self.process.lock().ok().and_then(|mut p| p.take());
+        if let Some(mut process) = process {
+            process.stop(STOP_GRACE);
+        }
+    }
+
+    /// Starts the server again on the same port (when stopped) and waits until it answers.
+    /// moto keeps its state in memory, so it comes back empty.
+    pub async fn start_again(&self) -> Result<(), Error> {
+        let stale = {
+            let mut process = self.process.lock().map_err(|_| Error::Poisoned)?;
+            match process.as_mut().map(Process::exited) {
+                Some(Some(_)) => process.take(),
+                _ => None,
+            }
+        };
+        // A process that crashed on its own is cleared so that a new one can start.
+        drop(stale);
+        self.launch().await
+    }
+
+    /// [`Moto::stop`], then [`Moto::start_again`] on the same port. State is lost.
+    pub async fn restart(&self) -> Result<(), Error> {
+        self.stop();
+        self.start_again().await
+    }
+
+    /// Simulates an outage: the same as [`Moto::stop`].
+    pub fn pause(&self) {
+        self.stop();
+    }
+
+    /// Ends an outage: the same as [`Moto::start_again`]; same endpoint, empty state.
+    pub async fn resume(&self) -> Result<(), Error> {
+        self.start_again().await
+    }
+
+    /// Empties every emulated service (`POST /moto-api/reset`) without restarting.
+    pub async fn reset(&self) -> Result<(), Error> {
+        match request(self.port, "POST", "/moto-api/reset", &[], "").await {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(Error::Moto(format!(
+                "POST /moto-api/reset answered {status}: {body}"
+            ))),
+            Err(e) => Err(Error::Io {
+                context: format!("POST {}/moto-api/reset", self.endpoint()),
+                source: e,
+            }),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A free loopback port. It is released before moto binds it, so another process could take it
+/// in between; moto then exits and [`Moto::start`] reports its log.
+fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            context: "finding a free port for moto".into(),
+            source,
+        })
+}
+
+/// One HTTP/1.1 exchange on loopback (`Connection: close`): `(status, body)`. The body is not
+/// decoded (moto's werkzeug server sends `Content-Length` bodies and closes the connection).
+async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .strip_prefix("HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "not an HTTP response: {:?}",
+                        text.chars().take(80).collect::<String>()
+                    ),
+                )
+            })?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "moto did not answer in time",
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut versions = vec!["5.2.10", "5.2.9", "5.10.0", "4.2.14"];
+        versions.sort_by_key(|v| version_key(v));
+        assert_eq!(versions, ["4.2.14", "5.2.9", "5.2.10", "5.10.0"]);
+    }
+
+    #[test]
+    fn scripts_run_through_their_interpreter() -> Result<(), Error> {
+        let run = RunDir::create()?;
+        let script = run.write("moto_server", "#!/bin/sh\nexit 0\n")?;
+        assert_eq!(
+            command_for(&script),
+            (PathBuf::from("/bin/sh"), vec![script.display().to_string()])
+        );
+        let with_args = run.write("env_script", "#!/usr/bin/env python3\n")?;
+        assert_eq!(command_for(&with_args), (with_args.clone(), vec![]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_server_says_how_to_install_it() {
+        let err = Moto::start_with("/nonexistent/venv/bin/moto_server")
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("/nonexistent/venv/bin/moto_server"), "{err}");
+        assert!(err.contains("cargo xtask moto install"), "{err}");
+        assert!(err.contains(SERVER_ENV), "{err}");
+    }
+}

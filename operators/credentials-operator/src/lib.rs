@@ -1,0 +1,21 @@
+//! credentials-operator: the talk's second example (slides 38–44) with OpenShift's
+//! cloud-credential-operator API. A `CredentialsRequest` (`cloudcredential.openshift.io/v1`)
+//! asks for AWS credentials with exactly the listed permissions; the operator mints an IAM user
+//! with that inline policy and writes its access key to the requested Secret; deleting the
+//! request removes the user.
+//!
+//! Layout: the API in [`api`], the pure mint rules in [`mint`], the IAM calls in [`iam`], the
+//! controller in [`controller`], what a deployment needs in [`deploy`].
+
+pub mod api;
+pub mod controller;
+pub mod deploy;
+pub mod iam;
+pub mod mint;
+
+use kube::CustomResourceExt;
+
+/// The CustomResourceDefinition, as YAML.
+pub fn crd_yaml() -> anyhow::Result<String> {
+    Ok(serde_saphyr::to_string(&api::CredentialsRequest::crd())?)
+}

@@ -1,0 +1,119 @@
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use credentials_operator::controller::{self, Mode, Settings};
+use credentials_operator::iam::Endpoint;
+use operon_runtime::operator::{self, RunArgs, parse_duration};
+
+#[derive(Parser)]
+#[command(
+    name = "credentials-operator",
+    version,
+    about = "CredentialsRequest operator: least-privilege AWS IAM credentials in a Secret"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the controller (out-of-cluster with a kubeconfig, or in-cluster).
+    Run(Box<Args>),
+    /// Prints the CredentialsRequest CustomResourceDefinition (YAML).
+    Crd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// An IAM user per request with exactly the requested permissions.
+    Mint,
+    /// Copy the root credentials (after checking they allow the requested actions).
+    Passthrough,
+    /// Do nothing: an administrator provides the Secrets.
+    Manual,
+}
+
+#[derive(clap::Args)]
+struct Args {
+    /// Namespace whose requests are served (repeatable); all when absent.
+    #[arg(
+        long = "namespace",
+        short = 'n',
+        env = "WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
+    /// How requests are satisfied.
+    #[arg(long, value_enum, default_value = "mint")]
+    mode: ModeArg,
+    /// The root credentials Secret, `<namespace>/<name>`.
+    #[arg(long, default_value = "kube-system/aws-creds")]
+    root_secret: String,
+    /// Cluster identifier: user name prefix and `kubernetes.io/cluster/<id>` tag.
+    #[arg(long, default_value = "operon")]
+    cluster_id: String,
+    /// IAM endpoint (default: the SDK's, e.g. from AWS_ENDPOINT_URL_IAM).
+    #[arg(long, env = "OPERON_IAM_ENDPOINT")]
+    iam_endpoint: Option<String>,
+    /// AWS region (default: the SDK's, e.g. AWS_REGION; IAM is global).
+    #[arg(long)]
+    region: Option<String>,
+    /// Requests synced less than this ago, unchanged, are not synced again.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    resync_period: Duration,
+    /// Replace access keys older than this (off by default).
+    #[arg(long, value_parser = parse_duration)]
+    key_rotation_period: Option<Duration>,
+    /// Reconciles running at once (one at a time per request).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", credentials_operator::crd_yaml()?);
+            return Ok(());
+        }
+        Command::Run(args) => *args,
+    };
+    let (root_ns, root_name) = args
+        .root_secret
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--root-secret must be <namespace>/<name>"))?;
+    let settings = Settings {
+        namespaces: args.namespaces,
+        mode: match args.mode {
+            ModeArg::Mint => Mode::Mint,
+            ModeArg::Passthrough => Mode::Passthrough,
+            ModeArg::Manual => Mode::Manual,
+        },
+        root_secret_namespace: root_ns.to_owned(),
+        root_secret_name: root_name.to_owned(),
+        cluster_id: args.cluster_id,
+        endpoint: Endpoint {
+            url: args.iam_endpoint,
+            region: args.region,
+        },
+        resync_period: args.resync_period,
+        key_rotation: args.key_rotation_period,
+        concurrency: args.concurrency,
+        ..Settings::default()
+    };
+    operator::run("credentials-operator", &args.run, |rt| async move {
+        let settings = Settings {
+            instance: rt.instance,
+            metrics: rt.metrics.controller("credentialsrequest"),
+            readiness: Some(rt.readiness),
+            ..settings
+        };
+        controller::run(rt.client, settings, rt.stop).await
+    })
+    .await?;
+    Ok(())
+}
