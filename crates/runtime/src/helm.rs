@@ -287,6 +287,7 @@ mod tests {
             })],
             rules: vec![Rule::new("", &["pods"], &["list", "watch"])],
             namespace_rules: Vec::new(),
+            admission: Vec::new(),
             user_resources: vec![],
             replicas: 2,
             admin_port: ADMIN_PORT,

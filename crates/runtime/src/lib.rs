@@ -1,6 +1,7 @@
 //! The shared runtime of Operon's operators, on top of kube-rs.
 //!
 //! One focused module per concern, so that no operator reimplements them:
+//! - [`admission`]: ValidatingAdmissionPolicies against privilege escalation through an operator;
 //! - [`alerts`]: Prometheus alerting rules on controller-runtime's metric names;
 //! - [`backoff`]: per-object exponential backoff (controller-runtime's 5 ms → 1000 s);
 //! - [`cache`]: waiting for a reflector's initial list from many reconciles at once;
@@ -17,6 +18,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
 pub mod admin;
+pub mod admission;
 pub mod alerts;
 pub mod backoff;
 pub mod cache;

@@ -74,6 +74,9 @@ pub struct OperatorManifests {
     pub rules: Vec<Rule>,
     /// Rules its controllers use in the operator's own namespace only.
     pub namespace_rules: Vec<Rule>,
+    /// Admission checks that keep users from gaining, through the operator, what they may not
+    /// do themselves (`config/<name>/policy/`).
+    pub admission: Vec<crate::admission::DelegationCheck>,
     /// Custom resources users create, for the aggregated roles.
     pub user_resources: Vec<UserResource>,
     pub replicas: i32,
@@ -498,6 +501,23 @@ impl OperatorManifests {
                 ("metrics_service.yaml".to_string(), self.metrics_service()),
             ],
         );
+        let policies: Vec<(String, Value)> = self
+            .admission
+            .iter()
+            .flat_map(|check| check.objects(&self.labels()))
+            .map(|obj| {
+                let kind = obj["kind"].as_str().unwrap_or_default().to_lowercase();
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                (format!("{name}.{kind}.yaml"), obj)
+            })
+            .collect();
+        let has_policies = !policies.is_empty();
+        if has_policies {
+            dir("policy", policies);
+        }
         dir(
             "network-policy",
             vec![(
@@ -512,12 +532,16 @@ impl OperatorManifests {
                 ("rules.yaml".to_string(), self.prometheus_rule(alert_groups)),
             ],
         );
+        let mut resources = vec!["../crd", "../rbac", "../manager", "../network-policy"];
+        if has_policies {
+            resources.push("../policy");
+        }
         files.push((
             "default/kustomization.yaml".to_string(),
             json!({
                 "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                 // prometheus/ needs the Prometheus Operator's CRDs; add it where they exist.
-                "resources": ["../crd", "../rbac", "../manager", "../network-policy"],
+                "resources": resources,
             }),
         ));
         files
@@ -544,6 +568,7 @@ mod tests {
             crds: vec![json!({ "metadata": { "name": "widgets.example.com" } })],
             rules: vec![Rule::new("", &["pods"], &["list", "watch"])],
             namespace_rules: Vec::new(),
+            admission: Vec::new(),
             user_resources: vec![UserResource {
                 group: "example.com".into(),
                 plural: "widgets".into(),

@@ -1,6 +1,7 @@
 //! What credentials-operator needs to be deployed; the shared runtime derives the manifests.
 
 use kube::CustomResourceExt;
+use operon_runtime::admission::DelegationCheck;
 use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule, UserResource};
 
 use crate::api::CredentialsRequest;
@@ -37,6 +38,22 @@ pub fn rules() -> Vec<Rule> {
     ]
 }
 
+/// A CredentialsRequest makes the operator write its Secret: only users who may create that
+/// Secret themselves may create or update one (no escalation through the operator).
+pub fn admission() -> DelegationCheck {
+    DelegationCheck {
+        name: "credentialsrequests-require-secret-create.cloudcredential.openshift.io".into(),
+        group: "cloudcredential.openshift.io".into(),
+        resource: "credentialsrequests".into(),
+        variables: Vec::new(),
+        applies_when: None,
+        check: "authorizer.group('').resource('secrets').namespace(object.spec.secretRef.namespace).name(object.spec.secretRef.name).check('create')"
+            .into(),
+        message: "'a CredentialsRequest makes credentials-operator write Secret ' + object.spec.secretRef.namespace + '/' + object.spec.secretRef.name + ', and ' + request.userInfo.username + ' may not create it'"
+            .into(),
+    }
+}
+
 pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
     Ok(OperatorManifests {
         name: "credentials-operator".into(),
@@ -45,6 +62,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         crds: vec![serde_json::to_value(CredentialsRequest::crd())?],
         rules: rules(),
         namespace_rules: Vec::new(),
+        admission: vec![admission()],
         user_resources: vec![UserResource {
             group: "cloudcredential.openshift.io".into(),
             plural: "credentialsrequests".into(),

@@ -1,6 +1,7 @@
 //! What pod-operator needs to be deployed; the shared runtime derives the manifests.
 
 use kube::CustomResourceExt;
+use operon_runtime::admission::DelegationCheck;
 use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule, UserResource};
 
 use crate::api::PodRequest;
@@ -22,6 +23,24 @@ pub fn rules() -> Vec<Rule> {
     ]
 }
 
+/// Creating or updating a PodRequest makes the operator create a Pod: only users who may
+/// create Pods in that namespace themselves may do it (no escalation through the operator).
+pub fn admission() -> DelegationCheck {
+    DelegationCheck {
+        name: "podrequests-require-pod-create.pod.jewzaam.org".into(),
+        group: "pod.jewzaam.org".into(),
+        resource: "podrequests".into(),
+        variables: Vec::new(),
+        applies_when: None,
+        check: "authorizer.group('').resource('pods').namespace(request.namespace).check('create')"
+            .into(),
+        message:
+            "'a PodRequest makes pod-operator create a Pod, and ' + request.userInfo.username + \
+                  ' may not create pods in namespace ' + request.namespace"
+                .into(),
+    }
+}
+
 pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
     Ok(OperatorManifests {
         name: "pod-operator".into(),
@@ -30,6 +49,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         crds: vec![serde_json::to_value(PodRequest::crd())?],
         rules: rules(),
         namespace_rules: Vec::new(),
+        admission: vec![admission()],
         user_resources: vec![UserResource {
             group: "pod.jewzaam.org".into(),
             plural: "podrequests".into(),

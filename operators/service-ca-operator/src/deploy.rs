@@ -1,5 +1,6 @@
 //! What service-ca-operator needs to be deployed; the shared runtime derives the manifests.
 
+use operon_runtime::admission::DelegationCheck;
 use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule};
 
 /// The talk's annotated Service and ConfigMap (slides 48–50).
@@ -48,6 +49,36 @@ pub fn namespace_rules() -> Vec<Rule> {
     vec![Rule::new("", &["configmaps"], &["create"])]
 }
 
+/// Asking a Service for a serving certificate makes the operator write the named Secret: only
+/// users who may create that Secret themselves may add or change the annotation.
+pub fn admission() -> DelegationCheck {
+    let beta = crate::SERVING_CERT_SECRET_NAME;
+    let alpha = crate::ALPHA_SERVING_CERT_SECRET_NAME;
+    // The requested name as the operator reads it: beta wins, empty when absent.
+    let name = |o: &str| {
+        format!(
+            "{o} == null || !has({o}.metadata.annotations) ? '' : \
+             '{beta}' in {o}.metadata.annotations ? {o}.metadata.annotations['{beta}'] : \
+             '{alpha}' in {o}.metadata.annotations ? {o}.metadata.annotations['{alpha}'] : ''"
+        )
+    };
+    DelegationCheck {
+        name: "serving-cert-annotation-requires-secret-create.service.beta.openshift.io".into(),
+        group: String::new(),
+        resource: "services".into(),
+        variables: vec![
+            ("secretName".into(), name("object")),
+            ("oldSecretName".into(), name("oldObject")),
+        ],
+        // Only when the annotation is added or changed.
+        applies_when: Some(
+            "variables.secretName != '' && variables.secretName != variables.oldSecretName".into(),
+        ),
+        check: "authorizer.group('').resource('secrets').namespace(request.namespace).name(variables.secretName).check('create')".into(),
+        message: "'the serving-cert-secret-name annotation makes service-ca-operator write Secret ' + variables.secretName + ', and ' + request.userInfo.username + ' may not create it in namespace ' + request.namespace".into(),
+    }
+}
+
 pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
     Ok(OperatorManifests {
         name: "service-ca-operator".into(),
@@ -56,6 +87,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         crds: Vec::new(),
         rules: rules(),
         namespace_rules: namespace_rules(),
+        admission: vec![admission()],
         user_resources: Vec::new(),
         replicas: 2,
         admin_port: ADMIN_PORT,
