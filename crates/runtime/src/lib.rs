@@ -3,6 +3,7 @@
 //! One focused module per concern, so that no operator reimplements them:
 //! - [`admission`]: ValidatingAdmissionPolicies against privilege escalation through an operator;
 //! - [`alerts`]: Prometheus alerting rules on controller-runtime's metric names;
+//! - [`audit`]: an operator's ServiceAccount checked against its declared RBAC (can-i matrix);
 //! - [`backoff`]: per-object exponential backoff (controller-runtime's 5 ms → 1000 s);
 //! - [`cache`]: waiting for a reflector's initial list from many reconciles at once;
 //! - [`conditions`]: `metav1.Condition` updates that keep `lastTransitionTime` and report change;
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod admission;
 pub mod alerts;
+pub mod audit;
 pub mod backoff;
 pub mod cache;
 pub mod client;

@@ -135,6 +135,21 @@ impl OperatorManifests {
         })
     }
 
+    /// Whether the operator's ServiceAccount is meant to be allowed `verb` on `group`/`resource`
+    /// (`resource/subresource` for subresources): by its cluster-wide rules anywhere, by its
+    /// namespace rules only in its own namespace. What RBAC tests compare the authorizer with.
+    pub fn allows(&self, namespace: &str, group: &str, resource: &str, verb: &str) -> bool {
+        let matches = |r: &Rule| {
+            r.group == group && r.resources.contains(&resource) && r.verbs.contains(&verb)
+        };
+        self.manager_rules().iter().any(matches)
+            || (namespace == self.namespace && self.namespace_rules.iter().any(matches))
+            || (namespace == self.namespace
+                && group == "coordination.k8s.io"
+                && resource == "leases"
+                && ["get", "create", "update"].contains(&verb))
+    }
+
     /// The operator's own rules plus the runtime's.
     pub fn manager_rules(&self) -> Vec<Rule> {
         let mut rules = self.rules.clone();

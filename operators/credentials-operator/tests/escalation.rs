@@ -92,3 +92,24 @@ async fn only_users_who_may_write_the_secret_may_request_credentials() -> Result
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_service_account_can_do_exactly_what_is_declared() -> Result<()> {
+    let f = Fixture::new("cred-canimatrix").await?;
+    common::install_rbac(&f.client).await?;
+    let sa = f
+        .env
+        .service_account_client(common::OPERATOR_NAMESPACE, common::OPERATOR_SERVICE_ACCOUNT)
+        .await?;
+    let manifests = credentials_operator::deploy::manifests("test")?;
+    let (mismatches, asked) = operon_runtime::audit::rbac_matrix(
+        &sa,
+        &manifests,
+        &[&f.ns, common::OPERATOR_NAMESPACE, "kube-system"],
+    )
+    .await?;
+    ensure!(asked > 150, "only {asked} questions");
+    let report: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+    ensure!(mismatches.is_empty(), "{report:#?}");
+    Ok(())
+}

@@ -220,3 +220,20 @@ async fn builtin_view_and_edit_roles_cover_podrequests_in_their_namespace_only()
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_declared_rbac_matches_the_authorizer_on_sensitive_resources() -> Result<()> {
+    let f = Fixture::new("rbac-audit").await?;
+    common::install_rbac(&f.client).await?;
+    let sa = f
+        .env
+        .service_account_client(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+        .await?;
+    let manifests = pod_operator::deploy::manifests("test")?;
+    let (mismatches, asked) =
+        operon_runtime::audit::rbac_matrix(&sa, &manifests, &[&f.ns, OPERATOR_NAMESPACE]).await?;
+    ensure!(asked > 150, "only {asked} questions");
+    let report: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+    ensure!(mismatches.is_empty(), "{report:#?}");
+    Ok(())
+}

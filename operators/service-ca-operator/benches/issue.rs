@@ -13,7 +13,8 @@
 //!
 //! `cargo bench -p service-ca-operator --bench issue` (or `cargo xtask bench service-ca`);
 //! `OPERON_BENCH_N` (default 1000) Services, `OPERON_BENCH_ECDSA_CERTS` (2000) and
-//! `OPERON_BENCH_RSA_CERTS` (20) certificates. Without `--bench` (as `cargo test --all-targets`
+//! `OPERON_BENCH_RSA_CERTS` (20) certificates, `OPERON_BENCH_KEY` the operator's key algorithm
+//! (`ecdsa-p256`, its default, or `rsa-2048`). Without `--bench` (as `cargo test --all-targets`
 //! runs it) it is a quick smoke run: 20 Services, 50 and 2 certificates.
 
 use std::collections::BTreeMap;
@@ -60,6 +61,8 @@ const TAG: &str = "bench service-ca:";
 
 struct Params {
     n: usize,
+    /// The operator's key algorithm (`OPERON_BENCH_KEY`), for the leaves and its CA.
+    key: KeyAlgorithm,
     ecdsa_certs: usize,
     rsa_certs: usize,
 }
@@ -74,12 +77,21 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
     }
 }
 
+fn env_key() -> Result<KeyAlgorithm> {
+    match std::env::var("OPERON_BENCH_KEY").unwrap_or_default().trim() {
+        "" | "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
+        "rsa-2048" => Ok(KeyAlgorithm::Rsa2048),
+        other => bail!("OPERON_BENCH_KEY={other:?}: use ecdsa-p256 (default) or rsa-2048"),
+    }
+}
+
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it.
     let full = std::env::args().any(|a| a == "--bench");
     let (n, ecdsa, rsa) = if full { (1000, 2000, 20) } else { (20, 50, 2) };
     let params = Params {
         n: env_usize("OPERON_BENCH_N", n)?,
+        key: env_key()?,
         ecdsa_certs: env_usize("OPERON_BENCH_ECDSA_CERTS", ecdsa)?,
         rsa_certs: env_usize("OPERON_BENCH_RSA_CERTS", rsa)?,
     };
@@ -92,9 +104,10 @@ fn main() -> Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "{TAG} {} run: N={} Services, C={CONCURRENCY}, {cores} cores",
+        "{TAG} {} run: N={} Services, C={CONCURRENCY}, operator keys {:?}, {cores} cores",
         if full { "full" } else { "smoke (no --bench)" },
-        params.n
+        params.n,
+        params.key
     );
 
     // Signing first, while nothing else runs on the machine.
@@ -109,7 +122,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let cluster = runtime.block_on(cluster(params.n))?;
+    let cluster = runtime.block_on(cluster(params.n, params.key))?;
 
     report(&params, &ecdsa, &rsa, &cluster);
     Ok(())
@@ -176,17 +189,17 @@ fn signing_rate(key: KeyAlgorithm, count: usize) -> Result<Rate> {
 // ---------------------------------------------------------------------------------------------
 // On the control plane
 
-/// CPU time of the control plane's processes (`/proc/<pid>/stat` utime + stime); `None` for an
-/// existing cluster (`USE_EXISTING_CLUSTER`).
-fn control_plane_cpu(env: &operon_envtest::TestEnv) -> Option<Duration> {
+/// CPU time of each control plane process (`/proc/<pid>/stat` utime + stime) by component;
+/// `None` for an existing cluster (`USE_EXISTING_CLUSTER`).
+fn control_plane_cpu(env: &operon_envtest::TestEnv) -> Option<BTreeMap<String, Duration>> {
     let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .filter(|t| *t > 0)
         .unwrap_or(100) as f64;
     let cp = env.control_plane()?;
-    let mut ticks = 0u64;
-    for (_, pid) in cp.pids() {
+    let mut out = BTreeMap::new();
+    for (component, pid) in cp.pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
@@ -196,21 +209,20 @@ fn control_plane_cpu(env: &operon_envtest::TestEnv) -> Option<Duration> {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        for i in [11, 12] {
-            ticks += fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        *out.entry(component).or_default() += Duration::from_secs_f64(ticks as f64 / tick);
     }
-    Some(Duration::from_secs_f64(ticks as f64 / tick))
+    Some(out)
 }
 
-/// Process and control plane CPU at one moment.
-#[derive(Clone, Copy)]
+/// Process and control plane CPU at one moment, or spent between two.
+#[derive(Clone)]
 struct Cpu {
     process: Duration,
-    control_plane: Option<Duration>,
+    control_plane: Option<BTreeMap<String, Duration>>,
 }
 
 impl Cpu {
@@ -221,13 +233,21 @@ impl Cpu {
         })
     }
 
-    fn since(self, earlier: Cpu) -> Cpu {
+    fn since(self, earlier: &Cpu) -> Cpu {
+        let control_plane =
+            self.control_plane
+                .zip(earlier.control_plane.as_ref())
+                .map(|(now, before)| {
+                    now.into_iter()
+                        .map(|(c, t)| {
+                            let t0 = before.get(&c).copied().unwrap_or_default();
+                            (c, t.saturating_sub(t0))
+                        })
+                        .collect()
+                });
         Cpu {
             process: self.process.saturating_sub(earlier.process),
-            control_plane: self
-                .control_plane
-                .zip(earlier.control_plane)
-                .map(|(a, b)| a.saturating_sub(b)),
+            control_plane,
         }
     }
 }
@@ -276,7 +296,7 @@ impl Cleanup {
     }
 }
 
-async fn cluster(n: usize) -> Result<ClusterRun> {
+async fn cluster(n: usize, key: KeyAlgorithm) -> Result<ClusterRun> {
     let env = operon_envtest::shared().await?;
     let admin = env.client().await?;
     let mut cleanup = Cleanup {
@@ -284,7 +304,7 @@ async fn cluster(n: usize) -> Result<ClusterRun> {
         namespaces: Vec::new(),
         service_cidr: None,
     };
-    let result = phases(env, &admin, n, &mut cleanup).await;
+    let result = phases(env, &admin, n, key, &mut cleanup).await;
     cleanup.run().await;
     result
 }
@@ -293,6 +313,7 @@ async fn phases(
     env: &'static operon_envtest::TestEnv,
     admin: &Client,
     n: usize,
+    key: KeyAlgorithm,
     cleanup: &mut Cleanup,
 ) -> Result<ClusterRun> {
     let ns_baseline = env.namespace("bench-sca-baseline").await?.name().to_owned();
@@ -308,7 +329,7 @@ async fn phases(
     }
 
     // Baseline: N Secrets the size of the operator's, created directly.
-    let template = secret_template(&ns_services)?;
+    let template = secret_template(&ns_services, key)?;
     let secret_bytes = serde_json::to_vec(&template)?.len();
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns_baseline);
     // Warm-up (connections, the apiserver's first writes of the kind), not timed.
@@ -326,7 +347,7 @@ async fn phases(
     )
     .await?;
     let baseline = t0.elapsed();
-    let baseline_cpu = Cpu::now(env)?.since(cpu0);
+    let baseline_cpu = Cpu::now(env)?.since(&cpu0);
 
     // The same N annotated Services in a namespace no operator serves: what creating them costs.
     let plain: Api<Service> = Api::namespaced(admin.clone(), &ns_plain);
@@ -336,7 +357,7 @@ async fn phases(
     let t0 = Instant::now();
     create_all(&plain, (0..n).map(annotated_service)).await?;
     let services_alone = t0.elapsed();
-    let services_alone_cpu = Cpu::now(env)?.since(cpu0);
+    let services_alone_cpu = Cpu::now(env)?.since(&cpu0);
 
     // The operator, in this process, serving only the Services' namespace.
     let counter = RequestCounter::default();
@@ -348,6 +369,7 @@ async fn phases(
         namespaces: vec![ns_services.clone()],
         inject_cluster_scoped: false,
         concurrency: CONCURRENCY as u16,
+        key_algorithm: key,
         instance: Some("bench".into()),
         metrics: metrics.clone(),
         readiness: Some(readiness.clone()),
@@ -413,7 +435,7 @@ async fn phases(
     })
     .await?;
     let settled = t0.elapsed();
-    let operator_cpu = Cpu::now(env)?.since(cpu0);
+    let operator_cpu = Cpu::now(env)?.since(&cpu0);
     let requests = counter.snapshot().since(&startup_requests);
     let reconciles = metrics.controller("service").reconciles();
     operator.stop().await?;
@@ -476,10 +498,10 @@ async fn extra_service_range(admin: &Client, suffix_from: &str) -> Result<String
 
 /// A serving Secret as the operator writes it (chain and key issued once), without the
 /// ownerReference: its Service does not exist, and the garbage collector would remove it.
-fn secret_template(namespace: &str) -> Result<Secret> {
+fn secret_template(namespace: &str, key: KeyAlgorithm) -> Result<Secret> {
     let now = OffsetDateTime::now_utc();
-    let ca = SigningCa::generate(DEFAULT_CA_LIFETIME, now)?;
-    let cert = ca.issue(&request("s0", namespace, KeyAlgorithm::EcdsaP256), now)?;
+    let ca = SigningCa::generate_with(key, DEFAULT_CA_LIFETIME, now)?;
+    let cert = ca.issue(&request("s0", namespace, key), now)?;
     let svc = Service {
         metadata: ObjectMeta {
             name: Some("s0".into()),
@@ -631,7 +653,17 @@ fn secs(d: Duration) -> String {
 }
 
 fn cpu_line(cpu: &Cpu) -> String {
-    let cp = cpu.control_plane.map_or_else(|| "n/a".to_owned(), secs);
+    let cp = match &cpu.control_plane {
+        Some(components) => {
+            let total: Duration = components.values().sum();
+            let each: Vec<String> = components
+                .iter()
+                .map(|(c, t)| format!("{c} {:.2}", t.as_secs_f64()))
+                .collect();
+            format!("{} ({})", secs(total), each.join(", "))
+        }
+        None => "n/a".to_owned(),
+    };
     format!("this process {}, control plane {cp}", secs(cpu.process))
 }
 

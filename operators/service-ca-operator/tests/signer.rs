@@ -284,3 +284,21 @@ async fn the_signing_key_is_out_of_reach_of_namespace_admins() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_service_account_can_do_exactly_what_is_declared() -> Result<()> {
+    let f = Fixture::new("sca-canimatrix").await?;
+    common::install_rbac(&f.client, &f.signer_ns).await?;
+    let sa = f
+        .env
+        .service_account_client(common::OPERATOR_NAMESPACE, common::OPERATOR_SERVICE_ACCOUNT)
+        .await?;
+    let manifests = deploy::manifests("test")?;
+    let (mismatches, asked) =
+        operon_runtime::audit::rbac_matrix(&sa, &manifests, &[&f.ns, common::OPERATOR_NAMESPACE])
+            .await?;
+    ensure!(asked > 150, "only {asked} questions");
+    let report: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+    ensure!(mismatches.is_empty(), "{report:#?}");
+    Ok(())
+}
