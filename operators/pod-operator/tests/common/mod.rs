@@ -243,6 +243,11 @@ impl Operator {
         })
     }
 
+    /// The controller task is still running (it never panicked or returned).
+    pub fn is_alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Requests this operator made so far.
     pub fn requests(&self) -> RequestCounts {
         self.counter.snapshot()

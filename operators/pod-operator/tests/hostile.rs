@@ -1,0 +1,209 @@
+//! Hostile input, generated: PodRequest documents with random names, images and commands
+//! (valid and not, huge strings, unicode, control characters, wrong types, deep nesting, unknown
+//! fields) sent raw to the real API server while pod-operator runs. Every document is either
+//! rejected with a message naming a field, or accepted and then reconciled to a Ready or
+//! Degraded condition; the operator survives all of them.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use common::Fixture;
+use kube::api::ListParams;
+use operon_envtest::wait;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+
+/// How many documents: enough to cover every branch below several times, small enough for CI.
+const CASES: usize = 120;
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?",
+        "busybox(:[0-9.]{1,6})?",
+        ".{0,40}",
+        "\\PC{0,80}",
+        Just(String::new()),
+        Just("x".repeat(70)),
+        Just("y".repeat(600)),
+        Just("z".repeat(40_000)),
+        Just("//".into()),
+        Just("busybox:".into()),
+        Just("nul\u{0}byte".into()),
+        Just("ünïcödé-🚀".into()),
+    ]
+}
+
+fn nested(depth: u32) -> BoxedStrategy<Value> {
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        text().prop_map(Value::from),
+        Just(Value::Null),
+    ];
+    leaf.prop_recursive(depth, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-zA-Z]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+    .boxed()
+}
+
+fn spec() -> impl Strategy<Value = Value> {
+    // Mostly plausible values, so that many documents pass and get reconciled; the rest hostile.
+    let name = prop_oneof![
+        6 => "[a-z]([-a-z0-9]{0,10}[a-z0-9])?".prop_map(Value::from),
+        1 => text().prop_map(Value::from),
+    ];
+    let image = prop_oneof![
+        6 => "(busybox|registry\\.example\\.com/team/app)(:[0-9]{1,2}\\.[0-9]{1,2})?".prop_map(Value::from),
+        1 => text().prop_map(Value::from),
+    ];
+    let command = prop_oneof![
+        6 => prop::collection::vec("[a-z0-9 ./-]{1,12}", 1..4).prop_map(Value::from),
+        1 => prop::collection::vec(text(), 0..6).prop_map(Value::from),
+        1 => text().prop_map(Value::from),
+        1 => Just(json!([1, 2, 3])),
+    ];
+    let field = |s: BoxedStrategy<Value>| prop::option::weighted(0.95, s);
+    (
+        field(name.boxed()),
+        field(image.boxed()),
+        field(command.boxed()),
+        prop::option::weighted(0.2, nested(5)),
+    )
+        .prop_map(|(name, image, command, extra)| {
+            let mut spec = serde_json::Map::new();
+            for (k, v) in [
+                ("name", name),
+                ("image", image),
+                ("command", command),
+                ("extra", extra),
+            ] {
+                if let Some(v) = v {
+                    spec.insert(k.into(), v);
+                }
+            }
+            Value::Object(spec)
+        })
+}
+
+fn document() -> impl Strategy<Value = Value> {
+    let spec = prop_oneof![
+        8 => spec(),
+        1 => nested(3),
+        1 => Just(Value::Null),
+    ];
+    (spec, prop::option::weighted(0.2, nested(2))).prop_map(|(spec, labels)| {
+        let mut doc = json!({
+            "apiVersion": "pod.jewzaam.org/v1alpha1", "kind": "PodRequest",
+            "metadata": { "generateName": "hostile-" },
+            "spec": spec,
+        });
+        if let Some(labels) = labels {
+            doc["metadata"]["labels"] = labels;
+        }
+        doc
+    })
+}
+
+#[tokio::test]
+async fn generated_hostile_podrequests_are_rejected_clearly_or_reconciled() -> Result<()> {
+    let f = Fixture::new("hostile").await?;
+    let op = f.operator().await?;
+    let collection = format!(
+        "/apis/pod.jewzaam.org/v1alpha1/namespaces/{}/podrequests",
+        f.ns
+    );
+
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    let strategy = document();
+    let (mut accepted, mut rejected) = (Vec::new(), 0usize);
+    for i in 0..CASES {
+        let doc = strategy
+            .new_tree(&mut runner)
+            .map_err(|e| anyhow::anyhow!("generating case {i}: {e}"))?
+            .current();
+        // Raw bytes: many of these documents have no Rust type.
+        let request = http::Request::post(&collection)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&doc)?)?;
+        match f.client.request_text(request).await {
+            Ok(created) => {
+                let created: Value = serde_json::from_str(&created)?;
+                accepted.push(
+                    created["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+            Err(kube::Error::Api(status)) => {
+                ensure!(
+                    matches!(status.code, 400 | 422),
+                    "case {i}: unexpected {} {}",
+                    status.code,
+                    status.message
+                );
+                ensure!(
+                    ["spec", "metadata", "ObjectMeta.labels"]
+                        .iter()
+                        .any(|field| status.message.contains(field)),
+                    "case {i}: the message names no field: {}",
+                    status.message
+                );
+                rejected += 1;
+            }
+            Err(e) => anyhow::bail!("case {i}: {e}"),
+        }
+    }
+    eprintln!(
+        "hostile: {CASES} documents, {} accepted, {rejected} rejected",
+        accepted.len()
+    );
+    ensure!(
+        rejected > CASES / 4 && !accepted.is_empty(),
+        "the generator must produce both kinds"
+    );
+
+    // Every accepted request gets a verdict from the operator, which is still running.
+    let requests = f.requests();
+    wait::until(
+        "every accepted request reconciled",
+        Duration::from_secs(180),
+        || async {
+            let list = requests
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let pending: Vec<String> = list
+                .items
+                .iter()
+                .filter(|pr| {
+                    let status = pr.status.clone().unwrap_or_default();
+                    status.observed_generation != pr.metadata.generation
+                        || (operon_runtime::conditions::get(&status.conditions, "Ready").is_none())
+                })
+                .map(|pr| pr.metadata.name.clone().unwrap_or_default())
+                .collect();
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} pending: {pending:?}", pending.len()))
+            }
+        },
+    )
+    .await?;
+    ensure!(op.is_alive(), "the operator must survive every input");
+    Ok(())
+}
