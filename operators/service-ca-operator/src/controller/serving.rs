@@ -463,7 +463,7 @@ impl Context {
     /// The error annotations (count + 1) and a Warning Event; nothing once the count is at the
     /// maximum.
     async fn record_error(&self, svc: &Service, error: &Error) -> Result<(), Error> {
-        let message = error.to_string();
+        let message = bounded(&error.to_string());
         let Some(annotations) = rules::error_annotations(error_num(svc), &message) else {
             return Ok(());
         };
@@ -490,6 +490,20 @@ impl Context {
             .patch(&svc.name_any(), &pp, &Patch::Merge(patch))
             .await?)
     }
+}
+
+/// Messages go into annotations (256 KiB in total per object) and Event notes (1 KiB): a huge
+/// requested name must not make recording the error fail.
+fn bounded(message: &str) -> String {
+    const MAX: usize = 1024;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
 }
 
 fn expiry_of(secret: &Secret) -> Option<OffsetDateTime> {

@@ -360,6 +360,11 @@ impl Operator {
         Ok(())
     }
 
+    /// The controllers are still running (nothing panicked or returned).
+    pub fn is_alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Requests this operator made so far.
     pub fn requests(&self) -> RequestCounts {
         self.counter.snapshot()
