@@ -498,3 +498,75 @@ async fn keys_are_replaced_after_the_rotation_period() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn churn_through_an_emulator_outage_converges_without_duplicates() -> Result<()> {
+    let f = Fixture::new("cred-churn").await?;
+    let _op = f.operator().await?;
+    for i in 0..4 {
+        f.create(&f.sample(&format!("early-{i}"), &format!("early-{i}-creds"), None)?)
+            .await?;
+    }
+    for i in 0..4 {
+        f.wait_provisioned(&format!("early-{i}")).await?;
+    }
+    // The cloud goes away while requests come and go.
+    f.moto.pause();
+    for i in 0..6 {
+        f.create(&f.sample(&format!("late-{i}"), &format!("late-{i}-creds"), None)?)
+            .await?;
+    }
+    f.requests()
+        .delete("early-0", &DeleteParams::default())
+        .await?;
+    for i in 0..6 {
+        let c = f
+            .wait_condition(&format!("late-{i}"), cond::PROVISION_FAILURE, "True")
+            .await?;
+        ensure!(
+            c.message
+                .unwrap_or_default()
+                .starts_with("failed to grant creds:")
+        );
+    }
+    f.wait_condition("early-0", cond::DEPROVISION_FAILURE, "True")
+        .await?;
+    // Back, empty (moto keeps nothing across a restart): everything is minted again exactly once.
+    f.moto.resume().await?;
+    for i in 0..6 {
+        f.wait_provisioned(&format!("late-{i}")).await?;
+    }
+    wait::until("early-0 deleted", common::TIMEOUT, || async {
+        match f
+            .requests()
+            .get_opt("early-0")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await?;
+    let users = f.iam_users().await?;
+    let mut expected: Vec<String> = f
+        .requests()
+        .list(&Default::default())
+        .await?
+        .into_iter()
+        .filter_map(|cr| cr.status?.provider_status.map(|p| p.user))
+        .filter(|u| users.contains(u))
+        .collect();
+    expected.sort();
+    ensure!(
+        users.len() == 6 && expected == users,
+        "users {users:?} vs recorded {expected:?}"
+    );
+    for user in &users {
+        ensure!(
+            f.iam().await.list_access_keys(user).await?.len() == 1,
+            "{user}: one key"
+        );
+    }
+    Ok(())
+}

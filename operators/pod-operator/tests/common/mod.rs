@@ -243,6 +243,12 @@ impl Operator {
         })
     }
 
+    /// A crash as the cluster sees it: the controller stops mid-work, nothing is finished or
+    /// released.
+    pub fn crash(self) {
+        self.task.abort();
+    }
+
     /// The controller task is still running (it never panicked or returned).
     pub fn is_alive(&self) -> bool {
         !self.task.is_finished()
