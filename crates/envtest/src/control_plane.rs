@@ -155,6 +155,9 @@ impl fmt::Display for StartupTimes {
 pub struct ControlPlane {
     // Field order matters: processes stop before the run directory is removed.
     processes: Mutex<Vec<Process>>,
+    /// How each component was started, to start it again (same ports, same data).
+    specs: Mutex<Vec<(String, PathBuf, Vec<String>)>>,
+    etcd_port: u16,
     run: RunDir,
     server: String,
     kubeconfig: PathBuf,
@@ -200,8 +203,11 @@ impl ControlPlane {
             })??;
         let files = PkiFiles::write(&run, &pki)?;
 
+        let ports = Ports::pick()?;
         let mut cp = ControlPlane {
             processes: Mutex::new(Vec::new()),
+            specs: Mutex::new(Vec::new()),
+            etcd_port: ports.etcd_client,
             server: String::new(),
             kubeconfig: PathBuf::new(),
             ca_pem: pki.ca.cert_pem.clone(),
@@ -210,7 +216,6 @@ impl ControlPlane {
             nodes: Vec::new(),
             run,
         };
-        let ports = Ports::pick()?;
 
         // etcd
         let etcd_client = format!("http://127.0.0.1:{}", ports.etcd_client);
@@ -384,7 +389,73 @@ impl ControlPlane {
             .lock()
             .map_err(|_| Error::Poisoned)?
             .push(process);
+        let mut specs = self.specs.lock().map_err(|_| Error::Poisoned)?;
+        if !specs.iter().any(|(n, _, _)| n == name) {
+            specs.push((name.to_owned(), binary.to_path_buf(), args));
+        }
         Ok(())
+    }
+
+    /// Stops one component (`etcd`, `kube-apiserver`, `kube-controller-manager`,
+    /// `kube-scheduler`, `kwok`) the way a crash or an upgrade would: SIGTERM, then SIGKILL
+    /// after `grace`. The others keep running. For failure tests.
+    pub fn stop_component(&self, name: &str, grace: Duration) -> Result<(), Error> {
+        let process = {
+            let mut processes = self.processes.lock().map_err(|_| Error::Poisoned)?;
+            let index = processes
+                .iter()
+                .position(|p| p.name() == name)
+                .ok_or_else(|| Error::UnknownComponent(name.to_owned()))?;
+            processes.remove(index)
+        };
+        let mut process = process;
+        process.stop(grace);
+        Ok(())
+    }
+
+    /// Starts a component stopped with [`stop_component`](Self::stop_component) again, with
+    /// its original arguments (same ports, same etcd data), and waits until it is healthy
+    /// (etcd `/health`, kube-apiserver `/readyz`; the others are only started).
+    pub async fn start_component(&self, name: &str) -> Result<(), Error> {
+        let (binary, args) = {
+            let specs = self.specs.lock().map_err(|_| Error::Poisoned)?;
+            let (_, binary, args) = specs
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| Error::UnknownComponent(name.to_owned()))?;
+            (binary.clone(), args.clone())
+        };
+        // The log continues where it was (a new file would hide the first run's lines).
+        let log = self.run.path().join(format!("{name}-restarted.log"));
+        let process = Process::spawn(name, &binary, &args, log, &self.run)?;
+        self.processes
+            .lock()
+            .map_err(|_| Error::Poisoned)?
+            .push(process);
+        let t0 = Instant::now();
+        match name {
+            "etcd" => {
+                let port = self.etcd_port;
+                self.wait_until("etcd /health after restart", t0, || {
+                    http_get_ok("127.0.0.1", port, "/health")
+                })
+                .await
+            }
+            "kube-apiserver" => {
+                let client = self.client().await?;
+                self.wait_until("kube-apiserver /readyz after restart", t0, || {
+                    let client = client.clone();
+                    async move {
+                        client
+                            .request_text(http_get("/readyz"))
+                            .await
+                            .is_ok_and(|body| body.trim() == "ok")
+                    }
+                })
+                .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Polls `check` until it is true; fails early when a component exits.

@@ -39,6 +39,8 @@ pub use pki::{CertKey, Pki};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("no control plane component named {0}")]
+    UnknownComponent(String),
     #[error(
         "{binary} not found (looked at: {}). Build the control plane binaries with `cargo xtask k8s build`, or point KUBEBUILDER_ASSETS at a directory that has them",
         .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
