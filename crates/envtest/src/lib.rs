@@ -17,6 +17,7 @@ pub mod apply;
 mod assets;
 mod control_plane;
 mod env;
+pub mod hostile;
 pub mod moto;
 mod pki;
 pub mod process;
@@ -39,6 +40,8 @@ pub use pki::{CertKey, Pki};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("hostile input: {0}")]
+    Hostile(String),
     #[error("no control plane component named {0}")]
     UnknownComponent(String),
     #[error(

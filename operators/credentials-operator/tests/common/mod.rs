@@ -272,6 +272,11 @@ impl Operator {
         })
     }
 
+    /// The controller task is still running (it never panicked or returned).
+    pub fn is_alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     pub fn requests(&self) -> RequestCounts {
         self.counter.snapshot()
     }
