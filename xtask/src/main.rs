@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod fuzz;
 mod image;
 mod k8s;
 mod manifests;
@@ -70,6 +71,14 @@ enum Cmd {
     },
     /// Formatting, clippy with warnings denied, and generated files in sync.
     Lint,
+    /// Runs the cargo-fuzz targets under fuzz/ (libFuzzer, stable toolchain, no sanitizer).
+    Fuzz {
+        /// Targets to run (default: all): certificates.
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Runs benchmarks (release build, on the local control plane); each prints ratios against
     /// a baseline measured in the same run. See docs/benchmarks.md.
     Bench {
@@ -159,6 +168,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
         Cmd::Bench { names, n } => bench::bench(&names, n),
+        Cmd::Fuzz { targets, seconds } => fuzz::run(&targets, seconds),
     }
 }
 
