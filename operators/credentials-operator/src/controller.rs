@@ -223,29 +223,25 @@ pub async fn run(
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::FutureExt::shared(Box::pin(shutdown));
-    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
-    let scopes = scopes.into_iter().map(|scope| {
-        let mut settings = settings.clone();
-        // Ready once every scope is.
-        if let Some(readiness) = settings.readiness.take() {
-            let remaining = remaining.clone();
-            let scoped = Readiness::new();
-            let watch = scoped.clone();
-            tokio::spawn(async move {
-                while !watch.is_ready() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                    readiness.set_ready(true);
-                }
-            });
-            settings.readiness = Some(scoped);
-        }
+    // Three caches per scope (requests, Secrets, Namespaces); ready once all are listed.
+    let synced: Vec<[Synced; 3]> = scopes
+        .iter()
+        .map(|_| [Synced::new(), Synced::new(), Synced::new()])
+        .collect();
+    if let Some(readiness) = settings.readiness.clone() {
+        let all: Vec<Synced> = synced.iter().flatten().cloned().collect();
+        tokio::spawn(async move {
+            future::join_all(all.iter().map(Synced::wait)).await;
+            readiness.set_ready(true);
+        });
+    }
+    let scopes = scopes.into_iter().zip(synced).map(|(scope, synced)| {
         run_scope(
             client.clone(),
             sdk.clone(),
             scope,
-            settings,
+            settings.clone(),
+            synced,
             shutdown.clone(),
         )
     });
@@ -257,6 +253,7 @@ async fn run_scope(
     sdk: aws_config::SdkConfig,
     scope: Option<String>,
     settings: Settings,
+    [requests_synced, secrets_synced, namespaces_synced]: [Synced; 3],
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let requests_api: Api<CredentialsRequest> = match scope.as_deref() {
@@ -265,7 +262,6 @@ async fn run_scope(
     };
     let metrics = settings.metrics.clone();
 
-    let requests_synced = Synced::new();
     let (request_store, request_writer) = reflector::store::<CredentialsRequest>();
     let requests = watcher(requests_api, watcher::Config::default())
         .default_backoff()
@@ -279,7 +275,6 @@ async fn run_scope(
             move |cr: &CredentialsRequest| metrics.queued(&ObjectRef::from_obj(cr).to_string())
         });
 
-    let secrets_synced = Synced::new();
     let (secret_store, secret_writer) = reflector::store::<Secret>();
     let secrets = watcher(
         Api::<Secret>::all(client.clone()),
@@ -300,7 +295,6 @@ async fn run_scope(
         }
     };
 
-    let namespaces_synced = Synced::new();
     let (namespace_store, namespace_writer) = reflector::store();
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -333,13 +327,6 @@ async fn run_scope(
     .filter_map(|s| future::ready(s.ok().map(|_| ())));
 
     let synced = vec![requests_synced, secrets_synced, namespaces_synced];
-    if let Some(readiness) = settings.readiness.clone() {
-        let synced = synced.clone();
-        tokio::spawn(async move {
-            future::join_all(synced.iter().map(Synced::wait)).await;
-            readiness.set_ready(true);
-        });
-    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: Events::new(client, MANAGER, settings.instance.clone()),
