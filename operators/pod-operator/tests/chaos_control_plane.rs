@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use operon_envtest::{ControlPlane, wait};
 use pod_operator::api::{PodRequest, PodRequestSpec};
@@ -161,19 +161,48 @@ async fn the_operator_rides_out_apiserver_restarts_compaction_and_an_etcd_outage
             if n >= 50 { Ok(()) } else { Err(format!("{n}")) }
         })
         .await?;
+        // What the operator's watches last saw is at most this revision.
+        let seen = Api::<PodRequest>::namespaced(client.clone(), NS)
+            .list(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .context("no list resourceVersion")?;
         cp.stop_component("kube-apiserver", Duration::from_secs(5))?;
         // Down long enough for several compactions of what the operator last saw.
         let down_at = created.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(5)).await;
         cp.start_component("kube-apiserver").await?;
-        anyhow::Ok(down_at)
+        anyhow::Ok((down_at, seen))
     };
-    let (burst, down_at) = futures::join!(burst, restart);
+    let (burst, restarted) = futures::join!(burst, restart);
     burst?;
-    eprintln!(
-        "chaos: kube-apiserver restarted after {} of 200 creates",
-        down_at?
-    );
+    let (down_at, seen) = restarted?;
+    eprintln!("chaos: kube-apiserver restarted after {down_at} of 200 creates");
+    // The history before the restart is compacted away: a watch resuming from it gets 410 Gone
+    // and has to relist, as the operator's watches had to.
+    let api: Api<PodRequest> = Api::namespaced(client.clone(), NS);
+    wait::until(
+        "the pre-restart history compacted (410 Gone)",
+        Duration::from_secs(60),
+        || async {
+            let stream = match api.watch(&WatchParams::default().timeout(1), &seen).await {
+                Ok(stream) => stream,
+                Err(kube::Error::Api(s)) if s.code == 410 => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(WatchEvent::Error(e)) if e.code == 410 => return Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 410 => return Ok(()),
+                    _ => {}
+                }
+            }
+            Err(format!("resourceVersion {seen} still watchable"))
+        },
+    )
+    .await?;
     assert_converged(&client, 200)
         .await
         .context("after the kube-apiserver restart")?;
