@@ -233,6 +233,10 @@ impl Cpu {
         })
     }
 
+    fn control_plane_total(&self) -> Option<Duration> {
+        self.control_plane.as_ref().map(|c| c.values().sum())
+    }
+
     fn since(self, earlier: &Cpu) -> Cpu {
         let control_plane =
             self.control_plane
@@ -268,6 +272,9 @@ struct ClusterRun {
     operator_cpu: Cpu,
     requests: RequestCounts,
     reconciles: u64,
+    /// Secret counts while waiting, and the control plane CPU of one count of all N.
+    polls: usize,
+    list_cpu: Option<Duration>,
 }
 
 /// Namespaces and cluster objects to remove at the end, whatever happened.
@@ -405,8 +412,10 @@ async fn phases(
     let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     // How many Secrets existed when the last Service had been created: whether signing kept up.
     let mut at_created = None;
+    let mut polls = 0usize;
     let secrets_ready = poll_until(&format!("{n} serving Secrets"), DEADLINE, async || {
         operator.check()?;
+        polls += 1;
         let count = service_secrets.list_metadata(&managed).await?.items.len();
         if at_created.is_none() && creator.is_finished() {
             at_created = Some(count);
@@ -440,6 +449,17 @@ async fn phases(
     let reconciles = metrics.controller("service").reconciles();
     operator.stop().await?;
 
+    // What counting cost the control plane: the same list, now of all N Secrets.
+    const LISTS: u32 = 10;
+    let cpu0 = Cpu::now(env)?;
+    for _ in 0..LISTS {
+        service_secrets.list_metadata(&managed).await?;
+    }
+    let list_cpu = Cpu::now(env)?
+        .since(&cpu0)
+        .control_plane_total()
+        .map(|t| t / LISTS);
+
     Ok(ClusterRun {
         baseline,
         baseline_cpu,
@@ -455,6 +475,8 @@ async fn phases(
         operator_cpu,
         requests,
         reconciles,
+        polls,
+        list_cpu,
     })
 }
 
@@ -731,6 +753,16 @@ fn report(p: &Params, ecdsa: &Rate, rsa: &Rate, c: &ClusterRun) {
         c.reconciles as f64 / nf
     );
     println!("{TAG}   {}", c.requests);
+    if let Some(list) = c.list_cpu {
+        // The Secrets grow from 0 to N during the run: on average a count lists N/2.
+        println!(
+            "{TAG} counting the Secrets ({} metadata lists every {} ms): {:.1} ms control plane CPU per list of {n}, ~{} in all (included in the operator run)",
+            c.polls,
+            POLL.as_millis(),
+            list.as_secs_f64() * 1e3,
+            secs(list * c.polls as u32 / 2)
+        );
+    }
     for (name, r) in [("ECDSA P-256", ecdsa), ("RSA 2048", rsa)] {
         println!(
             "{TAG} {name} {:.0} certs per CPU-second ({} certs, {} thread CPU, {} wall)",
