@@ -47,6 +47,8 @@ pub enum Error {
     Patch(#[from] serde_json::Error),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    #[error("signing task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
     #[error("invalid settings: {0}")]
     InvalidSettings(String),
 }
@@ -61,6 +63,7 @@ impl Error {
             Error::Rejected { .. } => "rejected",
             Error::Patch(_) => "patch",
             Error::NoNamespace(_) => "no_namespace",
+            Error::Join(_) => "join",
             Error::InvalidSettings(_) => "invalid_settings",
         }
     }

@@ -297,15 +297,36 @@ impl Context {
         }
     }
 
-    fn issue(
+    /// Issues on the blocking pool: an RSA key takes ~0.3 s of CPU, which would stall the
+    /// watches, probes and lease renewals sharing the async workers.
+    async fn issue(
         &self,
         svc: &Service,
         req: &ServingCertRequest<'_>,
-        ca: &CaState,
+        ca: &Arc<CaState>,
     ) -> Result<Secret, Error> {
-        let cert = ca
-            .ca
-            .issue_with_chain(req, OffsetDateTime::now_utc(), &ca.intermediate_pem)?;
+        let ca = ca.clone();
+        let (name, namespace, uid, domain) = (
+            req.service_name.to_owned(),
+            req.namespace.to_owned(),
+            req.service_uid.to_owned(),
+            req.cluster_domain.to_owned(),
+        );
+        let (headless, lifetime, key) = (req.headless, req.lifetime, req.key);
+        let cert = tokio::task::spawn_blocking(move || {
+            let req = ServingCertRequest {
+                service_name: &name,
+                namespace: &namespace,
+                service_uid: &uid,
+                headless,
+                cluster_domain: &domain,
+                lifetime,
+                key,
+            };
+            ca.ca
+                .issue_with_chain(&req, OffsetDateTime::now_utc(), &ca.intermediate_pem)
+        })
+        .await??;
         Ok(rules::desired_secret(svc, &cert))
     }
 
@@ -316,9 +337,9 @@ impl Context {
         secrets: &Api<Secret>,
         secret_name: &str,
         req: &ServingCertRequest<'_>,
-        ca: &CaState,
+        ca: &Arc<CaState>,
     ) -> Result<OffsetDateTime, Error> {
-        let desired = self.issue(svc, req, ca)?;
+        let desired = self.issue(svc, req, ca).await?;
         let pp = PostParams {
             field_manager: Some(MANAGER.to_owned()),
             ..PostParams::default()
@@ -352,7 +373,7 @@ impl Context {
         secrets: &Api<Secret>,
         existing: Secret,
         req: &ServingCertRequest<'_>,
-        ca: &CaState,
+        ca: &Arc<CaState>,
     ) -> Result<OffsetDateTime, Error> {
         let now = OffsetDateTime::now_utc();
         let secret_name = existing.name_any();
@@ -366,7 +387,7 @@ impl Context {
                 return Err(Error::ForeignSecret(message));
             }
             SecretCheck::Regenerate(why) => {
-                let desired = self.issue(svc, req, ca)?;
+                let desired = self.issue(svc, req, ca).await?;
                 (
                     rules::merged_secret(&existing, &desired),
                     Some(format!(
