@@ -37,6 +37,7 @@ pub struct Builder {
     controller_manager: bool,
     scheduler: bool,
     nodes: usize,
+    pods_per_node: u32,
     dir: Option<PathBuf>,
     apiserver_args: Vec<String>,
     name: String,
@@ -49,6 +50,7 @@ impl Default for Builder {
             controller_manager: true,
             scheduler: true,
             nodes: 1,
+            pods_per_node: 1000,
             dir: None,
             apiserver_args: Vec::new(),
             name: "operon".into(),
@@ -68,6 +70,12 @@ impl Builder {
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
         self.scheduler = nodes > 0;
+        self
+    }
+
+    /// How many Pods each fake Node takes (default 1000); benchmarks with many Pods raise it.
+    pub fn pods_per_node(mut self, pods: u32) -> Self {
+        self.pods_per_node = pods;
         self
     }
 
@@ -352,7 +360,7 @@ impl ControlPlane {
         }
 
         if kwok.is_some() {
-            cp.create_nodes(&client, b.nodes).await?;
+            cp.create_nodes(&client, b.nodes, b.pods_per_node).await?;
             let nodes: Api<Node> = Api::all(client.clone());
             let names = cp.nodes.clone();
             cp.wait_until("kwok Nodes Ready", t0, || {
@@ -499,7 +507,12 @@ impl ControlPlane {
         })
     }
 
-    async fn create_nodes(&mut self, client: &Client, count: usize) -> Result<(), Error> {
+    async fn create_nodes(
+        &mut self,
+        client: &Client,
+        count: usize,
+        pods: u32,
+    ) -> Result<(), Error> {
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..count {
             let name = format!("kwok-node-{i}");
@@ -518,8 +531,8 @@ impl ControlPlane {
                     "annotations": { "kwok.x-k8s.io/node": "fake" },
                 },
                 "status": {
-                    "allocatable": { "cpu": "32", "memory": "256Gi", "pods": "1000" },
-                    "capacity": { "cpu": "32", "memory": "256Gi", "pods": "1000" },
+                    "allocatable": { "cpu": "32", "memory": "256Gi", "pods": pods.to_string() },
+                    "capacity": { "cpu": "32", "memory": "256Gi", "pods": pods.to_string() },
                 },
             }))
             .map_err(|e| Error::Io {

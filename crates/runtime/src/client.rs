@@ -82,7 +82,7 @@ impl fmt::Display for RequestCounts {
 }
 
 /// Shared request counter; a tower [`Layer`] for [`ClientBuilder::with_layer`].
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<RequestCounts>>,
 }
@@ -95,7 +95,7 @@ impl RequestCounter {
             .clone()
     }
 
-    fn record<B>(&self, req: &Request<B>) {
+    pub(crate) fn record<B>(&self, req: &Request<B>) {
         let (verb, resource) = classify(req.method(), req.uri());
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         *counts.0.entry((verb.to_string(), resource)).or_insert(0) += 1;

@@ -2,14 +2,30 @@
 //!
 //! Events are best effort: a failure to record one is logged and never fails a reconcile.
 //! kube-runtime's recorder folds repeats of the same event into a series.
+//!
+//! Recording doesn't hold up the reconcile that reports: the write runs in the background, at
+//! most [`IN_FLIGHT`] at once, and beyond [`MAX_PENDING`] waiting writes new Events are dropped
+//! with a log line (client-go's broadcaster drops too when its queue is full). A reconcile's
+//! latency is then its Pod and status writes alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use tokio::sync::Semaphore;
+
+/// Event writes in flight at once.
+pub const IN_FLIGHT: usize = 4;
+/// Event writes waiting beyond which new ones are dropped.
+pub const MAX_PENDING: usize = 1000;
 
 #[derive(Clone)]
 pub struct Events {
     recorder: Recorder,
+    slots: Arc<Semaphore>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Events {
@@ -21,6 +37,8 @@ impl Events {
         };
         Events {
             recorder: Recorder::new(client, reporter),
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            pending: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -75,13 +93,33 @@ impl Events {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &reference).await {
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(
                 object = ?reference.name,
                 namespace = ?reference.namespace,
                 reason,
-                "failed to record an Event: {e}"
+                "dropped an Event: {MAX_PENDING} are waiting to be written"
             );
+            return;
         }
+        let (recorder, slots, pending) = (
+            self.recorder.clone(),
+            self.slots.clone(),
+            self.pending.clone(),
+        );
+        tokio::spawn(async move {
+            // The semaphore is never closed; without a permit the write still goes ahead.
+            let _permit = slots.acquire().await.ok();
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(
+                    object = ?reference.name,
+                    namespace = ?reference.namespace,
+                    reason = %event.reason,
+                    "failed to record an Event: {e}"
+                );
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 }

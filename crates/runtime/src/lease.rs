@@ -21,18 +21,22 @@
 //!   controller-runtime do, rather than to resume.
 //! - **Release.** [`LeaderHandle::release`] (and, without waiting, dropping the handle) stops the
 //!   loop and, if leading, rewrites the Lease with an empty holder and `leaseDurationSeconds: 1`
-//!   (client-go's `ReleaseOnCancel`), so that a standby takes over on its next retry.
+//!   (client-go's `ReleaseOnCancel`). A standby watches its Lease between retries and tries at
+//!   once when it sees the holder gone, so a graceful handover doesn't wait for `retry_period`
+//!   (client-go's standby only polls). Without permission to watch it falls back to polling.
 //!
 //! API errors never end the loop: they are logged and retried. No jitter is added to the retry
 //! period: optimistic concurrency already settles concurrent takeovers.
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::watcher;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -327,6 +331,32 @@ impl Stop {
     }
 }
 
+/// Yields whenever Lease `name` is seen without a holder. Ends (and the caller polls) when the
+/// watch is not allowed or fails.
+fn released(api: Api<Lease>, name: &str) -> futures::stream::BoxStream<'static, ()> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher::watcher(api, config)
+        .take_while(|event| {
+            let ok = event.is_ok();
+            if let Err(e) = event {
+                tracing::debug!(error = %e, "not watching the Lease; polling it");
+            }
+            futures::future::ready(ok)
+        })
+        .filter_map(|event| {
+            let released = match event {
+                Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .is_none_or(str::is_empty),
+                _ => false,
+            };
+            futures::future::ready(released.then_some(()))
+        })
+        .boxed()
+}
+
 /// The Lease fields that tell whether its holder is alive; any change restarts the expiry clock.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Record {
@@ -405,9 +435,11 @@ impl Run {
         }
     }
 
-    /// Tries every `retry_period` until this replica leads, or stop is requested.
+    /// Tries every `retry_period`, and whenever the Lease is seen released, until this replica
+    /// leads, or stop is requested.
     async fn acquire(&mut self, stop: &mut Stop) -> Acquired {
         let mut last_holder = None;
+        let mut released = released(self.api.clone(), &self.config.name);
         loop {
             let attempt = tokio::select! {
                 biased;
@@ -431,6 +463,9 @@ impl Run {
                 biased;
                 () = stop.requested() => return Acquired::Stopped,
                 () = sleep(self.config.retry_period) => {}
+                Some(()) = released.next() => {
+                    tracing::debug!("the Lease was released; trying at once");
+                }
             }
         }
     }

@@ -16,6 +16,7 @@
 //! - [`olm`]: the operator's OLM bundle (registry+v1), from the same declaration;
 //! - [`helm`]: its Helm chart, from the same declaration;
 //! - [`telemetry`]: structured logs (text or JSON);
+//! - [`workers`]: bounded concurrency that serves reconciles first come, first served;
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
 pub mod admin;
@@ -36,3 +37,4 @@ pub mod olm;
 pub mod operator;
 pub mod shutdown;
 pub mod telemetry;
+pub mod workers;

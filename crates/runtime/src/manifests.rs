@@ -19,6 +19,10 @@
 
 use serde_json::{Value, json};
 
+/// What leader election does with Leases: read, create, renew; a standby watches its Lease so
+/// that it takes over the moment the leader releases it.
+pub const LEASE_VERBS: [&str; 5] = ["get", "list", "watch", "create", "update"];
+
 /// A custom resource users work with (for the aggregated roles).
 #[derive(Debug, Clone)]
 pub struct UserResource {
@@ -147,7 +151,7 @@ impl OperatorManifests {
             || (namespace == self.namespace
                 && group == "coordination.k8s.io"
                 && resource == "leases"
-                && ["get", "create", "update"].contains(&verb))
+                && LEASE_VERBS.contains(&verb))
     }
 
     /// The operator's own rules plus the runtime's.
@@ -182,12 +186,12 @@ impl OperatorManifests {
         )
     }
 
-    /// Leases in the operator's namespace only.
+    /// Leases in the operator's namespace only ([`LEASE_VERBS`]).
     pub fn leader_election_role(&self) -> Value {
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": self.meta(&format!("{}-leader-election-role", self.name), true),
-            "rules": [Rule::new("coordination.k8s.io", &["leases"], &["get", "create", "update"]).to_json()],
+            "rules": [Rule::new("coordination.k8s.io", &["leases"], &LEASE_VERBS).to_json()],
         })
     }
 

@@ -33,6 +33,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::client::RequestCounter;
+
 /// `Content-Type` of [`Metrics::render`]'s output: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
@@ -204,6 +206,7 @@ pub struct Metrics {
     families: Families,
     leader: Family<NameLabels, Gauge>,
     controllers: Mutex<HashMap<String, Arc<ControllerMetrics>>>,
+    requests: RequestCounter,
 }
 
 impl Metrics {
@@ -220,12 +223,21 @@ impl Metrics {
             leader.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
+        let requests = RequestCounter::default();
+        registry.register_collector(Box::new(RequestCollector(requests.clone())));
         Arc::new(Metrics {
             registry,
             families,
             leader,
             controllers: Mutex::new(HashMap::new()),
+            requests,
         })
+    }
+
+    /// The counter behind `rest_client_requests_total`: layer the operator's client with it
+    /// ([`crate::client::counted_client`]).
+    pub fn request_counter(&self) -> RequestCounter {
+        self.requests.clone()
     }
 
     /// The metrics of controller `name` (label `controller=<name>`, workqueue `name=<name>`);
@@ -666,6 +678,49 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// `rest_client_requests_total{method,verb,resource}`: client-go's name and `method` label, so
+/// `sum by (method)` queries work; `verb` and `resource` (the apiserver's) replace client-go's
+/// `code` and `host`, which say less about what an operator does.
+#[derive(Debug)]
+struct RequestCollector(RequestCounter);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    verb: String,
+    resource: String,
+}
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let counts = self.0.snapshot();
+        let family = Family::<RequestLabels, Counter>::default();
+        for (verb, resource, n) in counts.iter() {
+            let method = match verb {
+                "create" => "POST",
+                "update" => "PUT",
+                "patch" => "PATCH",
+                "delete" | "deletecollection" => "DELETE",
+                _ => "GET",
+            };
+            family
+                .get_or_create(&RequestLabels {
+                    method,
+                    verb: verb.to_string(),
+                    resource: resource.to_string(),
+                })
+                .inc_by(n);
+        }
+        // Counter: the encoder appends `_total`.
+        family.encode(encoder.encode_descriptor(
+            "rest_client_requests",
+            "Number of HTTP requests, partitioned by method, verb and resource.",
+            None,
+            family.metric_type(),
+        )?)
+    }
+}
+
 /// Seconds since the Unix epoch now (for tests comparing `process_start_time_seconds`).
 #[cfg(test)]
 fn now_unix() -> f64 {
@@ -688,6 +743,39 @@ mod tests {
 
     fn has_line(text: &str, line: &str) -> bool {
         text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn client_requests_by_method_verb_and_resource() {
+        let metrics = Metrics::new();
+        let counter = metrics.request_counter();
+        for (method, uri) in [
+            (http::Method::POST, "/api/v1/namespaces/a/pods"),
+            (http::Method::POST, "/api/v1/namespaces/b/pods"),
+            (http::Method::GET, "/api/v1/pods?watch=true"),
+        ] {
+            let mut req = http::Request::new(());
+            *req.method_mut() = method;
+            *req.uri_mut() = uri.parse().unwrap_or_default();
+            counter.record(&req);
+        }
+        let text = metrics.render();
+        assert_eq!(
+            value(
+                &text,
+                r#"rest_client_requests_total{method="POST",verb="create",resource="pods"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"rest_client_requests_total{method="GET",verb="watch",resource="pods"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use futures::future::Shared;
 use kube::Client;
 
 use crate::admin::{self, AdminServer, Readiness};
-use crate::client::{RequestCounter, counted_client};
+use crate::client::counted_client;
 use crate::lease::{self, LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
@@ -181,10 +181,9 @@ where
         .leader_election_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let counter = RequestCounter::default();
-    let client = counted_client(config, &counter)?;
-
     let metrics = Metrics::new();
+    let counter = metrics.request_counter();
+    let client = counted_client(config, &counter)?;
     let readiness = Readiness::new();
     let signal: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
         Box::pin(crate::shutdown::signal());

@@ -167,6 +167,38 @@ async fn release_hands_over_to_the_standby_at_once() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_watching_standby_takes_over_well_before_its_retry_period() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let ns = env.namespace("lease").await?;
+    let client = env.client().await?;
+    // b retries only every 10 s, far longer than the handover may take: only the watch can
+    // explain a fast takeover. a renews often, which shows time passing on the Lease.
+    let config = |identity: &str, retry: Duration| LeaseConfig {
+        lease_duration: Duration::from_secs(30),
+        renew_deadline: Duration::from_secs(20),
+        retry_period: retry,
+        ..LeaseConfig::new("watched", ns.name(), identity)
+    };
+    let a = LeaderElector::new(client.clone(), config("a", RETRY)).start();
+    within("a leads", TIMEOUT, a.acquired()).await?;
+    let b = LeaderElector::new(client.clone(), config("b", Duration::from_secs(10))).start();
+    // b tries at once when it starts; once a has renewed twice since, b waits in its loop.
+    wait_renewed_after(&client, &ns, "watched", Timestamp::now() + 2 * RETRY).await?;
+    ensure!(a.is_leader() && !b.is_leader());
+    let released = Instant::now();
+    a.release().await;
+    within("b leads", Duration::from_secs(9), b.acquired()).await?;
+    let elapsed = released.elapsed();
+    eprintln!("release → watching standby leads: {elapsed:?}");
+    ensure!(
+        elapsed < Duration::from_secs(3),
+        "the standby took {elapsed:?}: it waited for its retry period instead of watching"
+    );
+    b.release().await;
+    Ok(())
+}
+
 /// A runtime of its own, whose shutdown kills what runs on it like SIGKILL: no release, no
 /// further request. (A runtime can't be dropped normally inside another one.)
 struct Killable(Option<tokio::runtime::Runtime>);
