@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt, future};
@@ -24,6 +25,7 @@ use operon_runtime::cache::Synced;
 use operon_runtime::conditions::{self, Desired};
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::workers::Workers;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,6 +33,8 @@ use crate::api::{PodRequest, PodRequestStatus, condition};
 
 /// Field manager for everything the operator writes.
 pub const MANAGER: &str = "pod-operator";
+/// How long after creating a Pod its request's status may wait for the Pod to settle.
+pub const CREATED_STATUS_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Label every Pod the operator creates carries, besides the talk's `app=<name>`.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
@@ -90,10 +94,13 @@ pub struct Context {
     events: Events,
     backoff: Backoff<PodRequest>,
     metrics: Arc<ControllerMetrics>,
-    /// The status last written per PodRequest. The cache can lag behind the operator's own
-    /// writes; comparing with this keeps a lagging cache from causing a second, identical write.
-    written: Mutex<HashMap<ObjectRef<PodRequest>, PodRequestStatus>>,
+    /// A fingerprint of the status last written per PodRequest. The cache can lag behind the
+    /// operator's own writes; comparing with this keeps a lagging cache from causing a second,
+    /// identical write. (A hash, not the status: it is kept for every request.)
+    written: Mutex<HashMap<ObjectRef<PodRequest>, u64>>,
     requests: Store<PodRequest>,
+    /// `concurrency` slots, first come first served (operon_runtime::workers).
+    workers: Workers,
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -141,6 +148,7 @@ async fn run_scope(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
+    let shutdown = future::FutureExt::shared(Box::pin(shutdown));
 
     // Never wait on Store::wait_until_ready here: see operon_runtime::cache.
     let pods_synced = Synced::new();
@@ -148,9 +156,14 @@ async fn run_scope(
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let pods = watcher(scoped::<Pod>(&client, ns), watcher::Config::default())
         .default_backoff()
-        .modify(trim_managed_fields)
+        .modify(trim_pod)
         .reflect(pod_writer)
         .inspect_ok(pods_synced.on_event())
+        // Only changes a reconcile can act on: a Pod's scheduling and kubelet updates that
+        // leave these alone would wake its request for nothing, and hold up others in the queue.
+        // Deletions always pass (unlike kube's predicate_filter, which would drop a deletion
+        // that changes nothing else).
+        .try_filter(changed_pods())
         .touched_objects();
 
     let (request_store, request_writer) = reflector::store::<PodRequest>();
@@ -189,7 +202,15 @@ async fn run_scope(
         metrics: settings.metrics.clone(),
         written: Mutex::default(),
         requests: request_store.clone(),
+        workers: Workers::new(settings.concurrency.into()),
     });
+    {
+        let (workers, shutdown) = (ctx.workers.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            workers.close();
+        });
+    }
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),
         "starting PodRequest controller"
@@ -210,7 +231,8 @@ async fn run_scope(
     };
     Controller::for_stream(requests, request_store)
         .watches_stream(pods, mapper)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        // Unbounded here: the bound is ctx.workers, which keeps arrival order.
+        .with_config(ControllerConfig::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -231,6 +253,38 @@ fn trim_managed_fields<K: ResourceExt>(obj: &mut K) {
     obj.managed_fields_mut().clear();
 }
 
+/// The Pod cache holds what a reconcile reads, and nothing else: identity, owners, deletion,
+/// labels, the containers' name, image and command, the phase and the conditions. Volumes,
+/// tolerations, container statuses, IPs… are most of a running Pod and cost memory per Pod.
+/// (The benchmark's controller-runtime peer gets the same transform: docs/performance.md.)
+fn trim_pod(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let containers = std::mem::take(&mut spec.containers)
+            .into_iter()
+            .map(|c| Container {
+                name: c.name,
+                image: c.image,
+                command: c.command,
+                ..Default::default()
+            })
+            .collect();
+        *spec = PodSpec {
+            containers,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            conditions: status.conditions.take(),
+            ..Default::default()
+        };
+    }
+}
+
 fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff.failed(request.as_ref());
     ctx.metrics
@@ -246,8 +300,14 @@ fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> A
 
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(request.as_ref()).to_string();
+    let Some(_slot) = ctx.workers.slot().await else {
+        // Shutting down: the request is picked up again by whoever leads next.
+        return Ok(Action::await_change());
+    };
     let timer = ctx.metrics.started(&key);
-    let result = request.reconcile(&ctx).await;
+    // Boxed: the work's state (request futures of several kB) is allocated when a slot is free,
+    // so the many reconciles waiting for one under a backlog stay small.
+    let result = Box::pin(request.reconcile(&ctx)).await;
     ctx.metrics
         .finished(timer, result.as_ref().err().map(Error::metric_label));
     if result.is_ok() {
@@ -295,6 +355,12 @@ impl PodRequest {
             Some(pod) => self.classify(&pods, (*pod).clone(), ctx).await?,
         };
 
+        if matches!(observed, Observed::Created(_)) {
+            // A new Pod is usually Ready within moments, and its readiness wakes this request:
+            // one status write then, rather than "Pending" now and "Ready" right after. If it
+            // isn't, the Pending status is written when this comes due.
+            return Ok(Action::requeue(CREATED_STATUS_DELAY));
+        }
         let status = self.desired_status(&observed);
         let key = ObjectRef::from_obj(self);
         let already_written = ctx
@@ -302,22 +368,23 @@ impl PodRequest {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .is_some_and(|w| same_ignoring_times(w, &status));
+            .is_some_and(|w| *w == fingerprint(&status));
         if self.status.as_ref() != Some(&status) && !already_written {
-            let patch = json!({
-                "apiVersion": PodRequest::api_version(&()),
-                "kind": PodRequest::kind(&()),
-                "status": status,
-            });
+            // A JSON merge patch of the whole status: no conflicts (only this controller writes
+            // status), and cheaper for the apiserver than server-side apply, which matters when
+            // it is the bottleneck (docs/performance.md).
             Api::<PodRequest>::namespaced(ctx.client.clone(), &ns)
                 .patch_status(
                     &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&patch),
+                    &PatchParams {
+                        field_manager: Some(MANAGER.to_string()),
+                        ..Default::default()
+                    },
+                    &Patch::Merge(&status_patch(&status)),
                 )
                 .await?;
             let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
-            written.insert(key, status);
+            written.insert(key, fingerprint(&status));
             // Forget deleted requests now and then; the check is cheap next to the writes.
             if written.len() > 1024 && written.len() > 2 * ctx.requests.len() {
                 written.retain(|k, _| ctx.requests.get(k).is_some());
@@ -542,16 +609,79 @@ impl PodRequest {
     }
 }
 
-/// Equal but for `lastTransitionTime`, which a status computed from a stale cache resets.
-fn same_ignoring_times(a: &PodRequestStatus, b: &PodRequestStatus) -> bool {
-    let strip = |s: &PodRequestStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+/// A filter of Pod watch events that lets through additions, deletions and updates that change
+/// the Pod's [`pod_fingerprint`].
+fn changed_pods() -> impl FnMut(&watcher::Event<Pod>) -> future::Ready<bool> {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    move |event| {
+        let key = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_else(|| pod.name_any());
+        let pass = match event {
+            watcher::Event::Apply(pod) => {
+                let fingerprint = pod_fingerprint(pod);
+                seen.insert(key(pod), fingerprint) != Some(fingerprint)
+            }
+            watcher::Event::InitApply(pod) => {
+                seen.insert(key(pod), pod_fingerprint(pod));
+                true
+            }
+            watcher::Event::Delete(pod) => {
+                seen.remove(&key(pod));
+                true
+            }
+            watcher::Event::Init => {
+                // A relist: what it lists replaces what was seen.
+                seen.clear();
+                true
+            }
+            watcher::Event::InitDone => true,
+        };
+        future::ready(pass)
+    }
+}
+
+/// What a reconcile reads from a Pod: identity, owner, deletion, container, phase, readiness.
+fn pod_fingerprint(pod: &Pod) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pod.metadata.uid.hash(&mut hasher);
+    pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    for o in pod.owner_references() {
+        (o.controller, &o.uid, &o.kind, &o.name).hash(&mut hasher);
+    }
+    if let Some(spec) = &pod.spec {
+        for c in &spec.containers {
+            (&c.name, &c.image, &c.command).hash(&mut hasher);
         }
-        s
-    };
-    strip(a) == strip(b)
+    }
+    pod_phase(pod).hash(&mut hasher);
+    pod_ready(pod).status.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A hash of `status` but for `lastTransitionTime`, which a status computed from a stale cache
+/// resets: equal fingerprints mean the same status was written.
+fn fingerprint(status: &PodRequestStatus) -> u64 {
+    let mut s = status.clone();
+    for c in &mut s.conditions {
+        c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&s)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The merge patch that makes the status exactly `status`: fields it doesn't set are removed
+/// (`null`), the conditions list is replaced as a whole.
+fn status_patch(status: &PodRequestStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+    if let Some(fields) = value.as_object_mut() {
+        for key in ["observedGeneration", "podName", "podPhase"] {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+        fields.entry("conditions").or_insert_with(|| json!([]));
+    }
+    json!({ "status": value })
 }
 
 fn not_degraded() -> Desired<'static> {
@@ -609,4 +739,161 @@ fn pod_ready(pod: &Pod) -> Desired<'static> {
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_removes_what_the_status_no_longer_says() {
+        let status = PodRequestStatus {
+            observed_generation: Some(2),
+            ..Default::default()
+        };
+        let patch = status_patch(&status);
+        assert_eq!(patch["status"]["observedGeneration"], json!(2));
+        assert_eq!(patch["status"]["podName"], serde_json::Value::Null);
+        assert_eq!(patch["status"]["podPhase"], serde_json::Value::Null);
+        assert_eq!(patch["status"]["conditions"], json!([]));
+    }
+
+    #[test]
+    fn pod_events_pass_when_they_change_what_a_reconcile_reads() {
+        let pod = |phase: &str, node: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": { "name": "p", "uid": "u1" },
+                "spec": { "nodeName": node, "containers": [{ "name": "main", "image": "busybox" }] },
+                "status": { "phase": phase },
+            }))
+            .unwrap_or_default()
+        };
+        let mut filter = changed_pods();
+        let mut pass = |e: watcher::Event<Pod>| filter(&e).into_inner();
+        assert!(pass(watcher::Event::Apply(pod("Pending", ""))), "added");
+        assert!(
+            !pass(watcher::Event::Apply(pod("Pending", "node-1"))),
+            "scheduled: nothing a reconcile reads changed"
+        );
+        assert!(
+            pass(watcher::Event::Apply(pod("Running", "node-1"))),
+            "phase"
+        );
+        assert!(
+            pass(watcher::Event::Delete(pod("Running", "node-1"))),
+            "a deletion always passes"
+        );
+        assert!(
+            pass(watcher::Event::Apply(pod("Running", "node-1"))),
+            "re-added"
+        );
+    }
+
+    #[test]
+    fn trimmed_pods_keep_what_a_reconcile_reads() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "p", "uid": "u1", "labels": { "app": "p" },
+                "annotations": { "big": "x" },
+                "ownerReferences": [{ "apiVersion": "pod.jewzaam.org/v1alpha1", "kind": "PodRequest",
+                    "name": "p", "uid": "r1", "controller": true }],
+            },
+            "spec": {
+                "nodeName": "n", "volumes": [{ "name": "v", "emptyDir": {} }],
+                "containers": [{ "name": "main", "image": "busybox", "command": ["sleep", "1"],
+                    "env": [{ "name": "A", "value": "1" }] }],
+            },
+            "status": { "phase": "Running", "podIP": "10.0.0.1",
+                "conditions": [{ "type": "Ready", "status": "True" }] },
+        }))
+        .unwrap_or_default();
+        let before = pod_fingerprint(&pod);
+        let request: PodRequest = serde_json::from_value(json!({
+            "apiVersion": "pod.jewzaam.org/v1alpha1", "kind": "PodRequest",
+            "metadata": { "name": "p", "namespace": "ns", "uid": "r1" },
+            "spec": { "name": "main", "image": "busybox", "command": ["sleep", "1"] },
+        }))
+        .unwrap_or_else(|_| {
+            PodRequest::new(
+                "x",
+                crate::api::PodRequestSpec {
+                    name: String::new(),
+                    image: String::new(),
+                    command: Vec::new(),
+                },
+            )
+        });
+        trim_pod(&mut pod);
+        assert_eq!(
+            pod_fingerprint(&pod),
+            before,
+            "what reconciles read is kept"
+        );
+        assert!(request.owns(&pod) && request.matches_spec(&pod));
+        assert_eq!(pod.metadata.labels.as_ref().map(|l| l.len()), Some(1));
+        assert!(pod.metadata.annotations.is_none());
+        let spec = pod.spec.clone().unwrap_or_default();
+        assert!(spec.volumes.is_none() && spec.node_name.is_none());
+        assert!(spec.containers[0].env.is_none());
+        assert!(pod.status.as_ref().is_some_and(|s| s.pod_ip.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reconcile_is_small() -> anyhow::Result<()> {
+        // Futures are only created here, never polled: the client never connects.
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:1".parse()?))?;
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            pods: reflector::store::<Pod>().0,
+            pods_synced: Synced::new(),
+            events: Events::new(client, MANAGER, None),
+            backoff: Backoff::default(),
+            metrics: Arc::default(),
+            written: Mutex::default(),
+            requests: reflector::store::<PodRequest>().0,
+            workers: Workers::new(1),
+        });
+        let request = Arc::new(PodRequest::new(
+            "x",
+            crate::api::PodRequestSpec {
+                name: "x".into(),
+                image: "x".into(),
+                command: vec!["x".into()],
+            },
+        ));
+        let work = std::mem::size_of_val(&request.reconcile(&ctx));
+        let waiting = std::mem::size_of_val(&reconcile(request.clone(), ctx.clone()));
+        assert!(
+            waiting < 1024 && waiting * 4 < work,
+            "a reconcile waiting for a slot takes {waiting} bytes (its work {work})"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn fingerprint_ignores_transition_times_only() {
+        let condition =
+            |at: i64, message: &str| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "PodReady".into(),
+                message: message.into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(
+                    Timestamp::from_second(at).unwrap_or(Timestamp::UNIX_EPOCH),
+                ),
+            };
+        let with = |c| PodRequestStatus {
+            conditions: vec![c],
+            ..Default::default()
+        };
+        assert_eq!(
+            fingerprint(&with(condition(10, "a"))),
+            fingerprint(&with(condition(20, "a")))
+        );
+        assert_ne!(
+            fingerprint(&with(condition(10, "a"))),
+            fingerprint(&with(condition(10, "b")))
+        );
+    }
 }
