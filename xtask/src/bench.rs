@@ -1,58 +1,188 @@
-//! `cargo xtask bench`: the benchmarks, each a `harness = false` bench target that runs its own
-//! baseline in the same process and prints ratios against it (docs/benchmarks.md).
+//! `cargo xtask bench`: the benchmarks.
+//!
+//! - `pod`: `operon-bench` (bench/) runs pod-operator, the controller-runtime peer
+//!   (bench/go-peer, built here with Go) and direct Pod creation side by side, each on a fresh
+//!   control plane, and writes `bench/results/<date>-<machine>.{json,md}` plus SVG plots
+//!   (docs/performance.md). `--quick` is a small run of pod-operator and the direct baseline
+//!   that fails when requests per PodRequest or idle writes regress: CI runs it.
+//! - `service-ca`: a `harness = false` bench target that runs its own baseline in the same
+//!   process and prints ratios against it (docs/benchmarks.md).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::{cargo, elapsed, k8s, run};
-
-/// One benchmark: `cargo bench -p <package> --bench <target>`.
-pub struct Bench {
-    /// The name on the command line.
-    pub name: &'static str,
-    pub package: &'static str,
-    pub target: &'static str,
-}
+use crate::{cargo, demo, elapsed, k8s, repo_root, run};
 
 /// Every benchmark, in the order a plain `cargo xtask bench` runs them.
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "service-ca",
-    package: "service-ca-operator",
-    target: "issue",
-}];
+pub const BENCHES: &[&str] = &["pod", "service-ca"];
 
-/// Runs the benchmarks called `names` (all when empty); `n` is their size (`OPERON_BENCH_N`).
-pub fn bench(names: &[String], n: Option<usize>) -> Result<()> {
-    let mut selected = Vec::new();
+#[derive(clap::Args, Debug, Default)]
+pub struct Options {
+    /// service-ca: objects (`OPERON_BENCH_N`; default 1000).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// pod: small CI run (N=200, pod-operator and direct only, debug build); fails when request
+    /// counts regress.
+    #[arg(long)]
+    pub quick: bool,
+    /// pod: burst sizes (default 1000,5000).
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    /// pod: fixed arrival rates per second (default 50,200).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// pod: create calls in flight and reconciles at once (default 10).
+    #[arg(long)]
+    pub concurrency: Option<u16>,
+    /// pod: requests in the cluster for the memory reading (default 10000).
+    #[arg(long)]
+    pub memory_objects: Option<usize>,
+    /// pod: which peers (default direct,operon,go; --quick: direct,operon).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// pod: skip the failover measurement.
+    #[arg(long)]
+    pub no_failover: bool,
+    /// pod: where the report goes (default bench/results; --quick: <target>/bench-quick).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs the benchmarks called `names` (all when empty).
+pub fn bench(names: &[String], options: &Options) -> Result<()> {
+    let mut selected: Vec<&str> = Vec::new();
     for name in names {
-        match BENCHES.iter().find(|b| b.name == name) {
+        match BENCHES.iter().find(|b| *b == name) {
             Some(b) => selected.push(b),
-            None => bail!(
-                "unknown benchmark {name:?}; known: {}",
-                BENCHES
-                    .iter()
-                    .map(|b| b.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            None => bail!("unknown benchmark {name:?}; known: {}", BENCHES.join(", ")),
         }
     }
     if selected.is_empty() {
-        selected.extend(BENCHES);
+        if options.quick {
+            selected.push("pod");
+        } else {
+            selected.extend(BENCHES);
+        }
     }
     let t0 = Instant::now();
     // The benchmarks run on the local control plane.
     let bin = k8s::ensure_built(false)?;
     for b in selected {
-        let mut cmd = cargo();
-        cmd.args(["bench", "-p", b.package, "--bench", b.target])
-            .env("KUBEBUILDER_ASSETS", &bin);
-        if let Some(n) = n {
-            cmd.env("OPERON_BENCH_N", n.to_string());
+        match b {
+            "pod" => pod(options, &bin)?,
+            _ => {
+                let mut cmd = cargo();
+                cmd.args(["bench", "-p", "service-ca-operator", "--bench", "issue"])
+                    .env("KUBEBUILDER_ASSETS", &bin);
+                if let Some(n) = options.n {
+                    cmd.env("OPERON_BENCH_N", n.to_string());
+                }
+                run("bench service-ca", &mut cmd)?;
+            }
         }
-        run(&format!("bench {}", b.name), &mut cmd)?;
     }
     println!("xtask: benchmarks done in {}", elapsed(t0));
     Ok(())
+}
+
+/// Builds the controller-runtime peer into `<target>/go-peer/go-peer`.
+pub fn build_go_peer() -> Result<PathBuf> {
+    let go = k8s::go()?;
+    let out = demo::target_dir()?.join("go-peer").join("go-peer");
+    let mut cmd = std::process::Command::new(go);
+    cmd.current_dir(repo_root().join("bench").join("go-peer"))
+        .args(["build", "-trimpath", "-o"])
+        .arg(&out)
+        .arg(".")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0");
+    run("go build (bench/go-peer)", &mut cmd)?;
+    Ok(out)
+}
+
+fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
+    // Counts don't depend on optimization: the quick run reuses the test profile's build.
+    let (profile, dir) = if options.quick {
+        ("dev", "debug")
+    } else {
+        ("release", "release")
+    };
+    let mut build = cargo();
+    build.args(["build", "-p", "pod-operator", "-p", "operon-bench"]);
+    if !options.quick {
+        build.arg("--release");
+    }
+    run(
+        &format!("cargo build ({profile}: pod-operator, operon-bench)"),
+        &mut build,
+    )?;
+    let target = demo::target_dir()?;
+    let peers: Vec<String> = if !options.peers.is_empty() {
+        options.peers.clone()
+    } else if options.quick {
+        vec!["direct".into(), "operon".into()]
+    } else {
+        vec!["direct".into(), "operon".into(), "go".into()]
+    };
+    let go_peer = if peers.iter().any(|p| p == "go") {
+        Some(build_go_peer()?)
+    } else {
+        None
+    };
+    let out = match &options.out {
+        Some(out) => out.clone(),
+        None if options.quick => target.join("bench-quick"),
+        None => repo_root().join("bench").join("results"),
+    };
+    let mut cmd = std::process::Command::new(target.join(dir).join("operon-bench"));
+    cmd.current_dir(repo_root())
+        .env("KUBEBUILDER_ASSETS", k8s_bin)
+        .arg("--operator")
+        .arg(target.join(dir).join("pod-operator"))
+        .args(["--profile", profile, "--peers", &peers.join(",")])
+        .arg("--out")
+        .arg(&out);
+    if let Some(go) = go_peer {
+        cmd.arg("--go-peer").arg(go);
+    }
+    if options.quick {
+        cmd.arg("--quick");
+    }
+    let list = |v: &[String]| v.join(",");
+    if !options.sizes.is_empty() {
+        cmd.args([
+            "--sizes",
+            &list(
+                &options
+                    .sizes
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+        ]);
+    }
+    if !options.rates.is_empty() {
+        cmd.args([
+            "--rates",
+            &list(
+                &options
+                    .rates
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+        ]);
+    }
+    if let Some(c) = options.concurrency {
+        cmd.args(["--concurrency", &c.to_string()]);
+    }
+    if let Some(m) = options.memory_objects {
+        cmd.args(["--memory-objects", &m.to_string()]);
+    }
+    if options.no_failover {
+        cmd.arg("--no-failover");
+    }
+    run("bench pod", &mut cmd)
 }

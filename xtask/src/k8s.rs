@@ -48,7 +48,7 @@ pub fn module_dir() -> PathBuf {
     repo_root().join("tools").join("k8s")
 }
 
-fn go() -> Result<PathBuf> {
+pub fn go() -> Result<PathBuf> {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .unwrap_or_default()

@@ -79,14 +79,15 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Runs benchmarks (release build, on the local control plane); each prints ratios against
-    /// a baseline measured in the same run. See docs/benchmarks.md.
+    /// Runs benchmarks on the local control plane (release builds): `pod` compares pod-operator
+    /// with a controller-runtime peer and with creating the Pods directly, and writes a report to
+    /// bench/results (docs/performance.md); `service-ca` prints ratios against its own baseline
+    /// (docs/benchmarks.md). `--quick` is CI's regression check of request counts.
     Bench {
-        /// Benchmarks to run (default: all): service-ca.
+        /// Benchmarks to run (default: all): pod, service-ca.
         names: Vec<String>,
-        /// Objects per benchmark (`OPERON_BENCH_N`; default 1000).
-        #[arg(long)]
-        n: Option<usize>,
+        #[command(flatten)]
+        options: bench::Options,
     },
 }
 
@@ -167,7 +168,7 @@ fn main() -> Result<()> {
         Cmd::Image { operator, out } => image::build(&operator, out.as_deref()).map(|_| ()),
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
-        Cmd::Bench { names, n } => bench::bench(&names, n),
+        Cmd::Bench { names, options } => bench::bench(&names, &options),
         Cmd::Fuzz { targets, seconds } => fuzz::run(&targets, seconds),
     }
 }

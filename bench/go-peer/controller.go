@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+)
+
+const (
+	managedByLabel = "app.kubernetes.io/managed-by"
+	managerName    = "pod-operator"
+	typeReady      = "Ready"
+	typeDegraded   = "Degraded"
+	// conflictRetry is how long to wait before retrying after a status update conflict: the
+	// cache is behind the apiserver and catches up within milliseconds.
+	conflictRetry = 100 * time.Millisecond
+)
+
+// PodRequestReconciler makes the requested Pod exist, keeps it, replaces it when the spec
+// changes, and never touches a Pod it doesn't control.
+type PodRequestReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+}
+
+// outcome is what a reconcile found, as the status should tell it.
+type outcome struct {
+	pod             *corev1.Pod // nil clears podName and podPhase
+	ready, degraded metav1.Condition
+	err             error // returned after the status is written
+}
+
+// Reconcile brings one PodRequest's Pod and status up to date.
+func (r *PodRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var pr PodRequest
+	if err := r.Get(ctx, req.NamespacedName, &pr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !pr.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the Pod goes with the request through its ownerReference
+	}
+	before := pr.Status.DeepCopy()
+
+	out, err := r.observe(ctx, &pr)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	pr.Status.ObservedGeneration = pr.Generation
+	pr.Status.PodName, pr.Status.PodPhase = "", ""
+	if out.pod != nil {
+		pr.Status.PodName, pr.Status.PodPhase = out.pod.Name, string(out.pod.Status.Phase)
+	}
+	for _, c := range []metav1.Condition{out.ready, out.degraded} {
+		c.ObservedGeneration = pr.Generation
+		meta.SetStatusCondition(&pr.Status.Conditions, c)
+	}
+	if !equality.Semantic.DeepEqual(before, &pr.Status) {
+		if err := r.Status().Update(ctx, &pr); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
+			}
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, out.err
+}
+
+func (r *PodRequestReconciler) observe(ctx context.Context, pr *PodRequest) (outcome, error) {
+	var pod corev1.Pod
+	if err := r.Get(ctx, client.ObjectKeyFromObject(pr), &pod); apierrors.IsNotFound(err) {
+		return r.createPod(ctx, pr)
+	} else if err != nil {
+		return outcome{}, err
+	}
+	if !metav1.IsControlledBy(&pod, pr) {
+		msg := conflictMessage(&pod)
+		if c := meta.FindStatusCondition(pr.Status.Conditions, typeDegraded); c == nil ||
+			c.Status != metav1.ConditionTrue || c.Reason != "PodConflict" {
+			r.Recorder.Eventf(pr, nil, corev1.EventTypeWarning, "PodConflict", "Create", "%s", msg)
+		}
+		return outcome{
+			ready:    condition(typeReady, false, "PodConflict", msg),
+			degraded: condition(typeDegraded, true, "PodConflict", msg),
+		}, nil
+	}
+	if !pod.DeletionTimestamp.IsZero() {
+		msg := fmt.Sprintf("Pod %s is terminating; it will be recreated", pod.Name)
+		return outcome{pod: &pod, ready: condition(typeReady, false, "PodTerminating", msg), degraded: notDegraded()}, nil
+	}
+	if matchesSpec(pr, &pod) {
+		return outcome{pod: &pod, ready: podReady(&pod), degraded: notDegraded()}, nil
+	}
+	// Image and command of a Pod are immutable: replace it. The precondition makes sure only
+	// the Pod we looked at is deleted.
+	err := r.Delete(ctx, &pod, client.Preconditions{UID: &pod.UID})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return outcome{}, err
+	}
+	r.Recorder.Eventf(pr, nil, corev1.EventTypeNormal, "Replaced", "Delete",
+		"Deleted Pod %s to apply spec generation %d; a new Pod follows once it is gone", pod.Name, pr.Generation)
+	msg := fmt.Sprintf("Replacing Pod %s to apply spec generation %d", pod.Name, pr.Generation)
+	return outcome{pod: &pod, ready: condition(typeReady, false, "Replacing", msg), degraded: notDegraded()}, nil
+}
+
+func (r *PodRequestReconciler) createPod(ctx context.Context, pr *PodRequest) (outcome, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      pr.Name,
+			Namespace: pr.Namespace,
+			Labels:    map[string]string{"app": pr.Name, managedByLabel: managerName},
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name:    pr.Spec.Name,
+			Image:   pr.Spec.Image,
+			Command: pr.Spec.Command,
+		}}},
+	}
+	if err := controllerutil.SetControllerReference(pr, pod, r.Scheme); err != nil {
+		return outcome{}, err
+	}
+	err := r.Create(ctx, pod)
+	if err == nil {
+		r.Recorder.Eventf(pr, nil, corev1.EventTypeNormal, "Created", "Create", "Created Pod %s", pod.Name)
+		return outcome{pod: pod, ready: podReady(pod), degraded: notDegraded()}, nil
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || (status.Status().Code != 403 && status.Status().Code != 422) {
+		return outcome{}, err // AlreadyExists included: retried with backoff
+	}
+	apiMsg := status.Status().Message
+	reason := "AdmissionDenied"
+	switch {
+	case strings.Contains(apiMsg, "exceeded quota"):
+		reason = "QuotaExceeded"
+	case status.Status().Code == 422:
+		reason = "InvalidPod"
+	}
+	r.Recorder.Eventf(pr, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "%s", apiMsg)
+	msg := fmt.Sprintf("Pod %s was rejected: %s", pr.Name, apiMsg)
+	return outcome{
+		ready:    condition(typeReady, false, reason, msg),
+		degraded: condition(typeDegraded, true, reason, msg),
+		err:      fmt.Errorf("the apiserver rejected Pod %s: %s", pr.Name, apiMsg),
+	}, nil
+}
+
+// matchesSpec reports whether the Pod's single container says what the spec says.
+func matchesSpec(pr *PodRequest, pod *corev1.Pod) bool {
+	if len(pod.Spec.Containers) != 1 {
+		return false
+	}
+	c := pod.Spec.Containers[0]
+	return c.Name == pr.Spec.Name && c.Image == pr.Spec.Image && slices.Equal(c.Command, pr.Spec.Command)
+}
+
+func conflictMessage(pod *corev1.Pod) string {
+	owner := "not controlled by this PodRequest"
+	if ref := metav1.GetControllerOf(pod); ref != nil {
+		owner = fmt.Sprintf("controlled by %s %s", ref.Kind, ref.Name)
+	}
+	return fmt.Sprintf("Pod %s already exists and is %s; it is left untouched. The Pod will be created once it is gone", pod.Name, owner)
+}
+
+func podReady(pod *corev1.Pod) metav1.Condition {
+	phase := pod.Status.Phase
+	if phase == "" {
+		phase = corev1.PodPending
+	}
+	ready := slices.ContainsFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+	})
+	if phase == corev1.PodRunning && ready {
+		return condition(typeReady, true, "PodReady", fmt.Sprintf("Pod %s is running and ready", pod.Name))
+	}
+	reason := map[corev1.PodPhase]string{
+		corev1.PodPending:   "PodPending",
+		corev1.PodRunning:   "PodNotReady",
+		corev1.PodSucceeded: "PodSucceeded",
+		corev1.PodFailed:    "PodFailed",
+	}[phase]
+	if reason == "" {
+		reason = "PodUnknown"
+	}
+	return condition(typeReady, false, reason, fmt.Sprintf("Pod %s is %s", pod.Name, phase))
+}
+
+func notDegraded() metav1.Condition {
+	return condition(typeDegraded, false, "AsExpected", "")
+}
+
+func condition(typ string, status bool, reason, message string) metav1.Condition {
+	s := metav1.ConditionFalse
+	if status {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: message}
+}
+
+// SetupWithManager registers the controller: PodRequest spec changes and owned Pods trigger it.
+func (r *PodRequestReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&PodRequest{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&corev1.Pod{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
+		Named("podrequest").
+		Complete(r)
+}

@@ -1,0 +1,142 @@
+// Command go-peer is the controller-runtime peer of the Rust pod-operator, for benchmarks.
+package main
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+var (
+	scheme   = runtime.NewScheme()
+	setupLog = ctrl.Log.WithName("setup")
+)
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(AddToScheme(scheme))
+}
+
+func main() {
+	var (
+		namespaces, metricsAddr, probeAddr, leaderID, leaderNS string
+		concurrency, burst                                     int
+		qps                                                    float64
+		leaderElect, stripManagedFields, trimPods              bool
+	)
+	// --kubeconfig is registered by controller-runtime's config package (ctrl.GetConfig).
+	flag.StringVar(&namespaces, "namespace", "", "Comma-separated namespaces to serve; all namespaces when empty.")
+	flag.IntVar(&concurrency, "concurrency", 10, "Reconciles running at once (MaxConcurrentReconciles).")
+	flag.Float64Var(&qps, "qps", -1, "Client QPS; a negative value disables client-go's client-side rate limiter.")
+	flag.IntVar(&burst, "burst", 0, "Client burst; 0 keeps the default.")
+	flag.BoolVar(&stripManagedFields, "strip-managed-fields", true, "Drop managedFields from cached objects.")
+	flag.BoolVar(&trimPods, "trim-pods", true,
+		"Cache only what the reconciler reads of a Pod (the Rust operator's Pod cache does the same).")
+	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader on a Lease so that only one replica reconciles.")
+	flag.StringVar(&leaderID, "leader-election-id", "go-peer-leader", "Name of the leader election Lease.")
+	flag.StringVar(&leaderNS, "leader-election-namespace", "",
+		"Namespace of the Lease; in cluster the Pod's namespace, else \"default\", when empty.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "Address of the metrics endpoint (plain HTTP).")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "Address of /healthz and /readyz.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS = float32(qps)
+	if burst > 0 {
+		cfg.Burst = burst
+	}
+	if leaderNS == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		leaderNS = "default" // out of cluster controller-runtime can't guess one
+	}
+
+	cacheOpts := cache.Options{}
+	for ns := range strings.SplitSeq(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			if cacheOpts.DefaultNamespaces == nil {
+				cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+			}
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	if stripManagedFields {
+		cacheOpts.DefaultTransform = cache.TransformStripManagedFields()
+	}
+	if trimPods {
+		cacheOpts.ByObject = map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: trimPod}}
+	}
+
+	leaseDuration, renewDeadline, retryPeriod := 15*time.Second, 10*time.Second, 2*time.Second
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Cache:                         cacheOpts,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr, SecureServing: false},
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              leaderID,
+		LeaderElectionNamespace:       leaderNS,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
+	})
+	if err != nil {
+		setupLog.Error(err, "unable to create manager")
+		os.Exit(1)
+	}
+
+	if err := (&PodRequestReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder(managerName),
+	}).SetupWithManager(mgr, concurrency); err != nil {
+		setupLog.Error(err, "unable to create controller", "controller", "podrequest")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "unable to set up ready check")
+		os.Exit(1)
+	}
+
+	setupLog.Info("starting manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "problem running manager")
+		os.Exit(1)
+	}
+}
+
+// trimPod keeps what the reconciler reads of a Pod: metadata without managedFields and
+// annotations, the containers' name, image and command, the phase and the conditions.
+func trimPod(obj interface{}) (interface{}, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	containers := make([]corev1.Container, 0, len(pod.Spec.Containers))
+	for _, c := range pod.Spec.Containers {
+		containers = append(containers, corev1.Container{Name: c.Name, Image: c.Image, Command: c.Command})
+	}
+	pod.ManagedFields = nil
+	pod.Annotations = nil
+	pod.Spec = corev1.PodSpec{Containers: containers}
+	pod.Status = corev1.PodStatus{Phase: pod.Status.Phase, Conditions: pod.Status.Conditions}
+	return pod, nil
+}

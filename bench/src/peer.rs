@@ -1,0 +1,376 @@
+//! The peers: our pod-operator and the controller-runtime peer as processes (so that memory and
+//! CPU are each process's own, read the same way from `/proc`), and the direct baseline, which
+//! has no process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::cluster::SYSTEM_NAMESPACE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    /// Pods created directly by the benchmark client: the apiserver's own limit.
+    Direct,
+    /// Our pod-operator (kube-rs + operon-runtime).
+    Operon,
+    /// The controller-runtime peer (bench/go-peer).
+    Go,
+}
+
+impl PeerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::Direct => "direct",
+            PeerKind::Operon => "operon",
+            PeerKind::Go => "go",
+        }
+    }
+
+    pub fn is_operator(self) -> bool {
+        self != PeerKind::Direct
+    }
+}
+
+/// How the operator peers are started; the same settings for both.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerSettings {
+    pub operon_binary: PathBuf,
+    pub go_binary: Option<PathBuf>,
+    pub concurrency: u16,
+    pub logs: PathBuf,
+}
+
+/// A running operator process.
+pub struct Process {
+    child: Child,
+    pid: u32,
+    metrics_port: u16,
+    pub started: Instant,
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Process {
+    /// Starts replica `replica` of `kind` against `kubeconfig`, logging to the logs directory.
+    pub fn start(
+        kind: PeerKind,
+        settings: &PeerSettings,
+        kubeconfig: &Path,
+        replica: usize,
+    ) -> Result<Process> {
+        let metrics_port = free_port()?;
+        let log = settings.logs.join(format!("{}-{replica}.log", kind.name()));
+        let out = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
+        let err = out.try_clone()?;
+        let concurrency = settings.concurrency.to_string();
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        let mut cmd = match kind {
+            PeerKind::Direct => bail!("the direct baseline has no process"),
+            PeerKind::Operon => {
+                let mut cmd = Command::new(&settings.operon_binary);
+                cmd.arg("run")
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["--admin-bind-address", &metrics])
+                    .args(["--leader-elect", "true"])
+                    .args(["--leader-election-namespace", SYSTEM_NAMESPACE])
+                    .args(["--concurrency", &concurrency])
+                    .args(["--log-level", "warn"])
+                    .env_remove("RUST_LOG");
+                cmd
+            }
+            PeerKind::Go => {
+                let binary = settings
+                    .go_binary
+                    .as_ref()
+                    .context("no Go peer binary (build it with cargo xtask bench)")?;
+                let probes = format!("127.0.0.1:{}", free_port()?);
+                let mut cmd = Command::new(binary);
+                cmd.arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["--metrics-bind-address", &metrics])
+                    .args(["--health-probe-bind-address", &probes])
+                    .arg("--leader-elect=true")
+                    .args(["--leader-election-namespace", SYSTEM_NAMESPACE])
+                    .args(["--concurrency", &concurrency])
+                    // No client-side rate limit, like kube-rs.
+                    .args(["--qps", "-1"])
+                    // managedFields stripped from the caches, and Pods cached with only what
+                    // the reconciler reads, like ours.
+                    .arg("--strip-managed-fields=true")
+                    .arg("--trim-pods=true");
+                cmd
+            }
+        };
+        cmd.env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the {} peer", kind.name()))?;
+        let pid = child.id().context("the peer exited at once")?;
+        Ok(Process {
+            child,
+            pid,
+            metrics_port,
+            started,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        kill(Pid::from_raw(self.pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit (after a signal), at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => {
+                status?;
+                Ok(())
+            }
+            Err(_) => {
+                self.child.kill().await.ok();
+                bail!("peer {} did not exit within {timeout:?}", self.pid)
+            }
+        }
+    }
+
+    /// `/metrics`, or `None` while the server is not up.
+    pub async fn metrics(&self) -> Option<Metrics> {
+        scrape(self.metrics_port).await.ok().map(Metrics)
+    }
+
+    /// Polls `/metrics` until `done` holds, at most `timeout`.
+    pub async fn wait_metrics(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&Metrics) -> bool,
+    ) -> Result<Metrics> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.metrics().await
+                && done(&m)
+            {
+                return Ok(m);
+            }
+            if Instant::now() > deadline {
+                bail!("peer {}: {what} not reached within {timeout:?}", self.pid);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Resident memory and CPU seconds so far, from `/proc`.
+    pub fn usage(&self) -> Option<Usage> {
+        Usage::read(self.pid)
+    }
+}
+
+async fn scrape(port: u16) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n")
+        .await?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut body)).await??;
+    let text = String::from_utf8_lossy(&body);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("no HTTP response");
+    };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
+/// A Prometheus text exposition.
+pub struct Metrics(String);
+
+impl Metrics {
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// The sum of every series of `name` whose labels contain all of `labels` (`k="v"`).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = match series.split_once('{') {
+                    Some((m, rest)) => (m, rest),
+                    None => (series, ""),
+                };
+                (metric == name && labels.iter().all(|want| rest.contains(want)))
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        self.sum(
+            "controller_runtime_reconcile_total",
+            &["controller=\"podrequest\""],
+        ) as u64
+    }
+
+    pub fn reconcile_errors(&self) -> u64 {
+        self.sum(
+            "controller_runtime_reconcile_errors_total",
+            &["controller=\"podrequest\""],
+        ) as u64
+    }
+
+    pub fn depth(&self) -> f64 {
+        self.sum("workqueue_depth", &["name=\"podrequest\""])
+    }
+
+    pub fn leading(&self) -> bool {
+        self.sum("leader_election_master_status", &[]) >= 1.0
+    }
+
+    /// `rest_client_requests_total` by method (both clients label it so).
+    pub fn client_requests(&self, method: &str) -> u64 {
+        self.sum(
+            "rest_client_requests_total",
+            &[&format!("method=\"{method}\"")],
+        ) as u64
+    }
+}
+
+/// A process's resident memory and CPU time.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+impl Usage {
+    pub fn read(pid: u32) -> Option<Usage> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command (which may hold spaces): utime is field 14, stime 15.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        let cpu = (ticks(14)? + ticks(15)?) as f64 / 100.0;
+        Some(Usage {
+            rss_bytes: rss_kb * 1024,
+            cpu_seconds: cpu,
+        })
+    }
+}
+
+/// Memory over a whole peer run, sampled in the background.
+#[derive(Clone, Default)]
+pub struct Sampler {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    pid: Arc<Mutex<Option<u32>>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the peer run started.
+    pub t: f64,
+    pub rss_mb: f64,
+}
+
+impl Sampler {
+    /// Samples every `period` whichever process [`Sampler::follow`] names.
+    pub fn start(&self, origin: Instant, period: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let pid = *this.pid.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(usage) = pid.and_then(Usage::read) {
+                    this.samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Sample {
+                            t: origin.elapsed().as_secs_f64(),
+                            rss_mb: usage.rss_bytes as f64 / 1e6,
+                        });
+                }
+            }
+        })
+    }
+
+    pub fn follow(&self, pid: Option<u32>) {
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = pid;
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The highest RSS sampled after `since` (seconds on the run's clock).
+    pub fn peak_since(&self, since: f64) -> f64 {
+        self.samples()
+            .iter()
+            .filter(|s| s.t >= since)
+            .map(|s| s.rss_mb)
+            .fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_series_by_labels() {
+        let m = Metrics(
+            "# HELP x\ncontroller_runtime_reconcile_total{controller=\"podrequest\",result=\"success\"} 7\n\
+             controller_runtime_reconcile_total{controller=\"podrequest\",result=\"error\"} 2\n\
+             controller_runtime_reconcile_total{controller=\"other\",result=\"success\"} 100\n\
+             leader_election_master_status{name=\"x\"} 1\n"
+                .into(),
+        );
+        assert_eq!(m.reconciles(), 9);
+        assert!(m.leading());
+        assert_eq!(m.sum("missing", &[]), 0.0);
+    }
+
+    #[test]
+    fn reads_own_usage() {
+        let usage = Usage::read(std::process::id());
+        assert!(usage.is_some_and(|u| u.rss_bytes > 0));
+    }
+}
