@@ -272,23 +272,10 @@ pub struct Usage {
 
 impl Usage {
     pub fn read(pid: u32) -> Option<Usage> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command (which may hold spaces): utime is field 14, stime 15.
-        let (_, rest) = stat.rsplit_once(')')?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-        let cpu = (ticks(14)? + ticks(15)?) as f64 / 100.0;
+        let (rss_bytes, cpu_seconds) = operon_runtime::metrics::process_usage(pid)?;
         Some(Usage {
-            rss_bytes: rss_kb * 1024,
-            cpu_seconds: cpu,
+            rss_bytes,
+            cpu_seconds,
         })
     }
 }

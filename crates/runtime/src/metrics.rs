@@ -597,6 +597,19 @@ impl ProcessStats {
     }
 }
 
+/// Resident memory (bytes) and CPU time (user + system seconds) of process `pid`, read from
+/// `/proc` as the process metrics are (benchmarks read other processes with it).
+pub fn process_usage(pid: u32) -> Option<(u64, f64)> {
+    let mut stats = ProcessStats::default();
+    stats.parse_stat(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+        None,
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = parse_status_kb(&status, "VmRSS:")?;
+    Some((rss, stats.cpu_seconds?))
+}
+
 /// `btime` of `/proc/stat`: boot time, in seconds since the epoch.
 fn parse_boot_time(stat: &str) -> Option<f64> {
     stat.lines()
@@ -743,6 +756,16 @@ mod tests {
 
     fn has_line(text: &str, line: &str) -> bool {
         text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn reads_a_process_usage_by_pid() {
+        let usage = process_usage(std::process::id());
+        assert!(
+            usage.is_some_and(|(rss, cpu)| rss > 0 && cpu >= 0.0),
+            "{usage:?}"
+        );
+        assert!(process_usage(u32::MAX).is_none());
     }
 
     #[test]
