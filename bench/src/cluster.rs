@@ -111,19 +111,6 @@ impl Cluster {
     /// The peers run as a ServiceAccount bound to cluster-admin: RBAC is the same for all of
     /// them, and the audit policy can pick out their requests.
     async fn write_peer_kubeconfig(&self) -> Result<()> {
-        let sas: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), SYSTEM_NAMESPACE);
-        let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(PEER_ACCOUNT.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match sas.create(&PostParams::default(), &sa).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
         let binding = ClusterRoleBinding {
             metadata: ObjectMeta {
                 name: Some("operon-bench-peer".into()),
@@ -147,19 +134,13 @@ impl Cluster {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        let request = k8s_openapi::api::authentication::v1::TokenRequest {
-            spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
-                expiration_seconds: Some(24 * 3600),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let token = sas
-            .create_token_request(PEER_ACCOUNT, &PostParams::default(), &request)
-            .await?
-            .status
-            .and_then(|s| s.token)
-            .context("TokenRequest returned no token")?;
+        let token = operon_envtest::service_account_token(
+            &self.admin,
+            SYSTEM_NAMESPACE,
+            PEER_ACCOUNT,
+            24 * 3600,
+        )
+        .await?;
         let ca = self.peer_kubeconfig.with_file_name("ca.crt");
         std::fs::write(&ca, self.plane.ca_pem())?;
         // JSON is YAML: both kube-rs and client-go read it.

@@ -450,16 +450,19 @@ async fn phase(
             Mode::Rate(r) => workload::at_rate(&cluster.admin, kind, &ns, names, r).await,
         }
     };
+    let print_progress = || {
+        eprintln!(
+            "bench: [{}] {name}: {:5.1} s  Pods {}/{n}  Ready {}/{n}",
+            kind.name(),
+            t0.elapsed().as_secs_f64(),
+            pods.counts().0,
+            ready_of()
+        );
+    };
     let progress = async {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            eprintln!(
-                "bench: [{}] {name}: {:5.1} s  Pods {}/{n}  Ready {}/{n}",
-                kind.name(),
-                t0.elapsed().as_secs_f64(),
-                pods.counts().0,
-                ready_of()
-            );
+            print_progress();
         }
     };
     let created = tokio::select! {
@@ -479,13 +482,7 @@ async fn phase(
             );
         }
         if last_print.elapsed() > Duration::from_secs(5) {
-            eprintln!(
-                "bench: [{}] {name}: {:5.1} s  Pods {}/{n}  Ready {}/{n}",
-                kind.name(),
-                t0.elapsed().as_secs_f64(),
-                pods.counts().0,
-                ready_of()
-            );
+            print_progress();
             last_print = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

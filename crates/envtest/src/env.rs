@@ -126,35 +126,7 @@ impl TestEnv {
         namespace: &str,
         name: &str,
     ) -> Result<Config, Error> {
-        let admin = self.client().await?;
-        let sas: Api<ServiceAccount> = Api::namespaced(admin, namespace);
-        if sas.get_opt(name).await?.is_none() {
-            let sa = ServiceAccount {
-                metadata: ObjectMeta {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            match sas.create(&PostParams::default(), &sa).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                expiration_seconds: Some(3600),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let token = sas
-            .create_token_request(name, &PostParams::default(), &request)
-            .await?
-            .status
-            .and_then(|s| s.token)
-            .ok_or(Error::NoToken)?;
+        let token = service_account_token(&self.client().await?, namespace, name, 3600).await?;
         let mut config = self.config().await?;
         config.auth_info = AuthInfo {
             token: Some(token.into()),
@@ -253,6 +225,43 @@ fn sanitize(prefix: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// A token of ServiceAccount `namespace/name` (created if missing) from the TokenRequest API,
+/// valid for `seconds`. `admin` must be allowed to create both.
+pub async fn service_account_token(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+    seconds: i64,
+) -> Result<String, Error> {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    if sas.get_opt(name).await?.is_none() {
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match sas.create(&PostParams::default(), &sa).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(seconds),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    sas.create_token_request(name, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or(Error::NoToken)
 }
 
 /// Five lowercase hex digits, different on every call.

@@ -34,7 +34,8 @@ pub use control_plane::{
     Builder, ControlPlane, KWOK_NODE_LABEL, POD_CIDR, SERVICE_CIDR, SKIP_ENV, StartupTimes,
 };
 pub use env::{
-    TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix, shared,
+    TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix,
+    service_account_token, shared,
 };
 pub use pki::{CertKey, Pki};
 
