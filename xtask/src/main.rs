@@ -4,7 +4,6 @@ mod bench;
 mod cluster;
 mod demo;
 mod fuzz;
-mod image;
 mod k8s;
 mod manifests;
 mod moto;
@@ -165,7 +164,9 @@ fn main() -> Result<()> {
             operator_bin_dir,
         } => demo::up(nodes, operator_bin_dir),
         Cmd::Manifests => manifests::write(),
-        Cmd::Image { operator, out } => image::build(&operator, out.as_deref()).map(|_| ()),
+        Cmd::Image { operator, out } => {
+            operon::image::build(&repo_root(), &operator, out.as_deref()).map(|_| ())
+        }
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
         Cmd::Bench { names, options } => bench::bench(&names, &options),

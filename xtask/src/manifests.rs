@@ -3,12 +3,11 @@
 //! `config/<operator>/` is each operator's kustomize tree (crd, rbac, manager, network-policy,
 //! prometheus, samples, default); `config/default` deploys every operator.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use operon_runtime::generate::{self, Writer};
 use operon_runtime::manifests::{OperatorManifests, kustomization};
-use serde_json::Value;
 
 use crate::repo_root;
 
@@ -47,99 +46,38 @@ pub fn config_dir() -> PathBuf {
     repo_root().join("config")
 }
 
-fn yaml(value: &Value) -> Result<String> {
-    Ok(serde_saphyr::to_string(value)?)
-}
-
-/// Writes `text` to `path` when it differs; records the path as generated.
-fn put(written: &mut BTreeSet<PathBuf>, path: PathBuf, text: String) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-        println!(
-            "manifests: wrote {}",
-            path.strip_prefix(repo_root()).unwrap_or(&path).display()
-        );
-    }
-    written.insert(path);
-    Ok(())
-}
-
-/// [`put`] for an object, as YAML under the generated-file header.
-fn put_yaml(written: &mut BTreeSet<PathBuf>, path: PathBuf, value: &Value) -> Result<()> {
-    put(written, path, format!("{HEADER}{}", yaml(value)?))
-}
-
 /// Writes every generated file and removes generated files that are no longer produced.
 pub fn write() -> Result<()> {
     let root = config_dir();
-    let mut written = BTreeSet::new();
+    let mut writer = Writer::new(HEADER, repo_root());
     let mut defaults = Vec::new();
     for (operator, samples) in operators()? {
         let dir = root.join(&operator.name);
-        let groups = operon_runtime::alerts::rule_groups(&operator.name, &operator.namespace);
-        for (relative, value) in operator.files(groups) {
-            put_yaml(&mut written, dir.join(&relative), &value)?;
-        }
         let mut sample_files = Vec::new();
         for (file, text) in samples {
-            put(
-                &mut written,
-                dir.join("samples").join(file),
-                text.to_string(),
-            )?;
+            writer.put_raw(&dir.join("samples").join(file), text)?;
             sample_files.push(file.to_string());
         }
-        put_yaml(
-            &mut written,
-            dir.join("samples/kustomization.yaml"),
-            &kustomization(&sample_files),
-        )?;
+        generate::config(&mut writer, &dir, &operator, &sample_files)?;
         let bundle = repo_root().join("bundle").join(&operator.name);
-        for (relative, value) in operon_runtime::olm::bundle(&operator, &bundle_info(&operator)?) {
-            put_yaml(&mut written, bundle.join(&relative), &value)?;
-        }
+        generate::bundle(&mut writer, &bundle, &operator, &bundle_info(&operator)?)?;
         let chart = repo_root().join("charts").join(&operator.name);
         let version = env!("CARGO_PKG_VERSION");
-        for (relative, text) in
-            operon_runtime::helm::chart(&operator, version, &format!("v{version}"))
-        {
-            put(
-                &mut written,
-                chart.join(&relative),
-                format!("{HEADER}{text}"),
-            )?;
-        }
+        generate::chart(
+            &mut writer,
+            &chart,
+            &operator,
+            version,
+            &format!("v{version}"),
+        )?;
         defaults.push(format!("../{}/default", operator.name));
     }
-    put_yaml(
-        &mut written,
-        root.join("default/kustomization.yaml"),
+    writer.put_yaml(
+        &root.join("default/kustomization.yaml"),
         &kustomization(&defaults),
     )?;
     for dir in [root, repo_root().join("bundle"), repo_root().join("charts")] {
-        remove_stale(&dir, &written)?;
-    }
-    Ok(())
-}
-
-/// Deletes files under `dir` that carry the generated header but were not written this time.
-fn remove_stale(dir: &Path, written: &BTreeSet<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            remove_stale(&path, written)?;
-            if std::fs::read_dir(&path)?.next().is_none() {
-                std::fs::remove_dir(&path)?;
-            }
-        } else if !written.contains(&path)
-            && std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with(HEADER))
-        {
-            std::fs::remove_file(&path)?;
-            println!("manifests: removed {}", path.display());
-        }
+        writer.remove_stale(&dir)?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@
 //! - [`operator`]: the `run` command every operator binary shares (flags, leader election, admin server, shutdown);
 //! - [`olm`]: the operator's OLM bundle (registry+v1), from the same declaration;
 //! - [`helm`]: its Helm chart, from the same declaration;
+//! - [`generate`]: writing those files (config/, bundle/, charts/) only when they change;
+//! - [`owned`]: the objects an operator creates for a resource, applied with ownership, pruned;
 //! - [`telemetry`]: structured logs (text or JSON);
 //! - [`workers`]: bounded concurrency that serves reconciles first come, first served;
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
@@ -29,12 +31,14 @@ pub mod client;
 pub mod conditions;
 pub mod events;
 pub mod finalizers;
+pub mod generate;
 pub mod helm;
 pub mod lease;
 pub mod manifests;
 pub mod metrics;
 pub mod olm;
 pub mod operator;
+pub mod owned;
 pub mod shutdown;
 pub mod telemetry;
 pub mod workers;

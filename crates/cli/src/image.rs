@@ -1,8 +1,10 @@
-//! Container images of the operators, built without a container engine or daemon.
+//! Container images of operators, built without a container engine or daemon, for any Cargo
+//! project (a workspace or a single package) whose package has a binary of the same name.
 //!
 //! An operator's image holds one file: its statically linked binary, `FROM scratch`, run as the
-//! distroless `nonroot` user 65532:65532 with `ENTRYPOINT ["/<operator>"]` and `CMD ["run"]` —
-//! what `operators/pod-operator/Containerfile` builds on machines with a container engine.
+//! distroless `nonroot` user 65532:65532 with `ENTRYPOINT ["/<package>"]` and `CMD ["run"]` —
+//! what a Containerfile such as `operators/pod-operator/Containerfile` builds on machines with a
+//! container engine.
 //!
 //! 1. **Static binary.** `cargo build --release --target <arch>-unknown-linux-musl` when that
 //!    Rust target and a musl C compiler (`musl-gcc`, Debian's `musl-tools`, for ring's C parts)
@@ -12,16 +14,16 @@
 //!    `OPERON_IMAGE_TARGET=<triple>` forces a target.
 //! 2. **Image.** buildah, daemonless, with the vfs storage driver and its storage under
 //!    `<target>/buildah`: `from scratch`, `copy`, `config`, `commit`, then `push` to an OCI
-//!    archive (`<target>/images/<operator>.oci.tar` unless `--out`). The working container and
-//!    image are removed afterwards, so reruns start from the same state.
+//!    archive (`<target>/images/<package>.oci.tar` unless another path is given). The working
+//!    container and image are removed afterwards, so reruns start from the same state.
+//!
+//! `<target>` is the project's target directory as `cargo metadata` reports it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-
-use crate::{cargo, elapsed, run};
 
 /// The user of distroless images' `nonroot`.
 const USER: &str = "65532:65532";
@@ -38,7 +40,8 @@ const CARGO_SET_FOR_CRATES: &[&str] = &[
     "OUT_DIR",
 ];
 
-/// What `cargo metadata` tells about the operator's package.
+/// What `cargo metadata` tells about the package.
+#[derive(Debug)]
 struct Package {
     version: String,
     license: Option<String>,
@@ -46,42 +49,60 @@ struct Package {
     target_dir: PathBuf,
 }
 
-/// Builds `operator`'s image as an OCI archive at `out` (default
-/// `<target>/images/<operator>.oci.tar`) and returns its path.
-pub fn build(operator: &str, out: Option<&Path>) -> Result<PathBuf> {
+/// Whether buildah, which [`build`] needs for the image, is installed.
+pub fn buildah_available() -> bool {
+    on_path("buildah").is_some()
+}
+
+/// Builds the image of `package` (a package of the Cargo project in `manifest_dir` with a binary
+/// of the same name) as an OCI archive at `out` (default `<target>/images/<package>.oci.tar`)
+/// and returns the archive's path.
+pub fn build(manifest_dir: &Path, package: &str, out: Option<&Path>) -> Result<PathBuf> {
     let t0 = Instant::now();
-    let package = package(operator)?;
+    let info = package_info(manifest_dir, package)?;
     let out = match out {
         Some(p) => std::path::absolute(p)?,
-        None => package
+        None => info
             .target_dir
             .join("images")
-            .join(format!("{operator}.oci.tar")),
+            .join(format!("{package}.oci.tar")),
     };
     ensure!(
         !out.to_string_lossy().contains(':'),
         "{}: buildah's oci-archive destination can't contain ':'",
         out.display()
     );
-    let buildah = Buildah::new(&package.target_dir.join("buildah"))?;
+    // Before the (long) release build: without buildah it would be for nothing.
+    let buildah = Buildah::new(&info.target_dir.join("buildah"))?;
 
-    let (triple, binary) = static_binary(operator, &package.target_dir)?;
-    let binary_size = std::fs::metadata(&binary)?.len();
+    let (triple, binary) = build_static(manifest_dir, package, &info.target_dir)?;
+    let binary_size = std::fs::metadata(&binary)
+        .with_context(|| format!("reading {}", binary.display()))?
+        .len();
 
-    let reference = format!("{operator}:{}", package.version);
-    buildah.image(operator, &package, &binary, &reference, &out)?;
+    let reference = format!("{package}:{}", info.version);
+    buildah.image(package, &info, &binary, &reference, &out)?;
 
-    let archive_size = std::fs::metadata(&out)?.len();
+    let archive_size = std::fs::metadata(&out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .len();
     println!(
-        "xtask: image {reference} written to {} in {}\n\
-         xtask:   OCI archive (gzip layer): {}\n\
-         xtask:   binary /{operator} ({triple}, static): {}",
+        "image: {reference} written to {} in {}\n\
+         image:   OCI archive (gzip layer): {}\n\
+         image:   binary /{package} ({triple}, static): {}",
         out.display(),
         elapsed(t0),
         size(archive_size),
         size(binary_size),
     );
     Ok(out)
+}
+
+/// Builds `package` of the Cargo project in `manifest_dir` statically linked, for release;
+/// returns the target triple and the binary.
+pub fn static_binary(manifest_dir: &Path, package: &str) -> Result<(String, PathBuf)> {
+    let info = package_info(manifest_dir, package)?;
+    build_static(manifest_dir, package, &info.target_dir)
 }
 
 fn size(bytes: u64) -> String {
@@ -91,31 +112,53 @@ fn size(bytes: u64) -> String {
     )
 }
 
-/// The operator's package (which must have a binary of the same name) and the target directory.
-fn package(operator: &str) -> Result<Package> {
-    let out = cargo()
+fn elapsed(since: Instant) -> String {
+    let secs = since.elapsed().as_secs();
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", since.elapsed().as_secs_f64())
+    }
+}
+
+/// `cargo` (the one running us, when Cargo does) in `dir`.
+fn cargo(dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// The package named `package` in the project of `manifest_dir` (it must have a binary of the
+/// same name) and the project's target directory.
+fn package_info(manifest_dir: &Path, package: &str) -> Result<Package> {
+    let out = cargo(manifest_dir)
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
-        .context("cargo metadata")?;
+        .with_context(|| format!("running cargo metadata in {}", manifest_dir.display()))?;
     ensure!(
         out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "cargo metadata in {} failed: {}",
+        manifest_dir.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing the output of cargo metadata")?;
     let packages = meta["packages"].as_array().cloned().unwrap_or_default();
-    let Some(pkg) = packages.iter().find(|p| p["name"] == operator) else {
-        bail!("no package named {operator} in the workspace");
+    let Some(pkg) = packages.iter().find(|p| p["name"] == package) else {
+        bail!(
+            "no package named {package} in the Cargo project of {}",
+            manifest_dir.display()
+        );
     };
     let has_bin = pkg["targets"].as_array().is_some_and(|targets| {
         targets.iter().any(|t| {
-            t["name"] == operator
+            t["name"] == package
                 && t["kind"]
                     .as_array()
                     .is_some_and(|k| k.contains(&"bin".into()))
         })
     });
-    ensure!(has_bin, "package {operator} has no binary named {operator}");
+    ensure!(has_bin, "package {package} has no binary named {package}");
     let string = |v: &serde_json::Value| v.as_str().map(str::to_string);
     Ok(Package {
         version: string(&pkg["version"]).context("package without a version")?,
@@ -155,8 +198,13 @@ fn rust_target_installed(triple: &str) -> bool {
         })
 }
 
-/// Builds `operator` statically linked; returns the target triple and the binary.
-fn static_binary(operator: &str, target_dir: &Path) -> Result<(String, PathBuf)> {
+/// Builds `package` statically linked into `<target_dir>/static`; returns the target triple and
+/// the binary.
+fn build_static(
+    manifest_dir: &Path,
+    package: &str,
+    target_dir: &Path,
+) -> Result<(String, PathBuf)> {
     let arch = std::env::consts::ARCH;
     let musl = format!("{arch}-unknown-linux-musl");
     let gnu = format!("{arch}-unknown-linux-gnu");
@@ -171,17 +219,17 @@ fn static_binary(operator: &str, target_dir: &Path) -> Result<(String, PathBuf)>
         _ if rust_target_installed(&musl) && musl_cc.is_some() => musl.clone(),
         _ => {
             println!(
-                "xtask: no {musl} Rust target or no musl C compiler (`rustup target add {musl}`, \
+                "image: no {musl} Rust target or no musl C compiler (`rustup target add {musl}`, \
                  `apt-get install musl-tools`): linking glibc statically instead"
             );
             gnu.clone()
         }
     };
 
-    let mut cmd = cargo();
+    let mut cmd = cargo(manifest_dir);
     // Build scripts (ring's) rerun when variables such as CARGO_MANIFEST_DIR change, and Cargo
-    // sets those for xtask itself, differently under `cargo xtask` and `cargo test`: without
-    // them, the build stays fresh however xtask is started.
+    // sets those for the program calling this one (`cargo run`, `cargo xtask`, `cargo test`),
+    // differently each time: without them, the build stays fresh however it is started.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if CARGO_SET_FOR_CRATES.contains(&&*key)
@@ -191,20 +239,13 @@ fn static_binary(operator: &str, target_dir: &Path) -> Result<(String, PathBuf)>
             cmd.env_remove(&*key);
         }
     }
-    cmd.args([
-        "build",
-        "--release",
-        "--package",
-        operator,
-        "--bin",
-        operator,
-    ])
-    .arg("--target")
-    .arg(&triple)
-    .arg("--target-dir")
-    .arg(target_dir.join("static"))
-    // Symbols only matter to debuggers; the Kubernetes binaries are stripped too (-s -w).
-    .env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
+    cmd.args(["build", "--release", "--package", package, "--bin", package])
+        .arg("--target")
+        .arg(&triple)
+        .arg("--target-dir")
+        .arg(target_dir.join("static"))
+        // Symbols only matter to debuggers; the Kubernetes binaries are stripped too (-s -w).
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
     if triple == musl {
         if let Some(cc) = &musl_cc {
             cmd.env(&cc_var, cc);
@@ -219,16 +260,17 @@ fn static_binary(operator: &str, target_dir: &Path) -> Result<(String, PathBuf)>
         flags.push_str(" -C target-feature=+crt-static");
         cmd.env(var, flags.trim());
     }
-    run(
-        &format!("cargo build --release --target {triple} ({operator})"),
-        &mut cmd,
-    )?;
+    let what = format!("cargo build --release --target {triple} ({package})");
+    let t0 = Instant::now();
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    ensure!(status.success(), "{what} failed ({status})");
+    println!("image: {what} done in {}", elapsed(t0));
 
     let binary = target_dir
         .join("static")
         .join(&triple)
         .join("release")
-        .join(operator);
+        .join(package);
     ensure_static(&binary)?;
     Ok((triple, binary))
 }
@@ -279,7 +321,7 @@ impl Buildah {
     fn new(root: &Path) -> Result<Self> {
         let bin = on_path("buildah").context(
             "buildah is not installed; it builds the image without a container engine \
-             (Debian: `apt-get install buildah`, or `bash .ci/install-prerequisites`)",
+             (Debian and Ubuntu: `apt-get install buildah`; Fedora: `dnf install buildah`)",
         )?;
         std::fs::create_dir_all(root.join("tmp"))?;
         // The image starts from scratch and is written to a file: no signature to check. Our own
@@ -332,13 +374,13 @@ impl Buildah {
     /// Builds the image of `binary` and pushes it as the OCI archive `out`, named `reference`.
     fn image(
         &self,
-        operator: &str,
+        package_name: &str,
         package: &Package,
         binary: &Path,
         reference: &str,
         out: &Path,
     ) -> Result<()> {
-        let name = format!("operon-image-{operator}-{}", std::process::id());
+        let name = format!("operon-image-{package_name}-{}", std::process::id());
         let mut cleanup = Cleanup {
             buildah: self,
             container: None,
@@ -354,11 +396,11 @@ impl Buildah {
         ])?;
         cleanup.container = Some(name.clone());
         let binary = binary.to_string_lossy();
-        let path = format!("/{operator}");
+        let path = format!("/{package_name}");
         self.run(&["copy", "--quiet", "--chmod", "0755", &name, &binary, &path])?;
 
         let entrypoint = serde_json::to_string(&[&path])?;
-        let created_by = format!("cargo xtask image {operator}");
+        let created_by = format!("operon image {package_name}");
         let mut config = vec![
             "config",
             "--user",
@@ -379,7 +421,7 @@ impl Buildah {
         };
         config.extend(["--arch", arch]);
         let labels: Vec<String> = [
-            ("title", Some(operator.to_string())),
+            ("title", Some(package_name.to_string())),
             ("version", Some(package.version.clone())),
             ("licenses", package.license.clone()),
             ("source", package.repository.clone()),
@@ -466,6 +508,60 @@ mod tests {
         if let Err(e) = result {
             assert!(e.to_string().contains("dynamically linked"), "{e}");
         }
+    }
+
+    #[test]
+    fn finds_the_package_and_the_target_directory() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let package = package_info(here, "operon").expect("operon has a binary named operon");
+        assert_eq!(package.version, env!("CARGO_PKG_VERSION"));
+        assert!(package.target_dir.is_absolute(), "{package:?}");
+
+        let e = package_info(here, "no-such-package").expect_err("no package");
+        assert!(
+            e.to_string().contains("no package named no-such-package"),
+            "{e}"
+        );
+        // A library-only package has nothing to put in an image.
+        let e = package_info(here, "operon-runtime").expect_err("no binary");
+        assert!(
+            e.to_string().contains("no binary named operon-runtime"),
+            "{e}"
+        );
+    }
+
+    /// A Cargo project of one package, `hello`, with a binary of that name, in no workspace.
+    fn hello_project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        write(
+            "Cargo.toml",
+            "[package]\nname = \"hello\"\nversion = \"1.2.3\"\nedition = \"2021\"\n\
+             license = \"MIT\"\n\n[workspace]\n",
+        );
+        write("src/main.rs", "fn main() {\n    println!(\"hello\");\n}\n");
+        dir
+    }
+
+    /// Needs buildah, like `cargo xtask image`: without it the test fails, it never skips.
+    #[test]
+    fn builds_the_image_of_any_cargo_project() {
+        let project = hello_project();
+        let (triple, binary) = static_binary(project.path(), "hello").expect("static build");
+        assert!(
+            binary.ends_with(Path::new(&triple).join("release/hello")),
+            "{}",
+            binary.display()
+        );
+        let out = project.path().join("images/hello.oci.tar");
+        let archive = build(project.path(), "hello", Some(&out)).expect("image build");
+        assert_eq!(archive, out);
+        let size = std::fs::metadata(&archive).expect("archive").len();
+        assert!(size > 0, "empty archive");
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! Names users give (operator, kind, group, version), checked with messages that say what is
+//! allowed, and the names derived from them (module, plural, field).
+
+use anyhow::{Result, bail};
+
+/// Rust keywords (strict and reserved, 2024): a module or field can't be named one of them.
+const KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate",
+    "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl",
+    "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
+    "return", "self", "static", "struct", "super", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
+
+fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !s.is_empty()
+        && s.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// An operator (and crate) name: a DNS label that starts with a letter, e.g. `pod-operator`.
+pub fn check_operator_name(name: &str) -> Result<()> {
+    if !is_dns_label(name) || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        bail!(
+            "invalid operator name {name:?}: use lowercase letters, digits and '-', starting with a \
+             letter and ending with a letter or digit, at most 63 characters (e.g. pod-operator); \
+             it names the crate, the binary, the Deployment and the namespace <name>-system"
+        );
+    }
+    if name.len() > 56 {
+        bail!("invalid operator name {name:?}: at most 56 characters, so that <name>-system fits");
+    }
+    if KEYWORDS.contains(&crate_ident(name).as_str()) || name == "test" || name == "operon" {
+        bail!("invalid operator name {name:?}: it is reserved in Rust or by Operon");
+    }
+    Ok(())
+}
+
+/// The Rust identifier of a crate named `name`.
+pub fn crate_ident(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// A kind: CamelCase, starting with an upper-case letter, letters and digits only.
+pub fn check_kind(kind: &str) -> Result<()> {
+    let ok = kind.starts_with(|c: char| c.is_ascii_uppercase())
+        && kind.chars().all(|c| c.is_ascii_alphanumeric())
+        && kind.len() <= 63;
+    if !ok {
+        bail!(
+            "invalid kind {kind:?}: kinds are CamelCase, start with an upper-case letter and hold \
+             only letters and digits, e.g. PodRequest"
+        );
+    }
+    if kind.ends_with("List") {
+        bail!("invalid kind {kind:?}: <Kind>List is the name of the kind's list type");
+    }
+    if KEYWORDS.contains(&snake(kind).as_str()) {
+        bail!(
+            "invalid kind {kind:?}: its module name {:?} is a Rust keyword",
+            snake(kind)
+        );
+    }
+    Ok(())
+}
+
+/// The full API group: `group` as is when it has a dot, else `<group>.<domain>`; must be a DNS
+/// subdomain, with a dot, outside the groups Kubernetes reserves.
+pub fn full_group(group: &str, domain: &str) -> Result<String> {
+    let full = if group.contains('.') || domain.is_empty() {
+        group.to_string()
+    } else {
+        format!("{group}.{domain}")
+    };
+    let labels_ok = full.split('.').all(is_dns_label);
+    if !labels_ok || full.len() > 253 || !full.contains('.') {
+        bail!(
+            "invalid API group {group:?}: groups are DNS names in lowercase with at least one dot, \
+             such as pod.example.com (a bare word gets the project's domain: <group>.<domain>)"
+        );
+    }
+    for reserved in ["k8s.io", "kubernetes.io"] {
+        if full == reserved || full.ends_with(&format!(".{reserved}")) {
+            bail!(
+                "invalid API group {full:?}: groups under {reserved} are reserved for Kubernetes"
+            );
+        }
+    }
+    Ok(full)
+}
+
+/// A project domain: a DNS name (`example.com`).
+pub fn check_domain(domain: &str) -> Result<()> {
+    if domain.is_empty() || !domain.split('.').all(is_dns_label) || domain.len() > 253 {
+        bail!("invalid domain {domain:?}: use a lowercase DNS name such as example.com");
+    }
+    Ok(())
+}
+
+/// A Kubernetes API version: `v<N>`, `v<N>alpha<M>` or `v<N>beta<M>`, N and M from 1.
+pub fn check_version(version: &str) -> Result<()> {
+    fn number(s: &str) -> bool {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && !s.starts_with('0')
+    }
+    let ok = version.strip_prefix('v').is_some_and(|rest| {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (major, qualifier) = rest.split_at(split);
+        number(major)
+            && (qualifier.is_empty()
+                || qualifier.strip_prefix("alpha").is_some_and(number)
+                || qualifier.strip_prefix("beta").is_some_and(number))
+    });
+    if !ok {
+        bail!(
+            "invalid API version {version:?}: use v1, v2, … or a pre-release such as v1alpha1 or \
+             v2beta3"
+        );
+    }
+    Ok(())
+}
+
+/// `PodRequest` → `pod_request`, `HTTPRoute` → `http_route`.
+pub fn snake(kind: &str) -> String {
+    let chars: Vec<char> = kind.chars().collect();
+    let mut out = String::new();
+    for (i, c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
+            if prev_lower || (prev_upper && next_lower) {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(*c);
+        }
+    }
+    out
+}
+
+/// The English plural of a lowercase word, as Kubernetes resource names use it.
+pub fn plural(word: &str) -> String {
+    let consonant_y =
+        word.ends_with('y') && !word[..word.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
+    if consonant_y {
+        format!("{}ies", &word[..word.len() - 1])
+    } else if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|e| word.ends_with(e))
+    {
+        format!("{word}es")
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// The resource name of `kind`: its lowercase plural (`PodRequest` → `podrequests`).
+pub fn resource_plural(kind: &str) -> String {
+    plural(&kind.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        for good in ["PodRequest", "Widget", "HTTPRoute", "V1Thing"] {
+            assert!(check_kind(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "podRequest",
+            "pod-request",
+            "Pod_Request",
+            "",
+            "PodRequestList",
+            "Type",
+        ] {
+            let e = check_kind(bad).expect_err(bad).to_string();
+            assert!(e.contains("invalid kind"), "{e}");
+        }
+    }
+
+    #[test]
+    fn groups() {
+        assert_eq!(
+            full_group("pod.example.com", "x.org").ok().as_deref(),
+            Some("pod.example.com")
+        );
+        assert_eq!(
+            full_group("pod", "example.com").ok().as_deref(),
+            Some("pod.example.com")
+        );
+        for bad in [
+            "Pod.example.com",
+            "pod..example.com",
+            "-pod.example.com",
+            "pod_x.example.com",
+        ] {
+            let e = full_group(bad, "example.com").expect_err(bad).to_string();
+            assert!(e.contains("DNS names"), "{e}");
+        }
+        assert!(full_group("pod", "").is_err(), "a group needs a dot");
+        let e = full_group("apps.k8s.io", "")
+            .expect_err("reserved")
+            .to_string();
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn versions() {
+        for good in ["v1", "v2", "v1alpha1", "v1beta2", "v10beta10"] {
+            assert!(check_version(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "1",
+            "v0",
+            "V1",
+            "v1alpha",
+            "v1alpha0",
+            "v1gamma1",
+            "v01",
+            "v1-alpha1",
+            "",
+        ] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn operator_names() {
+        assert!(check_operator_name("pod-operator2").is_ok());
+        for bad in [
+            "Pod",
+            "2pod",
+            "pod-",
+            "pod_operator",
+            "",
+            "test",
+            "operon",
+            "self",
+        ] {
+            assert!(check_operator_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn derived_names() {
+        assert_eq!(snake("PodRequest"), "pod_request");
+        assert_eq!(snake("HTTPRoute"), "http_route");
+        assert_eq!(snake("ConfigMap"), "config_map");
+        assert_eq!(snake("V1Thing"), "v1_thing");
+        assert_eq!(resource_plural("PodRequest"), "podrequests");
+        assert_eq!(resource_plural("Policy"), "policies");
+        assert_eq!(resource_plural("Gateway"), "gateways");
+        assert_eq!(resource_plural("Ingress"), "ingresses");
+        assert_eq!(resource_plural("Mesh"), "meshes");
+    }
+}

@@ -1,0 +1,128 @@
+//! `operon run`: the operator out of the cluster, against the current kubeconfig's cluster or a
+//! local control plane (Operon's envtest: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and a kwok node), with its CRDs installed first.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use operon_envtest::ControlPlane;
+
+use crate::build;
+use crate::project::Project;
+
+/// `operon run [--kubeconfig K | --local] [-- <operator run flags>]`.
+pub fn run(
+    project: &Project,
+    kubeconfig: Option<&Path>,
+    local: bool,
+    args: &[String],
+) -> Result<()> {
+    let binary = build::debug_binary(project)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(project, &binary, kubeconfig, local, args))
+}
+
+async fn run_async(
+    project: &Project,
+    binary: &Path,
+    kubeconfig: Option<&Path>,
+    local: bool,
+    args: &[String],
+) -> Result<()> {
+    let control_plane = if local {
+        let dir = build::target_dir(&project.root)?.join("operon-run");
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("run: starting a local control plane in {}", dir.display());
+        let cp = ControlPlane::builder()
+            .name(&project.name)
+            .dir(&dir)
+            .start()
+            .await
+            .context("starting the local control plane (the Kubernetes binaries come from `cargo xtask k8s build` in an Operon checkout)")?;
+        println!(
+            "run: control plane up; use it with\n  export KUBECONFIG={}",
+            cp.kubeconfig_path().display()
+        );
+        Some(cp)
+    } else {
+        None
+    };
+    let kubeconfig: Option<PathBuf> = match &control_plane {
+        Some(cp) => Some(cp.kubeconfig_path().to_path_buf()),
+        None => kubeconfig.map(Path::to_path_buf),
+    };
+    let client = match &kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            kube::Client::try_from(config)?
+        }
+        None => kube::Client::try_default()
+            .await
+            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config): pass --kubeconfig or --local")?,
+    };
+
+    let crds = tokio::process::Command::new(binary)
+        .arg("crds")
+        .output()
+        .await?;
+    if !crds.status.success() {
+        bail!(
+            "{} crds failed: {}",
+            project.name,
+            String::from_utf8_lossy(&crds.stderr)
+        );
+    }
+    let text = String::from_utf8(crds.stdout)?;
+    for document in text
+        .split("\n---")
+        .map(|d| d.trim_start_matches("---"))
+        .filter(|d| !d.trim().is_empty())
+    {
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(document)?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        operon_envtest::apply::apply_crd(&client, &crd, "operon")
+            .await
+            .with_context(|| format!("installing CRD {name}"))?;
+        println!("run: installed CRD {name}");
+    }
+
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("run").arg("--leader-elect=false");
+    if let Some(path) = &kubeconfig {
+        cmd.arg("--kubeconfig").arg(path);
+    }
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    println!("run: {} running (Ctrl-C stops it)", project.name);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        _ = tokio::signal::ctrl_c() => stop(&mut child).await?,
+        _ = terminate.recv() => stop(&mut child).await?,
+    };
+    if let Some(cp) = control_plane {
+        cp.stop();
+    }
+    if !status.success() {
+        bail!("{} exited with {status}", project.name);
+    }
+    Ok(())
+}
+
+/// SIGTERM to the operator (it finishes in-flight work), then its exit status.
+async fn stop(child: &mut tokio::process::Child) -> Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        // A Ctrl-C reached it too (same process group); a second signal is harmless.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    Ok(child.wait().await?)
+}

@@ -1,0 +1,637 @@
+//! `operon new`, `operon add api`, `operon add controller`: the files of a project.
+//!
+//! Every command first plans all its changes, checks them, then writes. Running one again is
+//! safe: a file identical to what it would write is left alone, a file that differs (edited
+//! since) is never overwritten (the command stops before writing anything and names it), and
+//! lines are added to shared files (`src/api/mod.rs`, …) only where their `operon:scaffold`
+//! marker is and only if absent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::Scope;
+use crate::kinds::{self, Owned};
+use crate::names;
+use crate::project::{self, Api, Controller, Project};
+use crate::templates::{self, Source, Vars};
+
+/// A line to add above a marker comment in an existing file.
+struct Insert {
+    path: PathBuf,
+    marker: &'static str,
+    line: String,
+}
+
+/// The changes of one command, relative to the project root.
+#[derive(Default)]
+struct Plan {
+    files: Vec<(PathBuf, String)>,
+    inserts: Vec<Insert>,
+}
+
+impl Plan {
+    fn file(&mut self, path: impl Into<PathBuf>, text: String) {
+        self.files.push((path.into(), text));
+    }
+
+    fn insert(&mut self, path: &str, marker: &'static str, line: String) {
+        self.inserts.push(Insert {
+            path: path.into(),
+            marker,
+            line,
+        });
+    }
+
+    /// Checks everything, then writes; prints what changed. `project_file` (operon.toml) is
+    /// the CLI's own and is always rewritten.
+    fn apply(self, root: &Path, project_file: Option<String>) -> Result<()> {
+        let mut conflicts = Vec::new();
+        for (path, text) in &self.files {
+            let full = root.join(path);
+            if let Ok(current) = std::fs::read_to_string(&full)
+                && current != *text
+            {
+                conflicts.push(path.display().to_string());
+            }
+        }
+        if !conflicts.is_empty() {
+            bail!(
+                "refusing to overwrite files that differ from what operon would write (edited \
+                 since?): {}. Nothing was changed. Move them away to have them generated again, \
+                 or make the change by hand.",
+                conflicts.join(", ")
+            );
+        }
+        // New content of every file that gets lines, computed before anything is written.
+        let mut edited: Vec<(PathBuf, String)> = Vec::new();
+        for insert in &self.inserts {
+            let full = root.join(&insert.path);
+            let current = match edited.iter().find(|(p, _)| *p == full) {
+                Some((_, text)) => text.clone(),
+                None => std::fs::read_to_string(&full)
+                    .with_context(|| format!("reading {}", insert.path.display()))?,
+            };
+            let updated = add_line(&current, insert.marker, &insert.line).with_context(|| {
+                format!(
+                    "{}: the line `// {}` is missing, so operon can't add `{}` there; put \
+                     the marker back (where the line belongs) and run the command again",
+                    insert.path.display(),
+                    insert.marker,
+                    insert.line.trim()
+                )
+            })?;
+            match edited.iter_mut().find(|(p, _)| *p == full) {
+                Some((_, text)) => *text = updated,
+                None => edited.push((full, updated)),
+            }
+        }
+
+        for (path, text) in self.files {
+            let full = root.join(&path);
+            if full.exists() {
+                println!("unchanged {}", path.display());
+                continue;
+            }
+            if let Some(dir) = full.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&full, text).with_context(|| format!("writing {}", full.display()))?;
+            println!("created   {}", path.display());
+        }
+        for (full, text) in edited {
+            let text = if full.extension().is_some_and(|e| e == "rs") {
+                templates::rustfmt(&text)?
+            } else {
+                text
+            };
+            let shown = full
+                .strip_prefix(root)
+                .unwrap_or(&full)
+                .display()
+                .to_string();
+            if std::fs::read_to_string(&full).ok().as_deref() == Some(text.as_str()) {
+                println!("unchanged {shown}");
+            } else {
+                std::fs::write(&full, text).with_context(|| format!("writing {shown}"))?;
+                println!("updated   {shown}");
+            }
+        }
+        if let Some(text) = project_file {
+            let full = root.join(project::FILE);
+            if std::fs::read_to_string(&full).ok().as_deref() != Some(text.as_str()) {
+                std::fs::write(&full, text)?;
+                println!("updated   {}", project::FILE);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `text` with `line` added above the line holding `// <marker>` (indented like it), unless a
+/// line equal to it (trimmed) is already there. `None` when the marker is missing.
+fn add_line(text: &str, marker: &str, line: &str) -> Option<String> {
+    if text.lines().any(|l| l.trim() == line.trim()) {
+        return Some(text.to_string());
+    }
+    let needle = format!("// {marker}");
+    let mut out = String::new();
+    let mut found = false;
+    for l in text.split_inclusive('\n') {
+        if !found && l.trim_start().starts_with(&needle) {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            out.push_str(indent);
+            out.push_str(line.trim());
+            out.push('\n');
+            found = true;
+        }
+        out.push_str(l);
+    }
+    found.then_some(out)
+}
+
+/// A rendered Rust file, formatted.
+fn rust(template: &str, vars: &Vars) -> Result<String> {
+    templates::rustfmt(&templates::render(template, vars)?)
+}
+
+/// The nearest directory at or above `dir` whose Cargo.toml has a `[workspace]` table.
+fn enclosing_workspace(dir: &Path) -> Result<Option<PathBuf>> {
+    let mut here = Some(dir);
+    while let Some(d) = here {
+        let manifest = d.join("Cargo.toml");
+        if manifest.is_file() {
+            let text = std::fs::read_to_string(&manifest)?;
+            let doc: toml_edit::DocumentMut = text
+                .parse()
+                .with_context(|| format!("parsing {}", manifest.display()))?;
+            if doc.get("workspace").is_some() {
+                return Ok(Some(d.to_path_buf()));
+            }
+        }
+        here = d.parent();
+    }
+    Ok(None)
+}
+
+/// Adds `member` (relative to the workspace root) to the workspace's members, unless listed
+/// or matched by a `dir/*` pattern.
+fn add_member(workspace: &Path, member: &str) -> Result<bool> {
+    let manifest = workspace.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
+    let members = doc["workspace"]
+        .as_table_mut()
+        .context("[workspace] is not a table")?
+        .entry("members")
+        .or_insert(toml_edit::value(toml_edit::Array::new()))
+        .as_array_mut()
+        .with_context(|| format!("{}: workspace.members is not an array", manifest.display()))?;
+    let parent = Path::new(member)
+        .parent()
+        .map(|p| p.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let listed = members
+        .iter()
+        .filter_map(|m| m.as_str())
+        .any(|m| m == member || m.strip_suffix("/*").is_some_and(|dir| dir == parent));
+    if listed {
+        return Ok(false);
+    }
+    members.push(member);
+    std::fs::write(&manifest, doc.to_string())?;
+    Ok(true)
+}
+
+/// Which Operon crates a new project depends on.
+fn source(explicit: Option<&Path>, workspace: Option<&Path>) -> Result<Source> {
+    if let Some(ws) = workspace
+        && templates::is_operon_checkout(ws)
+    {
+        return Ok(Source::Workspace);
+    }
+    if let Some(dir) = explicit {
+        let dir = std::path::absolute(dir)?;
+        if !templates::is_operon_checkout(&dir) {
+            bail!(
+                "--operon-source {}: not an Operon checkout (no crates/runtime and crates/envtest)",
+                dir.display()
+            );
+        }
+        return Ok(Source::Checkout(dir));
+    }
+    // The checkout this binary was built from, while it is still there.
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if templates::is_operon_checkout(&built_from) {
+        return Ok(Source::Checkout(
+            std::path::absolute(&built_from)?.components().collect(),
+        ));
+    }
+    Ok(Source::Git(templates::GIT_REPOSITORY.to_string()))
+}
+
+/// `operon new <name>`.
+pub fn new_project(
+    dir: &Path,
+    name: &str,
+    domain: &str,
+    operon_source: Option<&Path>,
+) -> Result<()> {
+    names::check_operator_name(name)?;
+    names::check_domain(domain)?;
+    let dir = std::path::absolute(dir)?;
+    let root = dir.join(name);
+    if root.join(project::FILE).is_file() {
+        let existing = Project::load(&root)?;
+        if existing.name != name || existing.domain != domain {
+            bail!(
+                "{} is already the project {} (domain {}): choose another name or directory",
+                root.display(),
+                existing.name,
+                existing.domain
+            );
+        }
+    } else if root.exists() && std::fs::read_dir(&root)?.next().is_some() {
+        bail!(
+            "{} exists and is not an operon project: choose another name or directory",
+            root.display()
+        );
+    }
+    let workspace = enclosing_workspace(&dir)?;
+    let source = source(operon_source, workspace.as_deref())?;
+    let standalone = workspace.is_none();
+    let crate_ident = names::crate_ident(name);
+    let vars = Vars::from([("name", name.to_string()), ("crate", crate_ident)]);
+
+    let mut plan = Plan::default();
+    plan.file(
+        "Cargo.toml",
+        templates::cargo_toml(name, &source, standalone)?,
+    );
+    plan.file("src/lib.rs", rust(templates::LIB, &vars)?);
+    plan.file("src/main.rs", rust(templates::MAIN, &vars)?);
+    plan.file("src/deploy.rs", rust(templates::DEPLOY, &vars)?);
+    plan.file("src/api/mod.rs", rust(templates::API_MOD, &vars)?);
+    plan.file(
+        "src/controller/mod.rs",
+        rust(templates::CONTROLLER_MOD, &vars)?,
+    );
+    plan.file(
+        "Containerfile",
+        templates::render(templates::CONTAINERFILE, &vars)?,
+    );
+    plan.file("README.md", templates::render(templates::README, &vars)?);
+    if standalone {
+        plan.file(".gitignore", templates::GITIGNORE.to_string());
+    }
+    let project = Project {
+        root: root.clone(),
+        name: name.to_string(),
+        domain: domain.to_string(),
+        apis: Vec::new(),
+        controllers: Vec::new(),
+    };
+    let project_file = if root.join(project::FILE).is_file() {
+        None
+    } else {
+        Some(project.render())
+    };
+    plan.apply(&root, project_file)?;
+
+    // The versions Operon is tested with: a standalone project starts from its lock file.
+    if let (true, Source::Checkout(checkout)) = (standalone, &source) {
+        let lock = checkout.join("Cargo.lock");
+        if lock.is_file() && !root.join("Cargo.lock").exists() {
+            std::fs::copy(&lock, root.join("Cargo.lock"))?;
+            println!("created   Cargo.lock (Operon's, so versions match what it is tested with)");
+        }
+    }
+    if let Some(ws) = &workspace {
+        let member = root
+            .strip_prefix(ws)
+            .context("the project is not under its workspace")?
+            .to_string_lossy()
+            .to_string();
+        if add_member(ws, &member)? {
+            println!(
+                "updated   {} (workspace member {member})",
+                ws.join("Cargo.toml").display()
+            );
+        }
+    }
+    println!(
+        "\nNext: cd {} && operon add api --group <group> --version v1alpha1 --kind <Kind>",
+        root.display()
+    );
+    Ok(())
+}
+
+/// `operon add api`.
+pub fn add_api(
+    project: &Project,
+    group: &str,
+    version: &str,
+    kind: &str,
+    scope: Scope,
+) -> Result<()> {
+    names::check_kind(kind)?;
+    names::check_version(version)?;
+    let group = names::full_group(group, &project.domain)?;
+    let plural = names::resource_plural(kind);
+    let api = Api {
+        group: group.clone(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        plural: plural.clone(),
+        scope,
+    };
+    let mut updated = project.clone();
+    match project.api(kind) {
+        Some(existing) if *existing == api => {}
+        Some(existing) => bail!(
+            "the project already has {kind} ({}/{}, {:?}); one kind is served in one group and \
+             version here: remove it from {} and src/api/ first, or pick another kind",
+            existing.group,
+            existing.version,
+            existing.scope,
+            project::FILE
+        ),
+        None => {
+            if let Some(clash) = project
+                .apis
+                .iter()
+                .find(|a| a.group == group && a.plural == plural)
+            {
+                bail!(
+                    "{plural}.{group} is already the resource of kind {}",
+                    clash.kind
+                );
+            }
+            updated.apis.push(api);
+        }
+    }
+    let snake = names::snake(kind);
+    let group_head = group.split('.').next().unwrap_or(&group);
+    let sample_file = format!("{group_head}_{version}_{}.yaml", kind.to_ascii_lowercase());
+    let namespaced = match scope {
+        Scope::Namespaced => "\n    namespaced,".to_string(),
+        Scope::Cluster => String::new(),
+    };
+    let vars = Vars::from([
+        ("group", group.clone()),
+        ("version", version.to_string()),
+        ("Kind", kind.to_string()),
+        ("kind_lower", kind.to_ascii_lowercase()),
+        ("plural", plural),
+        ("namespaced", namespaced),
+    ]);
+    let mut plan = Plan::default();
+    plan.file(format!("src/api/{snake}.rs"), rust(templates::API, &vars)?);
+    plan.file(
+        format!("config/samples/{sample_file}"),
+        templates::render(templates::SAMPLE, &vars)?,
+    );
+    plan.insert(
+        "src/api/mod.rs",
+        "operon:scaffold:api-modules",
+        format!("pub mod {snake};"),
+    );
+    plan.insert(
+        "src/api/mod.rs",
+        "operon:scaffold:crds",
+        format!("{snake}::crd(),"),
+    );
+    plan.insert(
+        "src/api/mod.rs",
+        "operon:scaffold:user-resources",
+        format!("{snake}::user_resource(),"),
+    );
+    plan.insert(
+        "src/deploy.rs",
+        "operon:scaffold:samples",
+        format!("(\"{sample_file}\", include_str!(\"../config/samples/{sample_file}\")),"),
+    );
+    plan.apply(&project.root, Some(updated.render()))?;
+    println!(
+        "\nNext: edit the spec in src/api/{snake}.rs and config/samples/{sample_file}, then \
+         `operon add controller --kind {kind}` and `operon manifests`"
+    );
+    Ok(())
+}
+
+/// Field name in `Wanted` for owned `kind`: `pods`, `config_maps`, …
+fn field(kind: &str) -> String {
+    names::plural(&names::snake(kind))
+}
+
+/// `operon add controller`.
+pub fn add_controller(project: &Project, kind: &str, owns: &[String]) -> Result<()> {
+    let Some(api) = project.api(kind).cloned() else {
+        let known: Vec<&str> = project.apis.iter().map(|a| a.kind.as_str()).collect();
+        bail!(
+            "the project has no API of kind {kind:?} (it has: {}): add it first with `operon add \
+             api --group <group> --version <version> --kind {kind}`",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let mut owned: Vec<Owned> = Vec::new();
+    for o in owns.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        if o == kind {
+            bail!("--owns {o}: a {kind} can't own objects of its own kind here");
+        }
+        let resolved = kinds::resolve(o, &project.apis)?;
+        if !owned.contains(&resolved) {
+            owned.push(resolved);
+        }
+    }
+    let controller = Controller {
+        kind: kind.to_string(),
+        owns: owned.iter().map(|o| o.kind.clone()).collect(),
+    };
+    let mut updated = project.clone();
+    match project.controllers.iter().find(|c| c.kind == kind) {
+        Some(existing) if *existing == controller => {}
+        Some(existing) => bail!(
+            "the {kind} controller exists and owns [{}]; to own [{}], change \
+             src/controller/{}.rs by hand (its `Wanted`, children and `rules`), and {}",
+            existing.owns.join(", "),
+            controller.owns.join(", "),
+            names::snake(kind),
+            project::FILE
+        ),
+        None => updated.controllers.push(controller),
+    }
+
+    let snake = names::snake(kind);
+    let mut imports = String::new();
+    let mut wanted_fields = String::new();
+    let mut owned_rules = String::new();
+    let mut owned_kinds = Vec::new();
+    let mut children_fields = String::new();
+    let mut children_new = String::new();
+    let mut children_synced = String::new();
+    let mut children_init = String::new();
+    let mut owns_streams = String::new();
+    let mut children_reconcile = String::new();
+    for o in &owned {
+        let f = field(&o.kind);
+        imports.push_str(&format!("use {};\n", o.path));
+        let api_version = if o.group.is_empty() {
+            o.version.clone()
+        } else {
+            format!("{}/{}", o.group, o.version)
+        };
+        wanted_fields.push_str(&format!(
+            "\n    /// {} ({api_version}) this {kind} wants.\n    pub {f}: Vec<{}>,",
+            o.plural, o.kind
+        ));
+        owned_rules.push_str(&format!(
+            "\n        Rule::new(\"{}\", &[\"{}\"], &[\"list\", \"watch\", \"create\", \"patch\", \"delete\"]),",
+            o.group, o.plural
+        ));
+        owned_kinds.push(format!("(\"{}\", \"{}\")", o.kind, o.version));
+        children_fields.push_str(&format!("\n    {f}: Children<{}>,", o.kind));
+        children_new.push_str(&format!(
+            "\n    let {f}_synced = Synced::new();\n    let ({f}, {f}_changes) = Children::<{}>::new(client.clone(), MANAGER, &{f}_synced);",
+            o.kind
+        ));
+        children_synced.push_str(&format!(", {f}_synced"));
+        children_init.push_str(&format!("\n        {f},"));
+        owns_streams.push_str(&format!("\n        .owns_stream({f}_changes)"));
+        children_reconcile.push_str(&format!(
+            "\n                outcome.merge(ctx.{f}.reconcile(self, wanted.{f}).await?);"
+        ));
+    }
+    let children_reconcile = if owned.is_empty() {
+        "let Wanted {} = wanted;\n                let outcome = Outcome::default();".to_string()
+    } else {
+        format!("let mut outcome = Outcome::default();{children_reconcile}")
+    };
+    let api_body = match api.scope {
+        Scope::Namespaced => format!(
+            "        let namespace = {snake}.namespace().unwrap_or_default();\n        Api::namespaced(self.client.clone(), &namespace)"
+        ),
+        Scope::Cluster => {
+            format!("        let _ = {snake};\n        Api::all(self.client.clone())")
+        }
+    };
+    let test_api = match api.scope {
+        Scope::Namespaced => format!(
+            "    let ns = env.namespace(\"{}\").await?;\n    let resources: Api<{kind}> = Api::namespaced(env.client().await?, &ns);",
+            kind.to_ascii_lowercase()
+        ),
+        Scope::Cluster => {
+            format!("    let resources: Api<{kind}> = Api::all(env.client().await?);")
+        }
+    };
+    let group_head = api.group.split('.').next().unwrap_or(&api.group);
+    let sample_file = format!(
+        "{group_head}_{}_{}.yaml",
+        api.version,
+        kind.to_ascii_lowercase()
+    );
+    let owned_doc = if owned.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = owned.iter().map(|o| o.plural.clone()).collect();
+        format!(" ({})", list.join(", "))
+    };
+    let vars = Vars::from([
+        ("name", project.name.clone()),
+        ("crate", project.crate_ident()),
+        ("group", api.group.clone()),
+        ("Kind", kind.to_string()),
+        ("kind_lower", kind.to_ascii_lowercase()),
+        ("kind_snake", snake.clone()),
+        ("plural", api.plural.clone()),
+        ("owned_imports", imports),
+        ("owned_doc", owned_doc),
+        (
+            "wanted_fields",
+            if owned.is_empty() {
+                String::new()
+            } else {
+                format!("{wanted_fields}\n")
+            },
+        ),
+        ("owned_rules", owned_rules),
+        ("owned_kinds", owned_kinds.join(", ")),
+        ("children_fields", children_fields),
+        ("children_new", children_new),
+        ("children_synced", children_synced),
+        ("children_init", children_init),
+        ("owns_streams", owns_streams),
+        ("children_reconcile", children_reconcile),
+        ("api_body", api_body),
+        ("test_api", test_api),
+        ("sample_file", sample_file),
+    ]);
+    let mut plan = Plan::default();
+    plan.file(
+        format!("src/controller/{snake}.rs"),
+        rust(templates::CONTROLLER, &vars)?,
+    );
+    plan.file(
+        format!("tests/{snake}_controller.rs"),
+        rust(templates::CONTROLLER_TEST, &vars)?,
+    );
+    let module = "src/controller/mod.rs";
+    plan.insert(
+        module,
+        "operon:scaffold:controller-modules",
+        format!("pub mod {snake};"),
+    );
+    plan.insert(
+        module,
+        "operon:scaffold:rules",
+        format!("{snake}::rules(),"),
+    );
+    plan.insert(
+        module,
+        "operon:scaffold:owned-kinds",
+        format!("{snake}::owned_kinds(),"),
+    );
+    plan.insert(
+        module,
+        "operon:scaffold:controllers",
+        format!("{snake}::controller(&settings),"),
+    );
+    plan.apply(&project.root, Some(updated.render()))?;
+    println!(
+        "\nNext: fill in `desired` in src/controller/{snake}.rs, then `operon manifests` (RBAC) \
+         and `cargo test`"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_go_above_their_marker_once() {
+        let text = "fn f() {\n    vec![\n        // operon:scaffold:x (note)\n    ]\n}\n";
+        let once = add_line(text, "operon:scaffold:x", "a(),").expect("marker");
+        assert_eq!(
+            once,
+            "fn f() {\n    vec![\n        a(),\n        // operon:scaffold:x (note)\n    ]\n}\n"
+        );
+        assert_eq!(
+            add_line(&once, "operon:scaffold:x", "a(),").as_deref(),
+            Some(once.as_str())
+        );
+        assert!(add_line("fn f() {}\n", "operon:scaffold:x", "a(),").is_none());
+    }
+
+    #[test]
+    fn field_names() {
+        assert_eq!(field("Pod"), "pods");
+        assert_eq!(field("ConfigMap"), "config_maps");
+        assert_eq!(field("NetworkPolicy"), "network_policies");
+        assert_eq!(field("Ingress"), "ingresses");
+    }
+}

@@ -1,0 +1,263 @@
+//! The {{Kind}} controller: moves what exists toward what each {{Kind}} asks for.
+//!
+//! - [`desired`] says which objects a {{Kind}} wants{{owned_doc}}. They are created with the
+//!   {{Kind}} as their controller owner, updated when `desired` changes, deleted when no longer
+//!   wanted, and garbage-collected with the {{Kind}}; a change to one wakes its {{Kind}}.
+//! - [`cleanup`] runs before a {{Kind}} goes away: a finalizer holds the deletion until it
+//!   succeeds.
+//! - The `Ready` condition tells users the outcome; Events tell what was done.
+//!
+//! Errors are retried per object with exponential backoff; reconciles, errors and their
+//! durations are on `/metrics` under controller-runtime's names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use operon_runtime::backoff::Backoff;
+use operon_runtime::cache::Synced;
+use operon_runtime::conditions::{self, Desired};
+use operon_runtime::events::Events;
+use operon_runtime::finalizers;
+use operon_runtime::manifests::Rule;
+use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::owned::{self, Children, Outcome};
+use serde_json::json;
+{{owned_imports}}
+use super::{Settings, Started};
+use crate::api::{{kind_snake}}::{condition, {{Kind}}};
+
+/// Field manager of its writes, and reporter of its Events.
+const MANAGER: &str = "{{name}}";
+/// Held on every {{Kind}} until [`cleanup`] succeeded.
+pub const FINALIZER: &str = "{{group}}/finalizer";
+/// When a {{Kind}} whose objects' names are taken is looked at again.
+const CONFLICT_RETRY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Children(#[from] owned::Error),
+    /// A spec the schema accepts but the operator can't act on: reported in the `Ready`
+    /// condition and an Event, and not retried until the spec changes.
+    #[error("{0}")]
+    InvalidSpec(String),
+}
+
+impl Error {
+    /// Label for `controller_runtime_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Children(_) => "children",
+            Error::InvalidSpec(_) => "invalid_spec",
+        }
+    }
+}
+
+/// The objects a {{Kind}} wants.
+#[derive(Debug, Default)]
+pub struct Wanted {{{wanted_fields}}}
+
+/// What should exist for `{{kind_snake}}`: fill this in. Name each object (after the
+/// {{Kind}}, for instance); the namespace defaults to the {{Kind}}'s and ownership is added
+/// for you. Return [`Error::InvalidSpec`] for a spec you can't act on.
+pub fn desired({{kind_snake}}: &{{Kind}}) -> Result<Wanted, Error> {
+    let _ = {{kind_snake}};
+    Ok(Wanted::default())
+}
+
+/// Runs before a {{Kind}} is deleted, until it succeeds: release what it holds outside the
+/// cluster. The objects it owns need nothing here: the garbage collector deletes them.
+pub async fn cleanup({{kind_snake}}: &{{Kind}}) -> Result<(), Error> {
+    let _ = {{kind_snake}};
+    Ok(())
+}
+
+/// The API calls this controller makes, derived from what it reconciles and owns.
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new("{{group}}", &["{{plural}}"], &["list", "watch", "patch"]),
+        Rule::new("{{group}}", &["{{plural}}/status"], &["patch"]),{{owned_rules}}
+    ]
+}
+
+/// Kinds of the objects it creates, `(kind, version)`.
+pub fn owned_kinds() -> Vec<(&'static str, &'static str)> {
+    vec![{{owned_kinds}}]
+}
+
+struct Context {
+    client: Client,
+    events: Events,
+    metrics: Arc<ControllerMetrics>,
+    backoff: Backoff<{{Kind}}>,
+    synced: Vec<Synced>,{{children_fields}}
+}
+
+/// Changes that matter to a reconcile: not the controller's own status writes.
+fn fingerprint(obj: &{{Kind}}) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut h);
+    obj.metadata.deletion_timestamp.is_some().hash(&mut h);
+    obj.finalizers().hash(&mut h);
+    Some(h.finish())
+}
+
+/// The controller, ready to run.
+pub fn controller(settings: &Settings) -> Started {
+    let client = settings.client.clone();
+    let metrics = settings.metrics.controller("{{kind_lower}}");
+    let own_synced = Synced::new();{{children_new}}
+    let synced = vec![own_synced.clone(){{children_synced}}];
+    let (store, writer) = reflector::store::<{{Kind}}>();
+    let changes = watcher(Api::<{{Kind}}>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|obj: &mut {{Kind}}| obj.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect_ok(own_synced.on_event())
+        .touched_objects()
+        .predicate_filter(fingerprint, Default::default())
+        .inspect_ok({
+            let metrics = metrics.clone();
+            move |obj: &{{Kind}}| metrics.queued(&ObjectRef::from_obj(obj).to_string())
+        });
+    let context = Arc::new(Context {
+        events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
+        client,
+        metrics,
+        backoff: Backoff::default(),
+        synced: synced.clone(),{{children_init}}
+    });
+    let controller = Controller::for_stream(changes, store){{owns_streams}}
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(settings.stop.clone());
+    Started {
+        synced,
+        run: Box::pin(async move {
+            tracing::info!("starting the {{Kind}} controller");
+            controller
+                .run(reconcile, error_policy, context)
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!("reconcile failed: {e}");
+                    }
+                })
+                .await;
+            tracing::info!("the {{Kind}} controller stopped");
+        }),
+    }
+}
+
+fn error_policy(obj: Arc<{{Kind}}>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(obj.as_ref()).to_string();
+    ctx.metrics.retried(&key);
+    let delay = ctx.backoff.failed(obj.as_ref());
+    tracing::warn!(object = %key, retry_in = ?delay, cause = error.metric_label(), "{error}");
+    Action::requeue(delay)
+}
+
+async fn reconcile(obj: Arc<{{Kind}}>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let timer = ctx
+        .metrics
+        .started(&ObjectRef::from_obj(obj.as_ref()).to_string());
+    // Owned objects are read from caches: act only once they are filled.
+    futures::future::join_all(ctx.synced.iter().map(Synced::wait)).await;
+    let result = obj.reconcile(&ctx).await;
+    ctx.metrics
+        .finished(timer, result.as_ref().err().map(Error::metric_label));
+    if result.is_ok() {
+        ctx.backoff.succeeded(obj.as_ref());
+    }
+    result
+}
+
+impl Context {
+    fn api(&self, {{kind_snake}}: &{{Kind}}) -> Api<{{Kind}}> {
+{{api_body}}
+    }
+}
+
+/// `applied: a, b; deleted: c`.
+fn summary(outcome: &Outcome) -> String {
+    let mut parts = Vec::new();
+    if !outcome.applied.is_empty() {
+        parts.push(format!("applied: {}", outcome.applied.join(", ")));
+    }
+    if !outcome.pruned.is_empty() {
+        parts.push(format!("deleted: {}", outcome.pruned.join(", ")));
+    }
+    parts.join("; ")
+}
+
+impl {{Kind}} {
+    /// One step toward what this {{Kind}} asks for.
+    async fn reconcile(&self, ctx: &Context) -> Result<Action, Error> {
+        let api = ctx.api(self);
+        if self.metadata.deletion_timestamp.is_some() {
+            if finalizers::has(self, FINALIZER) {
+                cleanup(self).await?;
+                finalizers::remove(&api, self, FINALIZER).await?;
+                ctx.events
+                    .normal(self, "CleanedUp", "Cleanup", "cleanup done; deletion proceeds")
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+        if finalizers::add(&api, self, FINALIZER).await?.is_some() {
+            // The update is a change of its own: the next reconcile goes on from there.
+            return Ok(Action::await_change());
+        }
+        let (ready, action) = match desired(self) {
+            Err(Error::InvalidSpec(message)) => {
+                ctx.events
+                    .warning(self, "InvalidSpec", "Reconcile", message.clone())
+                    .await;
+                let ready = Desired::new(condition::READY, false, "InvalidSpec", message);
+                (ready, Action::await_change())
+            }
+            Err(e) => return Err(e),
+            Ok(wanted) => {
+                {{children_reconcile}}
+                if !outcome.applied.is_empty() || !outcome.pruned.is_empty() {
+                    ctx.events
+                        .normal(self, "Applied", "Reconcile", summary(&outcome))
+                        .await;
+                }
+                if outcome.is_complete() {
+                    let message = "every object this resource asks for exists as asked";
+                    let ready = Desired::new(condition::READY, true, "Reconciled", message);
+                    (ready, Action::await_change())
+                } else {
+                    let message = format!(
+                        "taken by objects this {{Kind}} does not control, left alone: {}",
+                        outcome.conflicts.join(", ")
+                    );
+                    ctx.events
+                        .warning(self, "Conflict", "Reconcile", message.clone())
+                        .await;
+                    let ready = Desired::new(condition::READY, false, "Conflict", message);
+                    (ready, Action::requeue(CONFLICT_RETRY))
+                }
+            }
+        };
+        let generation = self.metadata.generation;
+        let mut status = self.status.clone().unwrap_or_default();
+        let changed = conditions::set(&mut status.conditions, ready, generation);
+        if changed || status.observed_generation != generation {
+            status.observed_generation = generation;
+            let patch = Patch::Merge(json!({ "status": status }));
+            api.patch_status(&self.name_any(), &PatchParams::default(), &patch)
+                .await?;
+        }
+        Ok(action)
+    }
+}

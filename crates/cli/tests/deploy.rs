@@ -1,0 +1,353 @@
+//! `operon deploy` and `operon undeploy` against a real control plane: a small made-up operator's
+//! config tree, laid out as the runtime generates it, is applied in dependency order (its
+//! custom resource after its CRD is Established), re-applied with the manager's image
+//! overridden, and deleted again, twice.
+//!
+//! Names carry a random suffix, so the test can share a cluster with others.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Client, Resource};
+use operon::deploy;
+use operon::kustomize;
+use operon_envtest::{Assets, Component, random_suffix, wait};
+use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The made-up operator: `gadget-<suffix>`, with one namespaced kind in its own API group.
+struct Gadgets {
+    name: String,
+    namespace: String,
+    group: String,
+    manifests: OperatorManifests,
+}
+
+impl Gadgets {
+    fn new() -> Self {
+        let suffix = random_suffix();
+        let name = format!("gadget-{suffix}");
+        let namespace = format!("{name}-system");
+        let group = format!("g{suffix}.deploy.operon.dev");
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": { "name": format!("gadgets.{group}") },
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": { "plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList" },
+                "versions": [{
+                    "name": "v1alpha1", "served": true, "storage": true,
+                    "schema": { "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": { "spec": { "type": "object", "properties": { "size": { "type": "integer" } } } },
+                    } },
+                    "subresources": { "status": {} },
+                }],
+            },
+        });
+        let manifests = OperatorManifests {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            image: format!("localhost/{name}:v1"),
+            crds: vec![crd],
+            rules: vec![Rule::new("", &["configmaps"], &["get", "list", "watch"])],
+            namespace_rules: Vec::new(),
+            admission: Vec::new(),
+            user_resources: Vec::new(),
+            replicas: 1,
+            admin_port: ADMIN_PORT,
+        };
+        Gadgets {
+            name,
+            namespace,
+            group,
+            manifests,
+        }
+    }
+
+    fn crd_name(&self) -> String {
+        format!("gadgets.{}", self.group)
+    }
+
+    fn deployment_name(&self) -> String {
+        format!("{}-controller-manager", self.name)
+    }
+
+    fn gadgets(&self, client: &Client) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(&self.group, "v1alpha1", "Gadget");
+        let mut resource = ApiResource::from_gvk(&gvk);
+        resource.plural = "gadgets".into();
+        Api::namespaced_with(client.clone(), &self.namespace, &resource)
+    }
+
+    /// Writes `<root>/config/…` as `operon manifests` does, plus a Gadget in config/default and an
+    /// `images:` rule there that retags the manager's image.
+    fn write_project(&self, root: &Path) -> Result<()> {
+        for (path, mut value) in self.manifests.files(json!([])) {
+            if path == "default/kustomization.yaml" {
+                value["resources"]
+                    .as_array_mut()
+                    .context("default resources")?
+                    .push(json!("gadget.yaml"));
+                value["images"] =
+                    json!([{ "name": format!("localhost/{}", self.name), "newTag": "v2" }]);
+            }
+            write_yaml(&root.join("config").join(path), &[value])?;
+        }
+        let gadget = json!({
+            "apiVersion": format!("{}/v1alpha1", self.group),
+            "kind": "Gadget",
+            "metadata": { "name": "first", "namespace": self.namespace },
+            "spec": { "size": 3 },
+        });
+        write_yaml(&root.join("config/default/gadget.yaml"), &[gadget])
+    }
+}
+
+fn write_yaml(path: &Path, documents: &[Value]) -> Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut text = String::new();
+    for document in documents {
+        text.push_str("---\n");
+        text.push_str(&serde_saphyr::to_string(document)?);
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs one of operon's blocking commands, which start their own async runtime, on a thread
+/// outside this test's runtime.
+async fn blocking<T: Send + 'static>(command: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(move || std::thread::spawn(command).join())
+        .await
+        .expect("blocking task")
+        .expect("the command panicked")
+}
+
+fn manager_image(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == kustomize::MANAGER_CONTAINER)?
+        .image
+        .clone()
+}
+
+/// `Ok` once the object is gone or being deleted (a Namespace or CRD still emptying itself).
+fn gone<K: Resource>(what: &str, found: kube::Result<Option<K>>) -> Result<(), String> {
+    match found {
+        Ok(None) => Ok(()),
+        Ok(Some(o)) if o.meta().deletion_timestamp.is_some() => Ok(()),
+        Ok(Some(_)) => Err(format!("{what} still exists")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let kubeconfig: Option<PathBuf> = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+
+    // Applied through the library, without an override: the kustomization's `images:` applies.
+    let objects = deploy::objects(project.path(), None)?;
+    deploy::apply(&client, &objects).await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &gadgets.namespace);
+    let deployment = deployments.get(&gadgets.deployment_name()).await?;
+    let retagged = format!("localhost/{}:v2", gadgets.name);
+    ensure!(
+        manager_image(&deployment).as_deref() == Some(retagged.as_str()),
+        "image: {:?}",
+        manager_image(&deployment)
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get(&gadgets.crd_name()).await?;
+    let established = crd
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Established" && c.status == "True");
+    ensure!(established, "CRD {} is not Established", gadgets.crd_name());
+    let gadget = gadgets.gadgets(&client).get("first").await?;
+    ensure!(gadget.data["spec"]["size"] == 3, "{:?}", gadget.data);
+
+    // The command, with the kubeconfig and an image override, over what is already there.
+    let image = format!("registry.example/acme/{}:v3", gadgets.name);
+    let (root, kc, img) = (
+        project.path().to_path_buf(),
+        kubeconfig.clone(),
+        image.clone(),
+    );
+    blocking(move || deploy::deploy(&root, kc.as_deref(), Some(&img))).await?;
+
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(&gadgets.namespace)
+        .await?;
+    let labels = namespace.metadata.labels.unwrap_or_default();
+    ensure!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str)
+            == Some("restricted"),
+        "{labels:?}"
+    );
+    let role = Api::<ClusterRole>::all(client.clone())
+        .get(&format!("{}-manager-role", gadgets.name))
+        .await?;
+    let rules = role.rules.unwrap_or_default();
+    ensure!(
+        rules
+            .iter()
+            .any(|r| r.resources.as_deref() == Some(&["configmaps".to_string()][..])),
+        "{rules:?}"
+    );
+    Api::<ServiceAccount>::namespaced(client.clone(), &gadgets.namespace)
+        .get(&format!("{}-controller-manager", gadgets.name))
+        .await?;
+    let deployment = deployments.get(&gadgets.deployment_name()).await?;
+    ensure!(
+        manager_image(&deployment).as_deref() == Some(image.as_str()),
+        "image: {:?}",
+        manager_image(&deployment)
+    );
+    let managers: Vec<String> = deployment
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .collect();
+    ensure!(
+        managers.iter().any(|m| m == deploy::FIELD_MANAGER),
+        "{managers:?}"
+    );
+
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
+    blocking(move || deploy::undeploy(&root, kc.as_deref())).await?;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    wait::until("the operator's objects to be deleted", TIMEOUT, || async {
+        gone(
+            "Deployment",
+            deployments.get_opt(&gadgets.deployment_name()).await,
+        )?;
+        gone(
+            "ClusterRole",
+            roles
+                .get_opt(&format!("{}-manager-role", gadgets.name))
+                .await,
+        )?;
+        gone("CRD", crds.get_opt(&gadgets.crd_name()).await)?;
+        gone("Namespace", namespaces.get_opt(&gadgets.namespace).await)
+    })
+    .await?;
+
+    // Again: everything is gone or going, which is no error.
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig);
+    blocking(move || deploy::undeploy(&root, kc.as_deref())).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_name_the_object_and_the_reason() -> Result<()> {
+    let client = operon_envtest::shared().await?.client().await?;
+    let missing = format!("missing-{}", random_suffix());
+    let config_map = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "settings", "namespace": missing },
+    });
+    let e = deploy::apply(&client, &[config_map])
+        .await
+        .err()
+        .context("applying into a missing namespace should fail")?;
+    let e = format!("{e:#}");
+    ensure!(
+        e.contains(&format!("applying ConfigMap {missing}/settings")) && e.contains("not found"),
+        "{e}"
+    );
+
+    let widget = json!({
+        "apiVersion": format!("{missing}.example.com/v1"), "kind": "Widget",
+        "metadata": { "name": "w", "namespace": "default" },
+    });
+    let e = deploy::apply(&client, std::slice::from_ref(&widget))
+        .await
+        .err()
+        .context("applying a kind the cluster does not serve should fail")?;
+    let e = format!("{e:#}");
+    ensure!(
+        e.contains("applying Widget default/w")
+            && e.contains("does not serve Widget")
+            && e.contains("CustomResourceDefinition installed?"),
+        "{e}"
+    );
+    // Nothing to delete is no error.
+    deploy::delete(&client, &[widget]).await?;
+    Ok(())
+}
+
+#[test]
+fn renders_the_repository_config_like_kubectl_kustomize() -> Result<()> {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default");
+    let ours = kustomize::render(&config)?;
+
+    let kubectl = Assets::from_env().binary(Component::Kubectl)?;
+    let out = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&config)
+        .output()
+        .with_context(|| format!("running {}", kubectl.display()))?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout)?)?;
+
+    // kubectl sorts by kind; the objects themselves must be the same.
+    let key = |v: &Value| kustomize::describe(v);
+    let mut ours_sorted = ours.clone();
+    let mut theirs_sorted = theirs;
+    ours_sorted.sort_by_key(key);
+    theirs_sorted.sort_by_key(key);
+    ensure!(
+        ours_sorted.len() == theirs_sorted.len(),
+        "{} objects, kubectl kustomize has {}",
+        ours_sorted.len(),
+        theirs_sorted.len()
+    );
+    for (a, b) in ours_sorted.iter().zip(&theirs_sorted) {
+        ensure!(a == b, "differs from kubectl kustomize:\n{a:#}\n{b:#}");
+    }
+
+    // It deploys several operators: which one an image override means is not clear.
+    let mut ours = ours;
+    let e = kustomize::override_manager_image(&mut ours, "registry.example/x:1")
+        .err()
+        .context("an override of several operators should fail")?;
+    ensure!(e.to_string().contains("ambiguous"), "{e}");
+    Ok(())
+}

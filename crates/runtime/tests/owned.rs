@@ -1,0 +1,155 @@
+//! Children against the real apiserver: created with their controller owner, unchanged ones
+//! cost no request, changed ones are applied, undesired ones pruned, and an object of the same
+//! name that the owner does not control is reported and left alone.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
+use operon_envtest::wait;
+use operon_runtime::cache::Synced;
+use operon_runtime::owned::{self, Children};
+
+fn config_map(name: &str, value: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("value".to_string(), value.to_string())])),
+        ..Default::default()
+    }
+}
+
+/// Waits until the cache shows `name` with `value` (or, for `None`, without it).
+async fn cached(
+    children: &Children<ConfigMap>,
+    ns: &str,
+    name: &str,
+    value: Option<&str>,
+) -> Result<()> {
+    let key = kube::runtime::reflector::ObjectRef::new(name).within(ns);
+    wait::until(
+        &format!("cache shows {name} = {value:?}"),
+        Duration::from_secs(30),
+        || async {
+            let current = children.store().get(&key);
+            let seen = current
+                .as_ref()
+                .and_then(|c| c.data.as_ref()?.get("value").cloned());
+            if seen.as_deref() == value {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let ns = env.namespace("owned").await?;
+    let client = env.client().await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let owner = api
+        .create(&PostParams::default(), &config_map("owner", "-"))
+        .await?;
+    let uid = owner.uid().context("owner without uid")?;
+    let foreign = api
+        .create(&PostParams::default(), &config_map("taken", "theirs"))
+        .await?;
+
+    let synced = Synced::new();
+    let (children, stream) = Children::<ConfigMap>::new(client.clone(), "owned-test", &synced);
+    let drive = tokio::spawn(stream.for_each(|_| async {}));
+    tokio::time::timeout(Duration::from_secs(30), synced.wait())
+        .await
+        .context("cache not synced")?;
+
+    let first = children
+        .reconcile(
+            &owner,
+            vec![
+                config_map("a", "1"),
+                config_map("b", "1"),
+                config_map("taken", "ours"),
+            ],
+        )
+        .await?;
+    assert_eq!(
+        first.applied,
+        [format!("{}/a", &*ns), format!("{}/b", &*ns)]
+    );
+    assert_eq!(first.conflicts, [format!("{}/taken", &*ns)]);
+    ensure!(
+        !first.is_complete(),
+        "a conflict leaves the children incomplete"
+    );
+    let a = api.get("a").await?;
+    ensure!(
+        owned::controller_uid(&a) == Some(uid.as_str()),
+        "a not controlled by the owner"
+    );
+    ensure!(
+        a.annotations().contains_key(owned::APPLIED_HASH),
+        "a has no applied hash"
+    );
+    let taken = api.get("taken").await?;
+    ensure!(
+        taken.resource_version() == foreign.resource_version(),
+        "the foreign object was modified"
+    );
+
+    cached(&children, &ns, "a", Some("1")).await?;
+    cached(&children, &ns, "b", Some("1")).await?;
+    let again = children
+        .reconcile(&owner, vec![config_map("a", "1"), config_map("b", "1")])
+        .await?;
+    assert_eq!(again.unchanged, 2, "{again:?}");
+    ensure!(
+        again.applied.is_empty(),
+        "unchanged children applied: {again:?}"
+    );
+
+    let changed = children
+        .reconcile(&owner, vec![config_map("a", "1"), config_map("b", "2")])
+        .await?;
+    assert_eq!(changed.applied, [format!("{}/b", &*ns)]);
+    ensure!(
+        api.get("b")
+            .await?
+            .data
+            .and_then(|d| d.get("value").cloned())
+            .as_deref()
+            == Some("2"),
+        "b not updated"
+    );
+
+    cached(&children, &ns, "b", Some("2")).await?;
+    let pruned = children
+        .reconcile(&owner, vec![config_map("a", "1")])
+        .await?;
+    assert_eq!(pruned.pruned, [format!("{}/b", &*ns)]);
+    ensure!(api.get_opt("b").await?.is_none(), "b not deleted");
+    ensure!(
+        api.get_opt("taken").await?.is_some(),
+        "the foreign object was deleted"
+    );
+
+    // An owner without a UID (never created) owns nothing.
+    let phantom = ConfigMap::default();
+    ensure!(
+        children.reconcile(&phantom, Vec::new()).await.is_err(),
+        "an owner without UID was accepted"
+    );
+    ensure!(owner.meta().uid.is_some());
+    drive.abort();
+    Ok(())
+}
