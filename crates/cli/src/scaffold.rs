@@ -131,7 +131,14 @@ impl Plan {
 /// `text` with `line` added above the line holding `// <marker>` (indented like it), unless a
 /// line equal to it (trimmed) is already there. `None` when the marker is missing.
 fn add_line(text: &str, marker: &str, line: &str) -> Option<String> {
-    if text.lines().any(|l| l.trim() == line.trim()) {
+    // Present already, maybe as rustfmt split it over lines.
+    let squeeze = |s: &str| {
+        s.split_whitespace()
+            .collect::<String>()
+            .replace(",)", ")")
+            .replace(",]", "]")
+    };
+    if squeeze(text).contains(&squeeze(line)) {
         return Some(text.to_string());
     }
     let needle = format!("// {marker}");
@@ -486,8 +493,8 @@ pub fn add_controller(project: &Project, kind: &str, owns: &[String]) -> Result<
             format!("{}/{}", o.group, o.version)
         };
         wanted_fields.push_str(&format!(
-            "\n    /// {} ({api_version}) this {kind} wants.\n    pub {f}: Vec<{}>,",
-            o.plural, o.kind
+            "\n    /// The {}s ({api_version}) this {kind} wants.\n    pub {f}: Vec<{}>,",
+            o.kind, o.kind
         ));
         owned_rules.push_str(&format!(
             "\n        Rule::new(\"{}\", &[\"{}\"], &[\"list\", \"watch\", \"create\", \"patch\", \"delete\"]),",
@@ -625,6 +632,11 @@ mod tests {
             Some(once.as_str())
         );
         assert!(add_line("fn f() {}\n", "operon:scaffold:x", "a(),").is_none());
+        // rustfmt splits long lines and adds a trailing comma: still the same line.
+        let split =
+            "&[\n    (\n        \"a\",\n        b(\"c\"),\n    ),\n    // operon:scaffold:x\n];\n";
+        let unchanged = add_line(split, "operon:scaffold:x", "(\"a\", b(\"c\")),");
+        assert_eq!(unchanged.as_deref(), Some(split));
     }
 
     #[test]

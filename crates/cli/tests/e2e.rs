@@ -1,0 +1,588 @@
+//! The talk's walkthrough (slides 56–73) with `operon`: new, add api, add controller, the
+//! user's edit (tests/fixtures/pod-operator2.patch, the talk's spec and `newPodForCR`), the
+//! generated project's own checks (rustfmt, clippy, its tests), manifests, run against the
+//! local control plane (a PodRequest gets its Pod, which comes back when deleted and goes with
+//! the request), build, bundle, deploy and undeploy. Plus the refusals: bad names, edited
+//! files, and a new crate joining an existing workspace.
+//!
+//! The generated project builds in `<target>/e2e`, which stays between runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use operon_envtest::wait;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const PATCH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/pod-operator2.patch"
+);
+
+/// Where generated projects build: shared by runs, apart from the workspace's own target.
+fn project_target() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("e2e")
+}
+
+/// A fresh directory for one test's projects, outside any Cargo workspace (under this
+/// workspace's target/, `operon new` would rightly make the project one of its members).
+fn workdir(name: &str) -> Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("operon-{name}-{}", operon_envtest::random_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A command in `dir` without the variables Cargo set for this test (they would make the
+/// project's build scripts run again), building into [`project_target`].
+fn command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().to_string();
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("CARGO_TARGET_DIR", project_target());
+    cmd
+}
+
+fn operon(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = command(env!("CARGO_BIN_EXE_operon"), dir);
+    cmd.args(args);
+    cmd
+}
+
+fn cargo(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = command(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        dir,
+    );
+    cmd.args(args);
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` and fails with its output unless it succeeds; returns its output.
+fn succeed(what: &str, cmd: &mut Command) -> Result<String> {
+    let started = std::time::Instant::now();
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    eprintln!("e2e: {what}: {:.1} s", started.elapsed().as_secs_f64());
+    ensure!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+    Ok(text(&out))
+}
+
+/// Runs `cmd`, which must fail with a message containing every one of `expected`.
+fn refuse(what: &str, cmd: &mut Command, expected: &[&str]) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    let message = text(&out);
+    ensure!(!out.status.success(), "{what} succeeded:\n{message}");
+    for e in expected {
+        ensure!(message.contains(e), "{what}: no {e:?} in:\n{message}");
+    }
+    Ok(())
+}
+
+/// The PodRequest API, dynamically (the test does not link the generated crate).
+fn pod_requests(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("pod.example.com", "v1alpha1", "PodRequest");
+    Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// The operator started by `operon run`, stopped with SIGTERM (as Ctrl-C would).
+struct Running(std::process::Child);
+
+impl Running {
+    fn stop(mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("operon run did not stop within {TIMEOUT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_talks_walkthrough_with_operon() -> Result<()> {
+    let work = workdir("talk")?;
+    // 1. operator-sdk new pod-operator
+    succeed("operon new", &mut operon(&work, &["new", "pod-operator2"]))?;
+    let project = work.join("pod-operator2");
+    // 2. operator-sdk add api
+    let add_api = [
+        "add",
+        "api",
+        "--group",
+        "pod.example.com",
+        "--version",
+        "v1alpha1",
+        "--kind",
+        "PodRequest",
+    ];
+    succeed("operon add api", &mut operon(&project, &add_api))?;
+    // 3. operator-sdk add controller
+    let add_controller = ["add", "controller", "--kind", "PodRequest", "--owns", "Pod"];
+    succeed(
+        "operon add controller",
+        &mut operon(&project, &add_controller),
+    )?;
+
+    // Again: nothing changes.
+    let again = succeed("operon add api, again", &mut operon(&project, &add_api))?;
+    ensure!(
+        !again.contains("created") && !again.contains("updated") && again.contains("unchanged"),
+        "a second add api changed files:\n{again}"
+    );
+
+    // 4. edit code: the talk's spec (slide 68) and newPodForCR (slide 69).
+    succeed(
+        "git apply the user's edit",
+        command("git", &project).args(["apply", PATCH]),
+    )?;
+    let controller_file = project.join("src/controller/pod_request.rs");
+    let edited = std::fs::read_to_string(&controller_file)?;
+    refuse(
+        "operon add controller over the edited controller",
+        &mut operon(&project, &add_controller),
+        &[
+            "refusing to overwrite",
+            "src/controller/pod_request.rs",
+            "Nothing was changed",
+        ],
+    )?;
+    ensure!(
+        std::fs::read_to_string(&controller_file)? == edited,
+        "the edited controller was modified"
+    );
+
+    // The generated code, as edited, passes the project's own checks.
+    succeed(
+        "cargo fmt --check",
+        &mut cargo(&project, &["fmt", "--check"]),
+    )?;
+    succeed(
+        "cargo clippy -D warnings",
+        &mut cargo(
+            &project,
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        ),
+    )?;
+    succeed(
+        "cargo test (generated tests)",
+        &mut cargo(&project, &["test"]),
+    )?;
+
+    // Manifests from the Rust types: RBAC derived from what the controller owns.
+    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
+    let role = std::fs::read_to_string(project.join("config/rbac/role.yaml"))?;
+    for expected in ["pods", "create", "podrequests/status", "events.k8s.io"] {
+        ensure!(
+            role.contains(expected),
+            "no {expected} in config/rbac/role.yaml:\n{role}"
+        );
+    }
+    let crd =
+        std::fs::read_to_string(project.join("config/crd/bases/pod.example.com_podrequests.yaml"))?;
+    ensure!(
+        crd.contains("command") && crd.contains("image"),
+        "the CRD lacks the talk's spec:\n{crd}"
+    );
+
+    // 5–7 (slides 70–73), out of the cluster: run against the local control plane.
+    let env = operon_envtest::shared().await?;
+    let kubeconfig = match env.control_plane() {
+        Some(cp) => cp.kubeconfig_path().to_path_buf(),
+        None => std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .context("no kubeconfig for the existing cluster")?,
+    };
+    let kubeconfig_arg = kubeconfig.to_string_lossy().to_string();
+    let log = std::fs::File::create(work.join("operon-run.log"))?;
+    let child = operon(
+        &project,
+        &[
+            "run",
+            "--kubeconfig",
+            &kubeconfig_arg,
+            "--",
+            "--admin-bind-address",
+            "127.0.0.1:0",
+        ],
+    )
+    .stdout(Stdio::from(log.try_clone()?))
+    .stderr(Stdio::from(log))
+    .spawn()
+    .context("starting operon run")?;
+    let running = Running(child);
+    eprintln!(
+        "e2e: operon run log: {}",
+        work.join("operon-run.log").display()
+    );
+
+    let client = env.client().await?;
+    let ns = env.namespace("talk").await?;
+    let sample =
+        std::fs::read_to_string(project.join("config/samples/pod_v1alpha1_podrequest.yaml"))?;
+    let request: DynamicObject = serde_saphyr::from_str(&sample)?;
+    let requests = pod_requests(client.clone(), &ns);
+    // The CRD is installed by `operon run` as it starts.
+    wait::until("PodRequest created", TIMEOUT, || async {
+        requests
+            .create(&PostParams::default(), &request)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // Slide 63: create Pod from a custom resource.
+    let pod = wait::until("the Pod of the PodRequest", TIMEOUT, || async {
+        let pod = pods
+            .get_opt("busybox")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no Pod yet")?;
+        let owner = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .cloned();
+        match owner {
+            Some(o) if o.kind == "PodRequest" && o.name == "busybox" => Ok(pod),
+            other => Err(format!(
+                "Pod without the PodRequest as controller: {other:?}"
+            )),
+        }
+    })
+    .await?;
+    ensure!(
+        pod.labels().get("app").map(String::as_str) == Some("busybox"),
+        "label app=busybox missing"
+    );
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .context("no container")?;
+    ensure!(
+        container.image.as_deref() == Some("busybox"),
+        "image {:?}",
+        container.image
+    );
+
+    // Slide 64: ensure the Pod exists for each custom resource.
+    let first_uid = pod.uid().context("Pod without uid")?;
+    pods.delete("busybox", &DeleteParams::default().grace_period(0))
+        .await?;
+    wait::until("the Pod recreated", TIMEOUT, || async {
+        match pods.get_opt("busybox").await.map_err(|e| e.to_string())? {
+            Some(p) if p.uid().as_deref() != Some(first_uid.as_str()) => Ok(()),
+            _ => Err("not recreated yet".to_string()),
+        }
+    })
+    .await?;
+    wait::until("PodRequest Ready", TIMEOUT, || async {
+        let r = requests.get("busybox").await.map_err(|e| e.to_string())?;
+        let conditions = r.data["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ready = conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if ready {
+            Ok(())
+        } else {
+            Err(format!("conditions {conditions:?}"))
+        }
+    })
+    .await?;
+
+    // Slide 65: clean up the Pod when the custom resource is deleted.
+    requests.delete("busybox", &DeleteParams::default()).await?;
+    wait::until("PodRequest gone (finalizer released)", TIMEOUT, || async {
+        match requests
+            .get_opt("busybox")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(r) => Err(format!("still there, finalizers {:?}", r.finalizers())),
+        }
+    })
+    .await?;
+    if env.has_controller_manager() {
+        wait::until("the Pod garbage-collected", TIMEOUT, || async {
+            match pods.get_opt("busybox").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(p) if p.metadata.deletion_timestamp.is_some() => Ok(()),
+                Some(_) => Err("Pod still there".to_string()),
+            }
+        })
+        .await?;
+    }
+    let status = running.stop()?;
+    ensure!(status.success(), "operon run exited with {status}");
+
+    // Slide 70: build (static binary, and the image where buildah is installed).
+    let built = succeed("operon build", &mut operon(&project, &["build"]))?;
+    ensure!(built.contains("static"), "operon build said:\n{built}");
+    succeed("operon bundle", &mut operon(&project, &["bundle"]))?;
+    ensure!(
+        project
+            .join("bundle/manifests/pod-operator2.clusterserviceversion.yaml")
+            .is_file(),
+        "no ClusterServiceVersion in bundle/"
+    );
+
+    // Slide 71: deploy! (config/default against the kubeconfig's cluster), and undeploy.
+    succeed(
+        "operon deploy",
+        &mut operon(&project, &["deploy", "--kubeconfig", &kubeconfig_arg]),
+    )?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "pod-operator2-system");
+    let deployment = deployments.get("pod-operator2-controller-manager").await?;
+    let image = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
+    ensure!(
+        image.as_deref() == Some("localhost/pod-operator2:v0.1.0"),
+        "deployed image {image:?}"
+    );
+    succeed(
+        "operon undeploy",
+        &mut operon(&project, &["undeploy", "--kubeconfig", &kubeconfig_arg]),
+    )?;
+    wait::until("the Deployment gone", TIMEOUT, || async {
+        match deployments
+            .get_opt("pod-operator2-controller-manager")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(d) if d.metadata.deletion_timestamp.is_some() => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await?;
+
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+#[test]
+fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()> {
+    let work = workdir("names")?;
+    refuse(
+        "new Pod_Operator",
+        &mut operon(&work, &["new", "Pod_Operator"]),
+        &["invalid operator name"],
+    )?;
+    succeed(
+        "operon new",
+        &mut operon(&work, &["new", "shop-operator", "--domain", "shop.example"]),
+    )?;
+    let project = work.join("shop-operator");
+    let api = |group: &str, version: &str, kind: &str| {
+        operon(
+            &project,
+            &[
+                "add",
+                "api",
+                "--group",
+                group,
+                "--version",
+                version,
+                "--kind",
+                kind,
+            ],
+        )
+    };
+    refuse(
+        "lowercase kind",
+        &mut api("widgets", "v1", "widget"),
+        &["CamelCase"],
+    )?;
+    refuse(
+        "kind with a dash",
+        &mut api("widgets", "v1", "Wid-get"),
+        &["CamelCase"],
+    )?;
+    refuse(
+        "group with capitals",
+        &mut api("Widgets.Example.com", "v1", "Widget"),
+        &["DNS names"],
+    )?;
+    refuse(
+        "reserved group",
+        &mut api("apps.k8s.io", "v1", "Widget"),
+        &["reserved"],
+    )?;
+    refuse(
+        "version 1",
+        &mut api("widgets", "1", "Widget"),
+        &["invalid API version", "v1alpha1"],
+    )?;
+    refuse(
+        "version v1.0",
+        &mut api("widgets", "v1.0", "Widget"),
+        &["invalid API version"],
+    )?;
+    refuse(
+        "controller without its API",
+        &mut operon(&project, &["add", "controller", "--kind", "Widget"]),
+        &["no API of kind", "operon add api"],
+    )?;
+    let apis: Vec<_> = std::fs::read_dir(project.join("src/api"))?.collect::<Result<_, _>>()?;
+    ensure!(apis.len() == 1, "refused commands wrote files: {apis:?}");
+
+    // A bare group gets the domain; a cluster-scoped kind; an unknown owned kind.
+    let added = succeed(
+        "add api",
+        &mut operon(
+            &project,
+            &[
+                "add",
+                "api",
+                "--group",
+                "widgets",
+                "--version",
+                "v1beta1",
+                "--kind",
+                "Widget",
+                "--cluster",
+            ],
+        ),
+    )?;
+    ensure!(
+        added.contains("config/samples/widgets_v1beta1_widget.yaml"),
+        "{added}"
+    );
+    let toml = std::fs::read_to_string(project.join("operon.toml"))?;
+    ensure!(
+        toml.contains("widgets.shop.example") && toml.contains("\"cluster\""),
+        "{toml}"
+    );
+    refuse(
+        "the same kind in another version",
+        &mut operon(
+            &project,
+            &[
+                "add",
+                "api",
+                "--group",
+                "widgets",
+                "--version",
+                "v2",
+                "--kind",
+                "Widget",
+            ],
+        ),
+        &["already has Widget"],
+    )?;
+    refuse(
+        "an unknown owned kind",
+        &mut operon(
+            &project,
+            &["add", "controller", "--kind", "Widget", "--owns", "Gizmo"],
+        ),
+        &["--owns Gizmo", "Deployment", "Widget"],
+    )?;
+    ensure!(
+        !project.join("src/controller/widget.rs").exists(),
+        "a refused controller was written"
+    );
+    refuse(
+        "add outside a project",
+        &mut operon(
+            &work,
+            &[
+                "add",
+                "api",
+                "--group",
+                "a.b",
+                "--version",
+                "v1",
+                "--kind",
+                "A",
+            ],
+        ),
+        &["operon new"],
+    )?;
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+#[test]
+fn a_new_operator_joins_the_enclosing_workspace() -> Result<()> {
+    let work = workdir("workspace")?;
+    std::fs::write(
+        work.join("Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = [\"tools\"]\n",
+    )?;
+    std::fs::create_dir_all(work.join("operators"))?;
+    succeed(
+        "operon new in a workspace",
+        &mut operon(&work.join("operators"), &["new", "gadget-operator"]),
+    )?;
+    let manifest = std::fs::read_to_string(work.join("Cargo.toml"))?;
+    ensure!(
+        manifest.contains("\"operators/gadget-operator\""),
+        "not a member:\n{manifest}"
+    );
+    let member = std::fs::read_to_string(work.join("operators/gadget-operator/Cargo.toml"))?;
+    ensure!(
+        !member.contains("[workspace]"),
+        "a member must not be its own workspace:\n{member}"
+    );
+    ensure!(
+        member.contains("crates/runtime"),
+        "no operon-runtime dependency:\n{member}"
+    );
+    // Again: the member is listed once, nothing changes.
+    succeed(
+        "operon new again",
+        &mut operon(&work.join("operators"), &["new", "gadget-operator"]),
+    )?;
+    let again = std::fs::read_to_string(work.join("Cargo.toml"))?;
+    ensure!(
+        again == manifest,
+        "the workspace manifest changed:\n{again}"
+    );
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
