@@ -556,6 +556,15 @@ pub fn add_controller(project: &Project, kind: &str, owns: &[String]) -> Result<
         ("kind_snake", snake.clone()),
         ("plural", api.plural.clone()),
         ("owned_imports", imports),
+        (
+            "owned_uses",
+            if owned.is_empty() {
+                "self, Outcome"
+            } else {
+                "self, Children, Outcome"
+            }
+            .to_string(),
+        ),
         ("owned_doc", owned_doc),
         (
             "wanted_fields",

@@ -26,7 +26,7 @@ use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::manifests::Rule;
 use operon_runtime::metrics::ControllerMetrics;
-use operon_runtime::owned::{self, Children, Outcome};
+use operon_runtime::owned::{{{owned_uses}}};
 use serde_json::json;
 {{owned_imports}}
 use super::{Settings, Started};

@@ -221,43 +221,67 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         "the CRD lacks the talk's spec:\n{crd}"
     );
 
-    // 5–7 (slides 70–73), out of the cluster: run against the local control plane.
-    let env = operon_envtest::shared().await?;
-    let kubeconfig = match env.control_plane() {
-        Some(cp) => cp.kubeconfig_path().to_path_buf(),
-        None => std::env::var_os("KUBECONFIG")
-            .map(PathBuf::from)
-            .context("no kubeconfig for the existing cluster")?,
-    };
-    let kubeconfig_arg = kubeconfig.to_string_lossy().to_string();
-    let log = std::fs::File::create(work.join("operon-run.log"))?;
-    let child = operon(
+    // 5–7 (slides 70–73), out of the cluster: `operon run --local` starts a control plane,
+    // installs the CRD and runs the operator.
+    let log_path = work.join("operon-run.log");
+    let mut child = operon(
         &project,
         &[
             "run",
-            "--kubeconfig",
-            &kubeconfig_arg,
+            "--local",
             "--",
             "--admin-bind-address",
             "127.0.0.1:0",
         ],
     )
-    .stdout(Stdio::from(log.try_clone()?))
-    .stderr(Stdio::from(log))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(std::fs::File::create(&log_path)?))
     .spawn()
-    .context("starting operon run")?;
+    .context("starting operon run --local")?;
+    eprintln!("e2e: operon run log: {}", log_path.display());
+    let stdout = child.stdout.take().context("operon run's stdout")?;
     let running = Running(child);
-    eprintln!(
-        "e2e: operon run log: {}",
-        work.join("operon-run.log").display()
-    );
-
-    let client = env.client().await?;
-    let ns = env.namespace("talk").await?;
+    let (found, kubeconfig_line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("operon run: {line}");
+            if let Some(path) = line.trim().strip_prefix("export KUBECONFIG=") {
+                let _ = found.send(PathBuf::from(path));
+            }
+        }
+    });
+    let local_kubeconfig = kubeconfig_line
+        .recv_timeout(Duration::from_secs(600))
+        .context("operon run --local printed no KUBECONFIG (see its log)")?;
+    let kc = kube::config::Kubeconfig::read_from(&local_kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let ns = "talk";
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": ns } }))?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    wait::until("ServiceAccount talk/default", TIMEOUT, || async {
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), ns);
+        accounts
+            .get_opt("default")
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or("not yet".to_string())
+    })
+    .await?;
     let sample =
         std::fs::read_to_string(project.join("config/samples/pod_v1alpha1_podrequest.yaml"))?;
     let request: DynamicObject = serde_saphyr::from_str(&sample)?;
-    let requests = pod_requests(client.clone(), &ns);
+    let requests = pod_requests(client.clone(), ns);
     // The CRD is installed by `operon run` as it starts.
     wait::until("PodRequest created", TIMEOUT, || async {
         requests
@@ -267,7 +291,7 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
             .map_err(|e| e.to_string())
     })
     .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // Slide 63: create Pod from a custom resource.
     let pod = wait::until("the Pod of the PodRequest", TIMEOUT, || async {
         let pod = pods
@@ -344,18 +368,20 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         }
     })
     .await?;
-    if env.has_controller_manager() {
-        wait::until("the Pod garbage-collected", TIMEOUT, || async {
-            match pods.get_opt("busybox").await.map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(p) if p.metadata.deletion_timestamp.is_some() => Ok(()),
-                Some(_) => Err("Pod still there".to_string()),
-            }
-        })
-        .await?;
-    }
+    wait::until("the Pod garbage-collected", TIMEOUT, || async {
+        match pods.get_opt("busybox").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(p) if p.metadata.deletion_timestamp.is_some() => Ok(()),
+            Some(_) => Err("Pod still there".to_string()),
+        }
+    })
+    .await?;
     let status = running.stop()?;
     ensure!(status.success(), "operon run exited with {status}");
+    ensure!(
+        !local_kubeconfig.exists() || client.apiserver_version().await.is_err(),
+        "the local control plane still answers after operon run stopped"
+    );
 
     // Slide 70: build (static binary, and the image where buildah is installed).
     let built = succeed("operon build", &mut operon(&project, &["build"]))?;
@@ -369,6 +395,15 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
     );
 
     // Slide 71: deploy! (config/default against the kubeconfig's cluster), and undeploy.
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let kubeconfig = match env.control_plane() {
+        Some(cp) => cp.kubeconfig_path().to_path_buf(),
+        None => std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .context("no kubeconfig for the existing cluster")?,
+    };
+    let kubeconfig_arg = kubeconfig.to_string_lossy().to_string();
     succeed(
         "operon deploy",
         &mut operon(&project, &["deploy", "--kubeconfig", &kubeconfig_arg]),
@@ -582,6 +617,109 @@ fn a_new_operator_joins_the_enclosing_workspace() -> Result<()> {
     ensure!(
         again == manifest,
         "the workspace manifest changed:\n{again}"
+    );
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+#[test]
+fn every_shape_of_generated_code_is_clean_and_its_tests_pass() -> Result<()> {
+    let work = workdir("shapes")?;
+    succeed(
+        "operon new",
+        &mut operon(&work, &["new", "shop-operator", "--domain", "shop.example"]),
+    )?;
+    let project = work.join("shop-operator");
+    let steps: [&[&str]; 5] = [
+        // Cluster-scoped, with a bare group (the domain is appended).
+        &[
+            "add",
+            "api",
+            "--group",
+            "widgets",
+            "--version",
+            "v1",
+            "--kind",
+            "Widget",
+            "--cluster",
+        ],
+        &[
+            "add",
+            "api",
+            "--group",
+            "gadgets",
+            "--version",
+            "v1beta1",
+            "--kind",
+            "Gadget",
+        ],
+        &[
+            "add",
+            "api",
+            "--group",
+            "gadgets",
+            "--version",
+            "v1beta1",
+            "--kind",
+            "GadgetPolicy",
+        ],
+        // A controller that owns nothing, and one owning built-in kinds and a project kind.
+        &["add", "controller", "--kind", "Widget"],
+        &[
+            "add",
+            "controller",
+            "--kind",
+            "Gadget",
+            "--owns",
+            "ConfigMap,Secret,Deployment,GadgetPolicy",
+        ],
+    ];
+    for step in steps {
+        succeed(
+            &format!("operon {}", step.join(" ")),
+            &mut operon(&project, step),
+        )?;
+    }
+    succeed(
+        "cargo fmt --check",
+        &mut cargo(&project, &["fmt", "--check"]),
+    )?;
+    succeed(
+        "cargo clippy -D warnings",
+        &mut cargo(
+            &project,
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        ),
+    )?;
+    let tests = succeed(
+        "cargo test (generated tests)",
+        &mut cargo(&project, &["test"]),
+    )?;
+    for test in [
+        "widget_gets_ready_and_is_cleaned_up_on_deletion ... ok",
+        "gadget_gets_ready_and_is_cleaned_up_on_deletion ... ok",
+    ] {
+        ensure!(tests.contains(test), "{test:?} did not run:\n{tests}");
+    }
+    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
+    let role = std::fs::read_to_string(project.join("config/rbac/role.yaml"))?;
+    for expected in [
+        "gadgetpolicies",
+        "deployments",
+        "configmaps",
+        "secrets",
+        "widgets/status",
+    ] {
+        ensure!(
+            role.contains(expected),
+            "no {expected} in config/rbac/role.yaml:\n{role}"
+        );
+    }
+    let samples = std::fs::read_to_string(project.join("config/samples/kustomization.yaml"))?;
+    ensure!(
+        samples.contains("widgets_v1_widget.yaml")
+            && samples.contains("gadgets_v1beta1_gadgetpolicy.yaml"),
+        "{samples}"
     );
     std::fs::remove_dir_all(&work)?;
     Ok(())

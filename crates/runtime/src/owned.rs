@@ -35,8 +35,6 @@ pub const APPLIED_HASH: &str = "operon.dev/applied-hash";
 pub enum Error {
     #[error("{0} has no UID: it can't own anything yet")]
     NoUid(String),
-    #[error("{kind} {name} needs a namespace: its owner is cluster-scoped")]
-    NoNamespace { kind: String, name: String },
     #[error("{kind} without a name: set metadata.name of every desired object")]
     NoName { kind: String },
     #[error("{kind} {name}: {source}")]
