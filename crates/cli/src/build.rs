@@ -32,12 +32,8 @@ fn run_binary(project: &Project, args: &[&str]) -> Result<()> {
 }
 
 /// `operon manifests`: config/ from the Rust types.
-pub fn manifests(project: &Project, image: Option<&str>) -> Result<()> {
-    let mut args = vec!["manifests", "--dir", "config"];
-    if let Some(image) = image {
-        args.extend(["--image", image]);
-    }
-    run_binary(project, &args)
+pub fn manifests(project: &Project) -> Result<()> {
+    run_binary(project, &["manifests", "--dir", "config"])
 }
 
 /// `operon bundle`: bundle/ (OLM registry+v1).

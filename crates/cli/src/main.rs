@@ -35,18 +35,21 @@ enum Command {
         /// (default: the checkout this `operon` was built from, else the Git repository).
         #[arg(long, env = "OPERON_SOURCE")]
         operon_source: Option<PathBuf>,
+        /// Don't run `operon manifests` (which compiles the project) afterwards.
+        #[arg(long, env = "OPERON_SKIP_MANIFESTS")]
+        skip_manifests: bool,
     },
     /// Adds an API or a controller to the project.
     Add {
+        /// Don't run `operon manifests` (which compiles the project) afterwards.
+        #[arg(long, global = true, env = "OPERON_SKIP_MANIFESTS")]
+        skip_manifests: bool,
         #[command(subcommand)]
         what: Add,
     },
-    /// Regenerates config/ (CRDs, RBAC, Deployment, …) from the project's Rust types.
-    Manifests {
-        /// The image the Deployment runs.
-        #[arg(long)]
-        image: Option<String>,
-    },
+    /// Regenerates config/ (CRDs, RBAC, Deployment, …) from the project's Rust types; the
+    /// image is the project's `deploy::IMAGE` (deploy another with `operon deploy --image`).
+    Manifests,
     /// Regenerates the OLM bundle under bundle/.
     Bundle {
         /// The image the ClusterServiceVersion's Deployment runs.
@@ -131,8 +134,18 @@ fn main() -> Result<()> {
             name,
             domain,
             operon_source,
-        } => scaffold::new_project(&cli.dir, &name, &domain, operon_source.as_deref()),
-        Command::Add { what } => {
+            skip_manifests,
+        } => scaffold::new_project(
+            &cli.dir,
+            &name,
+            &domain,
+            operon_source.as_deref(),
+            !skip_manifests,
+        ),
+        Command::Add {
+            skip_manifests,
+            what,
+        } => {
             let project = project::Project::find(&cli.dir)?;
             match what {
                 Add::Api {
@@ -147,14 +160,16 @@ fn main() -> Result<()> {
                     } else {
                         Scope::Namespaced
                     };
-                    scaffold::add_api(&project, &group, &version, &kind, scope)
+                    scaffold::add_api(&project, &group, &version, &kind, scope, !skip_manifests)
                 }
-                Add::Controller { kind, owns } => scaffold::add_controller(&project, &kind, &owns),
+                Add::Controller { kind, owns } => {
+                    scaffold::add_controller(&project, &kind, &owns, !skip_manifests)
+                }
             }
         }
-        Command::Manifests { image } => {
+        Command::Manifests => {
             let project = project::Project::find(&cli.dir)?;
-            build::manifests(&project, image.as_deref())
+            build::manifests(&project)
         }
         Command::Bundle { image } => {
             let project = project::Project::find(&cli.dir)?;

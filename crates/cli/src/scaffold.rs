@@ -243,6 +243,7 @@ pub fn new_project(
     name: &str,
     domain: &str,
     operon_source: Option<&Path>,
+    manifests: bool,
 ) -> Result<()> {
     names::check_operator_name(name)?;
     names::check_domain(domain)?;
@@ -283,6 +284,7 @@ pub fn new_project(
         "src/controller/mod.rs",
         rust(templates::CONTROLLER_MOD, &vars)?,
     );
+    plan.file("tests/config.rs", rust(templates::CONFIG_TEST, &vars)?);
     plan.file(
         "Containerfile",
         templates::render(templates::CONTAINERFILE, &vars)?,
@@ -326,11 +328,20 @@ pub fn new_project(
             );
         }
     }
+    if manifests {
+        generate_manifests(&Project::load(&root)?)?;
+    }
     println!(
         "\nNext: cd {} && operon add api --group <group> --version v1alpha1 --kind <Kind>",
         root.display()
     );
     Ok(())
+}
+
+/// config/ for the new code (`operon manifests`): compiles the project.
+fn generate_manifests(project: &Project) -> Result<()> {
+    println!("\nGenerating config/ (operon manifests; the first build of a project takes minutes)");
+    crate::build::manifests(project)
 }
 
 /// `operon add api`.
@@ -340,6 +351,7 @@ pub fn add_api(
     version: &str,
     kind: &str,
     scope: Scope,
+    manifests: bool,
 ) -> Result<()> {
     names::check_kind(kind)?;
     names::check_version(version)?;
@@ -419,9 +431,13 @@ pub fn add_api(
         format!("(\"{sample_file}\", include_str!(\"../config/samples/{sample_file}\")),"),
     );
     plan.apply(&project.root, Some(updated.render()))?;
+    if manifests {
+        generate_manifests(&updated)?;
+    }
     println!(
-        "\nNext: edit the spec in src/api/{snake}.rs and config/samples/{sample_file}, then \
-         `operon add controller --kind {kind}` and `operon manifests`"
+        "\nNext: edit the spec in src/api/{snake}.rs and config/samples/{sample_file}, \
+         `operon add controller --kind {kind}`, and `operon manifests` after each change of the \
+         types"
     );
     Ok(())
 }
@@ -432,7 +448,12 @@ fn field(kind: &str) -> String {
 }
 
 /// `operon add controller`.
-pub fn add_controller(project: &Project, kind: &str, owns: &[String]) -> Result<()> {
+pub fn add_controller(
+    project: &Project,
+    kind: &str,
+    owns: &[String],
+    manifests: bool,
+) -> Result<()> {
     let Some(api) = project.api(kind).cloned() else {
         let known: Vec<&str> = project.apis.iter().map(|a| a.kind.as_str()).collect();
         bail!(
@@ -617,9 +638,12 @@ pub fn add_controller(project: &Project, kind: &str, owns: &[String]) -> Result<
         format!("{snake}::controller(&settings),"),
     );
     plan.apply(&project.root, Some(updated.render()))?;
+    if manifests {
+        generate_manifests(&updated)?;
+    }
     println!(
-        "\nNext: fill in `desired` in src/controller/{snake}.rs, then `operon manifests` (RBAC) \
-         and `cargo test`"
+        "\nNext: fill in `desired` in src/controller/{snake}.rs, then `cargo test` and \
+         `operon run --local`"
     );
     Ok(())
 }

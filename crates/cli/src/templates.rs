@@ -19,6 +19,7 @@ pub const SAMPLE: &str = include_str!("../templates/sample.yaml");
 pub const CONTROLLER_MOD: &str = include_str!("../templates/controller_mod.rs");
 pub const CONTROLLER: &str = include_str!("../templates/controller.rs");
 pub const CONTROLLER_TEST: &str = include_str!("../templates/controller_test.rs");
+pub const CONFIG_TEST: &str = include_str!("../templates/config_test.rs");
 pub const CONTAINERFILE: &str = include_str!("../templates/Containerfile");
 pub const GITIGNORE: &str = include_str!("../templates/gitignore");
 pub const README: &str = include_str!("../templates/README.md");

@@ -60,6 +60,13 @@ fn operon(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `operon` without the `operon manifests` that new and add run (it compiles the project).
+fn quick(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = operon(dir, args);
+    cmd.env("OPERON_SKIP_MANIFESTS", "true");
+    cmd
+}
+
 fn cargo(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = command(
         std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
@@ -188,6 +195,22 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         "the edited controller was modified"
     );
 
+    // The edit changed the types: regenerate config/ (RBAC derived from what is owned).
+    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
+    let role = std::fs::read_to_string(project.join("config/rbac/role.yaml"))?;
+    for expected in ["pods", "create", "podrequests/status", "events.k8s.io"] {
+        ensure!(
+            role.contains(expected),
+            "no {expected} in config/rbac/role.yaml:\n{role}"
+        );
+    }
+    let crd =
+        std::fs::read_to_string(project.join("config/crd/bases/pod.example.com_podrequests.yaml"))?;
+    ensure!(
+        crd.contains("command") && crd.contains("image"),
+        "the CRD lacks the talk's spec:\n{crd}"
+    );
+
     // The generated code, as edited, passes the project's own checks.
     succeed(
         "cargo fmt --check",
@@ -204,22 +227,6 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         "cargo test (generated tests)",
         &mut cargo(&project, &["test"]),
     )?;
-
-    // Manifests from the Rust types: RBAC derived from what the controller owns.
-    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
-    let role = std::fs::read_to_string(project.join("config/rbac/role.yaml"))?;
-    for expected in ["pods", "create", "podrequests/status", "events.k8s.io"] {
-        ensure!(
-            role.contains(expected),
-            "no {expected} in config/rbac/role.yaml:\n{role}"
-        );
-    }
-    let crd =
-        std::fs::read_to_string(project.join("config/crd/bases/pod.example.com_podrequests.yaml"))?;
-    ensure!(
-        crd.contains("command") && crd.contains("image"),
-        "the CRD lacks the talk's spec:\n{crd}"
-    );
 
     // 5–7 (slides 70–73), out of the cluster: `operon run --local` starts a control plane,
     // installs the CRD and runs the operator.
@@ -444,16 +451,16 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     let work = workdir("names")?;
     refuse(
         "new Pod_Operator",
-        &mut operon(&work, &["new", "Pod_Operator"]),
+        &mut quick(&work, &["new", "Pod_Operator"]),
         &["invalid operator name"],
     )?;
     succeed(
         "operon new",
-        &mut operon(&work, &["new", "shop-operator", "--domain", "shop.example"]),
+        &mut quick(&work, &["new", "shop-operator", "--domain", "shop.example"]),
     )?;
     let project = work.join("shop-operator");
     let api = |group: &str, version: &str, kind: &str| {
-        operon(
+        quick(
             &project,
             &[
                 "add",
@@ -499,7 +506,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     )?;
     refuse(
         "controller without its API",
-        &mut operon(&project, &["add", "controller", "--kind", "Widget"]),
+        &mut quick(&project, &["add", "controller", "--kind", "Widget"]),
         &["no API of kind", "operon add api"],
     )?;
     let apis: Vec<_> = std::fs::read_dir(project.join("src/api"))?.collect::<Result<_, _>>()?;
@@ -508,7 +515,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     // A bare group gets the domain; a cluster-scoped kind; an unknown owned kind.
     let added = succeed(
         "add api",
-        &mut operon(
+        &mut quick(
             &project,
             &[
                 "add",
@@ -534,7 +541,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     );
     refuse(
         "the same kind in another version",
-        &mut operon(
+        &mut quick(
             &project,
             &[
                 "add",
@@ -551,7 +558,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     )?;
     refuse(
         "an unknown owned kind",
-        &mut operon(
+        &mut quick(
             &project,
             &["add", "controller", "--kind", "Widget", "--owns", "Gizmo"],
         ),
@@ -563,7 +570,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     );
     refuse(
         "add outside a project",
-        &mut operon(
+        &mut quick(
             &work,
             &[
                 "add",
@@ -592,7 +599,7 @@ fn a_new_operator_joins_the_enclosing_workspace() -> Result<()> {
     std::fs::create_dir_all(work.join("operators"))?;
     succeed(
         "operon new in a workspace",
-        &mut operon(&work.join("operators"), &["new", "gadget-operator"]),
+        &mut quick(&work.join("operators"), &["new", "gadget-operator"]),
     )?;
     let manifest = std::fs::read_to_string(work.join("Cargo.toml"))?;
     ensure!(
@@ -611,7 +618,7 @@ fn a_new_operator_joins_the_enclosing_workspace() -> Result<()> {
     // Again: the member is listed once, nothing changes.
     succeed(
         "operon new again",
-        &mut operon(&work.join("operators"), &["new", "gadget-operator"]),
+        &mut quick(&work.join("operators"), &["new", "gadget-operator"]),
     )?;
     let again = std::fs::read_to_string(work.join("Cargo.toml"))?;
     ensure!(
@@ -627,7 +634,7 @@ fn every_shape_of_generated_code_is_clean_and_its_tests_pass() -> Result<()> {
     let work = workdir("shapes")?;
     succeed(
         "operon new",
-        &mut operon(&work, &["new", "shop-operator", "--domain", "shop.example"]),
+        &mut quick(&work, &["new", "shop-operator", "--domain", "shop.example"]),
     )?;
     let project = work.join("shop-operator");
     let steps: [&[&str]; 5] = [
@@ -677,9 +684,10 @@ fn every_shape_of_generated_code_is_clean_and_its_tests_pass() -> Result<()> {
     for step in steps {
         succeed(
             &format!("operon {}", step.join(" ")),
-            &mut operon(&project, step),
+            &mut quick(&project, step),
         )?;
     }
+    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
     succeed(
         "cargo fmt --check",
         &mut cargo(&project, &["fmt", "--check"]),
@@ -701,7 +709,7 @@ fn every_shape_of_generated_code_is_clean_and_its_tests_pass() -> Result<()> {
     ] {
         ensure!(tests.contains(test), "{test:?} did not run:\n{tests}");
     }
-    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
+    succeed("operon manifests", &mut quick(&project, &["manifests"]))?;
     let role = std::fs::read_to_string(project.join("config/rbac/role.yaml"))?;
     for expected in [
         "gadgetpolicies",
@@ -721,6 +729,19 @@ fn every_shape_of_generated_code_is_clean_and_its_tests_pass() -> Result<()> {
             && samples.contains("gadgets_v1beta1_gadgetpolicy.yaml"),
         "{samples}"
     );
+    // The generated config test fails when config/ is out of date, and passes once regenerated.
+    let role_file = project.join("config/rbac/role.yaml");
+    std::fs::write(&role_file, format!("{role}# edited by hand\n"))?;
+    refuse(
+        "cargo test --test config, config/ edited",
+        &mut cargo(&project, &["test", "--test", "config"]),
+        &["config/ is out of date", "rbac/role.yaml"],
+    )?;
+    succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
+    succeed(
+        "cargo test --test config",
+        &mut cargo(&project, &["test", "--test", "config"]),
+    )?;
     std::fs::remove_dir_all(&work)?;
     Ok(())
 }

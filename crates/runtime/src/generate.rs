@@ -33,7 +33,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes generated files under one header and remembers them.
+/// Writes generated files under one header and remembers them; or, made with
+/// [`Writer::check`], writes nothing and records how the files on disk differ.
 #[derive(Debug)]
 pub struct Writer {
     header: String,
@@ -41,6 +42,8 @@ pub struct Writer {
     base: PathBuf,
     written: BTreeSet<PathBuf>,
     quiet: bool,
+    /// `Some` in check mode: the files that would be written or removed.
+    differences: Option<Vec<String>>,
 }
 
 impl Writer {
@@ -54,7 +57,29 @@ impl Writer {
             base: base.into(),
             written: BTreeSet::new(),
             quiet: false,
+            differences: None,
         }
+    }
+
+    /// A writer that changes nothing: [`Writer::differences`] lists the files that are out of
+    /// date (missing, different, or generated but no longer produced). For tests that keep
+    /// generated files in sync with the code.
+    pub fn check(header: &str, base: impl Into<PathBuf>) -> Self {
+        let mut writer = Writer::new(header, base).quiet();
+        writer.differences = Some(Vec::new());
+        writer
+    }
+
+    /// In check mode, the out-of-date files (relative to the base); else empty.
+    pub fn differences(&self) -> &[String] {
+        self.differences.as_deref().unwrap_or_default()
+    }
+
+    fn shown(&self, path: &Path) -> String {
+        path.strip_prefix(&self.base)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     /// No line per changed file on standard output.
@@ -65,6 +90,15 @@ impl Writer {
 
     /// Writes `text` as is (no header) when it differs from the file's content.
     pub fn put_raw(&mut self, path: &Path, text: &str) -> Result<(), Error> {
+        if self.differences.is_some() {
+            let same = std::fs::read_to_string(path).ok().as_deref() == Some(text);
+            let shown = self.shown(path);
+            if let (false, Some(differences)) = (same, self.differences.as_mut()) {
+                differences.push(shown);
+            }
+            self.written.insert(path.to_path_buf());
+            return Ok(());
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
@@ -103,10 +137,16 @@ impl Writer {
 
     /// Deletes files under `dir` that carry the header but were not written by this writer,
     /// and directories left empty. Returns the deleted files.
-    pub fn remove_stale(&self, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    pub fn remove_stale(&mut self, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let mut removed = Vec::new();
         if dir.is_dir() {
             self.remove_stale_in(dir, &mut removed)?;
+        }
+        if self.differences.is_some() {
+            let shown: Vec<String> = removed.iter().map(|p| self.shown(p)).collect();
+            if let Some(differences) = self.differences.as_mut() {
+                differences.extend(shown);
+            }
         }
         Ok(removed)
     }
@@ -114,18 +154,24 @@ impl Writer {
     fn remove_stale_in(&self, dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), Error> {
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
+            let checking = self.differences.is_some();
             if path.is_dir() {
                 self.remove_stale_in(&path, removed)?;
-                if std::fs::read_dir(&path)
-                    .map_err(io(&path))?
-                    .next()
-                    .is_none()
+                if !checking
+                    && std::fs::read_dir(&path)
+                        .map_err(io(&path))?
+                        .next()
+                        .is_none()
                 {
                     std::fs::remove_dir(&path).map_err(io(&path))?;
                 }
             } else if !self.written.contains(&path)
                 && std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with(&self.header))
             {
+                if checking {
+                    removed.push(path);
+                    continue;
+                }
                 std::fs::remove_file(&path).map_err(io(&path))?;
                 if !self.quiet {
                     println!(
@@ -203,6 +249,22 @@ mod tests {
         let before = std::fs::metadata(root.join("a/one.yaml"))
             .and_then(|m| m.modified())
             .expect("mtime");
+
+        let mut check = Writer::check(HEADER, root);
+        check.put(&root.join("a/one.yaml"), "x: 1\n").expect("put");
+        check
+            .put(&root.join("a/three.yaml"), "x: 3\n")
+            .expect("put");
+        check.remove_stale(root).expect("check stale");
+        assert_eq!(check.differences(), ["a/three.yaml", "a/two.yaml"]);
+        assert!(
+            !root.join("a/three.yaml").exists(),
+            "check mode wrote a file"
+        );
+        assert!(
+            root.join("a/two.yaml").exists(),
+            "check mode removed a file"
+        );
 
         let mut second = Writer::new(HEADER, root).quiet();
         second.put(&root.join("a/one.yaml"), "x: 1\n").expect("put");
