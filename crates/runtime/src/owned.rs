@@ -56,7 +56,7 @@ pub enum Error {
 /// What [`Children::reconcile`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// Children created or updated (`namespace/name`).
+    /// Children created or updated (`Kind namespace/name`).
     pub applied: Vec<String>,
     /// Children already as desired.
     pub unchanged: usize,
@@ -228,7 +228,7 @@ where
             let existing = self.store.get(&cache_key);
             let create = match existing.as_deref() {
                 Some(current) if controller_uid(current) != Some(uid.as_str()) => {
-                    outcome.conflicts.push(id);
+                    outcome.conflicts.push(format!("{kind} {id}"));
                     continue;
                 }
                 Some(current) if current.annotations().get(APPLIED_HASH) == Some(&hash) => {
@@ -243,13 +243,13 @@ where
                 // has not seen yet, whoever controls it.
                 match api.create(&PostParams::default(), &child).await {
                     Ok(_) => {
-                        outcome.applied.push(id);
+                        outcome.applied.push(format!("{kind} {id}"));
                         continue;
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {
                         let current = api.get(&name).await.map_err(api_error)?;
                         if controller_uid(&current) != Some(uid.as_str()) {
-                            outcome.conflicts.push(id);
+                            outcome.conflicts.push(format!("{kind} {id}"));
                             continue;
                         }
                     }
@@ -263,7 +263,7 @@ where
             )
             .await
             .map_err(api_error)?;
-            outcome.applied.push(id);
+            outcome.applied.push(format!("{kind} {id}"));
         }
         for child in self.of(&uid) {
             let namespace = child.namespace();
@@ -280,7 +280,7 @@ where
                 ..DeleteParams::background()
             };
             match self.api(namespace.as_deref()).delete(&name, &params).await {
-                Ok(_) => outcome.pruned.push(id),
+                Ok(_) => outcome.pruned.push(format!("{kind} {id}")),
                 // Gone already, or replaced by another object of that name: not ours to delete.
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(source) => {

@@ -85,9 +85,12 @@ async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone
         .await?;
     assert_eq!(
         first.applied,
-        [format!("{}/a", &*ns), format!("{}/b", &*ns)]
+        [
+            format!("ConfigMap {}/a", &*ns),
+            format!("ConfigMap {}/b", &*ns)
+        ]
     );
-    assert_eq!(first.conflicts, [format!("{}/taken", &*ns)]);
+    assert_eq!(first.conflicts, [format!("ConfigMap {}/taken", &*ns)]);
     ensure!(
         !first.is_complete(),
         "a conflict leaves the children incomplete"
@@ -121,7 +124,7 @@ async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone
     let changed = children
         .reconcile(&owner, vec![config_map("a", "1"), config_map("b", "2")])
         .await?;
-    assert_eq!(changed.applied, [format!("{}/b", &*ns)]);
+    assert_eq!(changed.applied, [format!("ConfigMap {}/b", &*ns)]);
     ensure!(
         api.get("b")
             .await?
@@ -136,7 +139,7 @@ async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone
     let pruned = children
         .reconcile(&owner, vec![config_map("a", "1")])
         .await?;
-    assert_eq!(pruned.pruned, [format!("{}/b", &*ns)]);
+    assert_eq!(pruned.pruned, [format!("ConfigMap {}/b", &*ns)]);
     ensure!(api.get_opt("b").await?.is_none(), "b not deleted");
     ensure!(
         api.get_opt("taken").await?.is_some(),
