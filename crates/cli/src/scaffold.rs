@@ -225,14 +225,12 @@ fn source(explicit: Option<&Path>, workspace: Option<&Path>) -> Result<Source> {
                 dir.display()
             );
         }
-        return Ok(Source::Checkout(dir));
+        return Ok(Source::Checkout(std::fs::canonicalize(&dir)?));
     }
     // The checkout this binary was built from, while it is still there.
     let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     if templates::is_operon_checkout(&built_from) {
-        return Ok(Source::Checkout(
-            std::path::absolute(&built_from)?.components().collect(),
-        ));
+        return Ok(Source::Checkout(std::fs::canonicalize(&built_from)?));
     }
     Ok(Source::Git(templates::GIT_REPOSITORY.to_string()))
 }
