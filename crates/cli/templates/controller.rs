@@ -19,14 +19,13 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use operon_runtime::backoff::Backoff;
 use operon_runtime::cache::Synced;
 use operon_runtime::conditions::{self, Desired};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::manifests::Rule;
-use operon_runtime::metrics::ControllerMetrics;
 use operon_runtime::owned::{{{owned_uses}}};
+use operon_runtime::reconciler::{Cause, Tracker};
 use serde_json::json;
 {{owned_imports}}
 use super::{Settings, Started};
@@ -51,9 +50,9 @@ pub enum Error {
     InvalidSpec(String),
 }
 
-impl Error {
+impl Cause for Error {
     /// Label for `controller_runtime_reconcile_errors_total`.
-    pub fn metric_label(&self) -> &'static str {
+    fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Children(_) => "children",
@@ -97,8 +96,7 @@ pub fn owned_kinds() -> Vec<(&'static str, &'static str)> {
 struct Context {
     client: Client,
     events: Events,
-    metrics: Arc<ControllerMetrics>,
-    backoff: Backoff<{{Kind}}>,
+    tracker: Tracker<{{Kind}}>,
     synced: Vec<Synced>,{{children_fields}}
 }
 
@@ -133,8 +131,7 @@ pub fn controller(settings: &Settings) -> Started {
     let context = Arc::new(Context {
         events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
         client,
-        metrics,
-        backoff: Backoff::default(),
+        tracker: Tracker::new(metrics),
         synced: synced.clone(),{{children_init}}
     });
     let controller = Controller::for_stream(changes, store){{owns_streams}}
@@ -157,27 +154,19 @@ pub fn controller(settings: &Settings) -> Started {
     }
 }
 
+/// Counts the retry, logs the error, requeues after the object's next backoff delay.
 fn error_policy(obj: Arc<{{Kind}}>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = ObjectRef::from_obj(obj.as_ref()).to_string();
-    ctx.metrics.retried(&key);
-    let delay = ctx.backoff.failed(obj.as_ref());
-    tracing::warn!(object = %key, retry_in = ?delay, cause = error.metric_label(), "{error}");
-    Action::requeue(delay)
+    ctx.tracker.retry(obj.as_ref(), error)
 }
 
+/// Times the reconcile and counts its outcome (controller-runtime's metrics).
 async fn reconcile(obj: Arc<{{Kind}}>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx
-        .metrics
-        .started(&ObjectRef::from_obj(obj.as_ref()).to_string());
-    // Owned objects are read from caches: act only once they are filled.
-    futures::future::join_all(ctx.synced.iter().map(Synced::wait)).await;
-    let result = obj.reconcile(&ctx).await;
-    ctx.metrics
-        .finished(timer, result.as_ref().err().map(Error::metric_label));
-    if result.is_ok() {
-        ctx.backoff.succeeded(obj.as_ref());
-    }
-    result
+    let work = async {
+        // Owned objects are read from caches: act only once they are filled.
+        futures::future::join_all(ctx.synced.iter().map(Synced::wait)).await;
+        obj.reconcile(&ctx).await
+    };
+    ctx.tracker.track(obj.as_ref(), work).await
 }
 
 impl Context {

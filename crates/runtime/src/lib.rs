@@ -5,6 +5,7 @@
 //! - [`alerts`]: Prometheus alerting rules on controller-runtime's metric names;
 //! - [`audit`]: an operator's ServiceAccount checked against its declared RBAC (can-i matrix);
 //! - [`backoff`]: per-object exponential backoff (controller-runtime's 5 ms → 1000 s);
+//! - [`reconciler`]: the metrics and backoff bookkeeping around every reconcile;
 //! - [`cache`]: waiting for a reflector's initial list from many reconciles at once;
 //! - [`conditions`]: `metav1.Condition` updates that keep `lastTransitionTime` and report change;
 //! - [`client`]: a client that counts its own requests by verb and resource;
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod olm;
 pub mod operator;
 pub mod owned;
+pub mod reconciler;
 pub mod shutdown;
 pub mod telemetry;
 pub mod workers;

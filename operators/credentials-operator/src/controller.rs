@@ -25,11 +25,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
-use operon_runtime::backoff::Backoff;
 use operon_runtime::cache::Synced;
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::reconciler::Tracker;
 use serde_json::json;
 
 use crate::api::{
@@ -60,9 +60,9 @@ pub enum Error {
     NoNamespace(String),
 }
 
-impl Error {
+impl operon_runtime::reconciler::Cause for Error {
     /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
-    pub fn metric_label(&self) -> &'static str {
+    fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Cloud(_) => "cloud",
@@ -136,7 +136,7 @@ struct Context {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     synced: Vec<Synced>,
     events: Events,
-    backoff: Backoff<CredentialsRequest>,
+    tracker: Tracker<CredentialsRequest>,
     /// IAM client for the root credentials, by the root Secret's resourceVersion.
     root: Mutex<Option<(String, Iam)>>,
 }
@@ -335,7 +335,7 @@ async fn run_scope(
         secrets: secret_store,
         namespaces: namespace_store,
         synced,
-        backoff: Backoff::default(),
+        tracker: Tracker::new(settings.metrics.clone()),
         root: Mutex::new(None),
     });
     tracing::info!(mode = ?settings.mode, namespace = scope.as_deref().unwrap_or("<all>"), "starting CredentialsRequest controller");
@@ -357,31 +357,15 @@ async fn run_scope(
 }
 
 fn error_policy(cr: Arc<CredentialsRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(cr.as_ref());
-    ctx.settings
-        .metrics
-        .retried(&ObjectRef::from_obj(cr.as_ref()).to_string());
-    tracing::warn!(
-        request = %ObjectRef::from_obj(cr.as_ref()),
-        retry_in = ?delay,
-        cause = error.metric_label(),
-        "{error}"
-    );
-    Action::requeue(delay)
+    ctx.tracker.retry(cr.as_ref(), error)
 }
 
 async fn reconcile(cr: Arc<CredentialsRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(cr.as_ref()).to_string();
-    let timer = ctx.settings.metrics.started(&key);
-    future::join_all(ctx.synced.iter().map(Synced::wait)).await;
-    let result = ctx.reconcile(&cr).await;
-    ctx.settings
-        .metrics
-        .finished(timer, result.as_ref().err().map(Error::metric_label));
-    if result.is_ok() {
-        ctx.backoff.succeeded(cr.as_ref());
-    }
-    result
+    let work = async {
+        future::join_all(ctx.synced.iter().map(Synced::wait)).await;
+        ctx.reconcile(&cr).await
+    };
+    ctx.tracker.track(cr.as_ref(), work).await
 }
 
 /// Root credentials: (resourceVersion, access key id, secret access key).

@@ -20,11 +20,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
-use operon_runtime::backoff::Backoff;
 use operon_runtime::cache::Synced;
 use operon_runtime::conditions::{self, Desired};
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::reconciler::Tracker;
 use operon_runtime::workers::Workers;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,9 +48,9 @@ pub enum Error {
     NoNamespace(String),
 }
 
-impl Error {
+impl operon_runtime::reconciler::Cause for Error {
     /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
-    pub fn metric_label(&self) -> &'static str {
+    fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::PodRejected { .. } => "pod_rejected",
@@ -92,8 +92,7 @@ pub struct Context {
     pods: Store<Pod>,
     pods_synced: Synced,
     events: Events,
-    backoff: Backoff<PodRequest>,
-    metrics: Arc<ControllerMetrics>,
+    tracker: Tracker<PodRequest>,
     /// A fingerprint of the status last written per PodRequest. The cache can lag behind the
     /// operator's own writes; comparing with this keeps a lagging cache from causing a second,
     /// identical write. (A hash, not the status: it is kept for every request.)
@@ -198,8 +197,7 @@ async fn run_scope(
         pods_synced,
         pods: pod_store,
         events: Events::new(client, MANAGER, settings.instance.clone()),
-        backoff: Backoff::default(),
-        metrics: settings.metrics.clone(),
+        tracker: Tracker::new(settings.metrics.clone()),
         written: Mutex::default(),
         requests: request_store.clone(),
         workers: Workers::new(settings.concurrency.into()),
@@ -286,34 +284,18 @@ fn trim_pod(pod: &mut Pod) {
 }
 
 fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(request.as_ref());
-    ctx.metrics
-        .retried(&ObjectRef::from_obj(request.as_ref()).to_string());
-    tracing::warn!(
-        request = %ObjectRef::from_obj(request.as_ref()),
-        retry_in = ?delay,
-        cause = error.metric_label(),
-        "{error}"
-    );
-    Action::requeue(delay)
+    ctx.tracker.retry(request.as_ref(), error)
 }
 
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(request.as_ref()).to_string();
     let Some(_slot) = ctx.workers.slot().await else {
         // Shutting down: the request is picked up again by whoever leads next.
         return Ok(Action::await_change());
     };
-    let timer = ctx.metrics.started(&key);
     // Boxed: the work's state (request futures of several kB) is allocated when a slot is free,
     // so the many reconciles waiting for one under a backlog stay small.
-    let result = Box::pin(request.reconcile(&ctx)).await;
-    ctx.metrics
-        .finished(timer, result.as_ref().err().map(Error::metric_label));
-    if result.is_ok() {
-        ctx.backoff.succeeded(request.as_ref());
-    }
-    result
+    let work = Box::pin(request.reconcile(&ctx));
+    ctx.tracker.track(request.as_ref(), work).await
 }
 
 /// What a reconcile found, as the status and Events should tell it.
@@ -847,8 +829,7 @@ mod tests {
             pods: reflector::store::<Pod>().0,
             pods_synced: Synced::new(),
             events: Events::new(client, MANAGER, None),
-            backoff: Backoff::default(),
-            metrics: Arc::default(),
+            tracker: Tracker::new(Arc::default()),
             written: Mutex::default(),
             requests: reflector::store::<PodRequest>().0,
             workers: Workers::new(1),

@@ -20,9 +20,8 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use operon_runtime::backoff::Backoff;
 use operon_runtime::cache::Synced;
-use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::reconciler::Tracker;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,8 +34,7 @@ struct Context<K: Resource<DynamicType = ()>> {
     client: Client,
     target: Target,
     ca: CaWatch,
-    backoff: Backoff<K>,
-    metrics: Arc<ControllerMetrics>,
+    tracker: Tracker<K>,
     /// The Api to patch an object through (namespaced or not).
     api_for: fn(Client, Option<String>) -> Api<K>,
 }
@@ -142,8 +140,7 @@ where
         client,
         target,
         ca: ca.clone(),
-        backoff: Backoff::default(),
-        metrics,
+        tracker: Tracker::new(metrics),
         api_for,
     });
     let concurrency = settings.concurrency;
@@ -170,31 +167,16 @@ fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context<K>>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
-    let delay = ctx.backoff.failed(obj.as_ref());
-    ctx.metrics
-        .retried(&ObjectRef::from_obj(obj.as_ref()).to_string());
-    tracing::warn!(
-        object = %ObjectRef::from_obj(obj.as_ref()),
-        retry_in = ?delay,
-        cause = error.metric_label(),
-        "{error}"
-    );
-    Action::requeue(delay)
+    ctx.tracker.retry(obj.as_ref(), error)
 }
 
 async fn reconcile<K>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize,
 {
-    let key = ObjectRef::from_obj(obj.as_ref()).to_string();
-    let timer = ctx.metrics.started(&key);
-    let result = inject_into(obj.as_ref(), &ctx).await;
-    ctx.metrics
-        .finished(timer, result.as_ref().err().map(Error::metric_label));
-    if result.is_ok() {
-        ctx.backoff.succeeded(obj.as_ref());
-    }
-    result
+    ctx.tracker
+        .track(obj.as_ref(), inject_into(obj.as_ref(), &ctx))
+        .await
 }
 
 async fn inject_into<K>(obj: &K, ctx: &Context<K>) -> Result<Action, Error>

@@ -53,9 +53,9 @@ pub enum Error {
     InvalidSettings(String),
 }
 
-impl Error {
+impl operon_runtime::reconciler::Cause for Error {
     /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
-    pub fn metric_label(&self) -> &'static str {
+    fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Pki(_) => "pki",

@@ -21,10 +21,9 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use operon_runtime::backoff::Backoff;
 use operon_runtime::cache::Synced;
 use operon_runtime::events::Events;
-use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::reconciler::Tracker;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -48,8 +47,7 @@ struct Context {
     secrets: Store<Secret>,
     secrets_synced: Synced,
     events: Events,
-    backoff: Backoff<Service>,
-    metrics: Arc<ControllerMetrics>,
+    tracker: Tracker<Service>,
     cluster_domain: String,
     lifetime: Duration,
     margin: Duration,
@@ -155,8 +153,7 @@ pub fn controller(
         secrets: secret_store,
         secrets_synced: secrets_synced.clone(),
         events: Events::new(client, MANAGER, settings.instance.clone()),
-        backoff: Backoff::default(),
-        metrics,
+        tracker: Tracker::new(metrics),
         cluster_domain: settings.cluster_domain.clone(),
         lifetime: settings.serving_cert_lifetime,
         margin: settings.refresh_margin,
@@ -187,28 +184,11 @@ pub fn controller(
 }
 
 fn error_policy(svc: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(svc.as_ref());
-    ctx.metrics
-        .retried(&ObjectRef::from_obj(svc.as_ref()).to_string());
-    tracing::warn!(
-        service = %ObjectRef::from_obj(svc.as_ref()),
-        retry_in = ?delay,
-        cause = error.metric_label(),
-        "{error}"
-    );
-    Action::requeue(delay)
+    ctx.tracker.retry(svc.as_ref(), error)
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(svc.as_ref()).to_string();
-    let timer = ctx.metrics.started(&key);
-    let result = ctx.reconcile(&svc).await;
-    ctx.metrics
-        .finished(timer, result.as_ref().err().map(Error::metric_label));
-    if result.is_ok() {
-        ctx.backoff.succeeded(svc.as_ref());
-    }
-    result
+    ctx.tracker.track(svc.as_ref(), ctx.reconcile(&svc)).await
 }
 
 impl Context {

@@ -182,7 +182,7 @@ impl Signer {
                             failures = failures.saturating_add(1);
                             let delay = Duration::from_millis(100)
                                 .saturating_mul(1 << failures.min(9));
-                            tracing::warn!(retry_in = ?delay, cause = e.metric_label(), "signing CA: {e}");
+                            tracing::warn!(retry_in = ?delay, cause = operon_runtime::reconciler::Cause::cause(&e), "signing CA: {e}");
                             next = Some(Instant::now() + delay);
                         }
                     }
