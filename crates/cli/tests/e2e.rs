@@ -32,9 +32,19 @@ fn project_target() -> PathBuf {
 
 /// A fresh directory for one test's projects, outside any Cargo workspace (under this
 /// workspace's target/, `operon new` would rightly make the project one of its members).
+/// The same path on every run with one target directory: a project's build artifacts are named after its
+/// path, so a fixed path overwrites the last run's instead of adding to them.
 fn workdir(name: &str) -> Result<PathBuf> {
-    let dir =
-        std::env::temp_dir().join(format!("operon-{name}-{}", operon_envtest::random_suffix()));
+    use std::hash::{Hash, Hasher};
+    let mut checkout = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_TARGET_TMPDIR").hash(&mut checkout);
+    let dir = std::env::temp_dir().join(format!(
+        "operon-e2e-{name}-{:08x}",
+        checkout.finish() as u32
+    ));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
