@@ -55,17 +55,9 @@ async fn run_async(
         Some(cp) => Some(cp.kubeconfig_path().to_path_buf()),
         None => kubeconfig.map(Path::to_path_buf),
     };
-    let client = match &kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            kube::Client::try_from(config)?
-        }
-        None => kube::Client::try_default()
-            .await
-            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config): pass --kubeconfig or --local")?,
-    };
+    let client = crate::deploy::client(kubeconfig.as_deref())
+        .await
+        .context("no cluster to run against: pass --kubeconfig or --local")?;
 
     let crds = tokio::process::Command::new(binary)
         .arg("crds")
