@@ -119,6 +119,26 @@ fn refuse(what: &str, cmd: &mut Command, expected: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The generated project's own checks: rustfmt, clippy with warnings denied, its tests;
+/// returns the tests' output.
+fn checks(project: &Path) -> Result<String> {
+    succeed(
+        "cargo fmt --check",
+        &mut cargo(project, &["fmt", "--check"]),
+    )?;
+    succeed(
+        "cargo clippy -D warnings",
+        &mut cargo(
+            project,
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        ),
+    )?;
+    succeed(
+        "cargo test (generated tests)",
+        &mut cargo(project, &["test"]),
+    )
+}
+
 /// The PodRequest API, dynamically (the test does not link the generated crate).
 fn pod_requests(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("pod.example.com", "v1alpha1", "PodRequest");
@@ -222,21 +242,7 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
     );
 
     // The generated code, as edited, passes the project's own checks.
-    succeed(
-        "cargo fmt --check",
-        &mut cargo(&project, &["fmt", "--check"]),
-    )?;
-    succeed(
-        "cargo clippy -D warnings",
-        &mut cargo(
-            &project,
-            &["clippy", "--all-targets", "--", "-D", "warnings"],
-        ),
-    )?;
-    succeed(
-        "cargo test (generated tests)",
-        &mut cargo(&project, &["test"]),
-    )?;
+    checks(&project)?;
 
     // 5–7 (slides 70–73), out of the cluster: `operon run --local` starts a control plane,
     // installs the CRD and runs the operator.
@@ -698,21 +704,7 @@ fn every_shape_of_generated_code_is_clean_and_its_tests_pass() -> Result<()> {
         )?;
     }
     succeed("operon manifests", &mut operon(&project, &["manifests"]))?;
-    succeed(
-        "cargo fmt --check",
-        &mut cargo(&project, &["fmt", "--check"]),
-    )?;
-    succeed(
-        "cargo clippy -D warnings",
-        &mut cargo(
-            &project,
-            &["clippy", "--all-targets", "--", "-D", "warnings"],
-        ),
-    )?;
-    let tests = succeed(
-        "cargo test (generated tests)",
-        &mut cargo(&project, &["test"]),
-    )?;
+    let tests = checks(&project)?;
     for test in [
         "widget_gets_ready_and_is_cleaned_up_on_deletion ... ok",
         "gadget_gets_ready_and_is_cleaned_up_on_deletion ... ok",
