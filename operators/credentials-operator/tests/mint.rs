@@ -126,11 +126,8 @@ async fn the_talks_request_mints_a_least_privilege_user() -> Result<()> {
         minted.whoami().await? == provider.user,
         "GetUser with the minted key"
     );
-    let events = f.events("aws-creds-to-describe-all-instances").await?;
-    ensure!(
-        events.iter().any(|(r, _)| r == "CredentialsMinted"),
-        "{events:?}"
-    );
+    f.wait_event("aws-creds-to-describe-all-instances", "CredentialsMinted")
+        .await?;
     Ok(())
 }
 
@@ -491,11 +488,7 @@ async fn keys_are_replaced_after_the_rotation_period() -> Result<()> {
         keys.len() == 1 && keys[0] != first,
         "exactly one key, not the first: {keys:?} (second {second})"
     );
-    let events = f.events("rotating").await?;
-    ensure!(
-        events.iter().any(|(r, _)| r == "AccessKeyReplaced"),
-        "{events:?}"
-    );
+    f.wait_event("rotating", "AccessKeyReplaced").await?;
     Ok(())
 }
 

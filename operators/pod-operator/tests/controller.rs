@@ -98,13 +98,7 @@ async fn talk_sample_gets_an_owned_labelled_running_pod() -> Result<()> {
         (degraded.status.as_str(), degraded.reason.as_str()),
         ("False", "AsExpected")
     );
-    let events = f.events("busybox").await?;
-    ensure!(
-        events
-            .iter()
-            .any(|(r, n)| r == "Created" && n.contains("busybox")),
-        "{events:?}"
-    );
+    f.wait_event("busybox", "Created", "busybox").await?;
     // Exactly one Pod create, no conflict retries.
     assert_eq!(op.requests().get("create", "pods"), 1, "{}", op.requests());
     op.stop().await
@@ -181,8 +175,7 @@ async fn editing_the_image_replaces_the_pod_and_status_follows() -> Result<()> {
         after.status.as_ref().and_then(|s| s.observed_generation),
         edited.metadata.generation
     );
-    let events = f.events("busybox").await?;
-    ensure!(events.iter().any(|(r, _)| r == "Replaced"), "{events:?}");
+    f.wait_event("busybox", "Replaced", "").await?;
     // Delete once, create twice (original and replacement).
     let requests = op.requests();
     assert_eq!(requests.get("delete", "pods"), 1, "{requests}");
@@ -215,8 +208,7 @@ async fn a_foreign_pod_is_never_touched_and_the_request_recovers() -> Result<()>
         operon_runtime::conditions::get(&pr.status.clone().unwrap_or_default().conditions, "Ready")
             .cloned();
     ensure!(ready.is_some_and(|c| c.status == "False" && c.message.contains("left untouched")));
-    let events = f.events("busybox").await?;
-    ensure!(events.iter().any(|(r, _)| r == "PodConflict"), "{events:?}");
+    f.wait_event("busybox", "PodConflict", "").await?;
     let now = f.pods().get("busybox").await?;
     assert_eq!(
         now.metadata.resource_version, foreign.metadata.resource_version,
@@ -284,13 +276,8 @@ async fn restricted_pod_security_denial_is_reported_and_backed_off() -> Result<(
         degraded.is_some_and(|c| c.message.contains("PodSecurity")),
         "message should say why"
     );
-    let events = f.events("busybox").await?;
-    ensure!(
-        events
-            .iter()
-            .any(|(r, n)| r == "FailedCreate" && n.contains("restricted")),
-        "{events:?}"
-    );
+    f.wait_event("busybox", "FailedCreate", "restricted")
+        .await?;
 
     // Exponential backoff from 5 ms: the 9th attempt comes no sooner than 5+10+…+640 ms after
     // the first. A hot loop makes 9 attempts within milliseconds.

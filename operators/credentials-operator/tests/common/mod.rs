@@ -191,6 +191,21 @@ impl Fixture {
             .collect())
     }
 
+    /// Waits until an Event about request `name` has `reason` (Events are written in the
+    /// background, after the reconcile that caused them).
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Result<()> {
+        wait::until(&format!("Event {reason} about {name}"), TIMEOUT, || async {
+            let events = self.events(name).await.map_err(|e| e.to_string())?;
+            if events.iter().any(|(r, _)| r == reason) {
+                Ok(())
+            } else {
+                Err(format!("{events:?}"))
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Every IAM user name in the emulator.
     pub async fn iam_users(&self) -> Result<Vec<String>> {
         let iam = self.iam().await;

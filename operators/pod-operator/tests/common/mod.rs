@@ -68,6 +68,21 @@ impl Fixture {
     }
 
     /// Reasons and notes of the Events about PodRequest `name`.
+    /// Waits until an Event about PodRequest `name` has `reason` and a note containing `note`
+    /// (Events are written in the background, after the reconcile that caused them).
+    pub async fn wait_event(&self, name: &str, reason: &str, note: &str) -> Result<()> {
+        wait::until(&format!("Event {reason} about {name}"), TIMEOUT, || async {
+            let events = self.events(name).await.map_err(|e| e.to_string())?;
+            if events.iter().any(|(r, n)| r == reason && n.contains(note)) {
+                Ok(())
+            } else {
+                Err(format!("{events:?}"))
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     pub async fn events(&self, name: &str) -> Result<Vec<(String, String)>> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         Ok(events
