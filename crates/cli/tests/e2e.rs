@@ -490,36 +490,41 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
             ],
         )
     };
-    refuse(
-        "lowercase kind",
-        &mut api("widgets", "v1", "widget"),
-        &["CamelCase"],
-    )?;
-    refuse(
-        "kind with a dash",
-        &mut api("widgets", "v1", "Wid-get"),
-        &["CamelCase"],
-    )?;
-    refuse(
-        "group with capitals",
-        &mut api("Widgets.Example.com", "v1", "Widget"),
-        &["DNS names"],
-    )?;
-    refuse(
-        "reserved group",
-        &mut api("apps.k8s.io", "v1", "Widget"),
-        &["reserved"],
-    )?;
-    refuse(
-        "version 1",
-        &mut api("widgets", "1", "Widget"),
-        &["invalid API version", "v1alpha1"],
-    )?;
-    refuse(
-        "version v1.0",
-        &mut api("widgets", "v1.0", "Widget"),
-        &["invalid API version"],
-    )?;
+    let bad: [(&str, [&str; 3], &[&str]); 6] = [
+        (
+            "lowercase kind",
+            ["widgets", "v1", "widget"],
+            &["CamelCase"],
+        ),
+        (
+            "kind with a dash",
+            ["widgets", "v1", "Wid-get"],
+            &["CamelCase"],
+        ),
+        (
+            "group with capitals",
+            ["Widgets.Example.com", "v1", "Widget"],
+            &["DNS names"],
+        ),
+        (
+            "reserved group",
+            ["apps.k8s.io", "v1", "Widget"],
+            &["reserved"],
+        ),
+        (
+            "version 1",
+            ["widgets", "1", "Widget"],
+            &["invalid API version", "v1alpha1"],
+        ),
+        (
+            "version v1.0",
+            ["widgets", "v1.0", "Widget"],
+            &["invalid API version"],
+        ),
+    ];
+    for (what, [group, version, kind], expected) in bad {
+        refuse(what, &mut api(group, version, kind), expected)?;
+    }
     refuse(
         "controller without its API",
         &mut quick(&project, &["add", "controller", "--kind", "Widget"]),
