@@ -25,12 +25,17 @@ const BINARIES: &[(&str, &str)] = &[
     ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
     ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
     ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    ("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy"),
+    ("kubelet", "k8s.io/kubernetes/cmd/kubelet"),
     (
         "kube-controller-manager",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
     ),
     ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
 ];
+
+/// Built from `tools/coredns`, a module of its own (CoreDNS pins its own Kubernetes client).
+const COREDNS: (&str, &str) = ("coredns", "operon.dev/tools/coredns");
 
 /// kwok Stage definitions (shipped in kwok's module) that make Nodes Ready with lease heartbeats
 /// and take Pods through Running, completion and deletion.
@@ -46,6 +51,10 @@ const GO_VERSION_MIN: (u32, u32) = (1, 26);
 
 pub fn module_dir() -> PathBuf {
     repo_root().join("tools").join("k8s")
+}
+
+pub fn coredns_module_dir() -> PathBuf {
+    repo_root().join("tools").join("coredns")
 }
 
 pub fn go() -> Result<PathBuf> {
@@ -80,8 +89,12 @@ pub fn go() -> Result<PathBuf> {
 }
 
 fn go_cmd(go: &Path) -> Command {
+    go_cmd_in(go, &module_dir())
+}
+
+fn go_cmd_in(go: &Path, dir: &Path) -> Command {
     let mut cmd = Command::new(go);
-    cmd.current_dir(module_dir())
+    cmd.current_dir(dir)
         .env("GOFLAGS", "-mod=mod")
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", "0");
@@ -187,6 +200,22 @@ fn render_go_mod(kubernetes_go_mod: &str) -> Result<String> {
     Ok(s)
 }
 
+/// Fails when `tools/coredns`'s go.mod or go.sum is not what `go mod tidy` makes of it.
+pub fn check_coredns_mod() -> Result<()> {
+    let go = go()?;
+    let out = go_cmd_in(&go, &coredns_module_dir())
+        .args(["mod", "tidy", "-diff"])
+        .output()
+        .context("go mod tidy -diff (tools/coredns)")?;
+    ensure!(
+        out.status.success(),
+        "tools/coredns: go.mod/go.sum are not tidy; run `go mod tidy` there:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// Regenerates `tools/k8s/go.mod` (and go.sum) from the pinned Kubernetes release.
 pub fn gen_mod() -> Result<()> {
     let go = go()?;
@@ -225,11 +254,21 @@ fn ldflags() -> String {
 
 /// Identifies a build: the module files and flags. A cache with the same stamp is up to date.
 fn stamp() -> Result<String> {
-    let dir = module_dir();
-    let go_mod = std::fs::read_to_string(dir.join("go.mod")).context("reading tools/k8s/go.mod")?;
-    let go_sum = std::fs::read_to_string(dir.join("go.sum")).context("reading tools/k8s/go.sum")?;
+    let mut parts = vec![ldflags()];
+    for dir in [module_dir(), coredns_module_dir()] {
+        for file in ["go.mod", "go.sum", "main.go"] {
+            let path = dir.join(file);
+            if file == "main.go" && !path.exists() {
+                continue;
+            }
+            parts.push(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+        }
+    }
     let mut h = Fnv64::default();
-    for part in [go_mod.as_str(), go_sum.as_str(), &ldflags()] {
+    for part in &parts {
         h.write(part.as_bytes());
         h.write(&[0]);
     }
@@ -278,8 +317,9 @@ pub fn ensure_built(force: bool) -> Result<PathBuf> {
     }
     let bin = default_bin_dir();
     let stamp = stamp()?;
-    let complete =
-        BINARIES.iter().all(|(b, _)| bin.join(b).is_file()) && bin.join(KWOK_STAGES_FILE).is_file();
+    let complete = BINARIES.iter().all(|(b, _)| bin.join(b).is_file())
+        && bin.join(COREDNS.0).is_file()
+        && bin.join(KWOK_STAGES_FILE).is_file();
     if !force
         && complete
         && std::fs::read_to_string(bin.join(STAMP_FILE))
@@ -315,21 +355,36 @@ fn build(bin: &Path) -> Result<()> {
         .context("go mod download")?;
     ensure!(status.success(), "go mod download failed");
 
+    let status = go_cmd_in(&go, &coredns_module_dir())
+        .args(["mod", "download"])
+        .status()
+        .context("go mod download (tools/coredns)")?;
+    ensure!(status.success(), "go mod download (tools/coredns) failed");
+
     let ldflags = ldflags();
-    for (i, (name, pkg)) in BINARIES.iter().enumerate() {
-        phase(
-            t0,
-            &format!("building {name} ({}/{})", i + 1, BINARIES.len()),
-        );
+    let all: Vec<(&str, &str, PathBuf)> = BINARIES
+        .iter()
+        .map(|(name, pkg)| (*name, *pkg, module_dir()))
+        .chain([(COREDNS.0, COREDNS.1, coredns_module_dir())])
+        .collect();
+    for (i, (name, pkg, dir)) in all.iter().enumerate() {
+        phase(t0, &format!("building {name} ({}/{})", i + 1, all.len()));
         let tmp = bin.join(format!(".{name}.tmp"));
-        let mut child = go_cmd(&go)
-            .args(["build", "-v", "-trimpath", "-ldflags", &ldflags, "-o"])
+        // The version stamps are Kubernetes's; CoreDNS carries its own version.
+        let flags = if *name == COREDNS.0 {
+            "-s -w"
+        } else {
+            ldflags.as_str()
+        };
+        let mut child = go_cmd_in(&go, dir)
+            .args(["build", "-v", "-trimpath", "-ldflags", flags, "-o"])
             .arg(&tmp)
             .arg(pkg)
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("go build {pkg}"))?;
+        let name = *name;
         let compiled = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let ticker = {

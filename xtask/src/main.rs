@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-    /// kubectl, kwok), built from Go modules.
+    /// kubectl, kwok, kubelet, kube-proxy) and CoreDNS, built from Go modules.
     K8s {
         #[command(subcommand)]
         command: K8sCmd,
@@ -165,7 +165,8 @@ fn main() -> Result<()> {
         } => demo::up(nodes, operator_bin_dir),
         Cmd::Manifests => manifests::write(),
         Cmd::Image { operator, out } => {
-            operon::image::build(&repo_root(), &operator, out.as_deref()).map(|_| ())
+            operon::image::build(&repo_root(), &operator, out.as_deref())?;
+            Ok(())
         }
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
@@ -235,6 +236,7 @@ fn lint() -> Result<()> {
         ]),
     )?;
     k8s::gen_mod()?;
+    k8s::check_coredns_mod()?;
     manifests::write()?;
     run(
         "generated files in sync",

@@ -24,16 +24,24 @@ pub enum Component {
     KubeScheduler,
     Kubectl,
     Kwok,
+    /// The real node's agent.
+    Kubelet,
+    KubeProxy,
+    /// The cluster DNS add-on (from `tools/coredns`).
+    Coredns,
 }
 
 impl Component {
-    pub const ALL: [Component; 6] = [
+    pub const ALL: [Component; 9] = [
         Component::Etcd,
         Component::KubeApiserver,
         Component::KubeControllerManager,
         Component::KubeScheduler,
         Component::Kubectl,
         Component::Kwok,
+        Component::Kubelet,
+        Component::KubeProxy,
+        Component::Coredns,
     ];
 
     /// File name of the binary.
@@ -45,6 +53,9 @@ impl Component {
             Component::KubeScheduler => "kube-scheduler",
             Component::Kubectl => "kubectl",
             Component::Kwok => "kwok",
+            Component::Kubelet => "kubelet",
+            Component::KubeProxy => "kube-proxy",
+            Component::Coredns => "coredns",
         }
     }
 

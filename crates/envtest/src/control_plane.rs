@@ -1,11 +1,12 @@
 //! Starting, watching and stopping a control plane of real Kubernetes binaries.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node as NodeObject, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -13,11 +14,17 @@ use serde_json::json;
 
 use crate::Error;
 use crate::assets::{Assets, Component};
-use crate::pki::{CertKey, Pki};
+use crate::node::{self, Node};
+use crate::pki::{CertKey, NodeAddresses, Pki};
 use crate::process::{Process, RunDir, reap_stale_runs};
 
 /// The pod network kwok hands out Pod IPs from.
 pub const POD_CIDR: &str = "10.244.0.0/16";
+/// kwok's share of the pod network when a real node takes the low ranges (`10.244.<k>.0/24`).
+const KWOK_CIDR_BESIDE_REAL_NODE: &str = "10.244.128.0/17";
+/// Taint on kwok Nodes beside a real node: Pods land on the real node unless they tolerate it
+/// (scale tests do).
+pub const KWOK_TAINT: &str = "kwok.x-k8s.io/node";
 /// The Service network.
 pub const SERVICE_CIDR: &str = "10.0.0.0/24";
 /// Label on every Node the control plane creates for kwok.
@@ -37,6 +44,7 @@ pub struct Builder {
     controller_manager: bool,
     scheduler: bool,
     nodes: usize,
+    real_node: bool,
     pods_per_node: u32,
     dir: Option<PathBuf>,
     apiserver_args: Vec<String>,
@@ -50,6 +58,7 @@ impl Default for Builder {
             controller_manager: true,
             scheduler: true,
             nodes: 1,
+            real_node: false,
             pods_per_node: 1000,
             dir: None,
             apiserver_args: Vec::new(),
@@ -66,10 +75,19 @@ impl Builder {
     }
 
     /// Run kube-scheduler and kwok with `nodes` fake Nodes, so Pods get scheduled and reach
-    /// Running. `0` runs neither.
+    /// Running. `0` runs neither (unless a real node needs the scheduler).
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
-        self.scheduler = nodes > 0;
+        self.scheduler = nodes > 0 || self.real_node;
+        self
+    }
+
+    /// Also run a real worker Node (kubelet, containerd, kube-proxy, CoreDNS, a local registry;
+    /// see [`Node`]). Needs root and the packages `.ci/install-prerequisites` installs. kwok
+    /// Nodes then carry the [`KWOK_TAINT`] taint.
+    pub fn real_node(mut self, on: bool) -> Self {
+        self.real_node = on;
+        self.scheduler |= on;
         self
     }
 
@@ -116,6 +134,7 @@ impl Builder {
                 "kube-controller-manager" => self.controller_manager = false,
                 "kube-scheduler" => self.scheduler = false,
                 "kwok" => self.nodes = 0,
+                "real-node" => self.real_node = false,
                 other => tracing::warn!("{SKIP_ENV}: unknown component {other:?}"),
             }
         }
@@ -137,6 +156,8 @@ pub struct StartupTimes {
     pub controller_manager_ready: Option<Duration>,
     /// kube-scheduler healthy and every kwok Node Ready.
     pub nodes_ready: Option<Duration>,
+    /// The real node Ready with CoreDNS available.
+    pub real_node_ready: Option<Duration>,
     pub total: Duration,
 }
 
@@ -155,18 +176,22 @@ impl fmt::Display for StartupTimes {
         if let Some(d) = self.nodes_ready {
             write!(f, ", scheduler+kwok nodes {}", secs(d))?;
         }
+        if let Some(d) = self.real_node_ready {
+            write!(f, ", real node {}", secs(d))?;
+        }
         write!(f, " (total {})", secs(self.total))
     }
 }
 
 /// A running control plane. Dropping it stops every process.
 pub struct ControlPlane {
-    // Field order matters: processes stop before the run directory is removed.
+    // Field order matters: the node and the processes stop before the run directory is removed.
+    node: Option<Node>,
     processes: Mutex<Vec<Process>>,
     /// How each component was started, to start it again (same ports, same data).
     specs: Mutex<Vec<(String, PathBuf, Vec<String>)>>,
     etcd_port: u16,
-    run: RunDir,
+    run: Arc<RunDir>,
     server: String,
     kubeconfig: PathBuf,
     ca_pem: String,
@@ -199,20 +224,55 @@ impl ControlPlane {
             None
         };
 
-        let run = match &b.dir {
+        let node_bins = if b.real_node {
+            Some((
+                b.assets.binary(Component::Kubelet)?,
+                b.assets.binary(Component::KubeProxy)?,
+                b.assets.binary(Component::Coredns)?,
+            ))
+        } else {
+            None
+        };
+
+        let run = Arc::new(match &b.dir {
             Some(dir) => RunDir::at(dir)?,
             None => RunDir::create()?,
+        });
+        // The node's place first: the API server listens on the node's link.
+        let prepared = if b.real_node {
+            let run = run.clone();
+            Some(
+                tokio::task::spawn_blocking(move || node::Prepared::new(&run))
+                    .await
+                    .map_err(|e| Error::Node(format!("preparing the node: {e}")))??,
+            )
+        } else {
+            None
         };
-        let pki = tokio::task::spawn_blocking(Pki::generate)
-            .await
-            .map_err(|e| Error::Io {
-                context: "generating certificates".into(),
-                source: std::io::Error::other(e),
-            })??;
+        let host_ip = prepared.as_ref().map(node::Prepared::host_ip);
+        let node_ip = prepared.as_ref().map(node::Prepared::node_ip);
+        let pki = tokio::task::spawn_blocking(move || {
+            Pki::generate_with(
+                host_ip
+                    .zip(node_ip)
+                    .map(|(host_ip, node_ip)| NodeAddresses {
+                        host_ip,
+                        node_ip,
+                        name: node::NODE_NAME,
+                    }),
+            )
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "generating certificates".into(),
+            source: std::io::Error::other(e),
+        })??;
         let files = PkiFiles::write(&run, &pki)?;
 
-        let ports = Ports::pick()?;
+        let listen = host_ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        let ports = Ports::pick(listen)?;
         let mut cp = ControlPlane {
+            node: None,
             processes: Mutex::new(Vec::new()),
             specs: Mutex::new(Vec::new()),
             etcd_port: ports.etcd_client,
@@ -247,17 +307,20 @@ impl ControlPlane {
         cp.startup.etcd_ready = t0.elapsed();
 
         // kube-apiserver
-        cp.server = format!("https://127.0.0.1:{}", ports.apiserver);
+        cp.server = format!("https://{listen}:{}", ports.apiserver);
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_client}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--bind-address={listen}"),
+            format!("--advertise-address={listen}"),
             format!("--secure-port={}", ports.apiserver),
             format!("--cert-dir={}", cp.run.path().display()),
             format!("--tls-cert-file={}", files.serving_cert.display()),
             format!("--tls-private-key-file={}", files.serving_key.display()),
             format!("--client-ca-file={}", files.ca_cert.display()),
-            "--authorization-mode=RBAC".into(),
+            format!(
+                "--authorization-mode={}",
+                if b.real_node { "Node,RBAC" } else { "RBAC" }
+            ),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", files.sa_pub.display()),
@@ -268,6 +331,24 @@ impl ControlPlane {
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
         ];
+        if let Some(node) = &files.node {
+            apiserver_args.extend([
+                format!(
+                    "--kubelet-client-certificate={}",
+                    node.apiserver_client_cert.display()
+                ),
+                format!(
+                    "--kubelet-client-key={}",
+                    node.apiserver_client_key.display()
+                ),
+                format!(
+                    "--kubelet-certificate-authority={}",
+                    files.ca_cert.display()
+                ),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+            ]);
+        }
         apiserver_args.extend(b.apiserver_args.iter().cloned());
         cp.spawn("kube-apiserver", &apiserver_bin, apiserver_args)?;
 
@@ -339,7 +420,14 @@ impl ControlPlane {
                 format!("--config={}", stages.display()),
                 format!("--manage-nodes-with-label-selector={KWOK_NODE_LABEL}"),
                 format!("--server-address=127.0.0.1:{}", ports.kwok),
-                format!("--cidr={POD_CIDR}"),
+                format!(
+                    "--cidr={}",
+                    if b.real_node {
+                        KWOK_CIDR_BESIDE_REAL_NODE
+                    } else {
+                        POD_CIDR
+                    }
+                ),
                 "--node-lease-duration-seconds=40".into(),
             ];
             cp.spawn("kwok", kwok_bin, args)?;
@@ -359,9 +447,41 @@ impl ControlPlane {
             cp.startup.controller_manager_ready = Some(t0.elapsed());
         }
 
+        if let (Some(prepared), Some((kubelet, kube_proxy, coredns)), Some(node_files)) =
+            (prepared, node_bins, &files.node)
+        {
+            let write_kubeconfig = |name: &str, user: &CertKey| {
+                cp.run
+                    .write(name, &kubeconfig(&b.name, &cp.server, &pki.ca, user))
+            };
+            let node_certs = pki
+                .node
+                .as_ref()
+                .ok_or_else(|| Error::Node("no node certificates".into()))?;
+            let ctx = node::StartContext {
+                run: cp.run.clone(),
+                kubelet,
+                kube_proxy,
+                coredns,
+                ca_file: &files.ca_cert,
+                kubelet_kubeconfig: write_kubeconfig("kubelet.kubeconfig", &node_certs.kubelet)?,
+                kube_proxy_kubeconfig: write_kubeconfig(
+                    "kube-proxy.kubeconfig",
+                    &node_certs.kube_proxy,
+                )?,
+                kubelet_cert: node_files.kubelet_cert.clone(),
+                kubelet_key: node_files.kubelet_key.clone(),
+                client: client.clone(),
+            };
+            let started = Node::start(prepared, ctx).await;
+            cp.node = Some(started?);
+            cp.startup.real_node_ready = Some(t0.elapsed());
+        }
+
         if kwok.is_some() {
-            cp.create_nodes(&client, b.nodes, b.pods_per_node).await?;
-            let nodes: Api<Node> = Api::all(client.clone());
+            cp.create_nodes(&client, b.nodes, b.pods_per_node, b.real_node)
+                .await?;
+            let nodes: Api<NodeObject> = Api::all(client.clone());
             let names = cp.nodes.clone();
             cp.wait_until("kwok Nodes Ready", t0, || {
                 let nodes = nodes.clone();
@@ -512,11 +632,17 @@ impl ControlPlane {
         client: &Client,
         count: usize,
         pods: u32,
+        tainted: bool,
     ) -> Result<(), Error> {
-        let nodes: Api<Node> = Api::all(client.clone());
+        let nodes: Api<NodeObject> = Api::all(client.clone());
         for i in 0..count {
             let name = format!("kwok-node-{i}");
-            let node: Node = serde_json::from_value(json!({
+            let taints = if tainted {
+                json!([{ "key": KWOK_TAINT, "value": "fake", "effect": "NoSchedule" }])
+            } else {
+                json!([])
+            };
+            let node: NodeObject = serde_json::from_value(json!({
                 "apiVersion": "v1",
                 "kind": "Node",
                 "metadata": {
@@ -530,6 +656,7 @@ impl ControlPlane {
                     },
                     "annotations": { "kwok.x-k8s.io/node": "fake" },
                 },
+                "spec": { "taints": taints },
                 "status": {
                     "allocatable": { "cpu": "32", "memory": "256Gi", "pods": pods.to_string() },
                     "capacity": { "cpu": "32", "memory": "256Gi", "pods": pods.to_string() },
@@ -583,16 +710,24 @@ impl ControlPlane {
         &self.nodes
     }
 
-    /// `(component, log file)` for each component.
+    /// The real node, when the control plane has one.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// `(component, log file)` for each component, the real node's included.
     pub fn log_files(&self) -> Vec<(String, PathBuf)> {
-        self.processes
+        let mut logs: Vec<(String, PathBuf)> = self
+            .processes
             .lock()
             .map(|ps| {
                 ps.iter()
                     .map(|p| (p.name().to_string(), p.log().to_path_buf()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        logs.extend(self.node.iter().flat_map(Node::log_files));
+        logs
     }
 
     /// Pids of the running components, by name.
@@ -617,9 +752,12 @@ impl ControlPlane {
         Client::try_from(self.config().await?).map_err(Error::Kube)
     }
 
-    /// Stops every component, newest first (kwok and controllers before the apiserver, the
-    /// apiserver before etcd).
-    pub fn stop(&self) {
+    /// Stops every component, newest first (the real node, then kwok and controllers, then the
+    /// apiserver, then etcd).
+    pub fn stop(&mut self) {
+        if let Some(node) = &self.node {
+            node.stop();
+        }
         if let Ok(mut processes) = self.processes.lock() {
             while let Some(mut p) = processes.pop() {
                 p.stop(Duration::from_secs(10));
@@ -634,7 +772,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn node_ready(node: &Node) -> bool {
+pub(crate) fn node_ready(node: &NodeObject) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -645,6 +783,25 @@ pub(crate) fn http_get(path: &str) -> http::Request<Vec<u8>> {
     let mut req = http::Request::new(Vec::new());
     *req.uri_mut() = path.parse().unwrap_or_default();
     req
+}
+
+/// The status code of a plain-HTTP GET of `path` at `addr` (`host:port`), if it answers within
+/// two seconds.
+pub(crate) async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A plain-HTTP GET on loopback answering 200 (etcd's client port speaks HTTP/1.1 for /health).
@@ -692,10 +849,18 @@ struct Ports {
 }
 
 impl Ports {
-    /// Distinct free loopback ports (all held open until every one is chosen).
-    fn pick() -> Result<Ports, Error> {
+    /// Distinct free ports (all held open until every one is chosen): the API server's on
+    /// `apiserver_ip`, the others on loopback.
+    fn pick(apiserver_ip: Ipv4Addr) -> Result<Ports, Error> {
         let listeners = (0..6)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .map(|i| {
+                let ip = if i == 2 {
+                    apiserver_ip
+                } else {
+                    Ipv4Addr::LOCALHOST
+                };
+                std::net::TcpListener::bind((ip, 0))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::Io {
                 context: "finding free ports".into(),
@@ -728,6 +893,14 @@ struct PkiFiles {
     serving_key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
+    node: Option<NodePkiFiles>,
+}
+
+struct NodePkiFiles {
+    apiserver_client_cert: PathBuf,
+    apiserver_client_key: PathBuf,
+    kubelet_cert: PathBuf,
+    kubelet_key: PathBuf,
 }
 
 impl PkiFiles {
@@ -739,6 +912,24 @@ impl PkiFiles {
             serving_key: run.write("apiserver.key", &pki.serving.key_pem)?,
             sa_key: run.write("service-account.key", &pki.service_account_key_pem)?,
             sa_pub: run.write("service-account.pub", &pki.service_account_public_pem)?,
+            node: pki
+                .node
+                .as_ref()
+                .map(|node| -> Result<NodePkiFiles, Error> {
+                    Ok(NodePkiFiles {
+                        apiserver_client_cert: run.write(
+                            "apiserver-kubelet-client.crt",
+                            &node.apiserver_kubelet_client.cert_pem,
+                        )?,
+                        apiserver_client_key: run.write(
+                            "apiserver-kubelet-client.key",
+                            &node.apiserver_kubelet_client.key_pem,
+                        )?,
+                        kubelet_cert: run.write("kubelet.crt", &node.kubelet_serving.cert_pem)?,
+                        kubelet_key: run.write("kubelet.key", &node.kubelet_serving.key_pem)?,
+                    })
+                })
+                .transpose()?,
         })
     }
 }

@@ -37,6 +37,7 @@ pub struct TestEnv {
 }
 
 static SHARED: OnceCell<Result<TestEnv, String>> = OnceCell::const_new();
+static SHARED_WITH_NODE: OnceCell<Result<TestEnv, String>> = OnceCell::const_new();
 
 /// The environment shared by every test of this binary, started on first use.
 ///
@@ -44,10 +45,44 @@ static SHARED: OnceCell<Result<TestEnv, String>> = OnceCell::const_new();
 /// starting again.
 pub async fn shared() -> Result<&'static TestEnv, Error> {
     SHARED
-        .get_or_init(|| async { TestEnv::start().await.map_err(|e| e.to_string()) })
+        .get_or_init(|| async { TestEnv::start(false).await.map_err(|e| e.to_string()) })
         .await
         .as_ref()
         .map_err(|e| Error::SharedStart(e.clone()))
+}
+
+/// Like [`shared`], with a real worker node (see [`crate::Node`]): Pods run for real, images
+/// are pushed with [`TestEnv::push`]. With `USE_EXISTING_CLUSTER`, the cluster must announce
+/// its local registry (`kube-public/local-registry-hosting`), as `cargo xtask cluster up`'s
+/// does.
+pub async fn shared_with_node() -> Result<&'static TestEnv, Error> {
+    SHARED_WITH_NODE
+        .get_or_init(|| async {
+            let env = TestEnv::start(true).await.map_err(|e| e.to_string())?;
+            stop_node_at_exit();
+            Ok(env)
+        })
+        .await
+        .as_ref()
+        .map_err(|e| Error::SharedStart(e.clone()))
+}
+
+/// A static is never dropped: the shared node is stopped when the test binary exits. Its
+/// daemons die with the process anyway (parent-death signal), but containers, their shims and
+/// the node's host changes would outlive it.
+#[allow(unsafe_code)]
+fn stop_node_at_exit() {
+    extern "C" fn stop() {
+        if let Some(Ok(env)) = SHARED_WITH_NODE.get()
+            && let Some(node) = env.control_plane().and_then(ControlPlane::node)
+        {
+            node.stop();
+        }
+    }
+    // SAFETY: registers a function without arguments that libc calls once at exit.
+    if unsafe { nix::libc::atexit(stop) } != 0 {
+        tracing::warn!("cannot stop the shared real node at exit; the next start cleans it");
+    }
 }
 
 fn use_existing_cluster() -> bool {
@@ -57,7 +92,7 @@ fn use_existing_cluster() -> bool {
 }
 
 impl TestEnv {
-    async fn start() -> Result<TestEnv, Error> {
+    async fn start(real_node: bool) -> Result<TestEnv, Error> {
         if use_existing_cluster() {
             let client = Client::try_from(Config::infer().await.map_err(Error::InferConfig)?)
                 .map_err(Error::Kube)?;
@@ -67,7 +102,11 @@ impl TestEnv {
                 target: Target::Existing,
             });
         }
-        let cp = ControlPlane::builder().skip_from_env().start().await?;
+        let cp = ControlPlane::builder()
+            .real_node(real_node)
+            .skip_from_env()
+            .start()
+            .await?;
         eprintln!(
             "envtest: control plane ready in {} ({})",
             cp.startup_times(),
@@ -84,6 +123,24 @@ impl TestEnv {
             Target::Local(cp) => Some(cp),
             Target::Existing => None,
         }
+    }
+
+    /// `host:port` of the registry the cluster's real node pulls from.
+    pub async fn registry(&self) -> Result<String, Error> {
+        if let Some(node) = self.control_plane().and_then(ControlPlane::node) {
+            return Ok(node.registry().to_string());
+        }
+        crate::node::announced_registry(&self.client().await?).await
+    }
+
+    /// Pushes the OCI archive `archive` under `reference` (as Pods name it, e.g.
+    /// `localhost/operon/pod-operator:v0.1.0`) to the cluster's registry.
+    pub async fn push(&self, archive: &std::path::Path, reference: &str) -> Result<(), Error> {
+        let registry = self.registry().await?;
+        let (archive, reference) = (archive.to_path_buf(), reference.to_string());
+        tokio::task::spawn_blocking(move || crate::node::push_to(&registry, &archive, &reference))
+            .await
+            .map_err(|e| Error::Node(format!("pushing {e}")))?
     }
 
     /// Admin client configuration.

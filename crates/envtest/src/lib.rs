@@ -1,7 +1,8 @@
 //! A local Kubernetes control plane of real binaries for tests, benchmarks and demos.
 //!
 //! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake Nodes on which
-//! Pods reach Running), built from Go modules by `cargo xtask k8s build`. Certificates, ports and
+//! Pods reach Running), built from Go modules by `cargo xtask k8s build`; optionally a real
+//! worker [`Node`] (kubelet, containerd, kube-proxy, CoreDNS and a local registry). Certificates, ports and
 //! data directories are made per run; readiness is awaited on the components' own health
 //! endpoints, never on fixed sleeps.
 //!
@@ -19,6 +20,7 @@ mod control_plane;
 mod env;
 pub mod hostile;
 pub mod moto;
+pub mod node;
 mod pki;
 pub mod process;
 pub mod wait;
@@ -31,13 +33,15 @@ pub use assets::{
     default_bin_dir,
 };
 pub use control_plane::{
-    Builder, ControlPlane, KWOK_NODE_LABEL, POD_CIDR, SERVICE_CIDR, SKIP_ENV, StartupTimes,
+    Builder, ControlPlane, KWOK_NODE_LABEL, KWOK_TAINT, POD_CIDR, SERVICE_CIDR, SKIP_ENV,
+    StartupTimes,
 };
 pub use env::{
     TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix,
-    service_account_token, shared,
+    service_account_token, shared, shared_with_node,
 };
-pub use pki::{CertKey, Pki};
+pub use node::Node;
+pub use pki::{CertKey, NodeAddresses, NodeCerts, Pki};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -105,4 +109,6 @@ pub enum Error {
     MotoNotInstalled { searched: Vec<PathBuf> },
     #[error("moto: {0}")]
     Moto(String),
+    #[error("real node: {0}")]
+    Node(String),
 }

@@ -30,10 +30,34 @@ pub struct Pki {
     pub admin: CertKey,
     pub controller_manager: CertKey,
     pub scheduler: CertKey,
+    /// Identities of a real node, when the control plane has one.
+    pub node: Option<NodeCerts>,
     /// ServiceAccount token signing key (PKCS#8 PEM, ECDSA P-256, so tokens are ES256).
     pub service_account_key_pem: String,
     /// Its public half (SPKI PEM), which the apiserver verifies tokens with.
     pub service_account_public_pem: String,
+}
+
+/// Where a real node is: the API server's address on the node's link, the node's own, and its
+/// name.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeAddresses<'a> {
+    pub host_ip: Ipv4Addr,
+    pub node_ip: Ipv4Addr,
+    pub name: &'a str,
+}
+
+/// Certificates of a real node and of the API server towards it.
+pub struct NodeCerts {
+    /// The API server's client certificate towards kubelets (`kube-apiserver-kubelet-client`).
+    pub apiserver_kubelet_client: CertKey,
+    /// kubelet's identity towards the API server: `system:node:<name>` in `system:nodes`, which
+    /// the Node authorizer and NodeRestriction know.
+    pub kubelet: CertKey,
+    /// kubelet's serving certificate, for its address and name.
+    pub kubelet_serving: CertKey,
+    /// `system:kube-proxy`, bound to `system:node-proxier` by the default RBAC policy.
+    pub kube_proxy: CertKey,
 }
 
 /// The IP the `kubernetes` Service gets in the default service range (10.0.0.0/24).
@@ -64,6 +88,11 @@ fn validity(params: &mut CertificateParams) {
 impl Pki {
     /// Generates a fresh CA and all leaf certificates.
     pub fn generate() -> Result<Self, Error> {
+        Self::generate_with(None)
+    }
+
+    /// [`generate`](Self::generate), with the certificates of a real node at `node`.
+    pub fn generate_with(node: Option<NodeAddresses<'_>>) -> Result<Self, Error> {
         let ca_key = KeyPair::generate().map_err(pki_err("CA key"))?;
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = name("operon-envtest-ca", None);
@@ -88,7 +117,7 @@ impl Pki {
             "kube-apiserver",
             None,
             ExtendedKeyUsagePurpose::ServerAuth,
-            &serving_names(),
+            &serving_names(node.map(|n| n.host_ip)),
         )?;
         let client = |cn: &str, org: Option<&str>| {
             Self::leaf(&issuer, cn, org, ExtendedKeyUsagePurpose::ClientAuth, &[])
@@ -97,6 +126,24 @@ impl Pki {
         let controller_manager = client("system:kube-controller-manager", None)?;
         let scheduler = client("system:kube-scheduler", None)?;
 
+        let node = node
+            .map(|n| -> Result<NodeCerts, Error> {
+                let mut sans = vec![SanType::IpAddress(IpAddr::V4(n.node_ip))];
+                sans.extend(n.name.try_into().ok().map(SanType::DnsName));
+                Ok(NodeCerts {
+                    apiserver_kubelet_client: client("kube-apiserver-kubelet-client", None)?,
+                    kubelet: client(&format!("system:node:{}", n.name), Some("system:nodes"))?,
+                    kubelet_serving: Self::leaf(
+                        &issuer,
+                        n.name,
+                        None,
+                        ExtendedKeyUsagePurpose::ServerAuth,
+                        &sans,
+                    )?,
+                    kube_proxy: client("system:kube-proxy", None)?,
+                })
+            })
+            .transpose()?;
         let sa_key = KeyPair::generate().map_err(pki_err("ServiceAccount signing key"))?;
         Ok(Pki {
             ca,
@@ -104,6 +151,7 @@ impl Pki {
             admin,
             controller_manager,
             scheduler,
+            node,
             service_account_key_pem: sa_key.serialize_pem(),
             service_account_public_pem: sa_key.public_key_pem(),
         })
@@ -137,8 +185,9 @@ impl Pki {
     }
 }
 
-/// Names the apiserver answers to: loopback for local clients, the in-cluster names for Pods.
-fn serving_names() -> Vec<SanType> {
+/// Names the apiserver answers to: loopback for local clients, the in-cluster names for Pods,
+/// and the host's address on a real node's link.
+fn serving_names(host_ip: Option<Ipv4Addr>) -> Vec<SanType> {
     let mut sans: Vec<SanType> = [
         "localhost",
         "kubernetes",
@@ -151,6 +200,7 @@ fn serving_names() -> Vec<SanType> {
     .collect();
     sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     sans.push(SanType::IpAddress(IpAddr::V4(KUBERNETES_SERVICE_IP)));
+    sans.extend(host_ip.map(|ip| SanType::IpAddress(IpAddr::V4(ip))));
     sans
 }
 
@@ -177,7 +227,10 @@ mod tests {
 
     #[test]
     fn serving_names_cover_loopback_and_in_cluster_names() {
-        let sans = serving_names();
+        let sans = serving_names(Some(Ipv4Addr::new(10, 200, 0, 1)));
+        assert!(sans.contains(&SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(
+            10, 200, 0, 1
+        )))));
         assert!(sans.contains(&SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))));
         assert!(
             sans.iter().any(

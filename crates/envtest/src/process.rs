@@ -88,6 +88,19 @@ impl Process {
         log: PathBuf,
         run: &RunDir,
     ) -> Result<Process, Error> {
+        Self::spawn_configured(name, binary, args, log, run, |_| {})
+    }
+
+    /// [`spawn`](Self::spawn), with `configure` adjusting the command first (environment,
+    /// namespaces to enter through `pre_exec`).
+    pub fn spawn_configured(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        log: PathBuf,
+        run: &RunDir,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Process, Error> {
         let io_err = |source| Error::Io {
             context: format!("starting {name} ({})", binary.display()),
             source,
@@ -105,6 +118,7 @@ impl Process {
             cmd.process_group(0);
         }
         die_with_parent(&mut cmd);
+        configure(&mut cmd);
         let (tx, rx) = mpsc::channel();
         spawner()
             .lock()
