@@ -73,7 +73,19 @@ pub fn running() -> Option<ClusterInfo> {
     alive(info.pid).then_some(info)
 }
 
-pub fn up(attach: bool, nodes: usize) -> Result<()> {
+/// What `cluster up` starts.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Shape {
+    /// Number of kwok (fake) Nodes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// No real node: only kwok's fake Nodes (no root needed; Pods say Running but nothing
+    /// runs).
+    #[arg(long)]
+    pub kwok_only: bool,
+}
+
+pub fn up(attach: bool, shape: Shape) -> Result<()> {
     if let Some(info) = running() {
         println!(
             "cluster: already running (pid {}) at {}",
@@ -84,14 +96,23 @@ pub fn up(attach: bool, nodes: usize) -> Result<()> {
     }
     crate::k8s::ensure_built(false)?;
     if attach {
-        return serve(nodes);
+        return serve(shape);
     }
     std::fs::create_dir_all(state_dir())?;
     let _ = std::fs::remove_file(info_path());
     let log = std::fs::File::create(log_path())?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["cluster", "up", "--attach", "--nodes", &nodes.to_string()])
-        .current_dir(repo_root())
+    cmd.args([
+        "cluster",
+        "up",
+        "--attach",
+        "--nodes",
+        &shape.nodes.to_string(),
+    ]);
+    if shape.kwok_only {
+        cmd.arg("--kwok-only");
+    }
+    cmd.current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -145,16 +166,27 @@ fn print_usage(info: &ClusterInfo) {
     println!("  Stop it:                     cargo xtask cluster down");
 }
 
+/// Starts a control plane of `shape` keeping its state in `dir`.
+pub async fn start(shape: Shape, dir: &std::path::Path) -> Result<ControlPlane> {
+    let _ = std::fs::remove_dir_all(dir);
+    ControlPlane::builder()
+        .nodes(shape.nodes)
+        .real_node(!shape.kwok_only)
+        .dir(dir)
+        .start()
+        .await
+        .context(if shape.kwok_only {
+            "starting the control plane"
+        } else {
+            "starting the control plane with a real node (--kwok-only starts one without)"
+        })
+}
+
 /// Runs the control plane in the foreground until SIGINT or SIGTERM.
-fn serve(nodes: usize) -> Result<()> {
+fn serve(shape: Shape) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let _ = std::fs::remove_dir_all(data_dir());
-        let cp = ControlPlane::builder()
-            .nodes(nodes)
-            .dir(data_dir())
-            .start()
-            .await?;
+        let cp = start(shape, &data_dir()).await?;
         std::fs::copy(cp.kubeconfig_path(), kubeconfig_path())?;
         let info = ClusterInfo {
             pid: std::process::id(),
@@ -165,6 +197,15 @@ fn serve(nodes: usize) -> Result<()> {
         };
         publish(&info)?;
         println!("cluster: ready ({}) at {}", info.startup, info.server);
+        if let Some(node) = cp.node() {
+            println!(
+                "cluster: real node {} at {} (Pods {}), registry {}",
+                node.name(),
+                node.node_ip(),
+                node.pod_cidr(),
+                node.registry()
+            );
+        }
         for (name, path) in &info.logs {
             println!("cluster: {name} log: {}", path.display());
         }
@@ -205,6 +246,10 @@ pub fn down() -> Result<()> {
     let killed = operon_envtest::process::kill_recorded(&data_dir());
     if killed > 0 {
         println!("cluster: killed {killed} leftover processes");
+    }
+    let cleaned = operon_envtest::node::host::reap_stale_slots();
+    if cleaned > 0 {
+        println!("cluster: cleaned {cleaned} real node(s) left by a run that is gone");
     }
     for path in [info_path(), kubeconfig_path()] {
         let _ = std::fs::remove_file(path);

@@ -114,14 +114,14 @@ enum MotoCmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Starts the control plane (in the background unless --attach) and writes .operon/kubeconfig.
+    /// Starts the control plane with a real node and a kwok Node (in the background unless
+    /// --attach) and writes .operon/kubeconfig.
     Up {
         /// Run in the foreground until Ctrl-C.
         #[arg(long)]
         attach: bool,
-        /// Number of kwok Nodes.
-        #[arg(long, default_value_t = 1)]
-        nodes: usize,
+        #[command(flatten)]
+        shape: cluster::Shape,
     },
     /// Stops the control plane and removes its state.
     Down,
@@ -155,7 +155,7 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Cluster { command } => match command {
-            ClusterCmd::Up { attach, nodes } => cluster::up(attach, nodes),
+            ClusterCmd::Up { attach, shape } => cluster::up(attach, shape),
             ClusterCmd::Down => cluster::down(),
             ClusterCmd::Status => cluster::status(),
         },

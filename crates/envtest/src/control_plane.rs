@@ -755,13 +755,24 @@ impl ControlPlane {
     /// Stops every component, newest first (the real node, then kwok and controllers, then the
     /// apiserver, then etcd).
     pub fn stop(&mut self) {
+        // The node's daemons and Pods first: the API server waits for its clients' requests
+        // to end before it exits. Its link stays until the API server, which listens on it,
+        // is gone.
         if let Some(node) = &self.node {
-            node.stop();
+            node.stop_processes();
         }
         if let Ok(mut processes) = self.processes.lock() {
             while let Some(mut p) = processes.pop() {
+                if p.name() == "etcd"
+                    && let Some(node) = &self.node
+                {
+                    node.release();
+                }
                 p.stop(Duration::from_secs(10));
             }
+        }
+        if let Some(node) = &self.node {
+            node.release();
         }
     }
 }

@@ -125,6 +125,15 @@ impl TestEnv {
         }
     }
 
+    /// `kubectl` (the one built with the control plane) against this cluster, as admin.
+    pub fn kubectl(&self) -> std::process::Command {
+        match self.control_plane() {
+            Some(cp) => crate::apply::kubectl(cp.kubeconfig_path()),
+            // The current kubeconfig, as for the tests' own clients.
+            None => std::process::Command::new(crate::default_bin_dir().join("kubectl")),
+        }
+    }
+
     /// `host:port` of the registry the cluster's real node pulls from.
     pub async fn registry(&self) -> Result<String, Error> {
         if let Some(node) = self.control_plane().and_then(ControlPlane::node) {

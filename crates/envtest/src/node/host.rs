@@ -169,16 +169,44 @@ impl Drop for Slot {
         };
         clean(self.index);
         let _ = fs::remove_file(&self.record);
-        let others = (0..SLOTS).filter(|&i| i != self.index).any(|i| {
-            fs::read(record_path(i))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<SlotRecord>(&b).ok())
-                .is_some_and(|r| r.owner.alive())
-        });
-        if !others {
+        if !any_live_slot() {
             restore_kernel_settings();
         }
     }
+}
+
+/// Cleans the slots whose owner is gone (what a killed run left: containers, cgroups, links).
+/// Returns how many it cleaned.
+pub fn reap_stale_slots() -> usize {
+    let Ok(_lock) = lock() else {
+        return 0;
+    };
+    let mut cleaned = 0;
+    for index in 0..SLOTS {
+        let record = record_path(index);
+        let Ok(bytes) = fs::read(&record) else {
+            continue;
+        };
+        let alive = serde_json::from_slice::<SlotRecord>(&bytes).is_ok_and(|r| r.owner.alive());
+        if !alive {
+            clean(index);
+            let _ = fs::remove_file(&record);
+            cleaned += 1;
+        }
+    }
+    if cleaned > 0 && !any_live_slot() {
+        restore_kernel_settings();
+    }
+    cleaned
+}
+
+fn any_live_slot() -> bool {
+    (0..SLOTS).any(|i| {
+        fs::read(record_path(i))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SlotRecord>(&b).ok())
+            .is_some_and(|r| r.owner.alive())
+    })
 }
 
 fn record_path(index: u8) -> PathBuf {
@@ -368,22 +396,26 @@ impl Cgroups {
         pids
     }
 
-    /// SIGKILLs everything in the cgroup until nothing is left (bounded).
+    /// SIGKILLs everything in the cgroup until nothing is left (bounded), and reaps what
+    /// became this process's children (see [`adopt_orphans`]).
     pub fn kill_all(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut killed = Vec::new();
         loop {
             let pids = self.pids();
             if pids.is_empty() || Instant::now() > deadline {
                 if !pids.is_empty() {
                     tracing::warn!(cgroup = %self.name, ?pids, "processes survived SIGKILL");
                 }
-                return;
+                break;
             }
             for pid in pids {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                killed.push(pid);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        reap(&killed);
     }
 
     /// Removes the cgroup and everything below it (children first). Empty cgroups only: call
@@ -406,6 +438,42 @@ impl Cgroups {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+        }
+    }
+}
+
+/// Makes this process the reaper of the node's orphans. containerd's shims detach from
+/// containerd, and a shim's containers outlive it when it is killed; orphans go to the nearest
+/// subreaper, else to PID 1, which on some machines (VMs whose PID 1 is an agent) never reaps
+/// them. As the subreaper this process reaps them itself when it kills them ([`reap`]).
+pub fn adopt_orphans() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become the node's subreaper ({e}); killed shims may stay zombies");
+    }
+}
+
+/// Waits for the exit of the processes in `pids` that are this process's children (adopted
+/// orphans), for a moment: a container is adopted only once its shim is gone.
+fn reap(pids: &[i32]) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let mut pending: Vec<i32> = pids.to_vec();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !pending.is_empty() && Instant::now() < deadline {
+        pending.retain(|&pid| {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(_) => false,
+                // Not (yet) our child: keep asking while it exists.
+                Err(_) => {
+                    Path::new(&format!("/proc/{pid}")).exists()
+                        && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+                        })
+                }
+            }
+        });
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -110,6 +110,7 @@ pub(crate) struct Prepared {
 impl Prepared {
     pub(crate) fn new(run: &RunDir) -> Result<Prepared, Error> {
         check_host()?;
+        host::adopt_orphans();
         let root = run.path().join("node");
         let dirs = NodeDirs::create(&root)?;
         let slot = Slot::acquire(run.path())?;
@@ -678,6 +679,12 @@ impl Node {
 
     /// Stops everything the node runs and undoes its changes to the host. Idempotent.
     pub fn stop(&self) {
+        self.stop_processes();
+        self.release();
+    }
+
+    /// Stops the node's daemons and Pods; its network stays until [`release`](Self::release).
+    pub(crate) fn stop_processes(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some(supervisor) = self.supervisor.lock().ok().and_then(|mut s| s.take()) {
             let _ = supervisor.join();
@@ -695,6 +702,11 @@ impl Node {
             }
         }
         // Pods and containerd's shims, which outlive containerd by design.
+        self.shared.cgroups.kill_all();
+    }
+
+    /// Removes the node's namespaces, cgroups and link, and restores kernel settings.
+    pub(crate) fn release(&self) {
         self.shared.cgroups.kill_all();
         if let Some(mut holder) = self.holder.lock().ok().and_then(|mut h| h.take()) {
             holder.kill();
