@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use operon_envtest::{ControlPlane, wait};
+use operon_envtest::wait;
 use pod_operator::api::PodRequest;
 
 use crate::cluster::{self, ClusterInfo};
@@ -110,12 +110,116 @@ pub fn target_dir() -> Result<PathBuf> {
         .context("cargo metadata has no target_directory")
 }
 
-/// `operator_bin_dir`: where the operator binaries are; built with cargo when absent.
-pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
+/// `cargo xtask up`'s options.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub shape: cluster::Shape,
+    /// Run the operators as processes on this machine (debug builds) instead of deploying their
+    /// images into the cluster; implied by --kwok-only (no node runs images).
+    #[arg(long)]
+    pub local_operators: bool,
+    /// With --local-operators: the operator binaries' directory (default: build them).
+    #[arg(long)]
+    pub operator_bin_dir: Option<PathBuf>,
+}
+
+/// How the operators run.
+enum Operators {
+    /// Deployed from their images (`(operator, OCI archive)`), as a user deploys them.
+    InCluster(Vec<(&'static str, PathBuf)>),
+    /// Processes on this machine.
+    Local(Binaries),
+}
+
+pub fn up(args: UpArgs) -> Result<()> {
     let t0 = Instant::now();
     crate::k8s::ensure_built(false)?;
     let moto_server = crate::moto::ensure_installed()?;
-    let bin_dir = match operator_bin_dir {
+    let local = args.local_operators || args.shape.kwok_only;
+    let operators = if local {
+        Operators::Local(local_binaries(args.operator_bin_dir)?)
+    } else {
+        Operators::InCluster(crate::deploy::build_images()?)
+    };
+    std::fs::create_dir_all(cluster::state_dir())?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        // Reuse a running `cargo xtask cluster up`; otherwise run one for as long as this runs.
+        let (own_plane, kubeconfig) = match cluster::running() {
+            Some(info) => {
+                println!("up: using the running control plane at {}", info.server);
+                (None, info.kubeconfig)
+            }
+            None => {
+                let cp = cluster::start(args.shape, &cluster::state_dir().join("cluster")).await?;
+                println!("up: control plane ready ({})", cp.startup_times());
+                std::fs::copy(cp.kubeconfig_path(), cluster::kubeconfig_path())?;
+                cluster::publish(&ClusterInfo {
+                    pid: std::process::id(),
+                    server: cp.server().to_string(),
+                    kubeconfig: cluster::kubeconfig_path(),
+                    startup: cp.startup_times().to_string(),
+                    logs: cp.log_files(),
+                })?;
+                (Some(cp), cluster::kubeconfig_path())
+            }
+        };
+        let client = client(&kubeconfig).await?;
+        // The real node's registry, on the host's address on the node's link, which Pods reach:
+        // moto listens there too.
+        let registry = operon_envtest::node::announced_registry(&client).await.ok();
+        let node_host = registry
+            .as_deref()
+            .and_then(|r| r.split(':').next())
+            .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok());
+        if matches!(operators, Operators::InCluster(_)) && node_host.is_none() {
+            bail!(
+                "the running cluster has no real node to run the operators' images: stop it \
+                 (`cargo xtask cluster down`) or add --local-operators"
+            );
+        }
+        let moto = operon_envtest::moto::Moto::start_on(
+            &moto_server,
+            node_host.unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+        )
+        .await?;
+        println!(
+            "up: moto (AWS IAM emulator) at {} in {:.1?}",
+            moto.endpoint(),
+            moto.startup_time()
+        );
+        let result = demo(
+            &kubeconfig,
+            &client,
+            operators,
+            &moto,
+            node_host.is_some(),
+            t0,
+        )
+        .await;
+        drop(moto);
+        if let Some(cp) = own_plane {
+            cluster::unpublish();
+            let _ = std::fs::remove_file(cluster::kubeconfig_path());
+            let data = cp.dir().to_path_buf();
+            drop(cp);
+            let _ = std::fs::remove_dir_all(data);
+            println!("up: control plane stopped");
+        } else if result.is_ok() {
+            println!(
+                "up: the operators stay deployed in the running cluster \
+                 (`kubectl delete -k config/default` removes them)"
+            );
+        }
+        result
+    })
+}
+
+/// The operators' debug binaries, built unless `dir` has them.
+fn local_binaries(dir: Option<PathBuf>) -> Result<Binaries> {
+    let bin_dir = match dir {
         Some(dir) => dir,
         None => {
             println!("up: building the operators");
@@ -149,57 +253,10 @@ pub fn up(nodes: usize, operator_bin_dir: Option<PathBuf>) -> Result<()> {
             bail!("{} does not exist", binary.display());
         }
     }
-    std::fs::create_dir_all(cluster::state_dir())?;
-
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        // Reuse a running `cargo xtask cluster up`; otherwise run one for as long as this runs.
-        let (own_plane, kubeconfig) = match cluster::running() {
-            Some(info) => {
-                println!("up: using the running control plane at {}", info.server);
-                (None, info.kubeconfig)
-            }
-            None => {
-                let data = cluster::state_dir().join("cluster");
-                let _ = std::fs::remove_dir_all(&data);
-                let cp = ControlPlane::builder()
-                    .nodes(nodes)
-                    .dir(&data)
-                    .start()
-                    .await?;
-                println!("up: control plane ready ({})", cp.startup_times());
-                std::fs::copy(cp.kubeconfig_path(), cluster::kubeconfig_path())?;
-                cluster::publish(&ClusterInfo {
-                    pid: std::process::id(),
-                    server: cp.server().to_string(),
-                    kubeconfig: cluster::kubeconfig_path(),
-                    startup: cp.startup_times().to_string(),
-                    logs: cp.log_files(),
-                })?;
-                (Some(cp), cluster::kubeconfig_path())
-            }
-        };
-        let moto = operon_envtest::moto::Moto::start_with(&moto_server).await?;
-        println!(
-            "up: moto (AWS IAM emulator) at {} in {:.1?}",
-            moto.endpoint(),
-            moto.startup_time()
-        );
-        let result = demo(&kubeconfig, &binaries, &moto, t0).await;
-        drop(moto);
-        if let Some(cp) = own_plane {
-            cluster::unpublish();
-            let _ = std::fs::remove_file(cluster::kubeconfig_path());
-            let data = cp.dir().to_path_buf();
-            drop(cp);
-            let _ = std::fs::remove_dir_all(data);
-            println!("up: control plane stopped");
-        }
-        result
-    })
+    Ok(binaries)
 }
 
-async fn client(kubeconfig: &Path) -> Result<Client> {
+pub async fn client(kubeconfig: &Path) -> Result<Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     Ok(Client::try_from(config)?)
@@ -211,23 +268,73 @@ struct Binaries {
     credentials_operator: PathBuf,
 }
 
+/// The local operator processes, stopped when dropped.
+struct LocalOperators {
+    pod: OperatorProcess,
+    service_ca: OperatorProcess,
+    credentials: OperatorProcess,
+}
+
+impl LocalOperators {
+    fn start(binaries: &Binaries, kubeconfig: &Path, iam_endpoint: &str) -> Result<Self> {
+        let pod =
+            OperatorProcess::start("pod-operator", &binaries.pod_operator, &["run"], kubeconfig)?;
+        let service_ca = OperatorProcess::start(
+            "service-ca-operator",
+            &binaries.service_ca_operator,
+            &[
+                "run",
+                "--signing-namespace",
+                SERVICE_CA_NAMESPACE,
+                "--leader-election-namespace",
+                SERVICE_CA_NAMESPACE,
+                // pod-operator has the default admin port.
+                "--admin-bind-address",
+                "127.0.0.1:8081",
+            ],
+            kubeconfig,
+        )?;
+        let credentials = OperatorProcess::start(
+            "credentials-operator",
+            &binaries.credentials_operator,
+            &[
+                "run",
+                "--iam-endpoint",
+                iam_endpoint,
+                "--region",
+                "us-east-1",
+                "--leader-election-namespace",
+                CREDENTIALS_NAMESPACE,
+                "--admin-bind-address",
+                "127.0.0.1:8082",
+            ],
+            kubeconfig,
+        )?;
+        Ok(LocalOperators {
+            pod,
+            service_ca,
+            credentials,
+        })
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        self.pod.check_alive()?;
+        self.service_ca.check_alive()?;
+        self.credentials.check_alive()
+    }
+}
+
 async fn demo(
     kubeconfig: &Path,
-    binaries: &Binaries,
+    client: &Client,
+    operators: Operators,
     moto: &operon_envtest::moto::Moto,
+    real_node: bool,
     t0: Instant,
 ) -> Result<()> {
-    let client = client(kubeconfig).await?;
-    install_crd(&client, &PodRequest::crd()).await?;
-    install_crd(
-        &client,
-        &credentials_operator::api::CredentialsRequest::crd(),
-    )
-    .await?;
-    ensure_namespace(&client, CREDENTIALS_NAMESPACE).await?;
     // Root credentials for the emulator (it accepts any).
     operon_envtest::apply::apply(
-        &client,
+        client,
         &serde_json::json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": { "name": "aws-creds", "namespace": "kube-system" },
@@ -239,47 +346,64 @@ async fn demo(
         MANAGER,
     )
     .await?;
-    ensure_namespace(&client, DEMO_NAMESPACE).await?;
-    ensure_namespace(&client, SERVICE_CA_NAMESPACE).await?;
-    ensure_namespace(&client, SERVICE_CA_DEMO_NAMESPACE).await?;
-    let operator =
-        OperatorProcess::start("pod-operator", &binaries.pod_operator, &["run"], kubeconfig)?;
-    let service_ca = OperatorProcess::start(
-        "service-ca-operator",
-        &binaries.service_ca_operator,
-        &[
-            "run",
-            "--signing-namespace",
-            SERVICE_CA_NAMESPACE,
-            "--leader-election-namespace",
-            SERVICE_CA_NAMESPACE,
-            // pod-operator has the default admin port.
-            "--admin-bind-address",
-            "127.0.0.1:8081",
-        ],
-        kubeconfig,
-    )?;
-    let iam_endpoint = moto.endpoint();
-    let credentials = OperatorProcess::start(
-        "credentials-operator",
-        &binaries.credentials_operator,
-        &[
-            "run",
-            "--iam-endpoint",
-            &iam_endpoint,
-            "--region",
-            "us-east-1",
-            "--leader-election-namespace",
-            CREDENTIALS_NAMESPACE,
-            "--admin-bind-address",
-            "127.0.0.1:8082",
-        ],
-        kubeconfig,
-    )?;
-    apply_yaml(&client, &repo_root().join(SAMPLE), None).await?;
-    apply_yaml(&client, &repo_root().join(CREDENTIALS_SAMPLE), None).await?;
+    let local = match operators {
+        Operators::InCluster(archives) => {
+            crate::deploy::push(client, &archives).await?;
+            let config = kubeconfig.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::deploy::apply(&config)).await??;
+            // The operator reaches the emulator as a user would reach another IAM endpoint:
+            // the AWS SDK's AWS_ENDPOINT_URL_IAM.
+            let url = moto.expose(client, CREDENTIALS_NAMESPACE).await?;
+            let config = kubeconfig.to_path_buf();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let deployment = "deployment/credentials-operator-controller-manager";
+                crate::deploy::kubectl(
+                    &config,
+                    &[
+                        "set",
+                        "env",
+                        "-n",
+                        CREDENTIALS_NAMESPACE,
+                        deployment,
+                        &format!("AWS_ENDPOINT_URL_IAM={url}"),
+                    ],
+                )?;
+                crate::deploy::kubectl(
+                    &config,
+                    &[
+                        "rollout",
+                        "status",
+                        "-n",
+                        CREDENTIALS_NAMESPACE,
+                        deployment,
+                        "--timeout=120s",
+                    ],
+                )
+            })
+            .await??;
+            None
+        }
+        Operators::Local(binaries) => {
+            install_all_but_deployments(client, kubeconfig).await?;
+            Some(LocalOperators::start(
+                &binaries,
+                kubeconfig,
+                &moto.endpoint(),
+            )?)
+        }
+    };
+    let check_alive = || -> Result<()> {
+        match &local {
+            Some(operators) => operators.check_alive(),
+            None => Ok(()),
+        }
+    };
+    ensure_namespace(client, DEMO_NAMESPACE).await?;
+    ensure_namespace(client, SERVICE_CA_DEMO_NAMESPACE).await?;
+    apply_yaml(client, &repo_root().join(SAMPLE), None).await?;
+    apply_yaml(client, &repo_root().join(CREDENTIALS_SAMPLE), None).await?;
     apply_yaml(
-        &client,
+        client,
         &repo_root().join(SERVICE_CA_SAMPLE),
         Some(SERVICE_CA_DEMO_NAMESPACE),
     )
@@ -290,7 +414,7 @@ async fn demo(
         "the talk's PodRequest Ready",
         Duration::from_secs(120),
         || async {
-            operator.check_alive().map_err(|e| e.to_string())?;
+            check_alive().map_err(|e| e.to_string())?;
             let pr = requests.get("busybox").await.map_err(|e| e.to_string())?;
             let conditions = pr.status.map(|s| s.conditions).unwrap_or_default();
             if operon_runtime::conditions::is_true(&conditions, "Ready") {
@@ -301,8 +425,13 @@ async fn demo(
         },
     )
     .await?;
-    wait_for_service_ca(&client, &service_ca).await?;
-    wait_for_credentials(&client, &credentials).await?;
+    wait_for_service_ca(client, &check_alive).await?;
+    wait_for_credentials(client, &check_alive).await?;
+    let greeting = if real_node {
+        Some(wait_for_greeting(client).await?)
+    } else {
+        None
+    };
     println!("up: ready in {}\n", elapsed(t0));
     kubectl(
         kubeconfig,
@@ -324,7 +453,24 @@ async fn demo(
             SERVICE_CA_DEMO_NAMESPACE,
         ],
     );
-    print_next_steps(kubeconfig);
+    if local.is_none() {
+        kubectl(
+            kubeconfig,
+            &[
+                "get",
+                "deployments,pods",
+                "-A",
+                "-l",
+                "app.kubernetes.io/part-of=operon",
+                "-o",
+                "wide",
+            ],
+        );
+    }
+    if let Some(log) = greeting {
+        println!("\n$ kubectl logs busybox -n {DEMO_NAMESPACE}\n{log}");
+    }
+    print_next_steps(kubeconfig, local.is_some(), real_node);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut check = tokio::time::interval(Duration::from_secs(2));
@@ -332,22 +478,75 @@ async fn demo(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = check.tick() => {
-                operator.check_alive()?;
-                service_ca.check_alive()?;
-                credentials.check_alive()?;
-            }
+            _ = check.tick() => check_alive()?,
         }
     }
     println!("\nup: stopping");
-    drop(operator);
-    drop(service_ca);
-    drop(credentials);
+    drop(local);
+    Ok(())
+}
+
+/// The talk's check (slide 72): the Pod's container really prints the greeting.
+async fn wait_for_greeting(client: &Client) -> Result<String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), DEMO_NAMESPACE);
+    let log = wait::until(
+        "the talk's greeting in kubectl logs busybox",
+        Duration::from_secs(60),
+        || async {
+            let log = pods
+                .logs("busybox", &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if log.contains("Hello DevConf.CZ 2020!") {
+                Ok(log)
+            } else {
+                Err(format!("log so far: {log:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(log.trim_end().to_string())
+}
+
+/// Everything `config/default` holds but the operators' Deployments (CRDs, namespaces, RBAC
+/// with the aggregated roles, admission policies, Services), for operators run locally.
+async fn install_all_but_deployments(client: &Client, kubeconfig: &Path) -> Result<()> {
+    let out = operon_envtest::apply::kubectl(kubeconfig)
+        .args(["kustomize", "config/default"])
+        .current_dir(repo_root())
+        .output()
+        .context("kubectl kustomize config/default")?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize config/default: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
+            .context("parsing config/default")?;
+    let (crds, rest): (Vec<_>, Vec<_>) = docs
+        .into_iter()
+        .filter(|d| d["kind"] != "Deployment")
+        .partition(|d| d["kind"] == "CustomResourceDefinition");
+    for crd in crds {
+        let crd: CustomResourceDefinition = serde_json::from_value(crd)?;
+        install_crd(client, &crd).await?;
+    }
+    // Namespaces before what lives in them.
+    let (namespaces, rest): (Vec<_>, Vec<_>) =
+        rest.into_iter().partition(|d| d["kind"] == "Namespace");
+    for doc in namespaces.into_iter().chain(rest) {
+        operon_envtest::apply::apply(client, &doc, MANAGER)
+            .await
+            .with_context(|| format!("applying {} {}", doc["kind"], doc["metadata"]["name"]))?;
+    }
+    println!("up: installed config/default without its Deployments");
     Ok(())
 }
 
 /// The talk's slides 41–44 done: the request is provisioned and its Secret written.
-async fn wait_for_credentials(client: &Client, operator: &OperatorProcess) -> Result<()> {
+async fn wait_for_credentials(client: &Client, check_alive: &dyn Fn() -> Result<()>) -> Result<()> {
     use credentials_operator::api::CredentialsRequest;
     let requests: Api<CredentialsRequest> = Api::namespaced(client.clone(), "devconf");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
@@ -356,7 +555,7 @@ async fn wait_for_credentials(client: &Client, operator: &OperatorProcess) -> Re
         "the talk's CredentialsRequest provisioned",
         Duration::from_secs(120),
         || async {
-            operator.check_alive().map_err(|e| e.to_string())?;
+            check_alive().map_err(|e| e.to_string())?;
             let cr = requests
                 .get("aws-creds-to-describe-all-instances")
                 .await
@@ -377,7 +576,7 @@ async fn wait_for_credentials(client: &Client, operator: &OperatorProcess) -> Re
 }
 
 /// The talk's slides 48–50 done: the serving Secret exists and the ConfigMap holds the bundle.
-async fn wait_for_service_ca(client: &Client, operator: &OperatorProcess) -> Result<()> {
+async fn wait_for_service_ca(client: &Client, check_alive: &dyn Fn() -> Result<()>) -> Result<()> {
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     let secrets: Api<Secret> = Api::namespaced(client.clone(), SERVICE_CA_DEMO_NAMESPACE);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), SERVICE_CA_DEMO_NAMESPACE);
@@ -385,7 +584,7 @@ async fn wait_for_service_ca(client: &Client, operator: &OperatorProcess) -> Res
         "the talk's serving Secret and injected CA bundle",
         Duration::from_secs(120),
         || async {
-            operator.check_alive().map_err(|e| e.to_string())?;
+            check_alive().map_err(|e| e.to_string())?;
             secrets
                 .get_opt("devconf-service-certs")
                 .await
@@ -414,26 +613,61 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) {
     }
 }
 
-fn print_next_steps(kubeconfig: &Path) {
+fn print_next_steps(kubeconfig: &Path, local: bool, real_node: bool) {
     let bin = operon_envtest::default_bin_dir();
+    let node = if real_node {
+        "a real node (kubelet, containerd)"
+    } else {
+        "kwok's fake Nodes only"
+    };
+    let operators = if local {
+        "running as\nprocesses on this machine"
+    } else {
+        "deployed from\ntheir images into the cluster (kubectl apply -k config/default)"
+    };
+    let pod_steps = if real_node {
+        "  kubectl logs busybox -f                       # the talk's check: the greeting every 5 s
+  kubectl exec busybox -- ps                    # a shell in the container
+  kubectl delete pod busybox                    # ensure: the Pod comes back (new UID, new container);
+                                                # sh ignores SIGTERM, so this takes the 30 s grace
+                                                # period (--grace-period=1 is quicker)"
+    } else {
+        "  kubectl delete pod busybox                    # ensure: the Pod comes back (new UID)"
+    };
+    let operator_steps = if local {
+        format!(
+            "  # the operators' logs: {}/<operator>.log",
+            cluster::state_dir().display()
+        )
+    } else {
+        "  # the operators themselves, as microservices in the cluster:
+  kubectl get pods -n pod-operator-system -o wide          # two replicas
+  kubectl get lease -n pod-operator-system                 # the leader
+  kubectl logs -n pod-operator-system deploy/pod-operator-controller-manager   # JSON logs
+  kubectl delete pod -n pod-operator-system <leader>       # the other replica takes over"
+            .to_string()
+    };
     println!(
         r#"
-Operon is running: a local control plane, pod-operator with the talk's PodRequest,
-service-ca-operator with the talk's annotated Service and ConfigMap, and credentials-operator
-with the talk's CredentialsRequest (IAM emulated by moto). In another terminal:
+Operon is running: a local control plane with {node}; pod-operator,
+service-ca-operator and credentials-operator {operators};
+the talk's PodRequest, annotated Service and ConfigMap, and CredentialsRequest (IAM emulated by
+moto). In another terminal:
 
   export KUBECONFIG={kubeconfig}
   export PATH={bin}:$PATH
   kubectl config set-context --current --namespace={DEMO_NAMESPACE}
 
-  kubectl get podrequests,pods                  # the request and its Pod (Running on a kwok node)
+  kubectl get podrequests,pods -o wide          # the request and its Pod
+{pod_steps}
   kubectl describe podrequest busybox           # status conditions and Events
-  kubectl delete pod busybox                    # ensure: the Pod comes back (new UID)
-  kubectl patch podrequest busybox --type=merge -p '{{"spec":{{"image":"busybox:1.36"}}}}'
+  kubectl patch podrequest busybox --type=merge -p '{{"spec":{{"image":"busybox:latest"}}}}'
                                                 # spec change: the Pod is replaced
   kubectl delete podrequest busybox             # cleanup, as on slide 73:
   kubectl get pods -l app=busybox               # gone (or terminating)
   kubectl create -f {sample}
+
+{operator_steps}
 
   # service-ca-operator (slides 48-50), namespace {sca_ns}:
   kubectl -n {sca_ns} get secret devconf-service-certs -o jsonpath='{{.data.tls\.crt}}' | base64 -d \

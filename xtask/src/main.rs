@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod deploy;
 mod fuzz;
 mod k8s;
 mod manifests;
@@ -40,15 +41,15 @@ enum Cmd {
         #[command(subcommand)]
         command: ClusterCmd,
     },
-    /// Runs the project: a local control plane, the operators, and the talk's samples, until
-    /// Ctrl-C.
-    Up {
-        /// Number of kwok Nodes.
-        #[arg(long, default_value_t = 1)]
-        nodes: usize,
-        /// Use the operator binaries in this directory instead of building them.
+    /// Runs the project: a local control plane with a real node, the operators deployed from
+    /// their images, and the talk's samples, until Ctrl-C.
+    Up(demo::UpArgs),
+    /// Deploys the operators into a cluster with a real node: builds their images, pushes them
+    /// to the cluster's registry, `kubectl apply -k config/default`.
+    Deploy {
+        /// The cluster (default: the running `cargo xtask cluster up`'s, else $KUBECONFIG).
         #[arg(long)]
-        operator_bin_dir: Option<PathBuf>,
+        kubeconfig: Option<PathBuf>,
     },
     /// Writes the generated deployment files under config/ from the Rust types.
     Manifests,
@@ -159,10 +160,11 @@ fn main() -> Result<()> {
             ClusterCmd::Down => cluster::down(),
             ClusterCmd::Status => cluster::status(),
         },
-        Cmd::Up {
-            nodes,
-            operator_bin_dir,
-        } => demo::up(nodes, operator_bin_dir),
+        Cmd::Up(args) => demo::up(args),
+        Cmd::Deploy { kubeconfig } => {
+            let kubeconfig = deploy::kubeconfig(kubeconfig)?;
+            tokio::runtime::Runtime::new()?.block_on(deploy::deploy(&kubeconfig))
+        }
         Cmd::Manifests => manifests::write(),
         Cmd::Image { operator, out } => {
             operon::image::build(&repo_root(), &operator, out.as_deref())?;

@@ -132,6 +132,7 @@ pub struct Moto {
     process: Mutex<Option<Process>>,
     run: RunDir,
     server: PathBuf,
+    host: std::net::Ipv4Addr,
     port: u16,
     log: PathBuf,
     startup: Duration,
@@ -143,8 +144,17 @@ impl Moto {
         Self::start_with(find_server()?).await
     }
 
-    /// Starts the given `moto_server`.
+    /// Starts the given `moto_server` on loopback.
     pub async fn start_with(server: impl Into<PathBuf>) -> Result<Moto, Error> {
+        Self::start_on(server, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Starts the given `moto_server` listening on `host` (a real node's host address, for
+    /// Pods to reach it).
+    pub async fn start_on(
+        server: impl Into<PathBuf>,
+        host: std::net::Ipv4Addr,
+    ) -> Result<Moto, Error> {
         let server = server.into();
         if !is_executable(&server) {
             return Err(Error::MotoNotInstalled {
@@ -153,12 +163,13 @@ impl Moto {
         }
         reap_stale_runs();
         let run = RunDir::create()?;
-        let port = free_port()?;
+        let port = free_port(host)?;
         let log = run.path().join("moto.log");
         let mut moto = Moto {
             process: Mutex::new(None),
             run,
             server,
+            host,
             port,
             log,
             startup: Duration::ZERO,
@@ -184,7 +195,7 @@ impl Moto {
                 let (binary, mut args) = command_for(&self.server);
                 args.extend([
                     "--host".into(),
-                    "127.0.0.1".into(),
+                    self.host.to_string(),
                     "--port".into(),
                     self.port.to_string(),
                 ]);
@@ -202,7 +213,8 @@ impl Moto {
         loop {
             // A moto-api answer means the WSGI app is up (the config is a small JSON document,
             // served with 201).
-            if let Ok((200..=299, _)) = request(self.port, "GET", "/moto-api/config", &[], "").await
+            if let Ok((200..=299, _)) =
+                request(self.host, self.port, "GET", "/moto-api/config", &[], "").await
             {
                 return Ok(());
             }
@@ -232,14 +244,42 @@ impl Moto {
         Ok(process.as_mut().and_then(Process::exited))
     }
 
-    /// `http://127.0.0.1:<port>`: the endpoint URL for AWS clients (any region, any credentials).
+    /// `http://<host>:<port>`: the endpoint URL for AWS clients (any region, any credentials).
     /// It stays the same across [`Moto::restart`] and [`Moto::pause`]/[`Moto::resume`].
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Makes moto reachable from Pods as `http://moto.<namespace>.svc`: a Service without a
+    /// selector and an EndpointSlice pointing at moto's address, which must be one Pods reach
+    /// (start it with [`Moto::start_on`] a real node's host address). Returns the URL.
+    pub async fn expose(&self, client: &kube::Client, namespace: &str) -> Result<String, Error> {
+        let service = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "moto", "namespace": namespace },
+            "spec": { "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }] },
+        });
+        let slice = serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": "moto-host", "namespace": namespace,
+                "labels": {
+                    "kubernetes.io/service-name": "moto",
+                    "endpointslice.kubernetes.io/managed-by": "operon-envtest",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{ "addresses": [self.host.to_string()] }],
+            "ports": [{ "name": "http", "port": self.port, "protocol": "TCP" }],
+        });
+        for object in [service, slice] {
+            crate::apply::apply(client, &object, "operon-envtest").await?;
+        }
+        Ok(format!("http://moto.{namespace}.svc"))
     }
 
     /// The server's log (stdout and stderr, appended to across restarts).
@@ -312,7 +352,7 @@ impl Moto {
 
     /// Empties every emulated service (`POST /moto-api/reset`) without restarting.
     pub async fn reset(&self) -> Result<(), Error> {
-        match request(self.port, "POST", "/moto-api/reset", &[], "").await {
+        match request(self.host, self.port, "POST", "/moto-api/reset", &[], "").await {
             Ok((200, _)) => Ok(()),
             Ok((status, body)) => Err(Error::Moto(format!(
                 "POST /moto-api/reset answered {status}: {body}"
@@ -331,10 +371,10 @@ impl Drop for Moto {
     }
 }
 
-/// A free loopback port. It is released before moto binds it, so another process could take it
+/// A free port on `host`. It is released before moto binds it, so another process could take it
 /// in between; moto then exits and [`Moto::start`] reports its log.
-fn free_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port(host: std::net::Ipv4Addr) -> Result<u16, Error> {
+    std::net::TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|source| Error::Io {
@@ -343,9 +383,10 @@ fn free_port() -> Result<u16, Error> {
         })
 }
 
-/// One HTTP/1.1 exchange on loopback (`Connection: close`): `(status, body)`. The body is not
-/// decoded (moto's werkzeug server sends `Content-Length` bodies and closes the connection).
+/// One HTTP/1.1 exchange (`Connection: close`): `(status, body)`. The body is not decoded
+/// (moto's werkzeug server sends `Content-Length` bodies and closes the connection).
 async fn request(
+    host: std::net::Ipv4Addr,
     port: u16,
     method: &str,
     path: &str,
@@ -353,9 +394,9 @@ async fn request(
     body: &str,
 ) -> std::io::Result<(u16, String)> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
         for (name, value) in headers {

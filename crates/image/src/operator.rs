@@ -90,16 +90,12 @@ pub fn build_many(
     crate::buildah::Buildah::new(&target_dir.join("buildah"))?;
     let (triple, binaries) = build_static(manifest_dir, packages, &target_dir)?;
     for (((package, info), binary), out) in packages.iter().zip(&infos).zip(&binaries).zip(&outs) {
-        let t1 = Instant::now();
         image_of(package, info, binary).build(&target_dir.join("buildah"), out)?;
         let binary_size = file_size(binary)?;
         let archive_size = file_size(out)?;
         println!(
-            "image: {package}:{} in {}\n\
-             image:   OCI archive (gzip layer): {}\n\
+            "image:   OCI archive (gzip layer): {}\n\
              image:   binary /{package} ({triple}, static): {}",
-            info.version,
-            elapsed(t1),
             size(archive_size),
             size(binary_size),
         );
