@@ -50,6 +50,31 @@ pub struct ClusterInfo {
     pub kubeconfig: PathBuf,
     pub startup: String,
     pub logs: Vec<(String, PathBuf)>,
+    /// The real node, described for a person.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl ClusterInfo {
+    /// What a running control plane publishes about itself.
+    pub fn of(cp: &ControlPlane) -> ClusterInfo {
+        ClusterInfo {
+            pid: std::process::id(),
+            server: cp.server().to_string(),
+            kubeconfig: kubeconfig_path(),
+            startup: cp.startup_times().to_string(),
+            logs: cp.log_files(),
+            node: cp.node().map(|node| {
+                format!(
+                    "real node {} at {} (Pods {}), registry {}",
+                    node.name(),
+                    node.node_ip(),
+                    node.pod_cidr(),
+                    node.registry()
+                )
+            }),
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -151,6 +176,9 @@ pub fn up(attach: bool, shape: Shape) -> Result<()> {
 
 fn print_usage(info: &ClusterInfo) {
     let kubeconfig = info.kubeconfig.display();
+    if let Some(node) = &info.node {
+        println!("cluster: {node}");
+    }
     println!();
     println!("  export KUBECONFIG={kubeconfig}");
     println!(
@@ -188,24 +216,10 @@ fn serve(shape: Shape) -> Result<()> {
     rt.block_on(async {
         let cp = start(shape, &data_dir()).await?;
         std::fs::copy(cp.kubeconfig_path(), kubeconfig_path())?;
-        let info = ClusterInfo {
-            pid: std::process::id(),
-            server: cp.server().to_string(),
-            kubeconfig: kubeconfig_path(),
-            startup: cp.startup_times().to_string(),
-            logs: cp.log_files(),
-        };
+        let info = ClusterInfo::of(&cp);
         publish(&info)?;
         println!("cluster: ready ({}) at {}", info.startup, info.server);
-        if let Some(node) = cp.node() {
-            println!(
-                "cluster: real node {} at {} (Pods {}), registry {}",
-                node.name(),
-                node.node_ip(),
-                node.pod_cidr(),
-                node.registry()
-            );
-        }
+
         for (name, path) in &info.logs {
             println!("cluster: {name} log: {}", path.display());
         }

@@ -156,13 +156,7 @@ pub fn up(args: UpArgs) -> Result<()> {
                 let cp = cluster::start(args.shape, &cluster::state_dir().join("cluster")).await?;
                 println!("up: control plane ready ({})", cp.startup_times());
                 std::fs::copy(cp.kubeconfig_path(), cluster::kubeconfig_path())?;
-                cluster::publish(&ClusterInfo {
-                    pid: std::process::id(),
-                    server: cp.server().to_string(),
-                    kubeconfig: cluster::kubeconfig_path(),
-                    startup: cp.startup_times().to_string(),
-                    logs: cp.log_files(),
-                })?;
+                cluster::publish(&ClusterInfo::of(&cp))?;
                 (Some(cp), cluster::kubeconfig_path())
             }
         };

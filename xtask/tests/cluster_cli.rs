@@ -23,7 +23,7 @@ fn xtask(state: &Path, args: &[&str]) -> Result<String> {
 }
 
 #[test]
-fn cluster_up_gives_a_ready_kwok_node_and_down_leaves_no_process() -> Result<()> {
+fn cluster_up_gives_a_real_and_a_kwok_node_and_down_leaves_nothing() -> Result<()> {
     let state = tempfile::tempdir()?;
     let state = state.path();
     let up = xtask(state, &["cluster", "up"])?;
@@ -37,7 +37,18 @@ fn cluster_up_gives_a_ready_kwok_node_and_down_leaves_no_process() -> Result<()>
         .lines()
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
-    ensure!(children.len() == 5, "expected 5 components, got {run_pids}");
+    // The control plane's 5, and the node's: its namespaces' holder, the registry,
+    // containerd, kubelet and kube-proxy.
+    ensure!(
+        children.len() == 10,
+        "expected 10 components, got {run_pids}"
+    );
+    let veth = up
+        .lines()
+        .find_map(|l| l.split("registry ").nth(1))
+        .and_then(|r| r.split(':').next())
+        .context("no registry address in the output")?
+        .to_string();
 
     let kubectl = operon_envtest::default_bin_dir().join("kubectl");
     let out = Command::new(kubectl)
@@ -52,11 +63,17 @@ fn cluster_up_gives_a_ready_kwok_node_and_down_leaves_no_process() -> Result<()>
         "kubectl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let ready: Vec<Vec<&str>> = nodes
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
     ensure!(
-        nodes.split_whitespace().take(2).collect::<Vec<_>>() == ["kwok-node-0", "Ready"],
+        ready == [vec!["kwok-node-0", "Ready"], vec!["operon-node", "Ready"]],
         "kubectl get nodes: {nodes}"
     );
-    ensure!(status?.contains("node kwok-node-0 Ready"));
+    let status = status?;
+    ensure!(status.contains("node kwok-node-0 Ready"), "{status}");
+    ensure!(status.contains("node operon-node Ready"), "{status}");
     down?;
 
     for pid in std::iter::once(supervisor).chain(children) {
@@ -66,6 +83,12 @@ fn cluster_up_gives_a_ready_kwok_node_and_down_leaves_no_process() -> Result<()>
         );
     }
     ensure!(!state.join("kubeconfig").exists() && !state.join("cluster").exists());
+    let addresses = Command::new("ip").args(["-o", "addr", "show"]).output()?;
+    let addresses = String::from_utf8_lossy(&addresses.stdout);
+    ensure!(
+        !addresses.contains(&format!("{veth}/")),
+        "the node's link survived: {addresses}"
+    );
     let again = xtask(state, &["cluster", "status"])?;
     ensure!(again.contains("not running"), "{again}");
     Ok(())

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,40 +31,34 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-#[tokio::test]
-async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
-    let state = tempfile::tempdir()?;
-    let xtask = PathBuf::from(env!("CARGO_BIN_EXE_xtask"));
-    let bin_dir = xtask.parent().context("xtask has no directory")?;
-    ensure!(
-        bin_dir.join("pod-operator").is_file(),
-        "pod-operator is not built next to xtask"
-    );
-    let mut child = Command::new(&xtask)
-        .args(["up", "--operator-bin-dir"])
-        .arg(bin_dir)
-        .env("OPERON_STATE_DIR", state.path())
+/// `xtask up <args>` with its state in `state`; its output once it is ready (or an error with
+/// what it printed).
+fn start_up(state: &Path, args: &[&str], timeout: Duration) -> Result<(Child, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("up")
+        .args(args)
+        .env("OPERON_STATE_DIR", state)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
     let stdout = child.stdout.take().context("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end even when nobody listens any more: a closed pipe would make
+        // `xtask up`'s next print fail.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     let mut output = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + timeout;
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
                 let done = line.contains("Ctrl-C stops everything");
                 output.push(line);
                 if done {
-                    break;
+                    return Ok((child, output.join("\n")));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -74,10 +68,128 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!("xtask up not ready after 180 s:\n{}", output.join("\n"));
+            bail!(
+                "xtask up not ready after {timeout:?}:\n{}",
+                output.join("\n")
+            );
         }
     }
-    let text = output.join("\n");
+}
+
+/// Ctrl-C, and the exit status within a minute.
+async fn interrupt(child: &mut Child) -> Result<()> {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("xtask up did not stop within 60 s of Ctrl-C");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(status.success(), "xtask up exited with {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn up_deploys_the_operators_and_the_talks_pod_greets() -> Result<()> {
+    let state = tempfile::tempdir()?;
+    // The first run builds the operators' release images (minutes, cold).
+    let (mut child, text) = start_up(state.path(), &[], Duration::from_secs(1200))?;
+    // The talk's check, done by `up` itself: the container's log.
+    let (_, log) = text
+        .split_once("$ kubectl logs busybox -n pod-operator\n")
+        .context("no kubectl logs in the output")?;
+    ensure!(
+        log.lines().next() == Some("Hello DevConf.CZ 2020!"),
+        "{text}"
+    );
+    for operator in [
+        "pod-operator",
+        "service-ca-operator",
+        "credentials-operator",
+    ] {
+        // The `kubectl get deployments` table, after kubectl apply's "… created".
+        let ready = text
+            .lines()
+            .filter_map(|l| {
+                let mut words = l
+                    .split_whitespace()
+                    .skip_while(|w| *w != format!("deployment.apps/{operator}-controller-manager"));
+                words.nth(1)
+            })
+            .last();
+        ensure!(
+            ready == Some("2/2"),
+            "{operator} not deployed with 2 ready replicas ({ready:?}):\n{text}"
+        );
+        ensure!(
+            text.contains(&format!("localhost/operon/{operator}:v")),
+            "{text}"
+        );
+    }
+    let kubeconfig = state.path().join("kubeconfig");
+    let nodes = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "pod-operator",
+            "busybox",
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ],
+    )?;
+    ensure!(nodes == operon_envtest::node::NODE_NAME, "{nodes}");
+    let children: Vec<i32> =
+        std::fs::read_to_string(state.path().join("cluster").join("children.pids"))?
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+    let link = text
+        .lines()
+        .find_map(|l| l.split("moto (AWS IAM emulator) at http://").nth(1))
+        .and_then(|rest| rest.split(':').next())
+        .context("no moto address")?
+        .to_string();
+    interrupt(&mut child).await?;
+    for pid in children {
+        ensure!(!alive(pid), "pid {pid} survived Ctrl-C");
+    }
+    // The node's link (the host's end has the address moto listened on) is gone.
+    let addresses = std::process::Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output()?;
+    let addresses = String::from_utf8_lossy(&addresses.stdout);
+    ensure!(!addresses.contains(&format!("{link}/")), "{addresses}");
+    ensure!(!state.path().join("cluster.json").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn up_with_local_operators_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
+    let state = tempfile::tempdir()?;
+    let xtask = PathBuf::from(env!("CARGO_BIN_EXE_xtask"));
+    let bin_dir = xtask.parent().context("xtask has no directory")?;
+    ensure!(
+        bin_dir.join("pod-operator").is_file(),
+        "pod-operator is not built next to xtask"
+    );
+    let bin_dir = bin_dir.to_string_lossy().to_string();
+    let (mut child, text) = start_up(
+        state.path(),
+        &[
+            "--local-operators",
+            "--kwok-only",
+            "--operator-bin-dir",
+            &bin_dir,
+        ],
+        Duration::from_secs(180),
+    )?;
     let operator_pid: i32 = text
         .split("pod-operator running (pid ")
         .nth(1)
@@ -237,19 +349,7 @@ async fn up_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
         children.len() == 5,
         "expected 5 control plane processes: {children:?}"
     );
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            bail!("xtask up did not stop within 60 s of Ctrl-C");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    ensure!(status.success(), "xtask up exited with {status}");
+    interrupt(&mut child).await?;
     for pid in children
         .into_iter()
         .chain([operator_pid, service_ca_pid, credentials_pid])
