@@ -121,7 +121,7 @@ async fn up_deploys_the_operators_and_the_talks_pod_greets() -> Result<()> {
                     .skip_while(|w| *w != format!("deployment.apps/{operator}-controller-manager"));
                 words.nth(1)
             })
-            .last();
+            .next_back();
         ensure!(
             ready == Some("2/2"),
             "{operator} not deployed with 2 ready replicas ({ready:?}):\n{text}"

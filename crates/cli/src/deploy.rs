@@ -43,14 +43,45 @@ pub fn objects(project_root: &Path, image: Option<&str>) -> Result<Vec<Value>> {
 }
 
 /// Applies the project's `config/default` to the cluster of `kubeconfig` (default: inferred
-/// from the environment), with the operator's image replaced by `image` when given.
-pub fn deploy(project_root: &Path, kubeconfig: Option<&Path>, image: Option<&str>) -> Result<()> {
+/// from the environment), with the operator's image replaced by `image` when given. With
+/// `push`, the OCI archive `push` is first pushed as that image to the registry the cluster
+/// announces (`kube-public/local-registry-hosting`, as `cargo xtask cluster up`'s does), so
+/// that its nodes run it.
+pub fn deploy(
+    project_root: &Path,
+    kubeconfig: Option<&Path>,
+    image: Option<&str>,
+    push: Option<&Path>,
+) -> Result<()> {
     // Rendering first: a broken tree fails before any connection is tried.
     let objects = objects(project_root, image)?;
     block_on(async {
         let client = client(kubeconfig).await?;
+        if let Some(archive) = push {
+            let image = kustomize::manager_image(&objects)
+                .context("config/default has no manager container whose image to push")?;
+            push_image(&client, archive, &image).await?;
+        }
         apply(&client, &objects).await
     })
+}
+
+/// Pushes `archive` as `image` to the cluster's announced registry.
+async fn push_image(client: &Client, archive: &Path, image: &str) -> Result<()> {
+    if !archive.is_file() {
+        bail!(
+            "{} does not exist: build the image first (`operon build`)",
+            archive.display()
+        );
+    }
+    let registry = operon_envtest::node::announced_registry(client)
+        .await
+        .context("finding where to push the image")?;
+    let (to, from, reference) = (registry.clone(), archive.to_path_buf(), image.to_string());
+    tokio::task::spawn_blocking(move || operon_envtest::node::push_to(&to, &from, &reference))
+        .await??;
+    println!("deploy: pushed {image} to the cluster's registry {registry}");
+    Ok(())
 }
 
 /// Deletes what [`deploy`] applies, in the reverse order.
@@ -474,7 +505,7 @@ mod tests {
     #[test]
     fn a_missing_config_tree_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = deploy(dir.path(), None, None).expect_err("no config");
+        let e = deploy(dir.path(), None, None, None).expect_err("no config");
         assert!(format!("{e:#}").contains("config/default"), "{e:#}");
     }
 

@@ -348,6 +348,21 @@ fn rewrite_images(value: &mut Value, rule: &ImageRule) {
 /// Sets the image of the operator's container ([`MANAGER_CONTAINER`]) in the one Deployment that
 /// has it; fails when no Deployment or several do, since the override would be lost or
 /// ambiguous.
+/// The image of the `manager` container, as rendered.
+pub fn manager_image(objects: &[Value]) -> Option<String> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .flat_map(|o| {
+            o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .find(|c| c["name"] == MANAGER_CONTAINER)
+        .and_then(|c| c["image"].as_str().map(str::to_string))
+}
+
 pub fn override_manager_image(objects: &mut [Value], image: &str) -> Result<()> {
     ensure!(!image.trim().is_empty(), "the image to deploy is empty");
     let manager = |object: &Value| {

@@ -71,6 +71,11 @@ enum Command {
         /// Overrides the manager's image.
         #[arg(long)]
         image: Option<String>,
+        /// First push the image `operon build` wrote (target/images/<name>.oci.tar) to the
+        /// registry the cluster announces (a local cluster with a real node, such as
+        /// `cargo xtask cluster up`'s).
+        #[arg(long)]
+        push: bool,
         /// kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
@@ -89,6 +94,10 @@ enum Command {
         /// Start a local control plane (Operon's envtest) and run against it.
         #[arg(long)]
         local: bool,
+        /// With --local: add a real node (kubelet, containerd; needs root), so that what the
+        /// operator creates really runs.
+        #[arg(long, requires = "local")]
+        real_node: bool,
         /// Arguments for the operator's `run` command.
         #[arg(last = true)]
         args: Vec<String>,
@@ -179,9 +188,25 @@ fn main() -> Result<()> {
             let project = project::Project::find(&cli.dir)?;
             build::build(&project, out.as_deref(), !no_image)
         }
-        Command::Deploy { image, kubeconfig } => {
+        Command::Deploy {
+            image,
+            push,
+            kubeconfig,
+        } => {
             let project = project::Project::find(&cli.dir)?;
-            deploy::deploy(&project.root, kubeconfig.as_deref(), image.as_deref())
+            let archive = push
+                .then(|| -> Result<PathBuf> {
+                    Ok(build::target_dir(&project.root)?
+                        .join("images")
+                        .join(format!("{}.oci.tar", project.name)))
+                })
+                .transpose()?;
+            deploy::deploy(
+                &project.root,
+                kubeconfig.as_deref(),
+                image.as_deref(),
+                archive.as_deref(),
+            )
         }
         Command::Undeploy { kubeconfig } => {
             let project = project::Project::find(&cli.dir)?;
@@ -190,10 +215,15 @@ fn main() -> Result<()> {
         Command::Run {
             kubeconfig,
             local,
+            real_node,
             args,
         } => {
             let project = project::Project::find(&cli.dir)?;
-            run::run(&project, kubeconfig.as_deref(), local, &args)
+            let target = match (local, real_node) {
+                (true, real_node) => run::Target::Local { real_node },
+                (false, _) => run::Target::Kubeconfig(kubeconfig),
+            };
+            run::run(&project, target, &args)
         }
     }
 }

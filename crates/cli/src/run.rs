@@ -12,33 +12,40 @@ use operon_envtest::ControlPlane;
 use crate::build;
 use crate::project::Project;
 
-/// `operon run [--kubeconfig K | --local] [-- <operator run flags>]`.
-pub fn run(
-    project: &Project,
-    kubeconfig: Option<&Path>,
-    local: bool,
-    args: &[String],
-) -> Result<()> {
+/// The cluster `operon run` runs against.
+pub enum Target {
+    /// A kubeconfig's (default: `$KUBECONFIG`, then `~/.kube/config`).
+    Kubeconfig(Option<PathBuf>),
+    /// A local control plane started for the run, with a real node or kwok's fake one.
+    Local { real_node: bool },
+}
+
+/// `operon run [--kubeconfig K | --local [--real-node]] [-- <operator run flags>]`.
+pub fn run(project: &Project, target: Target, args: &[String]) -> Result<()> {
     let binary = build::debug_binary(project)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run_async(project, &binary, kubeconfig, local, args))
+        .block_on(run_async(project, &binary, target, args))
 }
 
 async fn run_async(
     project: &Project,
     binary: &Path,
-    kubeconfig: Option<&Path>,
-    local: bool,
+    target: Target,
     args: &[String],
 ) -> Result<()> {
+    let (local, real_node, kubeconfig) = match target {
+        Target::Kubeconfig(kubeconfig) => (false, false, kubeconfig),
+        Target::Local { real_node } => (true, real_node, None),
+    };
     let control_plane = if local {
         let dir = build::target_dir(&project.root)?.join("operon-run");
         let _ = std::fs::remove_dir_all(&dir);
         println!("run: starting a local control plane in {}", dir.display());
         let cp = ControlPlane::builder()
             .name(&project.name)
+            .real_node(real_node)
             .dir(&dir)
             .start()
             .await
@@ -53,7 +60,7 @@ async fn run_async(
     };
     let kubeconfig: Option<PathBuf> = match &control_plane {
         Some(cp) => Some(cp.kubeconfig_path().to_path_buf()),
-        None => kubeconfig.map(Path::to_path_buf),
+        None => kubeconfig,
     };
     let client = crate::deploy::client(kubeconfig.as_deref())
         .await

@@ -201,7 +201,7 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
         kubeconfig.clone(),
         image.clone(),
     );
-    blocking(move || deploy::deploy(&root, kc.as_deref(), Some(&img))).await?;
+    blocking(move || deploy::deploy(&root, kc.as_deref(), Some(&img), None)).await?;
 
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&gadgets.namespace)
@@ -349,5 +349,39 @@ fn renders_the_repository_config_like_kubectl_kustomize() -> Result<()> {
         .err()
         .context("an override of several operators should fail")?;
     ensure!(e.to_string().contains("ambiguous"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn push_needs_a_cluster_that_announces_its_registry() -> Result<()> {
+    // The shared control plane has kwok's fake Nodes only: no registry to push to.
+    let env = operon_envtest::shared().await?;
+    let kubeconfig: Option<PathBuf> = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    let archive = project.path().join("gadget.oci.tar");
+    let root = project.path().to_path_buf();
+
+    let missing = archive.clone();
+    let (r, kc) = (root.clone(), kubeconfig.clone());
+    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, Some(&missing)))
+        .await
+        .err()
+        .context("pushing an archive that does not exist should fail")?;
+    ensure!(format!("{e:#}").contains("operon build"), "{e:#}");
+
+    std::fs::write(&archive, "not pushed")?;
+    let e = blocking(move || deploy::deploy(&root, kubeconfig.as_deref(), None, Some(&archive)))
+        .await
+        .err()
+        .context("a cluster without a registry should be refused")?;
+    let e = format!("{e:#}");
+    ensure!(e.contains("announces no local registry"), "{e}");
+    // Nothing was applied.
+    let namespaces: Api<Namespace> = Api::all(env.client().await?);
+    ensure!(namespaces.get_opt(&gadgets.namespace).await?.is_none());
     Ok(())
 }

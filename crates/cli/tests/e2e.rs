@@ -417,8 +417,10 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         "no ClusterServiceVersion in bundle/"
     );
 
-    // Slide 71: deploy! (config/default against the kubeconfig's cluster), and undeploy.
-    let env = operon_envtest::shared().await?;
+    // Slide 71: deploy! The image `operon build` made, pushed to the registry of a cluster
+    // with a real node, config/default applied: the operator runs in the cluster and serves
+    // the talk's request for real.
+    let env = operon_envtest::shared_with_node().await?;
     let client = env.client().await?;
     let kubeconfig = match env.control_plane() {
         Some(cp) => cp.kubeconfig_path().to_path_buf(),
@@ -427,10 +429,17 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
             .context("no kubeconfig for the existing cluster")?,
     };
     let kubeconfig_arg = kubeconfig.to_string_lossy().to_string();
-    succeed(
-        "operon deploy",
-        &mut operon(&project, &["deploy", "--kubeconfig", &kubeconfig_arg]),
+    let deployed = succeed(
+        "operon deploy --push",
+        &mut operon(
+            &project,
+            &["deploy", "--push", "--kubeconfig", &kubeconfig_arg],
+        ),
     )?;
+    ensure!(
+        deployed.contains("pushed localhost/pod-operator2:v0.1.0"),
+        "{deployed}"
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "pod-operator2-system");
     let deployment = deployments.get("pod-operator2-controller-manager").await?;
     let image = deployment
@@ -441,6 +450,35 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         image.as_deref() == Some("localhost/pod-operator2:v0.1.0"),
         "deployed image {image:?}"
     );
+    wait::until("the operator's Deployment available", TIMEOUT, || async {
+        let d = deployments
+            .get("pod-operator2-controller-manager")
+            .await
+            .map_err(|e| e.to_string())?;
+        let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+        if available >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{available} available"))
+        }
+    })
+    .await?;
+    let ns = env.namespace("in-cluster").await?;
+    let requests = pod_requests(client.clone(), &ns);
+    requests.create(&PostParams::default(), &request).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait::until("the talk's greeting from the Pod", TIMEOUT, || async {
+        let log = pods
+            .logs("busybox", &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if log.contains("Hello DevConf.CZ 2020!") {
+            Ok(())
+        } else {
+            Err(format!("log so far: {log:?}"))
+        }
+    })
+    .await?;
     succeed(
         "operon undeploy",
         &mut operon(&project, &["undeploy", "--kubeconfig", &kubeconfig_arg]),

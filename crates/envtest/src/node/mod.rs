@@ -230,9 +230,8 @@ impl Shared {
     fn report(&self, line: &str) {
         tracing::warn!("{line}");
         let path = self.run.path().join("supervisor.log");
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         let _ = fs::OpenOptions::new()
             .create(true)
