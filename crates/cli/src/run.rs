@@ -107,7 +107,7 @@ async fn run_async(
         _ = tokio::signal::ctrl_c() => stop(&mut child).await?,
         _ = terminate.recv() => stop(&mut child).await?,
     };
-    if let Some(mut cp) = control_plane {
+    if let Some(cp) = control_plane {
         cp.stop();
     }
     if !status.success() {

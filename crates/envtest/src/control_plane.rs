@@ -754,7 +754,7 @@ impl ControlPlane {
 
     /// Stops every component, newest first (the real node, then kwok and controllers, then the
     /// apiserver, then etcd).
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         // The node's daemons and Pods first: the API server waits for its clients' requests
         // to end before it exits. Its link stays until the API server, which listens on it,
         // is gone.
