@@ -33,15 +33,15 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
 
 /// `xtask up <args>` with its state in `state`; its output once it is ready (or an error with
 /// what it printed).
-fn start_up(state: &Path, args: &[&str], timeout: Duration) -> Result<(Child, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+fn start_up(state: &Path, args: &[&str], timeout: Duration) -> Result<(Up, String)> {
+    let mut child = Up(Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg("up")
         .args(args)
         .env("OPERON_STATE_DIR", state)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
+        .spawn()?);
+    let stdout = child.0.stdout.take().context("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         // Read to the end even when nobody listens any more: a closed pipe would make
@@ -67,7 +67,6 @@ fn start_up(state: &Path, args: &[&str], timeout: Duration) -> Result<(Child, St
             }
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             bail!(
                 "xtask up not ready after {timeout:?}:\n{}",
                 output.join("\n")
@@ -76,8 +75,27 @@ fn start_up(state: &Path, args: &[&str], timeout: Duration) -> Result<(Child, St
     }
 }
 
+/// A running `xtask up`, interrupted (Ctrl-C) when dropped, so that a failing test leaves no
+/// cluster behind.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
+            let t0 = Instant::now();
+            while matches!(self.0.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Ctrl-C, and the exit status within a minute.
-async fn interrupt(child: &mut Child) -> Result<()> {
+async fn interrupt(up: &mut Up) -> Result<()> {
+    let child = &mut up.0;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
     let t0 = Instant::now();
     let status = loop {
