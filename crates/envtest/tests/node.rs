@@ -254,17 +254,14 @@ async fn the_kernel_enforces_memory_limits() -> Result {
     let kubepods = std::path::Path::new("/sys/fs/cgroup/memory")
         .join(node.cgroup())
         .join("kubepods");
-    // Requests without CPU make the Pod Burstable.
+    // Requests without CPU make the Pod Burstable. kubelet limits the Pod's cgroup (the
+    // container's comes and goes with its restarts).
     let pod_dir = kubepods.join("burstable").join(format!("pod{uid}"));
-    let limits: Vec<String> = std::fs::read_dir(&pod_dir)?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("memory.limit_in_bytes")).ok())
-        .map(|s| s.trim().to_string())
-        .collect();
-    assert!(
-        limits.iter().any(|l| l == &(32 * 1024 * 1024).to_string()),
-        "container limits under {}: {limits:?}",
+    let limit = std::fs::read_to_string(pod_dir.join("memory.limit_in_bytes"))?;
+    assert_eq!(
+        limit.trim(),
+        (32 * 1024 * 1024).to_string(),
+        "{}",
         pod_dir.display()
     );
     Ok(())
@@ -309,5 +306,68 @@ async fn kwok_nodes_stay_for_scale_beside_the_real_one() -> Result {
         }
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_registry_host_is_served_by_the_local_registry() -> Result {
+    let env = operon_envtest::shared_with_node().await?;
+    let ns = env.namespace("registry").await?;
+    let client = env.client().await?;
+    // An image "from" a registry on the internet: the node asks only its own registry.
+    let image = "registry.example.com/tools/busybox:1";
+    let busybox = tokio::task::spawn_blocking(|| {
+        operon_envtest::node::images::busybox().and_then(|i| i.archive())
+    })
+    .await??;
+    env.push(&busybox, image).await?;
+    let pods = create_pod(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "elsewhere" },
+            "spec": { "restartPolicy": "Never",
+                      "containers": [{ "name": "c", "image": image,
+                                       "command": ["echo", "pulled locally"] }] },
+        }),
+    )
+    .await?;
+    let log = log_of_completed(&pods, "elsewhere").await?;
+    assert_eq!(log.trim(), "pulled locally");
+    // One that the registry lacks fails as not found there, at once, not after trying the
+    // internet.
+    let pods = create_pod(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "missing" },
+            "spec": { "containers": [{ "name": "c", "image": "quay.io/nobody/nothing:1" }] },
+        }),
+    )
+    .await?;
+    let message = wait::until("the pull refused", Duration::from_secs(60), || async {
+        let pod = pods.get("missing").await.map_err(|e| e.to_string())?;
+        let waiting = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+            .first()
+            .and_then(|c| c.state.as_ref()?.waiting.clone());
+        match waiting {
+            Some(w)
+                if matches!(
+                    w.reason.as_deref(),
+                    Some("ErrImagePull" | "ImagePullBackOff")
+                ) =>
+            {
+                Ok(w.message.unwrap_or_default())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    assert!(message.contains("not found"), "{message}");
     Ok(())
 }

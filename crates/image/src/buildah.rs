@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Error, Image, Result, io_err, on_path, output_text};
+use crate::{Error, Image, Result, io_err, on_path, output_of};
 
 /// Whether buildah, which images are built with, is installed.
 pub fn buildah_available() -> bool {
@@ -57,18 +57,10 @@ impl Buildah {
 
     /// Runs `buildah <args>` and returns its standard output, trimmed.
     fn run(&self, args: &[&str]) -> Result<String> {
-        let what = format!("buildah {}", args.join(" "));
-        let out = self
-            .command(args)
-            .output()
-            .map_err(io_err(format!("running {what}")))?;
-        if !out.status.success() {
-            return Err(Error::Failed {
-                what,
-                status: out.status.to_string(),
-                output: output_text(&out),
-            });
-        }
+        let out = output_of(
+            &mut self.command(args),
+            &format!("buildah {}", args.join(" ")),
+        )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 

@@ -171,7 +171,9 @@ impl Image {
     /// Changes whenever the image would: its configuration and each file's path, size and
     /// modification time (cheap, unlike hashing a 50 MB binary on every start).
     pub fn fingerprint(&self) -> String {
-        let mut h = Fnv64::default();
+        use std::hash::Hasher;
+        // Stable within a Rust release, which is all a cache key needs.
+        let mut h = std::hash::DefaultHasher::new();
         h.write(
             format!(
                 "{:?}",
@@ -199,7 +201,7 @@ impl Image {
                 h.write(format!("{len} {mtime}").as_bytes());
             }
         }
-        format!("{:016x}", h.0)
+        format!("{:016x}", h.finish())
     }
 
     /// Builds the image and writes it as the OCI archive `out` (atomically). `work` holds
@@ -283,26 +285,6 @@ impl Image {
     }
 }
 
-/// FNV-1a: a stable hash (std's hasher is randomly seeded per process).
-struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-    }
-}
-
 pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
@@ -310,6 +292,19 @@ pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
         .into_iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// Runs `cmd` to completion (`what` names it in errors): its output when it succeeds.
+pub(crate) fn output_of(cmd: &mut std::process::Command, what: &str) -> Result<Output> {
+    let out = cmd.output().map_err(io_err(format!("running {what}")))?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            what: what.to_string(),
+            status: out.status.to_string(),
+            output: output_text(&out),
+        });
+    }
+    Ok(out)
 }
 
 pub(crate) fn output_text(out: &Output) -> String {

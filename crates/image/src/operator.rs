@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{Error, Image, Result, elapsed, io_err, on_path, output_text};
+use crate::{Error, Image, Result, elapsed, io_err, on_path, output_of};
 
 /// The user of distroless images' `nonroot`.
 pub const USER: &str = "65532:65532";
@@ -161,18 +161,10 @@ fn cargo(dir: &Path) -> Command {
 /// The package named `package` in the project of `manifest_dir` (it must have a binary of the
 /// same name) and the project's target directory.
 fn package_info(manifest_dir: &Path, package: &str) -> Result<Package> {
-    let what = format!("cargo metadata in {}", manifest_dir.display());
-    let out = cargo(manifest_dir)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .map_err(io_err(format!("running {what}")))?;
-    if !out.status.success() {
-        return Err(Error::Failed {
-            what,
-            status: out.status.to_string(),
-            output: output_text(&out),
-        });
-    }
+    let out = output_of(
+        cargo(manifest_dir).args(["metadata", "--format-version", "1", "--no-deps"]),
+        &format!("cargo metadata in {}", manifest_dir.display()),
+    )?;
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::Invalid(format!("parsing the output of cargo metadata: {e}")))?;
     let packages = meta["packages"].as_array().cloned().unwrap_or_default();

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{Error, Result, io_err, on_path, output_text};
+use crate::{Error, Result, on_path, output_of};
 
 /// Whether skopeo, which [`push`] uses, is installed.
 pub fn skopeo_available() -> bool {
@@ -24,24 +24,17 @@ pub fn push(archive: &Path, destination: &str) -> Result<()> {
     }
     let source = format!("oci-archive:{}", archive.display());
     let target = format!("docker://{destination}");
-    let what = format!("skopeo copy {source} {target}");
     // The archive is ours and the registry is local: no signature policy to apply.
-    let out = Command::new(skopeo)
-        .args([
-            "copy",
-            "--quiet",
-            "--insecure-policy",
-            "--dest-tls-verify=false",
-        ])
-        .args([&source, &target])
-        .output()
-        .map_err(io_err(format!("running {what}")))?;
-    if !out.status.success() {
-        return Err(Error::Failed {
-            what,
-            status: out.status.to_string(),
-            output: output_text(&out),
-        });
-    }
+    output_of(
+        Command::new(skopeo)
+            .args([
+                "copy",
+                "--quiet",
+                "--insecure-policy",
+                "--dest-tls-verify=false",
+            ])
+            .args([&source, &target]),
+        &format!("skopeo copy {source} {target}"),
+    )?;
     Ok(())
 }

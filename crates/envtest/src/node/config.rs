@@ -80,8 +80,9 @@ disabled_plugins = [
     )
 }
 
-/// `hosts.toml` sending every pull for a registry host to the local registry, and nowhere else
-/// (`server` replaces the upstream default).
+/// `hosts.toml` sending every pull for a registry host (or, as `_default/hosts.toml`, for any
+/// host without its own) to the local registry, and nowhere else (`server` replaces the
+/// upstream default).
 pub fn registry_hosts(registry: &str) -> String {
     format!(
         "# Written by operon-envtest: pulls are served by the cluster's local registry only.\n\

@@ -218,40 +218,36 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(libraries)
 }
 
-/// Where `reference` (as a Pod names it) lives in the local registry: `localhost/x` and
-/// `docker.io/x` are both served from the registry's `x` (Docker Hub's official images under
-/// `library/`).
+/// Where `reference` (as a Pod names it) lives in the local registry, which serves every
+/// registry host: `localhost/x`, `docker.io/x` and `quay.io/x` are all its `x` (Docker Hub's
+/// official images under `library/`, as Docker Hub names them).
 pub fn registry_path(reference: &str) -> Result<String, Error> {
     let (first, rest) = reference.split_once('/').unwrap_or(("", reference));
     let host_like = first.contains('.') || first.contains(':') || first == "localhost";
     let (host, path) = if host_like {
         (first, rest.to_string())
     } else if first.is_empty() {
-        ("docker.io", format!("library/{rest}"))
+        ("docker.io", rest.to_string())
     } else {
         ("docker.io", reference.to_string())
     };
+    if path.is_empty() {
+        return Err(Error::Node(format!("{reference:?} names no image")));
+    }
     let path = if host == "docker.io" && !path.contains('/') {
         format!("library/{path}")
     } else {
         path
     };
-    if host != "docker.io" && host != "localhost" {
-        return Err(Error::Node(format!(
-            "{reference}: the node pulls docker.io and localhost images from its registry; \
-             {host} is not served"
-        )));
-    }
-    let path = if path
+    let tagged = path
         .rsplit('/')
         .next()
-        .is_some_and(|last| last.contains(':') || last.contains('@'))
-    {
+        .is_some_and(|last| last.contains(':') || last.contains('@'));
+    Ok(if tagged {
         path
     } else {
         format!("{path}:latest")
-    };
-    Ok(path)
+    })
 }
 
 #[cfg(test)]
@@ -274,7 +270,8 @@ mod tests {
             registry_path("localhost/operon/pod-operator:v0.1.0")?,
             "operon/pod-operator:v0.1.0"
         );
-        assert!(registry_path("quay.io/x/y:1").is_err());
+        assert_eq!(registry_path("quay.io/x/y:1")?, "x/y:1");
+        assert!(registry_path("quay.io/").is_err());
         Ok(())
     }
 

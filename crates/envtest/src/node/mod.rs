@@ -523,8 +523,9 @@ impl Node {
         };
         let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
         let certs = root.join("certs.d");
-        // Docker Hub names (`busybox`) and this project's images (`localhost/operon/…`).
-        for host in ["docker.io", "localhost"] {
+        // Docker Hub names (`busybox`), this project's images (`localhost/operon/…`), and
+        // every other registry (`_default`): nothing is ever fetched from the internet.
+        for host in ["docker.io", "localhost", "_default"] {
             write(
                 certs.join(host).join("hosts.toml"),
                 &config::registry_hosts(&self.registry),
