@@ -343,14 +343,16 @@ async fn demo(
     let local = match operators {
         Operators::InCluster(archives) => {
             crate::deploy::push(client, &archives).await?;
-            let config = kubeconfig.to_path_buf();
-            tokio::task::spawn_blocking(move || crate::deploy::apply(&config)).await??;
             // The operator reaches the emulator as a user would reach another IAM endpoint:
-            // the AWS SDK's AWS_ENDPOINT_URL_IAM.
+            // the AWS SDK's AWS_ENDPOINT_URL_IAM, set before the Deployments roll out.
+            let config = kubeconfig.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                crate::deploy::kubectl(&config, &["apply", "-k", "config/default"])
+            })
+            .await??;
             let url = moto.expose(client, CREDENTIALS_NAMESPACE).await?;
             let config = kubeconfig.to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let deployment = "deployment/credentials-operator-controller-manager";
                 crate::deploy::kubectl(
                     &config,
                     &[
@@ -358,21 +360,11 @@ async fn demo(
                         "env",
                         "-n",
                         CREDENTIALS_NAMESPACE,
-                        deployment,
+                        "deployment/credentials-operator-controller-manager",
                         &format!("AWS_ENDPOINT_URL_IAM={url}"),
                     ],
                 )?;
-                crate::deploy::kubectl(
-                    &config,
-                    &[
-                        "rollout",
-                        "status",
-                        "-n",
-                        CREDENTIALS_NAMESPACE,
-                        deployment,
-                        "--timeout=120s",
-                    ],
-                )
+                crate::deploy::wait_available(&config)
             })
             .await??;
             None

@@ -64,18 +64,26 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<()> {
 /// `kubectl apply -k config/default`, then waits for every operator's Deployment.
 pub fn apply(kubeconfig: &Path) -> Result<()> {
     kubectl(kubeconfig, &["apply", "-k", "config/default"])?;
-    kubectl(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Available",
-            "deployments",
-            "--all-namespaces",
-            "-l",
-            "app.kubernetes.io/part-of=operon",
-            "--timeout=180s",
-        ],
-    )
+    wait_available(kubeconfig)
+}
+
+/// Waits until every operator's Deployment (`<operator>-controller-manager` in
+/// `<operator>-system`, as config/ names them) is rolled out and available.
+pub fn wait_available(kubeconfig: &Path) -> Result<()> {
+    for operator in OPERATORS {
+        kubectl(
+            kubeconfig,
+            &[
+                "rollout",
+                "status",
+                "-n",
+                &format!("{operator}-system"),
+                &format!("deployment/{operator}-controller-manager"),
+                "--timeout=180s",
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// Builds, pushes and applies.
