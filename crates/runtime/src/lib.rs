@@ -30,6 +30,7 @@ pub mod backoff;
 pub mod cache;
 pub mod client;
 pub mod conditions;
+pub mod controller;
 pub mod events;
 pub mod finalizers;
 pub mod generate;

@@ -407,21 +407,37 @@ impl ControllerMetrics {
         self.queued(key);
     }
 
-    /// A reconcile of `key` begins: the key leaves the waiting set, its wait is observed in
-    /// `workqueue_queue_duration_seconds` (0 if it was never queued), and the worker counts in
-    /// `controller_runtime_active_workers` until the timer is passed to
-    /// [`finished`](Self::finished) or dropped.
-    pub fn started(&self, key: &str) -> ReconcileTimer {
+    /// A key entered a [`WorkQueue`](crate::controller::queue::WorkQueue), which now has
+    /// `depth` keys waiting (`workqueue_adds_total`, `workqueue_depth`).
+    pub fn queue_added(&self, depth: usize) {
+        self.adds.inc();
+        self.depth.set(gauge_value(depth));
+    }
+
+    /// `added` delayed keys became due and entered the queue: `depth` keys wait now.
+    pub fn queue_added_many(&self, added: usize, depth: usize) {
+        self.adds.inc_by(u64::try_from(added).unwrap_or(u64::MAX));
+        self.depth.set(gauge_value(depth));
+    }
+
+    /// A worker took a key that waited `waited`; `depth` keys still wait
+    /// (`workqueue_queue_duration_seconds`).
+    pub fn queue_got(&self, waited: Duration, depth: usize) {
+        self.queue_duration.observe(waited.as_secs_f64());
+        self.depth.set(gauge_value(depth));
+    }
+
+    /// A key is requeued after an error (`workqueue_retries_total`; the add is counted when it
+    /// is due).
+    pub fn queue_retried(&self) {
+        self.retries.inc();
+    }
+
+    /// A reconcile begins (of a key a work queue handed out, which observed the wait): the
+    /// worker counts in `controller_runtime_active_workers` and the in-flight gauges until the
+    /// timer is passed to [`finished`](Self::finished) or dropped.
+    pub fn begin(&self) -> ReconcileTimer {
         let now = Instant::now();
-        {
-            let mut waiting = lock(&self.waiting);
-            let waited = waiting
-                .remove(key)
-                .map(|added| now.saturating_duration_since(added))
-                .unwrap_or(Duration::ZERO);
-            self.depth.set(gauge_value(waiting.len()));
-            self.queue_duration.observe(waited.as_secs_f64());
-        }
         let id = {
             let mut in_flight = lock(&self.in_flight);
             let id = in_flight.next;
@@ -437,6 +453,24 @@ impl ControllerMetrics {
             in_flight: self.in_flight.clone(),
             active_workers: self.active_workers.clone(),
         }
+    }
+
+    /// A reconcile of `key` begins: the key leaves the waiting set, its wait is observed in
+    /// `workqueue_queue_duration_seconds` (0 if it was never queued), and the worker counts in
+    /// `controller_runtime_active_workers` until the timer is passed to
+    /// [`finished`](Self::finished) or dropped.
+    pub fn started(&self, key: &str) -> ReconcileTimer {
+        let now = Instant::now();
+        {
+            let mut waiting = lock(&self.waiting);
+            let waited = waiting
+                .remove(key)
+                .map(|added| now.saturating_duration_since(added))
+                .unwrap_or(Duration::ZERO);
+            self.depth.set(gauge_value(waiting.len()));
+            self.queue_duration.observe(waited.as_secs_f64());
+        }
+        self.begin()
     }
 
     /// The reconcile timed by `timer` ended, with an error whose cause is `error` (a short,

@@ -1,0 +1,3 @@
+//! The one way an operator here runs a controller.
+
+pub mod queue;
