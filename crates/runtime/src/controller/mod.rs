@@ -1,3 +1,470 @@
-//! The one way an operator here runs a controller.
+//! The one way an operator here runs a controller: reflectors fill caches, their changes become
+//! keys in a [`WorkQueue`], and N workers reconcile the keys.
+//!
+//! ```ignore
+//! let requests = controller::reflect(Api::<PodRequest>::all(client.clone()), Default::default(), trim);
+//! let pods = controller::reflect(Api::<Pod>::all(client.clone()), Default::default(), trim_pod);
+//! let ctx = Arc::new(Context { pods: pods.store.clone(), .. });
+//! Controller::new("podrequest", requests, metrics)
+//!     .filter(|pr| pr.meta().generation.map(|g| g as u64))   // spec changes only
+//!     .watches(pods.changes, |pod| pod_owner_key(&pod))
+//!     .waits_for(pods.synced)
+//!     .workers(10)
+//!     .run(ctx, reconcile, gates)
+//!     .await;
+//! ```
+//!
+//! - The reflectors run, and keys queue up, from the start; the workers start once every cache
+//!   has its initial list **and** [`Gates::leading`] resolves. A standby replica so keeps its
+//!   caches warm, and on taking the Lease it reconciles at once: failover costs the resync
+//!   (every object once), not a cold list (controller-runtime's warmup).
+//! - A key is never reconciled twice at once; a key triggered during its reconcile runs once
+//!   more after; keys come first come, first served; errors are retried after the object's
+//!   backoff ([`Backoff`]); [`Action::requeue`] adds the key again after a delay.
+//! - Each reconcile runs in a tracing span (`controller`, `object`), and is counted and timed
+//!   with controller-runtime's metric names (reconcile totals, errors by cause, duration,
+//!   active workers) beside client-go's workqueue ones (depth, adds, queue and work duration,
+//!   retries, unfinished work, longest running processor).
+//! - [`Gates::stop`]: no new keys are handed out; reconciles in flight finish, then `run`
+//!   returns.
 
 pub mod queue;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::cache::Synced;
+use crate::metrics::ControllerMetrics;
+use crate::reconciler::Cause;
+
+pub use queue::WorkQueue;
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Reconcile again after `duration`, even if nothing changes.
+    pub const fn requeue(duration: Duration) -> Action {
+        Action {
+            requeue_after: Some(duration),
+        }
+    }
+
+    /// Nothing until a watched change.
+    pub const fn await_change() -> Action {
+        Action {
+            requeue_after: None,
+        }
+    }
+
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
+
+/// A watched kind: its cache, whether the cache has its initial list, and its changes (each
+/// object created, updated or deleted, after the cache has it).
+pub struct Reflected<S: Resource<DynamicType = ()> + 'static> {
+    pub store: Store<S>,
+    pub synced: Synced,
+    pub changes: BoxStream<'static, S>,
+}
+
+/// Watches `api` (with `config`'s selectors) into a cache, each object passed through `trim`
+/// first: keep what reconciles read, drop the rest (managed fields, statuses…), since the cache
+/// holds every object.
+pub fn reflect<S>(
+    api: Api<S>,
+    config: watcher::Config,
+    trim: impl Fn(&mut S) + Send + Sync + 'static,
+) -> Reflected<S>
+where
+    S: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let synced = Synced::new();
+    let (store, writer) = reflector::store::<S>();
+    let kind = S::kind(&());
+    let changes = watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect_ok(synced.on_event())
+        .touched_objects()
+        .filter_map(move |result| {
+            // The watcher retries with backoff by itself; an error is only worth a line.
+            if let Err(e) = &result {
+                tracing::warn!(%kind, "watch error: {e}");
+            }
+            futures::future::ready(result.ok())
+        })
+        .boxed();
+    Reflected {
+        store,
+        synced,
+        changes,
+    }
+}
+
+/// Drops managed fields, which are most of an object's size and which no reconcile reads.
+pub fn trim_managed_fields<S: ResourceExt>(obj: &mut S) {
+    obj.managed_fields_mut().clear();
+}
+
+/// When a controller may work, and when it must stop.
+pub struct Gates {
+    /// Resolves when this replica leads (at once without leader election).
+    pub leading: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Resolves when the controller must stop taking work.
+    pub stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Told once every cache the controller uses has its initial list.
+    pub synced: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Gates {
+    /// Leading at once, stopping when `stop` resolves.
+    pub fn new(stop: impl Future<Output = ()> + Send + 'static) -> Gates {
+        Gates {
+            leading: Box::pin(futures::future::ready(())),
+            stop: Box::pin(stop),
+            synced: None,
+        }
+    }
+
+    /// Workers start only once `leading` resolves (a Lease acquired).
+    pub fn leading(mut self, leading: impl Future<Output = ()> + Send + 'static) -> Gates {
+        self.leading = Box::pin(leading);
+        self
+    }
+
+    /// Called once the caches are synced (readiness).
+    pub fn on_synced(mut self, synced: impl FnOnce() + Send + 'static) -> Gates {
+        self.synced = Some(Box::new(synced));
+        self
+    }
+}
+
+/// A fingerprint of what matters in an object (see [`Controller::filter`]).
+type Fingerprint<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
+
+/// Why a key is queued.
+enum Trigger<K: Resource> {
+    One(ObjectRef<K>),
+    All,
+}
+
+/// A controller of `K`: see the module docs.
+pub struct Controller<K>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    name: String,
+    store: Store<K>,
+    synced: Vec<Synced>,
+    primary: BoxStream<'static, K>,
+    filter: Option<Fingerprint<K>>,
+    triggers: SelectAll<BoxStream<'static, Trigger<K>>>,
+    metrics: Arc<ControllerMetrics>,
+    backoff: Backoff<K>,
+    workers: usize,
+}
+
+impl<K> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    /// A controller named `name` (its metrics' `controller` label) of the objects `primary`
+    /// watches; each change of one triggers its reconcile.
+    pub fn new(name: &str, primary: Reflected<K>, metrics: Arc<ControllerMetrics>) -> Self {
+        Controller {
+            name: name.to_string(),
+            store: primary.store,
+            synced: vec![primary.synced],
+            primary: primary.changes,
+            filter: None,
+            triggers: SelectAll::new(),
+            metrics,
+            backoff: Backoff::default(),
+            workers: 1,
+        }
+    }
+
+    /// Only changes of the primary objects that change `fingerprint` trigger (e.g. the
+    /// generation: spec changes, not status writes). A deletion always does; `None` always
+    /// does.
+    pub fn filter(
+        mut self,
+        fingerprint: impl Fn(&K) -> Option<u64> + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = Some(Box::new(fingerprint));
+        self
+    }
+
+    /// Each change in `changes` triggers the reconciles of the keys `mapper` gives.
+    pub fn watches<S, I>(
+        mut self,
+        changes: impl Stream<Item = S> + Send + 'static,
+        mapper: impl Fn(S) -> I + Send + Sync + 'static,
+    ) -> Self
+    where
+        S: Send + 'static,
+        I: IntoIterator<Item = ObjectRef<K>>,
+        I::IntoIter: Send + 'static,
+    {
+        let keys = changes
+            .flat_map(move |s| futures::stream::iter(mapper(s)))
+            .map(Trigger::One)
+            .boxed();
+        self.triggers.push(keys);
+        self
+    }
+
+    /// Keeps the cache of `changes` up to date without triggering anything.
+    pub fn keeps<S: Send + 'static>(self, changes: impl Stream<Item = S> + Send + 'static) -> Self {
+        self.watches(changes, |_| None)
+    }
+
+    /// Each item of `trigger` reconciles every object in the cache.
+    pub fn reconcile_all_on(mut self, trigger: impl Stream<Item = ()> + Send + 'static) -> Self {
+        self.triggers.push(trigger.map(|()| Trigger::All).boxed());
+        self
+    }
+
+    /// Workers wait for this cache too (one that reconciles read but that triggers nothing, or
+    /// whose changes are passed to [`watches`](Self::watches)).
+    pub fn waits_for(mut self, synced: Synced) -> Self {
+        self.synced.push(synced);
+        self
+    }
+
+    /// How many reconciles run at once (at least one).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// The retry delays after errors (default controller-runtime's, 5 ms doubling to 1000 s).
+    pub fn backoff(mut self, backoff: Backoff<K>) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The cache of the primary objects.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Runs until `gates.stop`: see the module docs.
+    pub async fn run<Ctx, E, F, Fut>(self, ctx: Arc<Ctx>, reconcile: F, gates: Gates)
+    where
+        Ctx: Send + Sync + 'static,
+        E: Cause + Send + 'static,
+        F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let Controller {
+            name,
+            store,
+            synced,
+            primary,
+            filter,
+            mut triggers,
+            metrics,
+            backoff,
+            workers,
+        } = self;
+        let queue = WorkQueue::<ObjectRef<K>>::new(metrics.clone());
+        triggers.push(primary_triggers(primary, filter));
+        let Gates {
+            leading,
+            stop,
+            synced: on_synced,
+        } = gates;
+        let stop = stop.shared();
+
+        // Triggers become keys from the start: a standby has them when it takes over.
+        let feeder = tokio::spawn({
+            let (queue, store, stop) = (queue.clone(), store.clone(), stop.clone());
+            async move {
+                let feed = async {
+                    while let Some(trigger) = triggers.next().await {
+                        match trigger {
+                            Trigger::One(key) => queue.add(key),
+                            Trigger::All => {
+                                for obj in store.state() {
+                                    queue.add(ObjectRef::from_obj(obj.as_ref()));
+                                }
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = feed => {}
+                    _ = stop => {}
+                }
+            }
+        });
+
+        // Every cache has its initial list, then this replica leads.
+        let ready = async {
+            futures::future::join_all(synced.iter().map(Synced::wait)).await;
+            if let Some(on_synced) = on_synced {
+                on_synced();
+            }
+            leading.await;
+        };
+        let started = tokio::select! {
+            _ = ready => true,
+            _ = stop.clone() => false,
+        };
+        if started {
+            tracing::info!(controller = %name, workers, "reconciling");
+            let worker = Arc::new(Worker {
+                name: name.clone(),
+                queue: queue.clone(),
+                store,
+                ctx,
+                reconcile,
+                backoff,
+                metrics,
+            });
+            let tasks: Vec<_> = (0..workers)
+                .map(|_| tokio::spawn(worker.clone().work()))
+                .collect();
+            stop.await;
+            // No new keys; what the workers have, they finish.
+            queue.shut_down();
+            for task in tasks {
+                if let Err(e) = task.await {
+                    tracing::error!(controller = %name, "a worker ended abnormally: {e}");
+                }
+            }
+        }
+        queue.shut_down();
+        let _ = feeder.await;
+        tracing::info!(controller = %name, "stopped");
+    }
+}
+
+/// What every worker of a controller shares.
+struct Worker<K, Ctx, F>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    name: String,
+    queue: WorkQueue<ObjectRef<K>>,
+    store: Store<K>,
+    ctx: Arc<Ctx>,
+    reconcile: F,
+    backoff: Backoff<K>,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl<K, Ctx, F> Worker<K, Ctx, F>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    Ctx: Send + Sync + 'static,
+{
+    /// Takes keys until the queue shuts down, reconciling each.
+    async fn work<E, Fut>(self: Arc<Self>)
+    where
+        E: Cause + Send + 'static,
+        F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        while let Some(key) = self.queue.get().await {
+            // Gone from the cache: deleted, and nothing to reconcile (finalizers keep objects
+            // that need cleanup).
+            if let Some(obj) = self.store.get(&key) {
+                let span = tracing::info_span!("reconcile", controller = %self.name, object = %key);
+                self.reconcile_one(&key, obj).instrument(span).await;
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    async fn reconcile_one<E, Fut>(&self, key: &ObjectRef<K>, obj: Arc<K>)
+    where
+        E: Cause + Send + 'static,
+        F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let timer = self.metrics.begin();
+        let work = (self.reconcile)(obj.clone(), self.ctx.clone());
+        // A panicking reconcile is an error to retry, not a lost worker.
+        let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
+        match outcome {
+            Ok(Ok(action)) => {
+                self.backoff.succeeded(obj.as_ref());
+                self.metrics.finished(timer, None);
+                if let Some(delay) = action.requeue_after() {
+                    self.queue.add_after(key.clone(), delay);
+                }
+            }
+            Ok(Err(error)) => {
+                let delay = self.backoff.failed(obj.as_ref());
+                self.metrics.finished(timer, Some(error.cause()));
+                self.queue.retry_after(key.clone(), delay);
+                tracing::warn!(retry_in = ?delay, cause = error.cause(), "{error}");
+            }
+            Err(_) => {
+                let delay = self.backoff.failed(obj.as_ref());
+                self.metrics.finished(timer, Some("panic"));
+                self.queue.retry_after(key.clone(), delay);
+                tracing::error!(retry_in = ?delay, "the reconcile panicked");
+            }
+        }
+    }
+}
+
+/// The primary objects' changes as triggers, through the fingerprint filter.
+fn primary_triggers<K>(
+    changes: BoxStream<'static, K>,
+    filter: Option<Fingerprint<K>>,
+) -> BoxStream<'static, Trigger<K>>
+where
+    K: Resource<DynamicType = ()> + Send + 'static,
+{
+    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    changes
+        .filter_map(move |obj| {
+            let key = ObjectRef::from_obj(&obj);
+            let deleted = obj.meta().deletion_timestamp.is_some();
+            let pass = match &filter {
+                None => true,
+                Some(fingerprint) => match fingerprint(&obj) {
+                    None => true,
+                    Some(print) => {
+                        let changed = seen.insert(key.clone(), print) != Some(print);
+                        changed || deleted
+                    }
+                },
+            };
+            futures::future::ready(pass.then_some(Trigger::One(key)))
+        })
+        .boxed()
+}
+
+/// A fingerprint of a value's hash, for [`Controller::filter`].
+pub fn fingerprint(value: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
