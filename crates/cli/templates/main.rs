@@ -48,6 +48,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let RunCommand { concurrency, run } = *args;
             operator::run("{{name}}", &run, |rt| async move {
+                if !rt.cold_standby().await {
+                    return;
+                }
                 let settings = controller::Settings {
                     client: rt.client,
                     concurrency,

@@ -9,11 +9,13 @@
 //! }).await?;
 //! ```
 //!
-//! Lifecycle: the admin server (`/healthz`, `/readyz`, `/metrics`) starts first; a standby is
-//! ready (it only waits); the leader is not ready until its controllers say so; on SIGTERM the
-//! controllers stop taking work, in-flight reconciles get `--shutdown-timeout`, then the Lease is
-//! released so a standby takes over at once. A leader that loses its Lease stops with
-//! [`Error::LeadershipLost`] so that it is restarted as a standby, as controller-runtime does.
+//! Lifecycle: the admin server (`/healthz`, `/readyz`, `/metrics`) starts first; the controllers
+//! start at once, leader or not — their caches fill and they are ready once synced, but they
+//! reconcile only once [`Runtime::leading`] resolves (a warm standby, controller-runtime's
+//! warmup: taking over costs a resync, not a cold list). On SIGTERM the controllers stop taking
+//! work, in-flight reconciles get `--shutdown-timeout`, then the Lease is released so a standby
+//! takes over at once. A leader that loses its Lease stops with [`Error::LeadershipLost`] so that
+//! it is restarted as a standby, as controller-runtime does.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -122,6 +124,9 @@ pub struct RunArgs {
 /// Resolves when the controllers must stop (SIGTERM/SIGINT, or leadership lost).
 pub type Stop = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
 
+/// Resolves when this replica leads (at once without leader election).
+pub type Leading = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
+
 /// What the controllers get from [`run`].
 pub struct Runtime {
     /// Counts its own requests (logged at exit).
@@ -134,8 +139,27 @@ pub struct Runtime {
     pub instance: Option<String>,
     /// Resolves when the controllers must stop taking work.
     pub stop: Stop,
+    /// Resolves when this replica leads: reconcile only then (the caches may fill before).
+    pub leading: Leading,
     /// Namespace the operator runs in (`POD_NAMESPACE`, else the kubeconfig's).
     pub namespace: String,
+}
+
+impl Runtime {
+    /// For controllers not on [`crate::controller`] yet, which start only as the leader: ready
+    /// while standing by, then not ready until their caches sync. `false` when told to stop
+    /// before leading.
+    pub async fn cold_standby(&self) -> bool {
+        self.readiness.set_ready(true);
+        let leads = tokio::select! {
+            _ = self.leading.clone() => true,
+            _ = self.stop.clone() => false,
+        };
+        if leads {
+            self.readiness.set_not_ready("leader: waiting for caches");
+        }
+        leads
+    }
 }
 
 /// Builds a client configuration from `--kubeconfig` or the environment.
@@ -199,12 +223,13 @@ where
     tracing::info!(%addr, "admin server listening (/healthz, /readyz, /metrics)");
     let admin_task = tokio::spawn(serve);
 
-    let runtime = |stop: Stop| Runtime {
+    let runtime = |stop: Stop, leading: Leading| Runtime {
         client: client.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         instance: std::env::var("POD_NAME").ok(),
         stop,
+        leading,
         namespace: namespace.clone(),
     };
     let result = if args.leader_elect {
@@ -219,52 +244,60 @@ where
         lease.validate()?;
         tracing::info!(lease = %lease_name, %namespace, identity = %lease.identity, "waiting for leadership");
         metrics.set_leader(&lease_name, false);
-        // A standby serves probes and is ready: it only waits.
-        readiness.set_ready(true);
         let leader = LeaderElector::new(client.clone(), lease).start();
-        let acquired = tokio::select! {
-            _ = leader.acquired() => true,
-            _ = shutdown.clone() => false,
+        let leading: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = {
+            let mut rx = leader.subscribe();
+            let (metrics, lease_name) = (metrics.clone(), lease_name.clone());
+            Box::pin(async move {
+                if rx.wait_for(|leading| *leading).await.is_ok() {
+                    tracing::info!("became leader");
+                    metrics.set_leader(&lease_name, true);
+                } else {
+                    // The elector is gone (shutting down): never lead.
+                    futures::future::pending::<()>().await;
+                }
+            })
         };
-        if !acquired {
+        let leading = leading.shared();
+        // Polled from the start, whether or not the controllers wait on it yet.
+        tokio::spawn(leading.clone());
+        // Having led, losing the Lease stops the controllers.
+        let lost: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = {
+            let mut rx = leader.subscribe();
+            Box::pin(async move {
+                if rx.wait_for(|leading| *leading).await.is_ok() {
+                    let _ = rx.wait_for(|leading| !*leading).await;
+                }
+            })
+        };
+        let stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+            Box::pin(futures::future::select(shutdown.clone(), lost).map(|_| ()));
+        let stop = stop.shared();
+        run_until(
+            controllers(runtime(stop.clone(), leading.clone())),
+            stop,
+            args.shutdown_timeout,
+        )
+        .await;
+        let led = leading.peek().is_some();
+        metrics.set_leader(&lease_name, false);
+        if shutdown.peek().is_some() || !led {
             leader.release().await;
+            if led {
+                tracing::info!("released leadership");
+            }
             Ok(())
         } else {
-            tracing::info!("became leader");
-            metrics.set_leader(&lease_name, true);
-            readiness.set_not_ready("leader: waiting for caches");
-            let mut leading = leader.subscribe();
-            let lost = Box::pin(async move {
-                while *leading.borrow_and_update() {
-                    if leading.changed().await.is_err() {
-                        break;
-                    }
-                }
-            });
-            let stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
-                Box::pin(futures::future::select(shutdown.clone(), lost).map(|_| ()));
-            let stop = stop.shared();
-            run_until(
-                controllers(runtime(stop.clone())),
-                stop,
-                args.shutdown_timeout,
-            )
-            .await;
-            metrics.set_leader(&lease_name, false);
-            if shutdown.peek().is_some() {
-                leader.release().await;
-                tracing::info!("released leadership");
-                Ok(())
-            } else {
-                // Another replica may already lead: stop here and let the Deployment restart us
-                // as a standby, as controller-runtime does.
-                Err(Error::LeadershipLost)
-            }
+            // Another replica may already lead: stop here and let the Deployment restart us
+            // as a standby, as controller-runtime does.
+            Err(Error::LeadershipLost)
         }
     } else {
         let stop = shutdown.clone();
+        let leading: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+            Box::pin(futures::future::ready(()));
         run_until(
-            controllers(runtime(stop.clone())),
+            controllers(runtime(stop.clone(), leading.shared())),
             stop,
             args.shutdown_timeout,
         )

@@ -106,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
     operator::run("credentials-operator", &args.run, |rt| async move {
+        if !rt.cold_standby().await {
+            return;
+        }
         let settings = Settings {
             instance: rt.instance,
             metrics: rt.metrics.controller("credentialsrequest"),

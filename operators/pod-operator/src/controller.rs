@@ -8,26 +8,23 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
-use operon_runtime::cache::Synced;
 use operon_runtime::conditions::{self, Desired};
+use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
-use operon_runtime::reconciler::Tracker;
-use operon_runtime::workers::Workers;
+use operon_runtime::operator::Leading;
 use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::api::{PodRequest, PodRequestStatus, condition};
 
@@ -60,7 +57,7 @@ impl operon_runtime::reconciler::Cause for Error {
 }
 
 /// How the operator runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Namespaces to serve; empty means all.
     pub namespaces: Vec<String>,
@@ -72,6 +69,8 @@ pub struct Settings {
     pub metrics: Arc<ControllerMetrics>,
     /// Set ready once every cache has its initial list.
     pub readiness: Option<Readiness>,
+    /// Reconcile only once this resolves (leadership); the caches fill before. `None`: at once.
+    pub leading: Option<Leading>,
 }
 
 impl Default for Settings {
@@ -82,6 +81,7 @@ impl Default for Settings {
             instance: None,
             metrics: Arc::default(),
             readiness: None,
+            leading: None,
         }
     }
 }
@@ -90,19 +90,17 @@ impl Default for Settings {
 pub struct Context {
     client: Client,
     pods: Store<Pod>,
-    pods_synced: Synced,
     events: Events,
-    tracker: Tracker<PodRequest>,
     /// A fingerprint of the status last written per PodRequest. The cache can lag behind the
     /// operator's own writes; comparing with this keeps a lagging cache from causing a second,
     /// identical write. (A hash, not the status: it is kept for every request.)
     written: Mutex<HashMap<ObjectRef<PodRequest>, u64>>,
     requests: Store<PodRequest>,
-    /// `concurrency` slots, first come first served (operon_runtime::workers).
-    workers: Workers,
 }
 
-/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
+/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. One
+/// controller per namespace scope: watches and caches are per scope, so a restricted operator
+/// needs no cluster-wide permissions.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -113,18 +111,60 @@ pub async fn run(
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let shutdown = future::FutureExt::shared(Box::pin(shutdown));
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let unsynced = Arc::new(AtomicUsize::new(scopes.len()));
     let controllers = scopes.into_iter().map(|namespace| {
-        run_scope(
-            client.clone(),
-            namespace,
-            &settings,
-            unsynced.clone(),
-            shutdown.clone(),
+        let ns = namespace.as_deref();
+        // Watch the PodRequests' spec (generation), and the Pods by what a reconcile reads of them.
+        let requests = controller::reflect(
+            scoped::<PodRequest>(&client, ns),
+            watcher::Config::default(),
+            controller::trim_managed_fields,
+        );
+        let pods = controller::reflect(
+            scoped::<Pod>(&client, ns),
+            watcher::Config::default(),
+            trim_pod,
         )
+        .only_changed(pod_fingerprint);
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            pods: pods.store.clone(),
+            events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
+            written: Mutex::default(),
+            requests: requests.store.clone(),
+        });
+        // The Pod of a PodRequest has its name; a foreign Pod of that name matters too.
+        let requests_store = requests.store.clone();
+        let mapper = move |pod: Pod| {
+            let key = ObjectRef::<PodRequest>::new(&pod.name_any()).within(&pod.namespace()?);
+            requests_store.get(&key).map(|_| key)
+        };
+        let mut gates = Gates::new(shutdown.clone());
+        if let Some(leading) = settings.leading.clone() {
+            gates = gates.leading(leading);
+        }
+        if let Some(readiness) = settings.readiness.clone() {
+            let unsynced = unsynced.clone();
+            gates = gates.on_synced(move || {
+                // Ready once every scope's caches have their initial lists.
+                if unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    readiness.set_ready(true);
+                }
+            });
+        }
+        tracing::info!(
+            namespace = ns.unwrap_or("<all>"),
+            "starting PodRequest controller"
+        );
+        Controller::new("podrequest", requests, settings.metrics.clone())
+            .filter(|pr: &PodRequest| pr.meta().generation.unwrap_or_default() as u64)
+            .watches(pods.changes, mapper)
+            .waits_for(pods.synced)
+            .workers(settings.concurrency.into())
+            .run(ctx, reconcile, gates)
     });
-    future::join_all(controllers).await;
+    futures::future::join_all(controllers).await;
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -135,120 +175,6 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-/// One controller per namespace scope: watches and caches are per scope, so a restricted
-/// operator needs no cluster-wide permissions.
-async fn run_scope(
-    client: Client,
-    namespace: Option<String>,
-    settings: &Settings,
-    unsynced: Arc<AtomicUsize>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let ns = namespace.as_deref();
-    let shutdown = future::FutureExt::shared(Box::pin(shutdown));
-
-    // Never wait on Store::wait_until_ready here: see operon_runtime::cache.
-    let pods_synced = Synced::new();
-    let requests_synced = Synced::new();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pods = watcher(scoped::<Pod>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(trim_pod)
-        .reflect(pod_writer)
-        .inspect_ok(pods_synced.on_event())
-        // Only changes a reconcile can act on: a Pod's scheduling and kubelet updates that
-        // leave these alone would wake its request for nothing, and hold up others in the queue.
-        // Deletions always pass (unlike kube's predicate_filter, which would drop a deletion
-        // that changes nothing else).
-        .try_filter(changed_pods())
-        .touched_objects();
-
-    let (request_store, request_writer) = reflector::store::<PodRequest>();
-    let requests = watcher(
-        scoped::<PodRequest>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(trim_managed_fields)
-    .reflect(request_writer)
-    .inspect_ok(requests_synced.on_event())
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default())
-    .inspect_ok({
-        let metrics = settings.metrics.clone();
-        move |pr: &PodRequest| metrics.queued(&ObjectRef::from_obj(pr).to_string())
-    });
-
-    // Ready (for /readyz) once every scope's caches have their initial lists.
-    if let Some(readiness) = settings.readiness.clone() {
-        let (pods_synced, requests_synced) = (pods_synced.clone(), requests_synced.clone());
-        tokio::spawn(async move {
-            future::join(pods_synced.wait(), requests_synced.wait()).await;
-            if unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
-                readiness.set_ready(true);
-            }
-        });
-    }
-
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        pods_synced,
-        pods: pod_store,
-        events: Events::new(client, MANAGER, settings.instance.clone()),
-        tracker: Tracker::new(settings.metrics.clone()),
-        written: Mutex::default(),
-        requests: request_store.clone(),
-        workers: Workers::new(settings.concurrency.into()),
-    });
-    {
-        let (workers, shutdown) = (ctx.workers.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.await;
-            workers.close();
-        });
-    }
-    tracing::info!(
-        namespace = ns.unwrap_or("<all>"),
-        "starting PodRequest controller"
-    );
-    let mapper = {
-        let requests = request_store.clone();
-        let metrics = settings.metrics.clone();
-        move |pod: Pod| {
-            // The Pod of a PodRequest has its name; a foreign Pod of that name matters too.
-            let key = pod
-                .namespace()
-                .map(|ns| ObjectRef::<PodRequest>::new(&pod.name_any()).within(&ns))?;
-            if requests.get(&key).is_some() {
-                metrics.queued(&key.to_string());
-            }
-            Some(key)
-        }
-    };
-    Controller::for_stream(requests, request_store)
-        .watches_stream(pods, mapper)
-        // Unbounded here: the bound is ctx.workers, which keeps arrival order.
-        .with_config(ControllerConfig::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(request = %obj, "reconciled"),
-                Err(e) => tracing::debug!("reconcile failed: {e}"),
-            }
-        })
-        .await;
-    tracing::info!(
-        namespace = ns.unwrap_or("<all>"),
-        "PodRequest controller stopped"
-    );
-}
-
-/// managedFields are most of an object's size and the operator never reads them.
-fn trim_managed_fields<K: ResourceExt>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
 }
 
 /// The Pod cache holds what a reconcile reads, and nothing else: identity, owners, deletion,
@@ -283,19 +209,8 @@ fn trim_pod(pod: &mut Pod) {
     }
 }
 
-fn error_policy(request: Arc<PodRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.tracker.retry(request.as_ref(), error)
-}
-
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let Some(_slot) = ctx.workers.slot().await else {
-        // Shutting down: the request is picked up again by whoever leads next.
-        return Ok(Action::await_change());
-    };
-    // Boxed: the work's state (request futures of several kB) is allocated when a slot is free,
-    // so the many reconciles waiting for one under a backlog stay small.
-    let work = Box::pin(request.reconcile(&ctx));
-    ctx.tracker.track(request.as_ref(), work).await
+    request.reconcile(&ctx).await
 }
 
 /// What a reconcile found, as the status and Events should tell it.
@@ -329,8 +244,8 @@ impl PodRequest {
         let name = self.name_any();
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
-        // Until the Pod cache has its initial list, "not cached" doesn't mean "doesn't exist".
-        ctx.pods_synced.wait().await;
+        // The workers start once the Pod cache has its initial list: "not cached" means
+        // "doesn't exist".
         let cached = ctx.pods.get(&ObjectRef::new(&name).within(&ns));
         let observed = match cached {
             None => self.create_pod(&pods, ctx).await?,
@@ -591,36 +506,6 @@ impl PodRequest {
     }
 }
 
-/// A filter of Pod watch events that lets through additions, deletions and updates that change
-/// the Pod's [`pod_fingerprint`].
-fn changed_pods() -> impl FnMut(&watcher::Event<Pod>) -> future::Ready<bool> {
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    move |event| {
-        let key = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_else(|| pod.name_any());
-        let pass = match event {
-            watcher::Event::Apply(pod) => {
-                let fingerprint = pod_fingerprint(pod);
-                seen.insert(key(pod), fingerprint) != Some(fingerprint)
-            }
-            watcher::Event::InitApply(pod) => {
-                seen.insert(key(pod), pod_fingerprint(pod));
-                true
-            }
-            watcher::Event::Delete(pod) => {
-                seen.remove(&key(pod));
-                true
-            }
-            watcher::Event::Init => {
-                // A relist: what it lists replaces what was seen.
-                seen.clear();
-                true
-            }
-            watcher::Event::InitDone => true,
-        };
-        future::ready(pass)
-    }
-}
-
 /// What a reconcile reads from a Pod: identity, owner, deletion, container, phase, readiness.
 fn pod_fingerprint(pod: &Pod) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -740,8 +625,10 @@ mod tests {
         assert_eq!(patch["status"]["conditions"], json!([]));
     }
 
-    #[test]
-    fn pod_events_pass_when_they_change_what_a_reconcile_reads() {
+    #[tokio::test]
+    async fn pod_changes_pass_when_they_change_what_a_reconcile_reads() {
+        use futures::StreamExt;
+        use operon_runtime::controller::Change;
         let pod = |phase: &str, node: &str| -> Pod {
             serde_json::from_value(json!({
                 "metadata": { "name": "p", "uid": "u1" },
@@ -750,25 +637,30 @@ mod tests {
             }))
             .unwrap_or_default()
         };
-        let mut filter = changed_pods();
-        let mut pass = |e: watcher::Event<Pod>| filter(&e).into_inner();
-        assert!(pass(watcher::Event::Apply(pod("Pending", ""))), "added");
-        assert!(
-            !pass(watcher::Event::Apply(pod("Pending", "node-1"))),
-            "scheduled: nothing a reconcile reads changed"
-        );
-        assert!(
-            pass(watcher::Event::Apply(pod("Running", "node-1"))),
-            "phase"
-        );
-        assert!(
-            pass(watcher::Event::Delete(pod("Running", "node-1"))),
-            "a deletion always passes"
-        );
-        assert!(
-            pass(watcher::Event::Apply(pod("Running", "node-1"))),
-            "re-added"
-        );
+        let changes = vec![
+            Change::Applied(pod("Pending", "")),       // added
+            Change::Applied(pod("Pending", "node-1")), // scheduled: nothing a reconcile reads
+            Change::Applied(pod("Running", "node-1")), // phase
+            Change::Deleted(pod("Running", "node-1")), // a deletion always passes
+            Change::Applied(pod("Running", "node-1")), // re-added
+        ];
+        let passed: Vec<_> =
+            controller::only_changed(futures::stream::iter(changes).boxed(), pod_fingerprint)
+                .collect()
+                .await;
+        let kinds: Vec<&str> = passed
+            .iter()
+            .map(|c| match c {
+                Change::Listed(_) => "listed",
+                Change::Applied(p) => p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .unwrap_or(""),
+                Change::Deleted(_) => "deleted",
+            })
+            .collect();
+        assert_eq!(kinds, ["Pending", "Running", "deleted", "Running"]);
     }
 
     #[test]
@@ -818,37 +710,6 @@ mod tests {
         assert!(spec.volumes.is_none() && spec.node_name.is_none());
         assert!(spec.containers[0].env.is_none());
         assert!(pod.status.as_ref().is_some_and(|s| s.pod_ip.is_none()));
-    }
-
-    #[tokio::test]
-    async fn a_waiting_reconcile_is_small() -> anyhow::Result<()> {
-        // Futures are only created here, never polled: the client never connects.
-        let client = Client::try_from(kube::Config::new("http://127.0.0.1:1".parse()?))?;
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            pods: reflector::store::<Pod>().0,
-            pods_synced: Synced::new(),
-            events: Events::new(client, MANAGER, None),
-            tracker: Tracker::new(Arc::default()),
-            written: Mutex::default(),
-            requests: reflector::store::<PodRequest>().0,
-            workers: Workers::new(1),
-        });
-        let request = Arc::new(PodRequest::new(
-            "x",
-            crate::api::PodRequestSpec {
-                name: "x".into(),
-                image: "x".into(),
-                command: vec!["x".into()],
-            },
-        ));
-        let work = std::mem::size_of_val(&request.reconcile(&ctx));
-        let waiting = std::mem::size_of_val(&reconcile(request.clone(), ctx.clone()));
-        assert!(
-            waiting < 1024 && waiting * 4 < work,
-            "a reconcile waiting for a slot takes {waiting} bytes (its work {work})"
-        );
-        Ok(())
     }
 
     #[test]

@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
                     instance: rt.instance,
                     metrics: rt.metrics.controller("podrequest"),
                     readiness: Some(rt.readiness),
+                    leading: Some(rt.leading),
                 };
                 controller::run(rt.client, settings, rt.stop).await
             })

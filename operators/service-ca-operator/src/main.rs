@@ -107,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
         settings.readiness = Some(rt.readiness);
         let result = &mut result;
         async move {
-            *result = controller::run(rt.client, settings, rt.stop).await;
+            if rt.cold_standby().await {
+                *result = controller::run(rt.client, settings, rt.stop).await;
+            }
         }
     })
     .await?;

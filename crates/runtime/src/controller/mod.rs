@@ -3,11 +3,12 @@
 //!
 //! ```ignore
 //! let requests = controller::reflect(Api::<PodRequest>::all(client.clone()), Default::default(), trim);
-//! let pods = controller::reflect(Api::<Pod>::all(client.clone()), Default::default(), trim_pod);
+//! let pods = controller::reflect(Api::<Pod>::all(client.clone()), Default::default(), trim_pod)
+//!     .only_changed(pod_fingerprint);
 //! let ctx = Arc::new(Context { pods: pods.store.clone(), .. });
 //! Controller::new("podrequest", requests, metrics)
-//!     .filter(|pr| pr.meta().generation.map(|g| g as u64))   // spec changes only
-//!     .watches(pods.changes, |pod| pod_owner_key(&pod))
+//!     .filter(|pr| pr.meta().generation.unwrap_or_default() as u64)   // spec changes only
+//!     .watches(pods.changes, |pod| owner_key(&pod))
 //!     .waits_for(pods.synced)
 //!     .workers(10)
 //!     .run(ctx, reconcile, gates)
@@ -23,8 +24,8 @@
 //!   backoff ([`Backoff`]); [`Action::requeue`] adds the key again after a delay.
 //! - Each reconcile runs in a tracing span (`controller`, `object`), and is counted and timed
 //!   with controller-runtime's metric names (reconcile totals, errors by cause, duration,
-//!   active workers) beside client-go's workqueue ones (depth, adds, queue and work duration,
-//!   retries, unfinished work, longest running processor).
+//!   active workers) beside client-go's workqueue ones (depth, adds, queue duration,
+//!   retries).
 //! - [`Gates::stop`]: no new keys are handed out; reconciles in flight finish, then `run`
 //!   returns.
 
@@ -80,12 +81,84 @@ impl Action {
     }
 }
 
-/// A watched kind: its cache, whether the cache has its initial list, and its changes (each
-/// object created, updated or deleted, after the cache has it).
+/// A change of a watched object, after the cache has it.
+#[derive(Debug, Clone)]
+pub enum Change<S> {
+    /// In a (re)list: seen anew, whatever happened while the watch was down.
+    Listed(S),
+    /// Created or updated.
+    Applied(S),
+    Deleted(S),
+}
+
+impl<S> Change<S> {
+    pub fn object(&self) -> &S {
+        match self {
+            Change::Listed(s) | Change::Applied(s) | Change::Deleted(s) => s,
+        }
+    }
+
+    pub fn into_object(self) -> S {
+        match self {
+            Change::Listed(s) | Change::Applied(s) | Change::Deleted(s) => s,
+        }
+    }
+}
+
+/// A watched kind: its cache, whether the cache has its initial list, and its changes.
 pub struct Reflected<S: Resource<DynamicType = ()> + 'static> {
     pub store: Store<S>,
     pub synced: Synced,
-    pub changes: BoxStream<'static, S>,
+    pub changes: BoxStream<'static, Change<S>>,
+}
+
+impl<S> Reflected<S>
+where
+    S: Resource<DynamicType = ()> + Send + 'static,
+{
+    /// Only the changes that matter: updates that change `fingerprint` (what reconciles read),
+    /// every listing and every deletion. Fewer wake-ups, and a queue that holds only real work.
+    pub fn only_changed(mut self, fingerprint: impl Fn(&S) -> u64 + Send + Sync + 'static) -> Self {
+        self.changes = only_changed(self.changes, fingerprint);
+        self
+    }
+}
+
+/// See [`Reflected::only_changed`]. The last fingerprint is kept per object UID.
+pub fn only_changed<S>(
+    changes: BoxStream<'static, Change<S>>,
+    fingerprint: impl Fn(&S) -> u64 + Send + Sync + 'static,
+) -> BoxStream<'static, Change<S>>
+where
+    S: Resource + Send + 'static,
+{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    changes
+        .filter(move |change| {
+            let obj = change.object();
+            let key = obj
+                .meta()
+                .uid
+                .clone()
+                .or_else(|| obj.meta().name.clone())
+                .unwrap_or_default();
+            let pass = match change {
+                Change::Listed(obj) => {
+                    seen.insert(key, fingerprint(obj));
+                    true
+                }
+                Change::Applied(obj) => {
+                    let print = fingerprint(obj);
+                    seen.insert(key, print) != Some(print)
+                }
+                Change::Deleted(_) => {
+                    seen.remove(&key);
+                    true
+                }
+            };
+            futures::future::ready(pass)
+        })
+        .boxed()
 }
 
 /// Watches `api` (with `config`'s selectors) into a cache, each object passed through `trim`
@@ -107,13 +180,19 @@ where
         .modify(trim)
         .reflect(writer)
         .inspect_ok(synced.on_event())
-        .touched_objects()
         .filter_map(move |result| {
-            // The watcher retries with backoff by itself; an error is only worth a line.
-            if let Err(e) = &result {
-                tracing::warn!(%kind, "watch error: {e}");
-            }
-            futures::future::ready(result.ok())
+            let change = match result {
+                Ok(watcher::Event::InitApply(obj)) => Some(Change::Listed(obj)),
+                Ok(watcher::Event::Apply(obj)) => Some(Change::Applied(obj)),
+                Ok(watcher::Event::Delete(obj)) => Some(Change::Deleted(obj)),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => {
+                    // The watcher retries with backoff by itself; an error is only worth a line.
+                    tracing::warn!(%kind, "watch error: {e}");
+                    None
+                }
+            };
+            futures::future::ready(change)
         })
         .boxed();
     Reflected {
@@ -161,9 +240,6 @@ impl Gates {
     }
 }
 
-/// A fingerprint of what matters in an object (see [`Controller::filter`]).
-type Fingerprint<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
-
 /// Why a key is queued.
 enum Trigger<K: Resource> {
     One(ObjectRef<K>),
@@ -178,8 +254,7 @@ where
     name: String,
     store: Store<K>,
     synced: Vec<Synced>,
-    primary: BoxStream<'static, K>,
-    filter: Option<Fingerprint<K>>,
+    primary: BoxStream<'static, Change<K>>,
     triggers: SelectAll<BoxStream<'static, Trigger<K>>>,
     metrics: Arc<ControllerMetrics>,
     backoff: Backoff<K>,
@@ -198,7 +273,6 @@ where
             store: primary.store,
             synced: vec![primary.synced],
             primary: primary.changes,
-            filter: None,
             triggers: SelectAll::new(),
             metrics,
             backoff: Backoff::default(),
@@ -207,20 +281,18 @@ where
     }
 
     /// Only changes of the primary objects that change `fingerprint` trigger (e.g. the
-    /// generation: spec changes, not status writes). A deletion always does; `None` always
-    /// does.
-    pub fn filter(
-        mut self,
-        fingerprint: impl Fn(&K) -> Option<u64> + Send + Sync + 'static,
-    ) -> Self {
-        self.filter = Some(Box::new(fingerprint));
+    /// generation: spec changes, not status writes); listings and deletions always do.
+    pub fn filter(mut self, fingerprint: impl Fn(&K) -> u64 + Send + Sync + 'static) -> Self {
+        let changes = std::mem::replace(&mut self.primary, futures::stream::empty().boxed());
+        self.primary = only_changed(changes, fingerprint);
         self
     }
 
-    /// Each change in `changes` triggers the reconciles of the keys `mapper` gives.
+    /// Each change in `changes` triggers the reconciles of the keys `mapper` gives for the
+    /// changed object.
     pub fn watches<S, I>(
         mut self,
-        changes: impl Stream<Item = S> + Send + 'static,
+        changes: impl Stream<Item = Change<S>> + Send + 'static,
         mapper: impl Fn(S) -> I + Send + Sync + 'static,
     ) -> Self
     where
@@ -229,7 +301,7 @@ where
         I::IntoIter: Send + 'static,
     {
         let keys = changes
-            .flat_map(move |s| futures::stream::iter(mapper(s)))
+            .flat_map(move |change| futures::stream::iter(mapper(change.into_object())))
             .map(Trigger::One)
             .boxed();
         self.triggers.push(keys);
@@ -237,7 +309,10 @@ where
     }
 
     /// Keeps the cache of `changes` up to date without triggering anything.
-    pub fn keeps<S: Send + 'static>(self, changes: impl Stream<Item = S> + Send + 'static) -> Self {
+    pub fn keeps<S: Send + 'static>(
+        self,
+        changes: impl Stream<Item = Change<S>> + Send + 'static,
+    ) -> Self {
         self.watches(changes, |_| None)
     }
 
@@ -247,8 +322,7 @@ where
         self
     }
 
-    /// Workers wait for this cache too (one that reconciles read but that triggers nothing, or
-    /// whose changes are passed to [`watches`](Self::watches)).
+    /// Workers wait for this cache too (one that reconciles read).
     pub fn waits_for(mut self, synced: Synced) -> Self {
         self.synced.push(synced);
         self
@@ -284,14 +358,17 @@ where
             store,
             synced,
             primary,
-            filter,
             mut triggers,
             metrics,
             backoff,
             workers,
         } = self;
         let queue = WorkQueue::<ObjectRef<K>>::new(metrics.clone());
-        triggers.push(primary_triggers(primary, filter));
+        triggers.push(
+            primary
+                .map(|change| Trigger::One(ObjectRef::from_obj(change.object())))
+                .boxed(),
+        );
         let Gates {
             leading,
             stop,
@@ -299,8 +376,11 @@ where
         } = gates;
         let stop = stop.shared();
 
+        // The feeder and the workers are tasks of this set: dropping `run` (a crash, as a test
+        // plays it) ends them with it.
+        let mut tasks = tokio::task::JoinSet::new();
         // Triggers become keys from the start: a standby has them when it takes over.
-        let feeder = tokio::spawn({
+        tasks.spawn({
             let (queue, store, stop) = (queue.clone(), store.clone(), stop.clone());
             async move {
                 let feed = async {
@@ -345,20 +425,18 @@ where
                 backoff,
                 metrics,
             });
-            let tasks: Vec<_> = (0..workers)
-                .map(|_| tokio::spawn(worker.clone().work()))
-                .collect();
+            for _ in 0..workers {
+                tasks.spawn(worker.clone().work());
+            }
             stop.await;
-            // No new keys; what the workers have, they finish.
-            queue.shut_down();
-            for task in tasks {
-                if let Err(e) = task.await {
-                    tracing::error!(controller = %name, "a worker ended abnormally: {e}");
-                }
+        }
+        // No new keys; what the workers have, they finish.
+        queue.shut_down();
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(e) = ended {
+                tracing::error!(controller = %name, "a worker ended abnormally: {e}");
             }
         }
-        queue.shut_down();
-        let _ = feeder.await;
         tracing::info!(controller = %name, "stopped");
     }
 }
@@ -434,35 +512,7 @@ where
     }
 }
 
-/// The primary objects' changes as triggers, through the fingerprint filter.
-fn primary_triggers<K>(
-    changes: BoxStream<'static, K>,
-    filter: Option<Fingerprint<K>>,
-) -> BoxStream<'static, Trigger<K>>
-where
-    K: Resource<DynamicType = ()> + Send + 'static,
-{
-    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
-    changes
-        .filter_map(move |obj| {
-            let key = ObjectRef::from_obj(&obj);
-            let deleted = obj.meta().deletion_timestamp.is_some();
-            let pass = match &filter {
-                None => true,
-                Some(fingerprint) => match fingerprint(&obj) {
-                    None => true,
-                    Some(print) => {
-                        let changed = seen.insert(key.clone(), print) != Some(print);
-                        changed || deleted
-                    }
-                },
-            };
-            futures::future::ready(pass.then_some(Trigger::One(key)))
-        })
-        .boxed()
-}
-
-/// A fingerprint of a value's hash, for [`Controller::filter`].
+/// A fingerprint of a value's hash, for [`Controller::filter`] and [`Reflected::only_changed`].
 pub fn fingerprint(value: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);

@@ -245,6 +245,7 @@ impl Operator {
             instance: Some("test".into()),
             metrics: metrics.clone(),
             readiness: None,
+            leading: None,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(client, settings, async move {
