@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         settings.namespace = signing_namespace.unwrap_or(rt.namespace);
         settings.instance = rt.instance;
         settings.metrics = rt.metrics;
-        settings.readiness = Some(rt.readiness);
+        settings.readiness = Some(rt.readiness.clone());
         let result = &mut result;
         async move {
             if rt.cold_standby().await {
