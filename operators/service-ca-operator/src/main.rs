@@ -101,9 +101,9 @@ async fn main() -> anyhow::Result<()> {
     let signing_namespace = args.signing_namespace;
     let mut result = Ok(());
     operator::run("service-ca-operator", &args.run, |rt| {
-        settings.namespace = signing_namespace.unwrap_or(rt.namespace);
-        settings.instance = rt.instance;
-        settings.metrics = rt.metrics;
+        settings.namespace = signing_namespace.unwrap_or(rt.namespace.clone());
+        settings.instance = rt.instance.clone();
+        settings.metrics = rt.metrics.clone();
         settings.readiness = Some(rt.readiness.clone());
         let result = &mut result;
         async move {
