@@ -14,22 +14,21 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
-use operon_runtime::cache::Synced;
+use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::metrics::ControllerMetrics;
-use operon_runtime::reconciler::Tracker;
+use operon_runtime::operator::Leading;
 use serde_json::json;
 
 use crate::api::{
@@ -107,6 +106,8 @@ pub struct Settings {
     pub instance: Option<String>,
     pub metrics: Arc<ControllerMetrics>,
     pub readiness: Option<Readiness>,
+    /// Reconcile only once this resolves (leadership); the caches fill before. `None`: at once.
+    pub leading: Option<Leading>,
 }
 
 impl Default for Settings {
@@ -124,6 +125,7 @@ impl Default for Settings {
             instance: None,
             metrics: Arc::default(),
             readiness: None,
+            leading: None,
         }
     }
 }
@@ -134,9 +136,7 @@ struct Context {
     sdk: aws_config::SdkConfig,
     secrets: Store<Secret>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    synced: Vec<Synced>,
     events: Events,
-    tracker: Tracker<CredentialsRequest>,
     /// IAM client for the root credentials, by the root Secret's resourceVersion.
     root: Mutex<Option<(String, Iam)>>,
 }
@@ -145,12 +145,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn request_fingerprint(cr: &CredentialsRequest) -> Option<u64> {
+fn request_fingerprint(cr: &CredentialsRequest) -> u64 {
     let mut h = DefaultHasher::new();
     cr.metadata.generation.hash(&mut h);
     cr.metadata.deletion_timestamp.is_some().hash(&mut h);
     cr.finalizers().hash(&mut h);
-    Some(h.finish())
+    h.finish()
 }
 
 fn now() -> Time {
@@ -223,149 +223,98 @@ pub async fn run(
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::FutureExt::shared(Box::pin(shutdown));
-    // Three caches per scope (requests, Secrets, Namespaces); ready once all are listed.
-    let synced: Vec<[Synced; 3]> = scopes
-        .iter()
-        .map(|_| [Synced::new(), Synced::new(), Synced::new()])
-        .collect();
-    if let Some(readiness) = settings.readiness.clone() {
-        let all: Vec<Synced> = synced.iter().flatten().cloned().collect();
-        tokio::spawn(async move {
-            future::join_all(all.iter().map(Synced::wait)).await;
-            readiness.set_ready(true);
-        });
-    }
-    let scopes = scopes.into_iter().zip(synced).map(|(scope, synced)| {
-        run_scope(
-            client.clone(),
-            sdk.clone(),
-            scope,
-            settings.clone(),
-            synced,
-            shutdown.clone(),
+    let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
+    let controllers = scopes.into_iter().map(|scope| {
+        let requests_api: Api<CredentialsRequest> = match scope.as_deref() {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        // Requests by generation, deletion and finalizers (not the operator's status writes).
+        let requests = controller::reflect(
+            requests_api,
+            watcher::Config::default(),
+            controller::trim_managed_fields,
+        );
+        // Only the Secrets this operator wrote, mapped back by their annotation.
+        let secrets = controller::reflect(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{}=true", mint::SECRET_LABEL)),
+            controller::trim_managed_fields,
+        );
+        // A missing target namespace appearing wakes the requests waiting for it.
+        let namespaces = controller::reflect(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+            |_: &mut PartialObjectMeta<Namespace>| {},
+        );
+        // Any change of the root credentials: every request.
+        let root_changes = kube::runtime::watcher(
+            Api::<Secret>::namespaced(client.clone(), &settings.root_secret_namespace),
+            watcher::Config::default()
+                .fields(&format!("metadata.name={}", settings.root_secret_name)),
         )
-    });
-    future::join_all(scopes).await;
-}
-
-async fn run_scope(
-    client: Client,
-    sdk: aws_config::SdkConfig,
-    scope: Option<String>,
-    settings: Settings,
-    [requests_synced, secrets_synced, namespaces_synced]: [Synced; 3],
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let requests_api: Api<CredentialsRequest> = match scope.as_deref() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let metrics = settings.metrics.clone();
-
-    let (request_store, request_writer) = reflector::store::<CredentialsRequest>();
-    let requests = watcher(requests_api, watcher::Config::default())
         .default_backoff()
-        .modify(|cr: &mut CredentialsRequest| cr.managed_fields_mut().clear())
-        .reflect(request_writer)
-        .inspect_ok(requests_synced.on_event())
-        .touched_objects()
-        .predicate_filter(request_fingerprint, Default::default())
-        .inspect_ok({
-            let metrics = metrics.clone();
-            move |cr: &CredentialsRequest| metrics.queued(&ObjectRef::from_obj(cr).to_string())
+        .filter_map(|event| {
+            future::ready(matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(()))
         });
-
-    let (secret_store, secret_writer) = reflector::store::<Secret>();
-    let secrets = watcher(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&format!("{}=true", mint::SECRET_LABEL)),
-    )
-    .default_backoff()
-    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
-    .reflect(secret_writer)
-    .inspect_ok(secrets_synced.on_event())
-    .touched_objects();
-    let secret_mapper = {
-        let requests = request_store.clone();
-        move |secret: Secret| {
-            let key = secret.annotations().get(mint::SECRET_ANNOTATION)?.clone();
-            let (ns, name) = key.split_once('/')?;
-            let r = ObjectRef::<CredentialsRequest>::new(name).within(ns);
-            requests.get(&r).map(|_| r)
-        }
-    };
-
-    let (namespace_store, namespace_writer) = reflector::store();
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(namespace_writer)
-    .inspect_ok(namespaces_synced.on_event())
-    .touched_objects();
-    let namespace_mapper = {
-        let requests = request_store.clone();
-        move |ns: PartialObjectMeta<Namespace>| {
-            let name = ns.name_any();
-            requests
-                .state()
-                .into_iter()
-                .filter(|cr| cr.spec.secret_ref.namespace == name)
-                .map(|cr| ObjectRef::from_obj(cr.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
-
-    // Any change of the root credentials: every request.
-    let root_changes = watcher(
-        Api::<Secret>::namespaced(client.clone(), &settings.root_secret_namespace),
-        watcher::Config::default().fields(&format!("metadata.name={}", settings.root_secret_name)),
-    )
-    .default_backoff()
-    .touched_objects()
-    .filter_map(|s| future::ready(s.ok().map(|_| ())));
-
-    let synced = vec![requests_synced, secrets_synced, namespaces_synced];
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        events: Events::new(client, MANAGER, settings.instance.clone()),
-        settings: settings.clone(),
-        sdk,
-        secrets: secret_store,
-        namespaces: namespace_store,
-        synced,
-        tracker: Tracker::new(settings.metrics.clone()),
-        root: Mutex::new(None),
-    });
-    tracing::info!(mode = ?settings.mode, namespace = scope.as_deref().unwrap_or("<all>"), "starting CredentialsRequest controller");
-    Controller::for_stream(requests, request_store)
-        .watches_stream(secrets, secret_mapper)
-        .watches_stream(namespaces, namespace_mapper)
-        .reconcile_all_on(root_changes)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(request = %obj, "reconciled"),
-                Err(e) => tracing::debug!("reconcile failed: {e}"),
+        let secret_mapper = {
+            let requests = requests.store.clone();
+            move |secret: Secret| {
+                let key = secret.annotations().get(mint::SECRET_ANNOTATION)?.clone();
+                let (ns, name) = key.split_once('/')?;
+                let r = ObjectRef::<CredentialsRequest>::new(name).within(ns);
+                requests.get(&r).map(|_| r)
             }
-        })
-        .await;
-    tracing::info!("CredentialsRequest controller stopped");
-}
-
-fn error_policy(cr: Arc<CredentialsRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.tracker.retry(cr.as_ref(), error)
+        };
+        let namespace_mapper = {
+            let requests = requests.store.clone();
+            move |ns: PartialObjectMeta<Namespace>| {
+                let name = ns.name_any();
+                requests
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.spec.secret_ref.namespace == name)
+                    .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
+            settings: settings.clone(),
+            sdk: sdk.clone(),
+            secrets: secrets.store.clone(),
+            namespaces: namespaces.store.clone(),
+            root: Mutex::new(None),
+        });
+        let mut gates = Gates::new(shutdown.clone());
+        if let Some(leading) = settings.leading.clone() {
+            gates = gates.leading(leading);
+        }
+        if let Some(readiness) = settings.readiness.clone() {
+            let unsynced = unsynced.clone();
+            gates = gates.on_synced(move || {
+                if unsynced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                    readiness.set_ready(true);
+                }
+            });
+        }
+        tracing::info!(mode = ?settings.mode, namespace = scope.as_deref().unwrap_or("<all>"), "starting CredentialsRequest controller");
+        Controller::new("credentialsrequest", requests, settings.metrics.clone())
+            .filter(request_fingerprint)
+            .watches(secrets.changes, secret_mapper)
+            .waits_for(secrets.synced)
+            .watches(namespaces.changes, namespace_mapper)
+            .waits_for(namespaces.synced)
+            .reconcile_all_on(root_changes)
+            .workers(settings.concurrency.into())
+            .run(ctx, reconcile, gates)
+    });
+    future::join_all(controllers).await;
 }
 
 async fn reconcile(cr: Arc<CredentialsRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let work = async {
-        future::join_all(ctx.synced.iter().map(Synced::wait)).await;
-        ctx.reconcile(&cr).await
-    };
-    ctx.tracker.track(cr.as_ref(), work).await
+    ctx.reconcile(&cr).await
 }
 
 /// Root credentials: (resourceVersion, access key id, secret access key).

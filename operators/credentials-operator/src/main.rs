@@ -106,13 +106,11 @@ async fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
     operator::run("credentials-operator", &args.run, |rt| async move {
-        if !rt.cold_standby().await {
-            return;
-        }
         let settings = Settings {
             instance: rt.instance,
             metrics: rt.metrics.controller("credentialsrequest"),
             readiness: Some(rt.readiness),
+            leading: Some(rt.leading),
             ..settings
         };
         controller::run(rt.client, settings, rt.stop).await
