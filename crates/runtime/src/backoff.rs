@@ -41,9 +41,13 @@ where
 
     /// Records a failure of `obj`; returns how long to wait before the next attempt.
     pub fn failed(&self, obj: &K) -> Duration {
-        let key = ObjectRef::from_obj(obj);
+        self.failed_key(&ObjectRef::from_obj(obj))
+    }
+
+    /// [`failed`](Self::failed) by key (the object may not exist).
+    pub fn failed_key(&self, key: &ObjectRef<K>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(key).or_insert(0);
+        let n = failures.entry(key.clone()).or_insert(0);
         let delay = self.delay(*n);
         *n = n.saturating_add(1);
         delay
@@ -51,11 +55,15 @@ where
 
     /// Records a success of `obj`: the next failure starts from the base delay again.
     pub fn succeeded(&self, obj: &K) {
-        let key = ObjectRef::from_obj(obj);
+        self.succeeded_key(&ObjectRef::from_obj(obj));
+    }
+
+    /// [`succeeded`](Self::succeeded) by key.
+    pub fn succeeded_key(&self, key: &ObjectRef<K>) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+            .remove(key);
     }
 
     /// Consecutive failures of `obj` so far.

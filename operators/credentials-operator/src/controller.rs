@@ -24,7 +24,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
-use operon_runtime::controller::{self, Action, Controller, Gates};
+use operon_runtime::controller::{self, Action, Controller, Gates, ReadyWhenSynced};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::metrics::ControllerMetrics;
@@ -223,7 +223,7 @@ pub async fn run(
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::FutureExt::shared(Box::pin(shutdown));
-    let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
+    let ready = ReadyWhenSynced::new(settings.readiness.clone(), scopes.len());
     let controllers = scopes.into_iter().map(|scope| {
         let requests_api: Api<CredentialsRequest> = match scope.as_deref() {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -287,18 +287,8 @@ pub async fn run(
             namespaces: namespaces.store.clone(),
             root: Mutex::new(None),
         });
-        let mut gates = Gates::new(shutdown.clone());
-        if let Some(leading) = settings.leading.clone() {
-            gates = gates.leading(leading);
-        }
-        if let Some(readiness) = settings.readiness.clone() {
-            let unsynced = unsynced.clone();
-            gates = gates.on_synced(move || {
-                if unsynced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                    readiness.set_ready(true);
-                }
-            });
-        }
+        // Ready once every scope's caches have their initial lists.
+        let gates = ready.count(Gates::new(shutdown.clone()).leading_opt(settings.leading.clone()));
         tracing::info!(mode = ?settings.mode, namespace = scope.as_deref().unwrap_or("<all>"), "starting CredentialsRequest controller");
         Controller::new("credentialsrequest", requests, settings.metrics.clone())
             .filter(request_fingerprint)

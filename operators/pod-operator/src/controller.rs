@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
@@ -20,7 +19,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use operon_runtime::admin::Readiness;
 use operon_runtime::conditions::{self, Desired};
-use operon_runtime::controller::{self, Action, Controller, Gates};
+use operon_runtime::controller::{self, Action, Controller, Gates, ReadyWhenSynced};
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
 use operon_runtime::operator::Leading;
@@ -112,7 +111,7 @@ pub async fn run(
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let unsynced = Arc::new(AtomicUsize::new(scopes.len()));
+    let ready = ReadyWhenSynced::new(settings.readiness.clone(), scopes.len());
     let controllers = scopes.into_iter().map(|namespace| {
         let ns = namespace.as_deref();
         // Watch the PodRequests' spec (generation), and the Pods by what a reconcile reads of them.
@@ -140,19 +139,8 @@ pub async fn run(
             let key = ObjectRef::<PodRequest>::new(&pod.name_any()).within(&pod.namespace()?);
             requests_store.get(&key).map(|_| key)
         };
-        let mut gates = Gates::new(shutdown.clone());
-        if let Some(leading) = settings.leading.clone() {
-            gates = gates.leading(leading);
-        }
-        if let Some(readiness) = settings.readiness.clone() {
-            let unsynced = unsynced.clone();
-            gates = gates.on_synced(move || {
-                // Ready once every scope's caches have their initial lists.
-                if unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    readiness.set_ready(true);
-                }
-            });
-        }
+        // Ready once every scope's caches have their initial lists.
+        let gates = ready.count(Gates::new(shutdown.clone()).leading_opt(settings.leading.clone()));
         tracing::info!(
             namespace = ns.unwrap_or("<all>"),
             "starting PodRequest controller"

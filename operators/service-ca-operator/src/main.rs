@@ -101,15 +101,14 @@ async fn main() -> anyhow::Result<()> {
     let signing_namespace = args.signing_namespace;
     let mut result = Ok(());
     operator::run("service-ca-operator", &args.run, |rt| {
-        settings.namespace = signing_namespace.unwrap_or(rt.namespace.clone());
-        settings.instance = rt.instance.clone();
-        settings.metrics = rt.metrics.clone();
-        settings.readiness = Some(rt.readiness.clone());
+        settings.namespace = signing_namespace.unwrap_or(rt.namespace);
+        settings.instance = rt.instance;
+        settings.metrics = rt.metrics;
+        settings.readiness = Some(rt.readiness);
+        settings.leading = Some(rt.leading);
         let result = &mut result;
         async move {
-            if rt.cold_standby().await {
-                *result = controller::run(rt.client, settings, rt.stop).await;
-            }
+            *result = controller::run(rt.client, settings, rt.stop).await;
         }
     })
     .await?;

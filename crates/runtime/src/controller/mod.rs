@@ -233,10 +233,56 @@ impl Gates {
         self
     }
 
+    /// [`leading`](Self::leading) when there is such a gate (`None`: lead at once).
+    pub fn leading_opt(self, leading: Option<impl Future<Output = ()> + Send + 'static>) -> Gates {
+        match leading {
+            Some(leading) => self.leading(leading),
+            None => self,
+        }
+    }
+
     /// Called once the caches are synced (readiness).
     pub fn on_synced(mut self, synced: impl FnOnce() + Send + 'static) -> Gates {
         self.synced = Some(Box::new(synced));
         self
+    }
+}
+
+/// Readiness for an operator of several controllers (or namespace scopes): ready once each of
+/// `n` has its caches synced.
+#[derive(Clone)]
+pub struct ReadyWhenSynced {
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+    readiness: Option<crate::admin::Readiness>,
+}
+
+impl ReadyWhenSynced {
+    /// `readiness` (if any) is set once `n` controllers are synced; `n = 0` sets it at once.
+    pub fn new(readiness: Option<crate::admin::Readiness>, n: usize) -> Self {
+        if n == 0
+            && let Some(r) = &readiness
+        {
+            r.set_ready(true);
+        }
+        ReadyWhenSynced {
+            remaining: Arc::new(std::sync::atomic::AtomicUsize::new(n)),
+            readiness,
+        }
+    }
+
+    /// `gates` that count one controller toward readiness when its caches are synced.
+    pub fn count(&self, gates: Gates) -> Gates {
+        let this = self.clone();
+        gates.on_synced(move || {
+            let before = this
+                .remaining
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            if before == 1
+                && let Some(r) = &this.readiness
+            {
+                r.set_ready(true);
+            }
+        })
     }
 }
 
@@ -259,6 +305,8 @@ where
     metrics: Arc<ControllerMetrics>,
     backoff: Backoff<K>,
     workers: usize,
+    /// Keys reconciled at start whether or not their object exists.
+    always: Vec<ObjectRef<K>>,
 }
 
 impl<K> Controller<K>
@@ -277,7 +325,16 @@ where
             metrics,
             backoff: Backoff::default(),
             workers: 1,
+            always: Vec::new(),
         }
+    }
+
+    /// Reconciles `key` at start even if no such object exists (with
+    /// [`run_keyed`](Self::run_keyed), which is told the object is absent): for an object the
+    /// controller creates, such as a singleton.
+    pub fn always(mut self, key: ObjectRef<K>) -> Self {
+        self.always.push(key);
+        self
     }
 
     /// Only changes of the primary objects that change `fingerprint` trigger (e.g. the
@@ -345,12 +402,40 @@ where
         self.store.clone()
     }
 
-    /// Runs until `gates.stop`: see the module docs.
+    /// Runs until `gates.stop`, reconciling the objects of the cache: see the module docs.
     pub async fn run<Ctx, E, F, Fut>(self, ctx: Arc<Ctx>, reconcile: F, gates: Gates)
     where
         Ctx: Send + Sync + 'static,
         E: Cause + Send + 'static,
         F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let reconcile = move |_key: ObjectRef<K>, obj: Option<Arc<K>>, ctx: Arc<Ctx>| match obj {
+            Some(obj) => futures::future::Either::Left(reconcile(obj, ctx)),
+            None => {
+                futures::future::Either::Right(futures::future::ready(Ok(Action::await_change())))
+            }
+        };
+        self.start(ctx, reconcile, gates, false).await
+    }
+
+    /// Like [`run`](Self::run), but reconciles keys whose object is not (or no longer) in the
+    /// cache too, with `None`.
+    pub async fn run_keyed<Ctx, E, F, Fut>(self, ctx: Arc<Ctx>, reconcile: F, gates: Gates)
+    where
+        Ctx: Send + Sync + 'static,
+        E: Cause + Send + 'static,
+        F: Fn(ObjectRef<K>, Option<Arc<K>>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        self.start(ctx, reconcile, gates, true).await
+    }
+
+    async fn start<Ctx, E, F, Fut>(self, ctx: Arc<Ctx>, reconcile: F, gates: Gates, absent: bool)
+    where
+        Ctx: Send + Sync + 'static,
+        E: Cause + Send + 'static,
+        F: Fn(ObjectRef<K>, Option<Arc<K>>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
         let Controller {
@@ -362,8 +447,12 @@ where
             metrics,
             backoff,
             workers,
+            always,
         } = self;
         let queue = WorkQueue::<ObjectRef<K>>::new(metrics.clone());
+        for key in always {
+            queue.add(key);
+        }
         triggers.push(
             primary
                 .map(|change| Trigger::One(ObjectRef::from_obj(change.object())))
@@ -424,6 +513,7 @@ where
                 reconcile,
                 backoff,
                 metrics,
+                absent,
             });
             for _ in 0..workers {
                 tasks.spawn(worker.clone().work());
@@ -453,6 +543,9 @@ where
     reconcile: F,
     backoff: Backoff<K>,
     metrics: Arc<ControllerMetrics>,
+    /// Reconcile keys whose object is not in the cache (else they are skipped: deleted, and
+    /// finalizers keep the objects that need cleanup).
+    absent: bool,
 }
 
 impl<K, Ctx, F> Worker<K, Ctx, F>
@@ -464,13 +557,12 @@ where
     async fn work<E, Fut>(self: Arc<Self>)
     where
         E: Cause + Send + 'static,
-        F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        F: Fn(ObjectRef<K>, Option<Arc<K>>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
         while let Some(key) = self.queue.get().await {
-            // Gone from the cache: deleted, and nothing to reconcile (finalizers keep objects
-            // that need cleanup).
-            if let Some(obj) = self.store.get(&key) {
+            let obj = self.store.get(&key);
+            if obj.is_some() || self.absent {
                 let span = tracing::info_span!("reconcile", controller = %self.name, object = %key);
                 self.reconcile_one(&key, obj).instrument(span).await;
             }
@@ -478,32 +570,32 @@ where
         }
     }
 
-    async fn reconcile_one<E, Fut>(&self, key: &ObjectRef<K>, obj: Arc<K>)
+    async fn reconcile_one<E, Fut>(&self, key: &ObjectRef<K>, obj: Option<Arc<K>>)
     where
         E: Cause + Send + 'static,
-        F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        F: Fn(ObjectRef<K>, Option<Arc<K>>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
         let timer = self.metrics.begin();
-        let work = (self.reconcile)(obj.clone(), self.ctx.clone());
+        let work = (self.reconcile)(key.clone(), obj, self.ctx.clone());
         // A panicking reconcile is an error to retry, not a lost worker.
         let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
         match outcome {
             Ok(Ok(action)) => {
-                self.backoff.succeeded(obj.as_ref());
+                self.backoff.succeeded_key(key);
                 self.metrics.finished(timer, None);
                 if let Some(delay) = action.requeue_after() {
                     self.queue.add_after(key.clone(), delay);
                 }
             }
             Ok(Err(error)) => {
-                let delay = self.backoff.failed(obj.as_ref());
+                let delay = self.backoff.failed_key(key);
                 self.metrics.finished(timer, Some(error.cause()));
                 self.queue.retry_after(key.clone(), delay);
                 tracing::warn!(retry_in = ?delay, cause = error.cause(), "{error}");
             }
             Err(_) => {
-                let delay = self.backoff.failed(obj.as_ref());
+                let delay = self.backoff.failed_key(key);
                 self.metrics.finished(timer, Some("panic"));
                 self.queue.retry_after(key.clone(), delay);
                 tracing::error!(retry_in = ?delay, "the reconcile panicked");

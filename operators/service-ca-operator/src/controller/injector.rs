@@ -8,7 +8,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -16,16 +15,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use operon_runtime::cache::Synced;
-use operon_runtime::reconciler::Tracker;
+use operon_runtime::controller::{self, Action, Controller, Gates};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CaWatch, Error, MANAGER, Settings, Stop, ca_changes, current_ca, trim_managed_fields};
+use super::{CaWatch, Error, MANAGER, Settings, ca_changes, current_ca};
 use crate::inject::{self, Target};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -34,7 +31,6 @@ struct Context<K: Resource<DynamicType = ()>> {
     client: Client,
     target: Target,
     ca: CaWatch,
-    tracker: Tracker<K>,
     /// The Api to patch an object through (namespaced or not).
     api_for: fn(Client, Option<String>) -> Api<K>,
 }
@@ -45,24 +41,27 @@ pub fn configmaps(
     namespace: Option<&str>,
     settings: &Settings,
     ca: CaWatch,
-    stop: Stop,
-) -> (Task, Synced) {
+    gates: Gates,
+) -> Task {
     let api: Api<ConfigMap> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let api_for: fn(Client, Option<String>) -> Api<ConfigMap> =
         |client, ns| Api::namespaced(client, ns.as_deref().unwrap_or_default());
-    injector(client, api, Target::ConfigMap, api_for, settings, ca, stop)
+    injector(client, api, Target::ConfigMap, api_for, settings, ca, gates)
 }
 
-/// The injectors of the cluster-scoped kinds.
+/// How many injectors [`cluster_scoped`] runs.
+pub const CLUSTER_SCOPED: usize = 4;
+
+/// The injectors of the cluster-scoped kinds, each with the gates `gates` makes.
 pub fn cluster_scoped(
     client: Client,
     settings: &Settings,
     ca: CaWatch,
-    stop: &Stop,
-) -> Vec<(Task, Synced)> {
+    gates: impl Fn() -> Gates,
+) -> Vec<Task> {
     vec![
         injector(
             client.clone(),
@@ -71,7 +70,7 @@ pub fn cluster_scoped(
             |client, _| Api::all(client),
             settings,
             ca.clone(),
-            stop.clone(),
+            gates(),
         ),
         injector(
             client.clone(),
@@ -80,7 +79,7 @@ pub fn cluster_scoped(
             |client, _| Api::all(client),
             settings,
             ca.clone(),
-            stop.clone(),
+            gates(),
         ),
         injector(
             client.clone(),
@@ -89,7 +88,7 @@ pub fn cluster_scoped(
             |client, _| Api::all(client),
             settings,
             ca.clone(),
-            stop.clone(),
+            gates(),
         ),
         injector(
             client.clone(),
@@ -98,7 +97,7 @@ pub fn cluster_scoped(
             |client, _| Api::all(client),
             settings,
             ca,
-            stop.clone(),
+            gates(),
         ),
     ]
 }
@@ -110,8 +109,8 @@ fn injector<K>(
     api_for: fn(Client, Option<String>) -> Api<K>,
     settings: &Settings,
     ca: CaWatch,
-    stop: Stop,
-) -> (Task, Synced)
+    gates: Gates,
+) -> Task
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -123,60 +122,31 @@ where
         + 'static,
 {
     let kind = K::kind(&()).to_ascii_lowercase();
-    let metrics = settings.metrics.controller(&kind);
-    let synced = Synced::new();
-    let (store, writer) = reflector::store::<K>();
-    let objects = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim_managed_fields)
-        .reflect(writer)
-        .inspect_ok(synced.on_event())
-        .touched_objects()
-        .inspect_ok({
-            let metrics = metrics.clone();
-            move |o: &K| metrics.queued(&ObjectRef::from_obj(o).to_string())
-        });
+    let objects = controller::reflect(
+        api,
+        watcher::Config::default(),
+        controller::trim_managed_fields,
+    );
     let ctx = Arc::new(Context {
         client,
         target,
         ca: ca.clone(),
-        tracker: Tracker::new(metrics),
         api_for,
     });
-    let concurrency = settings.concurrency;
-    let task = async move {
-        tracing::info!(%kind, "starting CA bundle injector");
-        Controller::for_stream(objects, store)
+    tracing::info!(%kind, "starting CA bundle injector");
+    Box::pin(
+        Controller::new(&kind, objects, settings.metrics.controller(&kind))
             .reconcile_all_on(ca_changes(ca))
-            .with_config(ControllerConfig::default().concurrency(concurrency))
-            .graceful_shutdown_on(stop)
-            .run(reconcile::<K>, error_policy::<K>, ctx)
-            .for_each(|result| async move {
-                match result {
-                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                    Err(e) => tracing::debug!("reconcile failed: {e}"),
-                }
-            })
-            .await;
-        tracing::info!(%kind, "CA bundle injector stopped");
-    };
-    (Box::pin(task), synced)
-}
-
-fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context<K>>) -> Action
-where
-    K: Resource<DynamicType = ()>,
-{
-    ctx.tracker.retry(obj.as_ref(), error)
+            .workers(settings.concurrency.into())
+            .run(ctx, reconcile::<K>, gates),
+    )
 }
 
 async fn reconcile<K>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize,
 {
-    ctx.tracker
-        .track(obj.as_ref(), inject_into(obj.as_ref(), &ctx))
-        .await
+    inject_into(obj.as_ref(), &ctx).await
 }
 
 async fn inject_into<K>(obj: &K, ctx: &Context<K>) -> Result<Action, Error>

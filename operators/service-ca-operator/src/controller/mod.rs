@@ -18,8 +18,9 @@ use futures::future::{self, FutureExt, Shared};
 use futures::{Stream, StreamExt};
 use kube::Client;
 use operon_runtime::admin::Readiness;
-use operon_runtime::cache::Synced;
+use operon_runtime::controller::{Gates, ReadyWhenSynced};
 use operon_runtime::metrics::Metrics;
+use operon_runtime::operator::Leading;
 
 use crate::pki::{
     self, DEFAULT_CA_LIFETIME, DEFAULT_CLUSTER_DOMAIN, DEFAULT_REFRESH_MARGIN,
@@ -97,8 +98,10 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Reconcile and work-queue metrics, one controller name per kind.
     pub metrics: Arc<Metrics>,
-    /// Set ready once the CA is loaded and every cache has its initial list.
+    /// Set ready once every cache has its initial list.
     pub readiness: Option<Readiness>,
+    /// Reconcile only once this resolves (leadership); the caches fill before. `None`: at once.
+    pub leading: Option<Leading>,
 }
 
 impl Default for Settings {
@@ -118,6 +121,7 @@ impl Default for Settings {
             instance: None,
             metrics: Metrics::new(),
             readiness: None,
+            leading: None,
         }
     }
 }
@@ -162,55 +166,54 @@ pub async fn run(
     }
     let boxed: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
     let stop: Stop = boxed.shared();
-    let signer = signer::Signer::new(client.clone(), &settings);
-    let ca = signer.subscribe();
-
-    let mut synced: Vec<Synced> = Vec::new();
-    let mut tasks: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
-    tasks.push(Box::pin(signer.run(stop.clone())));
-
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
+    // Ready once every controller's caches have their initial lists: the signer's, and per
+    // scope the serving and ConfigMap controllers', and the cluster-scoped injectors'.
+    let controllers = 1
+        + 2 * scopes.len()
+        + if settings.inject_cluster_scoped {
+            injector::CLUSTER_SCOPED
+        } else {
+            0
+        };
+    let ready = ReadyWhenSynced::new(settings.readiness.clone(), controllers);
+    let gates = || ready.count(Gates::new(stop.clone()).leading_opt(settings.leading.clone()));
+
+    let signer = signer::Signer::new(client.clone(), &settings);
+    let ca = signer.subscribe();
+    let mut tasks: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    tasks.push(Box::pin(signer.controller(
+        client.clone(),
+        &settings,
+        gates(),
+    )));
     for scope in &scopes {
-        let (task, ready) = serving::controller(
+        tasks.push(Box::pin(serving::controller(
             client.clone(),
             scope.as_deref(),
             &settings,
             ca.clone(),
-            stop.clone(),
-        );
-        tasks.push(Box::pin(task));
-        synced.extend(ready);
-        let (task, ready) = injector::configmaps(
+            gates(),
+        )));
+        tasks.push(injector::configmaps(
             client.clone(),
             scope.as_deref(),
             &settings,
             ca.clone(),
-            stop.clone(),
-        );
-        tasks.push(Box::pin(task));
-        synced.push(ready);
+            gates(),
+        ));
     }
     if settings.inject_cluster_scoped {
-        for (task, ready) in injector::cluster_scoped(client.clone(), &settings, ca.clone(), &stop)
-        {
-            tasks.push(task);
-            synced.push(ready);
-        }
-    }
-
-    if let Some(readiness) = settings.readiness.clone() {
-        let mut ca = ca.clone();
-        tokio::spawn(async move {
-            let loaded = ca.wait_for(Option::is_some).await.is_ok();
-            future::join_all(synced.iter().map(Synced::wait)).await;
-            if loaded {
-                readiness.set_ready(true);
-            }
-        });
+        tasks.extend(injector::cluster_scoped(
+            client.clone(),
+            &settings,
+            ca,
+            gates,
+        ));
     }
     tracing::info!(
         namespace = %settings.namespace,
@@ -238,11 +241,6 @@ pub(crate) async fn current_ca(ca: &CaWatch) -> Option<Arc<CaState>> {
     let mut ca = ca.clone();
     let state = ca.wait_for(Option::is_some).await.ok()?;
     state.clone()
-}
-
-/// managedFields are most of an object's size and the operator never reads them.
-pub(crate) fn trim_managed_fields<K: kube::ResourceExt>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
 }
 
 /// Whether `cached` is older than what this operator last wrote (`written`): resourceVersions

@@ -14,23 +14,21 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Future, StreamExt, TryStreamExt};
+use futures::Future;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use operon_runtime::cache::Synced;
+use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
-use operon_runtime::reconciler::Tracker;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    CaState, CaWatch, Error, MANAGER, MAX_REQUEUE, Settings, Stop, ca_changes, current_ca,
-    is_stale, is_status, trim_managed_fields,
+    CaState, CaWatch, Error, MANAGER, MAX_REQUEUE, Settings, ca_changes, current_ca, is_stale,
+    is_status,
 };
 use crate::pki::{KeyAlgorithm, ServingCertRequest};
 use crate::serving::{self as rules, SecretCheck};
@@ -45,9 +43,7 @@ struct Context {
     client: Client,
     ca: CaWatch,
     secrets: Store<Secret>,
-    secrets_synced: Synced,
     events: Events,
-    tracker: Tracker<Service>,
     cluster_domain: String,
     lifetime: Duration,
     margin: Duration,
@@ -82,78 +78,44 @@ fn has_given_up(svc: &Service) -> bool {
 
 /// What in a Service makes a reconcile worthwhile; our own annotation writes and the error
 /// count going up are left out, so they don't retrigger (the backoff paces retries).
-fn service_fingerprint(svc: &Service) -> Option<u64> {
+fn service_fingerprint(svc: &Service) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     svc.metadata.uid.hash(&mut h);
     rules::requested_secret_name(svc).hash(&mut h);
     rules::is_headless(svc).hash(&mut h);
     error_num(svc).is_none().hash(&mut h);
     svc.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
+    h.finish()
 }
 
-/// The serving controller for one namespace scope (`None`: all), and the caches whose initial
-/// lists readiness waits for.
+/// The serving controller for one namespace scope (`None`: all).
 pub fn controller(
     client: Client,
     namespace: Option<&str>,
     settings: &Settings,
     ca: CaWatch,
-    stop: Stop,
-) -> (impl Future<Output = ()> + Send + 'static, Vec<Synced>) {
-    let services_api: Api<Service> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let secrets_api: Api<Secret> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let metrics = settings.metrics.controller("service");
-
-    let services_synced = Synced::new();
-    let (service_store, service_writer) = reflector::store::<Service>();
-    let services = watcher(services_api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim_managed_fields)
-        .reflect(service_writer)
-        .inspect_ok(services_synced.on_event())
-        .touched_objects()
-        .predicate_filter(service_fingerprint, Default::default())
-        .inspect_ok({
-            let metrics = metrics.clone();
-            move |svc: &Service| metrics.queued(&ObjectRef::from_obj(svc).to_string())
-        });
-
+    gates: Gates,
+) -> impl Future<Output = ()> + Send + 'static {
+    let services = controller::reflect::<Service>(
+        scoped(&client, namespace),
+        watcher::Config::default(),
+        controller::trim_managed_fields,
+    );
     // Only the Secrets this operator wrote: the operator never needs the others' contents.
-    let secrets_synced = Synced::new();
-    let (secret_store, secret_writer) = reflector::store::<Secret>();
-    let secrets = watcher(
-        secrets_api,
+    let secrets = controller::reflect::<Secret>(
+        scoped(&client, namespace),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-    )
-    .default_backoff()
-    .modify(trim_managed_fields)
-    .reflect(secret_writer)
-    .inspect_ok(secrets_synced.on_event())
-    .touched_objects();
-    let mapper = {
-        let metrics = metrics.clone();
-        move |secret: Secret| {
-            let service = secret.annotations().get(ORIGINATING_SERVICE_NAME)?.clone();
-            let key = ObjectRef::<Service>::new(&service).within(&secret.namespace()?);
-            metrics.queued(&key.to_string());
-            Some(key)
-        }
+        controller::trim_managed_fields,
+    );
+    let mapper = |secret: Secret| {
+        let service = secret.annotations().get(ORIGINATING_SERVICE_NAME)?.clone();
+        Some(ObjectRef::<Service>::new(&service).within(&secret.namespace()?))
     };
-
     let ctx = Arc::new(Context {
         client: client.clone(),
         ca: ca.clone(),
-        secrets: secret_store,
-        secrets_synced: secrets_synced.clone(),
+        secrets: secrets.store.clone(),
         events: Events::new(client, MANAGER, settings.instance.clone()),
-        tracker: Tracker::new(metrics),
         cluster_domain: settings.cluster_domain.clone(),
         lifetime: settings.serving_cert_lifetime,
         margin: settings.refresh_margin,
@@ -161,34 +123,31 @@ pub fn controller(
         written: Mutex::default(),
         signed: Mutex::default(),
     });
-    let concurrency = settings.concurrency;
-    let scope = namespace.unwrap_or("<all>").to_owned();
-    let task = async move {
-        tracing::info!(namespace = %scope, "starting serving-cert controller");
-        Controller::for_stream(services, service_store)
-            .watches_stream(secrets, mapper)
-            .reconcile_all_on(ca_changes(ca))
-            .with_config(ControllerConfig::default().concurrency(concurrency))
-            .graceful_shutdown_on(stop)
-            .run(reconcile, error_policy, ctx)
-            .for_each(|result| async move {
-                match result {
-                    Ok((obj, _)) => tracing::debug!(service = %obj, "reconciled"),
-                    Err(e) => tracing::debug!("reconcile failed: {e}"),
-                }
-            })
-            .await;
-        tracing::info!(namespace = %scope, "serving-cert controller stopped");
-    };
-    (task, vec![services_synced, secrets_synced])
-}
-
-fn error_policy(svc: Arc<Service>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.tracker.retry(svc.as_ref(), error)
+    tracing::info!(
+        namespace = namespace.unwrap_or("<all>"),
+        "starting serving-cert controller"
+    );
+    Controller::new("service", services, settings.metrics.controller("service"))
+        .filter(service_fingerprint)
+        .watches(secrets.changes, mapper)
+        .waits_for(secrets.synced)
+        .reconcile_all_on(ca_changes(ca))
+        .workers(settings.concurrency.into())
+        .run(ctx, reconcile, gates)
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.tracker.track(svc.as_ref(), ctx.reconcile(&svc)).await
+    ctx.reconcile(&svc).await
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 impl Context {
@@ -211,7 +170,6 @@ impl Context {
             // The signer stopped: shutting down.
             return Ok(Action::await_change());
         };
-        self.secrets_synced.wait().await;
 
         let name = svc.name_any();
         let uid = svc.metadata.uid.clone().unwrap_or_default();

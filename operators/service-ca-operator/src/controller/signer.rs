@@ -3,26 +3,29 @@
 //! bundle published to the `signing-cabundle` ConfigMap next to it. The loaded CA is broadcast
 //! to the other controllers through a watch channel.
 //!
-//! Only this task writes the signing Secret; it follows the Secret with a watch on its name, so
-//! a deleted Secret is replaced by a brand-new CA (no overlap, as in OpenShift) and an
-//! annotation asking for rotation is acted on at once.
+//! A controller of one object on the runtime's engine: only it writes the signing Secret, which
+//! it watches by name, so a deleted Secret is replaced by a brand-new CA (no overlap, as in
+//! OpenShift) and an annotation asking for rotation is acted on at once; it also runs at the
+//! rotation deadline, and is retried with backoff (100 ms doubling to a minute) on errors.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use operon_runtime::backoff::Backoff;
+use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::{Error, MANAGER, MAX_REQUEUE, Settings, Stop, is_status};
+use super::{Error, MANAGER, MAX_REQUEUE, Settings, is_status};
 use crate::pki::{self, KeyAlgorithm, SigningCa};
 use crate::{
     CA_BUNDLE_KEY, FORCE_ROTATION_REASON, FORCED_ROTATION_REASON, INTERMEDIATE_CA_KEY, MANAGED_BY,
@@ -51,6 +54,9 @@ pub struct Signer {
     rotation_margin: Duration,
     forced_reason: Option<String>,
     tx: watch::Sender<Option<Arc<CaState>>>,
+    /// The signing Secret as this signer last wrote it, and the resourceVersion it replaced
+    /// (`None` when it created it): a cached copy still at that version is older than ours.
+    written: Mutex<Option<(Option<String>, Secret)>>,
 }
 
 fn data_str<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
@@ -104,12 +110,12 @@ fn secret_data(entries: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
         .collect()
 }
 
-/// `Instant` for a wall-clock time, at most [`MAX_REQUEUE`] ahead.
-fn instant_at(at: OffsetDateTime) -> Instant {
-    let wait = (at - OffsetDateTime::now_utc())
+/// How long until a wall-clock time, at most [`MAX_REQUEUE`].
+fn wait_until(at: OffsetDateTime) -> Duration {
+    let wait: Duration = (at - OffsetDateTime::now_utc())
         .try_into()
         .unwrap_or(Duration::ZERO);
-    Instant::now() + wait.min(MAX_REQUEUE)
+    wait.min(MAX_REQUEUE)
 }
 
 impl Signer {
@@ -124,6 +130,7 @@ impl Signer {
             rotation_margin: settings.ca_rotation_margin,
             forced_reason: settings.force_rotation_reason.clone(),
             tx,
+            written: Mutex::new(None),
         }
     }
 
@@ -131,65 +138,38 @@ impl Signer {
         self.tx.subscribe()
     }
 
-    /// Follows the signing Secret until `stop`.
-    pub async fn run(self, stop: Stop) {
-        let config =
-            watcher::Config::default().fields(&format!("metadata.name={SIGNING_SECRET_NAME}"));
-        let events = watcher(self.secrets.clone(), config).default_backoff();
-        tokio::pin!(events);
-        let mut current: Option<Secret> = None;
-        let mut initial: Option<Secret> = None;
-        let mut listed = false;
-        let mut next: Option<Instant> = None;
-        let mut failures: u32 = 0;
-        loop {
-            let timer = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = stop.clone() => break,
-                event = events.next() => {
-                    match event {
-                        None => break,
-                        Some(Err(e)) => tracing::warn!("watching the signing Secret: {e}"),
-                        Some(Ok(watcher::Event::Init)) => initial = None,
-                        Some(Ok(watcher::Event::InitApply(s))) => initial = Some(s),
-                        Some(Ok(watcher::Event::InitDone)) => {
-                            current = initial.take();
-                            listed = true;
-                            next = Some(Instant::now());
-                        }
-                        Some(Ok(watcher::Event::Apply(s))) => {
-                            current = Some(s);
-                            next = Some(Instant::now());
-                        }
-                        Some(Ok(watcher::Event::Delete(_))) => {
-                            current = None;
-                            next = Some(Instant::now());
-                        }
-                    }
-                }
-                _ = timer, if listed => {
-                    match self.sync(&mut current).await {
-                        Ok(at) => {
-                            failures = 0;
-                            next = Some(instant_at(at));
-                        }
-                        Err(e) => {
-                            failures = failures.saturating_add(1);
-                            let delay = Duration::from_millis(100)
-                                .saturating_mul(1 << failures.min(9));
-                            tracing::warn!(retry_in = ?delay, cause = operon_runtime::reconciler::Cause::cause(&e), "signing CA: {e}");
-                            next = Some(Instant::now() + delay);
-                        }
-                    }
-                }
+    /// The signer as a controller of the signing Secret in `namespace`, until `gates` stop it.
+    pub fn controller(
+        self,
+        client: Client,
+        settings: &Settings,
+        gates: Gates,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let secret = controller::reflect(
+            Api::<Secret>::namespaced(client, &settings.namespace),
+            watcher::Config::default().fields(&format!("metadata.name={SIGNING_SECRET_NAME}")),
+            controller::trim_managed_fields,
+        );
+        Controller::new("signer", secret, settings.metrics.controller("signer"))
+            // Also when it doesn't exist: the signer creates it.
+            .always(ObjectRef::new(SIGNING_SECRET_NAME).within(&settings.namespace))
+            .backoff(Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+            ))
+            .run_keyed(Arc::new(self), reconcile, gates)
+    }
+
+    /// The cached signing Secret, unless it is older than the one this signer last wrote.
+    fn freshest(&self, cached: Option<Arc<Secret>>) -> Option<Secret> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match (cached, written.as_ref()) {
+            (None, Some((None, created))) => Some(created.clone()),
+            (Some(c), Some((replaced, ours))) if c.resource_version() == *replaced => {
+                Some(ours.clone())
             }
+            (cached, _) => cached.map(|c| (*c).clone()),
         }
-        tracing::info!("signer stopped");
     }
 
     /// Brings the signing Secret and the bundle ConfigMap to what they should be and publishes
@@ -380,4 +360,19 @@ impl Signer {
             .await?;
         Ok(())
     }
+}
+
+/// Brings the signing CA to what it should be; looks again at the rotation deadline.
+async fn reconcile(
+    _key: ObjectRef<Secret>,
+    cached: Option<Arc<Secret>>,
+    signer: Arc<Signer>,
+) -> Result<Action, Error> {
+    let mut current = signer.freshest(cached);
+    let before = current.as_ref().map(|s| s.resource_version());
+    let result = signer.sync(&mut current).await;
+    if let Some(after) = current.filter(|s| Some(s.resource_version()) != before) {
+        *signer.written.lock().unwrap_or_else(|p| p.into_inner()) = Some((before.flatten(), after));
+    }
+    Ok(Action::requeue(wait_until(result?)))
 }

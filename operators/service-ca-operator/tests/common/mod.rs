@@ -316,6 +316,9 @@ pub struct Operator {
     counter: RequestCounter,
     pub metrics: Arc<Metrics>,
     readiness: Readiness,
+    /// An admin client and the signer's namespace, to see what the operator did.
+    client: Client,
+    signer_ns: String,
 }
 
 impl Operator {
@@ -325,6 +328,7 @@ impl Operator {
         }
         let admin = env.client().await?;
         install_rbac(&admin, &settings.namespace).await?;
+        let signer_ns = settings.namespace.clone();
         let config = env
             .service_account_config(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
             .await?;
@@ -345,15 +349,45 @@ impl Operator {
             counter,
             metrics,
             readiness,
+            client: admin,
+            signer_ns,
         })
     }
 
-    /// Waits until the CA is loaded (any forced or due rotation done) and every cache is synced.
+    /// Ready (every cache synced) and the signer done with its first pass (the bundle of the
+    /// current CA published in its namespace).
     pub async fn wait_ready(&self) -> Result<()> {
         wait::until("operator ready", TIMEOUT, || async {
             match self.readiness.is_ready() {
                 true => Ok(()),
                 false => Err(self.readiness.reason().unwrap_or_default()),
+            }
+        })
+        .await?;
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.signer_ns);
+        let configmaps = Api::<ConfigMap>::namespaced(self.client.clone(), &self.signer_ns);
+        wait::until("the signer's first pass", TIMEOUT, || async {
+            let secret = secrets
+                .get_opt(SIGNING_SECRET_NAME)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no signing Secret")?;
+            let ca = secret
+                .data
+                .unwrap_or_default()
+                .get(TLS_CERT_KEY)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+                .ok_or("no tls.crt")?;
+            let bundle = configmaps
+                .get_opt(SIGNING_BUNDLE_CONFIGMAP)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|cm| cm.data.unwrap_or_default().remove(CA_BUNDLE_KEY))
+                .ok_or("no published bundle")?;
+            if bundle.contains(&ca) {
+                Ok(())
+            } else {
+                Err("the bundle lacks the CA".to_string())
             }
         })
         .await?;
