@@ -499,7 +499,6 @@ pub fn add_controller(
     let mut owned_kinds = Vec::new();
     let mut children_fields = String::new();
     let mut children_new = String::new();
-    let mut children_synced = String::new();
     let mut children_init = String::new();
     let mut owns_streams = String::new();
     let mut children_reconcile = String::new();
@@ -522,12 +521,11 @@ pub fn add_controller(
         owned_kinds.push(format!("(\"{}\", \"{}\")", o.kind, o.version));
         children_fields.push_str(&format!("\n    {f}: Children<{}>,", o.kind));
         children_new.push_str(&format!(
-            "\n    let {f}_synced = Synced::new();\n    let ({f}, {f}_changes) = Children::<{}>::new(client.clone(), MANAGER, &{f}_synced);",
+            "\n    let ({f}, {f}_watch) = Children::<{}>::new(client.clone(), MANAGER);",
             o.kind
         ));
-        children_synced.push_str(&format!(", {f}_synced"));
         children_init.push_str(&format!("\n        {f},"));
-        owns_streams.push_str(&format!("\n        .owns_stream({f}_changes)"));
+        owns_streams.push_str(&format!("\n    .owns({f}_watch)"));
         children_reconcile.push_str(&format!(
             "\n                outcome.merge(ctx.{f}.reconcile(self, wanted.{f}).await?);"
         ));
@@ -597,7 +595,6 @@ pub fn add_controller(
         ("owned_kinds", owned_kinds.join(", ")),
         ("children_fields", children_fields),
         ("children_new", children_new),
-        ("children_synced", children_synced),
         ("children_init", children_init),
         ("owns_streams", owns_streams),
         ("children_reconcile", children_reconcile),

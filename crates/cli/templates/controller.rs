@@ -13,19 +13,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use operon_runtime::cache::Synced;
 use operon_runtime::conditions::{self, Desired};
+use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::manifests::Rule;
 use operon_runtime::owned::{{{owned_uses}}};
-use operon_runtime::reconciler::{Cause, Tracker};
+use operon_runtime::reconciler::Cause;
 use serde_json::json;
 {{owned_imports}}
 use super::{Settings, Started};
@@ -95,78 +92,43 @@ pub fn owned_kinds() -> Vec<(&'static str, &'static str)> {
 
 struct Context {
     client: Client,
-    events: Events,
-    tracker: Tracker<{{Kind}}>,
-    synced: Vec<Synced>,{{children_fields}}
+    events: Events,{{children_fields}}
 }
 
 /// Changes that matter to a reconcile: not the controller's own status writes.
-fn fingerprint(obj: &{{Kind}}) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    obj.metadata.generation.hash(&mut h);
-    obj.metadata.deletion_timestamp.is_some().hash(&mut h);
-    obj.finalizers().hash(&mut h);
-    Some(h.finish())
+fn fingerprint(obj: &{{Kind}}) -> u64 {
+    controller::fingerprint(&(
+        obj.metadata.generation,
+        obj.metadata.deletion_timestamp.is_some(),
+        obj.finalizers(),
+    ))
 }
 
-/// The controller, ready to run.
+/// The controller, ready to run: it watches every {{Kind}}{{owned_doc}}, and
+/// reconciles once this replica leads and the caches are filled.
 pub fn controller(settings: &Settings) -> Started {
     let client = settings.client.clone();
-    let metrics = settings.metrics.controller("{{kind_lower}}");
-    let own_synced = Synced::new();{{children_new}}
-    let synced = vec![own_synced.clone(){{children_synced}}];
-    let (store, writer) = reflector::store::<{{Kind}}>();
-    let changes = watcher(Api::<{{Kind}}>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|obj: &mut {{Kind}}| obj.managed_fields_mut().clear())
-        .reflect(writer)
-        .inspect_ok(own_synced.on_event())
-        .touched_objects()
-        .predicate_filter(fingerprint, Default::default())
-        .inspect_ok({
-            let metrics = metrics.clone();
-            move |obj: &{{Kind}}| metrics.queued(&ObjectRef::from_obj(obj).to_string())
-        });
+    let objects = controller::reflect(
+        Api::<{{Kind}}>::all(client.clone()),
+        watcher::Config::default(),
+        controller::trim_managed_fields,
+    );{{children_new}}
     let context = Arc::new(Context {
         events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
-        client,
-        tracker: Tracker::new(metrics),
-        synced: synced.clone(),{{children_init}}
+        client,{{children_init}}
     });
-    let controller = Controller::for_stream(changes, store){{owns_streams}}
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(settings.stop.clone());
-    Started {
-        synced,
-        run: Box::pin(async move {
-            tracing::info!("starting the {{Kind}} controller");
-            controller
-                .run(reconcile, error_policy, context)
-                .for_each(|result| async move {
-                    if let Err(e) = result {
-                        tracing::debug!("reconcile failed: {e}");
-                    }
-                })
-                .await;
-            tracing::info!("the {{Kind}} controller stopped");
-        }),
-    }
+    let controller = Controller::new(
+        "{{kind_lower}}",
+        objects,
+        settings.metrics.controller("{{kind_lower}}"),
+    )
+    .filter(fingerprint){{owns_streams}}
+    .workers(settings.concurrency.into());
+    Started::new(move |gates| controller.run(context, reconcile, gates))
 }
 
-/// Counts the retry, logs the error, requeues after the object's next backoff delay.
-fn error_policy(obj: Arc<{{Kind}}>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.tracker.retry(obj.as_ref(), error)
-}
-
-/// Times the reconcile and counts its outcome (controller-runtime's metrics).
 async fn reconcile(obj: Arc<{{Kind}}>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let work = async {
-        // Owned objects are read from caches: act only once they are filled.
-        futures::future::join_all(ctx.synced.iter().map(Synced::wait)).await;
-        obj.reconcile(&ctx).await
-    };
-    ctx.tracker.track(obj.as_ref(), work).await
+    obj.reconcile(&ctx).await
 }
 
 impl Context {

@@ -1,5 +1,5 @@
 //! The operator's controllers, one module per kind (`operon add controller` adds them),
-//! started together when this replica leads.
+//! started together: their caches fill at once, and they reconcile when this replica leads.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,9 +8,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kube::Client;
 use operon_runtime::admin::Readiness;
-use operon_runtime::cache::Synced;
+use operon_runtime::controller::{Gates, ReadyWhenSynced};
 use operon_runtime::manifests::Rule;
 use operon_runtime::metrics::Metrics;
+use operon_runtime::operator::Leading;
 
 // operon:scaffold:controller-modules (`operon add controller` adds a line above)
 
@@ -32,12 +33,23 @@ pub struct Settings {
     /// Reported in Events (the Pod's name in a cluster).
     pub instance: Option<String>,
     pub stop: Stop,
+    /// Resolves when this replica leads (`None`: at once).
+    pub leading: Option<Leading>,
 }
 
-/// A controller ready to run: the caches it needs synced, and its loop.
+/// A controller ready to run, given its [`Gates`].
 pub struct Started {
-    pub synced: Vec<Synced>,
-    pub run: BoxFuture<'static, ()>,
+    run: Box<dyn FnOnce(Gates) -> BoxFuture<'static, ()> + Send>,
+}
+
+impl Started {
+    pub fn new<F: Future<Output = ()> + Send + 'static>(
+        run: impl FnOnce(Gates) -> F + Send + 'static,
+    ) -> Self {
+        Started {
+            run: Box::new(move |gates| run(gates).boxed()),
+        }
+    }
 }
 
 /// The API calls every controller makes: the operator's RBAC (config/rbac/role.yaml).
@@ -62,16 +74,14 @@ pub async fn run(settings: Settings, readiness: Option<Readiness>) {
     let started: Vec<Started> = vec![
         // operon:scaffold:controllers
     ];
-    let synced: Vec<Synced> = started.iter().flat_map(|s| s.synced.clone()).collect();
-    if let Some(readiness) = readiness {
-        tokio::spawn(async move {
-            futures::future::join_all(synced.iter().map(Synced::wait)).await;
-            readiness.set_ready(true);
-        });
-    }
+    let ready = ReadyWhenSynced::new(readiness, started.len());
     if started.is_empty() {
         tracing::warn!("no controllers yet (`operon add controller`): waiting for shutdown");
         settings.stop.clone().await;
     }
-    futures::future::join_all(started.into_iter().map(|s| s.run)).await;
+    let runs = started.into_iter().map(|s| {
+        let gates = Gates::new(settings.stop.clone()).leading_opt(settings.leading.clone());
+        (s.run)(ready.count(gates))
+    });
+    futures::future::join_all(runs).await;
 }

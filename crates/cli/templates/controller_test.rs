@@ -43,6 +43,7 @@ async fn {{kind_snake}}_gets_ready_and_is_cleaned_up_on_deletion() -> Result<()>
         metrics: Metrics::new(),
         instance: None,
         stop: controller::stop_on(stopped.map(|_| ())),
+        leading: None,
     };
     let running = tokio::spawn(controller::run(settings, None));
 

@@ -48,15 +48,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let RunCommand { concurrency, run } = *args;
             operator::run("{{name}}", &run, |rt| async move {
-                if !rt.cold_standby().await {
-                    return;
-                }
                 let settings = controller::Settings {
                     client: rt.client,
                     concurrency,
                     metrics: rt.metrics,
                     instance: rt.instance,
                     stop: controller::stop_on(rt.stop),
+                    leading: Some(rt.leading),
                 };
                 controller::run(settings, Some(rt.readiness)).await
             })

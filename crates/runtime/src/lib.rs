@@ -5,8 +5,10 @@
 //! - [`alerts`]: Prometheus alerting rules on controller-runtime's metric names;
 //! - [`audit`]: an operator's ServiceAccount checked against its declared RBAC (can-i matrix);
 //! - [`backoff`]: per-object exponential backoff (controller-runtime's 5 ms → 1000 s);
-//! - [`reconciler`]: the metrics and backoff bookkeeping around every reconcile;
-//! - [`cache`]: waiting for a reflector's initial list from many reconciles at once;
+//! - [`controller`]: the one engine every controller runs on: reflectors, a work queue with
+//!   client-go's semantics, N workers, warm standby, metrics, backoff, graceful shutdown;
+//! - [`reconciler`]: the `Cause` of a reconcile error, for metrics and logs;
+//! - [`cache`]: knowing when a reflector has its initial list, from any number of tasks;
 //! - [`conditions`]: `metav1.Condition` updates that keep `lastTransitionTime` and report change;
 //! - [`client`]: a client that counts its own requests by verb and resource;
 //! - [`finalizers`]: adding and removing finalizers without losing concurrent changes;
@@ -19,7 +21,6 @@
 //! - [`generate`]: writing those files (config/, bundle/, charts/) only when they change;
 //! - [`owned`]: the objects an operator creates for a resource, applied with ownership, pruned;
 //! - [`telemetry`]: structured logs (text or JSON);
-//! - [`workers`]: bounded concurrency that serves reconciles first come, first served;
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
 pub mod admin;
@@ -44,4 +45,3 @@ pub mod owned;
 pub mod reconciler;
 pub mod shutdown;
 pub mod telemetry;
-pub mod workers;

@@ -2,13 +2,15 @@
 //! for Go operators apply unchanged.
 //!
 //! One [`Metrics`] per process owns a Prometheus registry; each controller gets its
-//! [`ControllerMetrics`] from [`Metrics::controller`] and reports what its loop does:
+//! [`ControllerMetrics`] from [`Metrics::controller`], which its work queue and workers
+//! ([`crate::controller`]) report to:
 //!
 //! | call | series |
 //! | --- | --- |
-//! | [`ControllerMetrics::queued`] | `workqueue_adds_total`, `workqueue_depth` |
-//! | [`ControllerMetrics::retried`] | `workqueue_retries_total` (and everything `queued` does) |
-//! | [`ControllerMetrics::started`] | `workqueue_queue_duration_seconds`, `workqueue_depth`, `controller_runtime_active_workers` |
+//! | [`ControllerMetrics::queue_added`] | `workqueue_adds_total`, `workqueue_depth` |
+//! | [`ControllerMetrics::queue_retried`] | `workqueue_retries_total` |
+//! | [`ControllerMetrics::queue_got`] | `workqueue_queue_duration_seconds`, `workqueue_depth` |
+//! | [`ControllerMetrics::begin`] | `controller_runtime_active_workers`, `workqueue_unfinished_work_seconds`, `workqueue_longest_running_processor_seconds` |
 //! | [`ControllerMetrics::finished`] | `controller_runtime_reconcile_total`, `controller_runtime_reconcile_errors_total`, `controller_runtime_reconcile_time_seconds`, `workqueue_work_duration_seconds` |
 //!
 //! [`Metrics::set_leader`] sets `leader_election_master_status`, and [`Metrics::render`] adds the
@@ -295,8 +297,6 @@ pub struct ControllerMetrics {
     work_duration: Histogram,
     unfinished_work: FloatGauge,
     longest_running: FloatGauge,
-    /// Keys waiting in the queue (client-go's "dirty" set) and when each was first added.
-    waiting: Mutex<HashMap<String, Instant>>,
     in_flight: Arc<Mutex<InFlight>>,
 }
 
@@ -352,7 +352,6 @@ impl ControllerMetrics {
             work_duration: f.work_duration.get_or_create_owned(&queue),
             unfinished_work: f.unfinished_work.get_or_create_owned(&queue),
             longest_running: f.longest_running.get_or_create_owned(&queue),
-            waiting: Mutex::new(HashMap::new()),
             in_flight: Arc::default(),
         }
     }
@@ -360,18 +359,6 @@ impl ControllerMetrics {
     /// The controller name of the labels (empty for a [`Default`] instance).
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Counts one finished reconcile (`controller_runtime_reconcile_total` by result, and
-    /// `controller_runtime_reconcile_errors_total`) without timing it; [`started`](Self::started)
-    /// and [`finished`](Self::finished) also observe durations and the queue.
-    pub fn reconciled(&self, ok: bool) {
-        if ok {
-            self.reconcile_success.inc();
-        } else {
-            self.reconcile_error.inc();
-            self.reconcile_errors.inc();
-        }
     }
 
     /// Reconciles finished, successful or not.
@@ -382,29 +369,6 @@ impl ControllerMetrics {
     /// Reconciles finished with an error.
     pub fn errors(&self) -> u64 {
         self.reconcile_error.get()
-    }
-
-    /// An object was triggered (a workqueue add). Like client-go's workqueue, a key already
-    /// waiting is not added again: `workqueue_depth` counts distinct waiting keys,
-    /// `workqueue_adds_total` counts the adds that were not duplicates, and the first add's time
-    /// is what `workqueue_queue_duration_seconds` measures from. A key queued while its
-    /// reconcile runs waits again (depth 1) until its next [`started`](Self::started).
-    pub fn queued(&self, key: &str) {
-        let mut waiting = lock(&self.waiting);
-        if !waiting.contains_key(key) {
-            waiting.insert(key.to_string(), Instant::now());
-            self.adds.inc();
-            self.depth.set(gauge_value(waiting.len()));
-        }
-    }
-
-    /// An error requeue (`workqueue_retries_total`); the key also counts as
-    /// [`queued`](Self::queued). Call it when the retry is due, as client-go's `AddRateLimited`
-    /// adds the key only after the backoff delay: called earlier, the queue duration includes
-    /// the backoff.
-    pub fn retried(&self, key: &str) {
-        self.retries.inc();
-        self.queued(key);
     }
 
     /// A key entered a [`WorkQueue`](crate::controller::queue::WorkQueue), which now has
@@ -453,24 +417,6 @@ impl ControllerMetrics {
             in_flight: self.in_flight.clone(),
             active_workers: self.active_workers.clone(),
         }
-    }
-
-    /// A reconcile of `key` begins: the key leaves the waiting set, its wait is observed in
-    /// `workqueue_queue_duration_seconds` (0 if it was never queued), and the worker counts in
-    /// `controller_runtime_active_workers` until the timer is passed to
-    /// [`finished`](Self::finished) or dropped.
-    pub fn started(&self, key: &str) -> ReconcileTimer {
-        let now = Instant::now();
-        {
-            let mut waiting = lock(&self.waiting);
-            let waited = waiting
-                .remove(key)
-                .map(|added| now.saturating_duration_since(added))
-                .unwrap_or(Duration::ZERO);
-            self.depth.set(gauge_value(waiting.len()));
-            self.queue_duration.observe(waited.as_secs_f64());
-        }
-        self.begin()
     }
 
     /// The reconcile timed by `timer` ended, with an error whose cause is `error` (a short,
@@ -839,9 +785,10 @@ mod tests {
     fn reconcile_counters_have_controller_runtime_names() {
         let metrics = Metrics::new();
         let c = metrics.controller("podrequest");
-        for (key, error) in [("ns/a", None), ("ns/b", None), ("ns/c", Some("conflict"))] {
-            c.queued(key);
-            let timer = c.started(key);
+        for (depth, error) in [(2, None), (1, None), (0, Some("conflict"))] {
+            c.queue_added(depth + 1);
+            c.queue_got(Duration::from_millis(1), depth);
+            let timer = c.begin();
             c.finished(timer, error);
         }
         let text = metrics.render();
@@ -863,7 +810,11 @@ mod tests {
             "# TYPE controller_runtime_reconcile_time_seconds histogram",
             "# TYPE workqueue_depth gauge",
         ] {
-            assert!(has_line(&text, line), "missing {line:?} in:\n{text}");
+            assert!(
+                has_line(&text, line),
+                "missing {line:?} in:
+{text}"
+            );
         }
         assert!(!text.contains("_total_total"), "{text}");
         assert_eq!((c.reconciles(), c.errors()), (3, 1));
@@ -894,71 +845,10 @@ mod tests {
     }
 
     #[test]
-    fn depth_counts_distinct_waiting_keys() {
-        let c = ControllerMetrics::default();
-        c.queued("a");
-        c.queued("a");
-        c.queued("b");
-        assert_eq!((c.depth(), c.adds()), (2, 2));
-        let timer = c.started("a");
-        assert_eq!((c.depth(), c.active_workers()), (1, 1));
-        // Triggered again while running: waits for the next start.
-        c.queued("a");
-        assert_eq!(c.depth(), 2);
-        c.finished(timer, None);
-        assert_eq!((c.depth(), c.active_workers()), (2, 0));
-        let (ta, tb) = (c.started("a"), c.started("b"));
-        assert_eq!((c.depth(), c.active_workers()), (0, 2));
-        c.finished(ta, None);
-        drop(tb); // cancelled: no longer active, not counted as a reconcile
-        assert_eq!((c.depth(), c.active_workers(), c.reconciles()), (0, 0, 2));
-    }
-
-    #[test]
-    fn retries_count_as_adds() {
-        let c = ControllerMetrics::default();
-        c.retried("a");
-        c.retried("a");
-        assert_eq!((c.retries(), c.adds(), c.depth()), (2, 1, 1));
-    }
-
-    #[test]
-    fn queue_duration_runs_from_the_first_add() {
-        let metrics = Metrics::new();
-        let c = metrics.controller("q");
-        c.queued("k");
-        let first = Instant::now();
-        std::thread::sleep(Duration::from_millis(20));
-        c.queued("k"); // duplicate: the first add time is kept
-        let timer = c.started("k");
-        let waited_at_least = first.elapsed();
-        c.finished(timer, None);
-        let never_queued = c.started("never");
-        c.finished(never_queued, None);
-        let text = metrics.render();
-        let labels = r#"{controller="q",name="q"}"#;
-        let sum = value(
-            &text,
-            &format!("workqueue_queue_duration_seconds_sum{labels}"),
-        );
-        let sum = sum.unwrap_or_default();
-        assert!(
-            sum >= 0.02 && sum <= waited_at_least.as_secs_f64() + 0.001,
-            "queue duration sum {sum} in:\n{text}"
-        );
-        // The never-queued key was observed at 0 s: in the lowest bucket.
-        let lowest =
-            r#"workqueue_queue_duration_seconds_bucket{controller="q",name="q",le="1e-08"}"#;
-        assert_eq!(value(&text, lowest), Some(1.0), "{text}");
-        let count = format!("workqueue_queue_duration_seconds_count{labels}");
-        assert_eq!(value(&text, &count), Some(2.0), "{text}");
-    }
-
-    #[test]
     fn in_flight_reconciles_show_as_unfinished_work() {
         let metrics = Metrics::new();
         let c = metrics.controller("slow");
-        let timer = c.started("k");
+        let timer = c.begin();
         std::thread::sleep(Duration::from_millis(10));
         let text = metrics.render();
         let labels = r#"{controller="slow",name="slow"}"#;
@@ -992,16 +882,6 @@ mod tests {
             &metrics.render(),
             r#"leader_election_master_status{name="pod-operator"} 0"#
         ));
-    }
-
-    #[test]
-    fn legacy_reconciled_counts_results() {
-        let c = ControllerMetrics::default();
-        c.reconciled(true);
-        c.reconciled(false);
-        c.reconciled(true);
-        assert_eq!((c.reconciles(), c.errors()), (3, 1));
-        assert!(format!("{c:?}").contains("reconciles: 3"));
     }
 
     #[test]

@@ -145,23 +145,6 @@ pub struct Runtime {
     pub namespace: String,
 }
 
-impl Runtime {
-    /// For controllers not on [`crate::controller`] yet, which start only as the leader: ready
-    /// while standing by, then not ready until their caches sync. `false` when told to stop
-    /// before leading.
-    pub async fn cold_standby(&self) -> bool {
-        self.readiness.set_ready(true);
-        let leads = tokio::select! {
-            _ = self.leading.clone() => true,
-            _ = self.stop.clone() => false,
-        };
-        if leads {
-            self.readiness.set_not_ready("leader: waiting for caches");
-        }
-        leads
-    }
-}
-
 /// Builds a client configuration from `--kubeconfig` or the environment.
 pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, Error> {
     match kubeconfig.filter(|p| !p.as_os_str().is_empty()) {

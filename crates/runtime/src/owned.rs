@@ -9,24 +9,23 @@
 //! - deletes the children it controls that are no longer desired (with a UID precondition);
 //! - never touches an object of the same name that it does not control: it reports a conflict.
 //!
-//! It reads from a cache of the child kind ([`Children::new`] returns the watch stream for
-//! `Controller::owns_stream`), so callers wait for that cache before reconciling (see
-//! [`crate::cache::Synced`]).
+//! It reads from a cache of the child kind: [`Children::new`] returns the watch for
+//! [`Controller::owns`](crate::controller::Controller::owns), whose workers wait for that
+//! cache before they reconcile.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
-use futures::{Stream, TryStreamExt};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
 };
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::Synced;
+use crate::controller::{self, Reflected};
 
 /// Annotation holding a hash of the child as last applied.
 pub const APPLIED_HASH: &str = "operon.dev/applied-hash";
@@ -113,31 +112,21 @@ where
         + Sync
         + 'static,
 {
-    /// A cache of every `K` in the cluster and the stream of their changes, to give to
-    /// `Controller::owns_stream` (and to drive: the cache fills as the stream is polled).
-    /// `synced` is marked once the initial list is in. `manager` is the field manager of
-    /// applies.
-    pub fn new(
-        client: Client,
-        manager: &str,
-        synced: &Synced,
-    ) -> (
-        Self,
-        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    ) {
-        let (store, writer) = reflector::store::<K>();
-        let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-            .reflect(writer)
-            .inspect_ok(synced.on_event())
-            .touched_objects();
+    /// A cache of every `K` in the cluster, and its watch to give to
+    /// [`Controller::owns`](crate::controller::Controller::owns) (which drives it: the cache
+    /// fills as the watch is polled). `manager` is the field manager of applies.
+    pub fn new(client: Client, manager: &str) -> (Self, Reflected<K>) {
+        let reflected = controller::reflect(
+            Api::<K>::all(client.clone()),
+            watcher::Config::default(),
+            controller::trim_managed_fields,
+        );
         let children = Children {
             client,
-            store,
+            store: reflected.store.clone(),
             manager: manager.to_string(),
         };
-        (children, stream)
+        (children, reflected)
     }
 
     /// The cache.

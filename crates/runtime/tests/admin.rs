@@ -118,9 +118,10 @@ async fn health_readiness_and_metrics() -> Result<()> {
     ensure!(ready.status == 200 && ready.body == "ok", "{ready:?}");
 
     let c = metrics.controller("podrequest");
-    for (key, error) in [("ns/a", None), ("ns/b", None), ("ns/a", Some("conflict"))] {
-        c.queued(key);
-        let timer = c.started(key);
+    for error in [None, None, Some("conflict")] {
+        c.queue_added(1);
+        c.queue_got(std::time::Duration::ZERO, 0);
+        let timer = c.begin();
         c.finished(timer, error);
     }
     metrics.set_leader("pod-operator", true);
@@ -244,8 +245,9 @@ async fn metrics_need_a_token_allowed_to_get_metrics() -> Result<()> {
 
     let metrics = Metrics::new();
     let c = metrics.controller("podrequest");
-    c.queued("ns/a");
-    c.finished(c.started("ns/a"), None);
+    c.queue_added(1);
+    c.queue_got(std::time::Duration::ZERO, 0);
+    c.finished(c.begin(), None);
     let server = Server::start(
         AdminServer::new(metrics.clone(), Readiness::new()).with_metrics_auth(admin.clone()),
     )

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 use operon_envtest::wait;
-use operon_runtime::cache::Synced;
 use operon_runtime::owned::{self, Children};
 
 fn config_map(name: &str, value: &str) -> ConfigMap {
@@ -66,9 +65,9 @@ async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone
         .create(&PostParams::default(), &config_map("taken", "theirs"))
         .await?;
 
-    let synced = Synced::new();
-    let (children, stream) = Children::<ConfigMap>::new(client.clone(), "owned-test", &synced);
-    let drive = tokio::spawn(stream.for_each(|_| async {}));
+    let (children, watch) = Children::<ConfigMap>::new(client.clone(), "owned-test");
+    let synced = watch.synced.clone();
+    let drive = tokio::spawn(watch.changes.for_each(|_| async {}));
     tokio::time::timeout(Duration::from_secs(30), synced.wait())
         .await
         .context("cache not synced")?;

@@ -365,6 +365,20 @@ where
         self
     }
 
+    /// The objects `children` watches that a `K` controls (their controller ownerReference):
+    /// each change of one triggers its owner. Workers wait for that cache too.
+    pub fn owns<C>(self, children: Reflected<C>) -> Self
+    where
+        C: Resource<DynamicType = ()> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let Reflected {
+            changes, synced, ..
+        } = children;
+        self.watches(changes, move |child: C| owner_key(&child, &store))
+            .waits_for(synced)
+    }
+
     /// Keeps the cache of `changes` up to date without triggering anything.
     pub fn keeps<S: Send + 'static>(
         self,
@@ -600,6 +614,30 @@ where
                 self.queue.retry_after(key.clone(), delay);
                 tracing::error!(retry_in = ?delay, "the reconcile panicked");
             }
+        }
+    }
+}
+
+/// The `K` that controls `child` (its controller ownerReference of `K`'s kind), as a key of
+/// the cache `owners`: in the child's namespace, or cluster-scoped.
+fn owner_key<K, C>(child: &C, owners: &Store<K>) -> Option<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    C: Resource,
+{
+    let owner = child.meta().owner_references.as_ref()?.iter().find(|o| {
+        o.controller == Some(true) && o.kind == K::kind(&()) && o.api_version == K::api_version(&())
+    })?;
+    let namespaced = child
+        .meta()
+        .namespace
+        .as_ref()
+        .map(|ns| ObjectRef::<K>::new(&owner.name).within(ns));
+    match namespaced {
+        Some(key) if owners.get(&key).is_some() => Some(key),
+        _ => {
+            let key = ObjectRef::<K>::new(&owner.name);
+            owners.get(&key).map(|_| key)
         }
     }
 }

@@ -354,13 +354,22 @@ impl Operator {
         })
     }
 
-    /// Ready (every cache synced) and the signer done with its first pass (the bundle of the
-    /// current CA published in its namespace).
+    /// Ready (every cache synced), a successful pass of this run's signer, and the bundle of
+    /// the current CA published in its namespace.
     pub async fn wait_ready(&self) -> Result<()> {
         wait::until("operator ready", TIMEOUT, || async {
             match self.readiness.is_ready() {
                 true => Ok(()),
                 false => Err(self.readiness.reason().unwrap_or_default()),
+            }
+        })
+        .await?;
+        // The state below may predate this run, so first wait for one pass of this run's signer.
+        let signer = self.metrics.controller("signer");
+        wait::until("a successful signer pass", TIMEOUT, || async {
+            match signer.reconciles() > signer.errors() {
+                true => Ok(()),
+                false => Err(format!("{} passes, all failed", signer.reconciles())),
             }
         })
         .await?;
