@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
 
@@ -31,6 +33,9 @@ const (
 	// conflictRetry is how long to wait before retrying after a status update conflict: the
 	// cache is behind the apiserver and catches up within milliseconds.
 	conflictRetry = 100 * time.Millisecond
+	// createdStatusDelay is how long after a Pod's creation the status may wait for the Pod to
+	// settle (tuned mode).
+	createdStatusDelay = time.Second
 )
 
 // PodRequestReconciler makes the requested Pod exist, keeps it, replaces it when the spec
@@ -39,6 +44,9 @@ type PodRequestReconciler struct {
 	client.Client
 	Scheme   *runtime.Scheme
 	Recorder events.EventRecorder
+	// Tuned patches the status, skips short-lived statuses of a new Pod, filters Pod updates
+	// and warms the caches up before leadership.
+	Tuned bool
 }
 
 // outcome is what a reconcile found, as the status should tell it.
@@ -46,6 +54,20 @@ type outcome struct {
 	pod             *corev1.Pod // nil clears podName and podPhase
 	ready, degraded metav1.Condition
 	err             error // returned after the status is written
+	created         bool  // the Pod was just created
+	starting        bool  // the Pod is ours and current, neither ready nor finished
+}
+
+// statusDelay is how long the status write should wait for the Pod to settle (tuned mode): after
+// a create, and while a starting Pod is younger than createdStatusDelay. Zero or less: write now.
+func (o outcome) statusDelay() time.Duration {
+	switch {
+	case o.created:
+		return createdStatusDelay
+	case o.starting:
+		return min(createdStatusDelay, createdStatusDelay-time.Since(o.pod.CreationTimestamp.Time))
+	}
+	return 0
 }
 
 // Reconcile brings one PodRequest's Pod and status up to date.
@@ -58,10 +80,22 @@ func (r *PodRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, nil // the Pod goes with the request through its ownerReference
 	}
 	before := pr.Status.DeepCopy()
+	var original *PodRequest
+	if r.Tuned {
+		original = pr.DeepCopy() // what the merge patch is computed against
+	}
 
 	out, err := r.observe(ctx, &pr)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if r.Tuned {
+		// A new Pod is usually ready within moments, and its update wakes this request: one
+		// status write then, rather than "Pending" now and "Ready" right after. If it isn't,
+		// the not-ready status is written when this comes due.
+		if wait := out.statusDelay(); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
 	}
 	pr.Status.ObservedGeneration = pr.Generation
 	pr.Status.PodName, pr.Status.PodPhase = "", ""
@@ -73,7 +107,13 @@ func (r *PodRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		meta.SetStatusCondition(&pr.Status.Conditions, c)
 	}
 	if !equality.Semantic.DeepEqual(before, &pr.Status) {
-		if err := r.Status().Update(ctx, &pr); err != nil {
+		if r.Tuned {
+			// A JSON merge patch without resourceVersion: only this controller writes the
+			// status, so no optimistic locking and no conflicts.
+			if err := r.Status().Patch(ctx, &pr, client.MergeFrom(original)); err != nil {
+				return ctrl.Result{}, err
+			}
+		} else if err := r.Status().Update(ctx, &pr); err != nil {
 			if apierrors.IsConflict(err) {
 				return ctrl.Result{RequeueAfter: conflictRetry}, nil
 			}
@@ -106,7 +146,12 @@ func (r *PodRequestReconciler) observe(ctx context.Context, pr *PodRequest) (out
 		return outcome{pod: &pod, ready: condition(typeReady, false, "PodTerminating", msg), degraded: notDegraded()}, nil
 	}
 	if matchesSpec(pr, &pod) {
-		return outcome{pod: &pod, ready: podReady(&pod), degraded: notDegraded()}, nil
+		ready := podReady(&pod)
+		finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+		return outcome{
+			pod: &pod, ready: ready, degraded: notDegraded(),
+			starting: ready.Status != metav1.ConditionTrue && !finished,
+		}, nil
 	}
 	// Image and command of a Pod are immutable: replace it. The precondition makes sure only
 	// the Pod we looked at is deleted.
@@ -139,7 +184,7 @@ func (r *PodRequestReconciler) createPod(ctx context.Context, pr *PodRequest) (o
 	err := r.Create(ctx, pod)
 	if err == nil {
 		r.Recorder.Eventf(pr, nil, corev1.EventTypeNormal, "Created", "Create", "Created Pod %s", pod.Name)
-		return outcome{pod: pod, ready: podReady(pod), degraded: notDegraded()}, nil
+		return outcome{pod: pod, ready: podReady(pod), degraded: notDegraded(), created: true}, nil
 	}
 	var status apierrors.APIStatus
 	if !errors.As(err, &status) || (status.Status().Code != 403 && status.Status().Code != 422) {
@@ -214,12 +259,44 @@ func condition(typ string, status bool, reason, message string) metav1.Condition
 	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: message}
 }
 
+// podChanged passes Pod creations and deletions, and the updates that change what a reconcile
+// reads: phase, conditions' type and status, deletion, containers' name, image and command,
+// labels, ownerReferences.
+var podChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*corev1.Pod)
+		pod, okNew := e.ObjectNew.(*corev1.Pod)
+		if !okOld || !okNew {
+			return true
+		}
+		return old.Status.Phase != pod.Status.Phase ||
+			!slices.EqualFunc(old.Status.Conditions, pod.Status.Conditions, func(a, b corev1.PodCondition) bool {
+				return a.Type == b.Type && a.Status == b.Status
+			}) ||
+			!old.DeletionTimestamp.Equal(pod.DeletionTimestamp) ||
+			!slices.EqualFunc(old.Spec.Containers, pod.Spec.Containers, func(a, b corev1.Container) bool {
+				return a.Name == b.Name && a.Image == b.Image && slices.Equal(a.Command, b.Command)
+			}) ||
+			!maps.Equal(old.Labels, pod.Labels) ||
+			!equality.Semantic.DeepEqual(old.OwnerReferences, pod.OwnerReferences)
+	},
+}
+
 // SetupWithManager registers the controller: PodRequest spec changes and owned Pods trigger it.
+// Tuned, only the Pod events that podChanged passes trigger it, and its sources start before
+// leadership is won.
 func (r *PodRequestReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	opts := controller.Options{MaxConcurrentReconciles: concurrency}
+	var podOpts []builder.OwnsOption
+	if r.Tuned {
+		warmup := true
+		opts.EnableWarmup = &warmup
+		podOpts = append(podOpts, builder.WithPredicates(podChanged))
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&PodRequest{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.Pod{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
+		Owns(&corev1.Pod{}, podOpts...).
+		WithOptions(opts).
 		Named("podrequest").
 		Complete(r)
 }

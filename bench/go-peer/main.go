@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -34,7 +35,8 @@ func main() {
 		namespaces, metricsAddr, probeAddr, leaderID, leaderNS string
 		concurrency, burst                                     int
 		qps                                                    float64
-		leaderElect, stripManagedFields, trimPods              bool
+		leaderElect, stripManagedFields, trimPods, tuned       bool
+		memoryLimit                                            int64
 	)
 	// --kubeconfig is registered by controller-runtime's config package (ctrl.GetConfig).
 	flag.StringVar(&namespaces, "namespace", "", "Comma-separated namespaces to serve; all namespaces when empty.")
@@ -50,10 +52,20 @@ func main() {
 		"Namespace of the Lease; in cluster the Pod's namespace, else \"default\", when empty.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "127.0.0.1:8080", "Address of the metrics endpoint (plain HTTP).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "Address of /healthz and /readyz.")
+	flag.BoolVar(&tuned, "tuned", false,
+		"Merge-patch the status, skip short-lived statuses of new Pods, filter Pod updates, warm up before leadership, set a memory limit.")
+	flag.Int64Var(&memoryLimit, "memory-limit", 256<<20,
+		"Go runtime soft memory limit in bytes, with --tuned when GOMEMLIMIT is not set; 0 or less: none.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if tuned {
+		if _, set := os.LookupEnv("GOMEMLIMIT"); !set && memoryLimit > 0 {
+			debug.SetMemoryLimit(memoryLimit)
+		}
+		setupLog.Info("tuned mode", "memoryLimit", debug.SetMemoryLimit(-1))
+	}
 
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS = float32(qps)
@@ -103,6 +115,7 @@ func main() {
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder(managerName),
+		Tuned:    tuned,
 	}).SetupWithManager(mgr, concurrency); err != nil {
 		setupLog.Error(err, "unable to create controller", "controller", "podrequest")
 		os.Exit(1)

@@ -34,6 +34,18 @@ fn peer_user() -> String {
 }
 
 impl Cluster {
+    /// CPU seconds kube-apiserver and etcd have used so far.
+    pub fn control_plane_cpu(&self) -> Option<f64> {
+        let used: Vec<f64> = self
+            .plane
+            .pids()
+            .into_iter()
+            .filter(|(name, _)| name == "kube-apiserver" || name == "etcd")
+            .filter_map(|(_, pid)| operon_runtime::metrics::process_usage(pid).map(|u| u.1))
+            .collect();
+        (used.len() == 2).then(|| used.iter().sum())
+    }
+
     /// Starts etcd, kube-apiserver (audited), kube-controller-manager, kube-scheduler and kwok
     /// with enough fake Node capacity for `pods`, applies the PodRequest CRD and prepares the
     /// peers' identity.

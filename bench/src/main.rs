@@ -1,5 +1,6 @@
-//! `operon-bench`: pod-operator against the controller-runtime peer (bench/go-peer) and against
-//! creating the same Pods directly, each on a fresh local control plane. Writes
+//! `operon-bench`: pod-operator against the controller-runtime peer (bench/go-peer, scaffold-style
+//! and tuned), a plain kube-rs peer (bench/kube-rs-peer) and creating the same Pods directly,
+//! each on a fresh local control plane, `--runs` times with the peers' order rotated. Writes
 //! `<out>/<date>-<machine>.{json,md}` and SVG plots. `cargo xtask bench pod` builds what it
 //! needs and runs it; see docs/performance.md for the method.
 
@@ -49,8 +50,16 @@ struct Cli {
     /// Length of each idle window (writes and GETs counted).
     #[arg(long, default_value_t = 10.0)]
     idle_seconds: f64,
-    #[arg(long, value_delimiter = ',', default_value = "direct,operon,go")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,operon,go,go-tuned,kube-rs"
+    )]
     peers: Vec<PeerKind>,
+    /// Runs of every peer. Run r starts with the r-th peer of the list (then the others in
+    /// order), so that no peer always runs first or last on a machine that drifts.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Skip the failover measurement.
     #[arg(long)]
     no_failover: bool,
@@ -61,9 +70,12 @@ struct Cli {
     /// The pod-operator binary.
     #[arg(long, required_unless_present = "replot")]
     operator: Option<PathBuf>,
-    /// The controller-runtime peer binary.
+    /// The controller-runtime peer binary (both `go` and `go-tuned`).
     #[arg(long)]
     go_peer: Option<PathBuf>,
+    /// The plain kube-rs peer binary.
+    #[arg(long)]
+    kube_rs_peer: Option<PathBuf>,
     /// Where the report goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -82,6 +94,7 @@ fn main() -> Result<()> {
     }
     if cli.quick {
         cli.sizes = vec![200];
+        cli.runs = 1;
         cli.rates = Vec::new();
         cli.memory_objects = 0;
         cli.no_failover = true;
@@ -107,6 +120,7 @@ async fn run(cli: Cli) -> Result<()> {
     let settings = PeerSettings {
         operon_binary: cli.operator.clone().context("--operator is required")?,
         go_binary: cli.go_peer.clone(),
+        kube_rs_binary: cli.kube_rs_peer.clone(),
         concurrency: cli.concurrency,
         logs: logs.clone(),
     };
@@ -120,15 +134,19 @@ async fn run(cli: Cli) -> Result<()> {
         quick: cli.quick,
         profile: cli.profile.clone(),
         peers: cli.peers.clone(),
+        runs: cli.runs,
         operator_config: vec![
             format!(
-                "Both operators: {} reconciles at once, no client-side rate limit (kube-rs has none; \
+                "Every operator: {} reconciles at once, no client-side rate limit (kube-rs has none; \
                  the Go peer runs with QPS -1), managedFields stripped from their caches and Pods \
                  cached with only what the reconciler reads (metadata without annotations, the \
-                 containers' name, image and command, phase and conditions), leader election on a Lease (15 s / 10 s / 2 s) released on SIGTERM, all namespaces watched.",
+                 containers' name, image and command, phase and conditions), leader election on a Lease (15 s / 10 s / 2 s) released on SIGTERM, all namespaces watched. \
+                 The plain kube-rs peer differs on purpose: kube-runtime's controller with its \
+                 own concurrency bound, managedFields stripped but whole Pods cached, no leader \
+                 election (so no failover), no client-side rate limit.",
                 cli.concurrency
             ),
-            "Both run as the same ServiceAccount (bound to cluster-admin), out of cluster, on the \
+            "All run as the same ServiceAccount (bound to cluster-admin), out of cluster, on the \
              same machine as the control plane; the apiserver's audit log counts their requests."
                 .into(),
             format!(
@@ -139,23 +157,31 @@ async fn run(cli: Cli) -> Result<()> {
         ],
     };
     let mut peers = Vec::new();
-    for kind in &cli.peers {
-        eprintln!("bench: ── peer {} ──", kind.name());
-        let t0 = Instant::now();
-        let result = run_peer(*kind, &cli, &settings).await;
-        match result {
-            Ok(run) => {
-                eprintln!("bench: peer {} done in {:.0?}", kind.name(), t0.elapsed());
-                peers.push(run);
-            }
-            Err(e) => {
-                eprintln!(
-                    "bench: peer {} failed after {:.0?}; logs in {}",
-                    kind.name(),
-                    t0.elapsed(),
-                    logs.display()
-                );
-                return Err(e.context(format!("peer {}", kind.name())));
+    for r in 0..cli.runs {
+        for kind in rotated(&cli.peers, r) {
+            eprintln!(
+                "bench: ── run {} of {}: peer {} ──",
+                r + 1,
+                cli.runs,
+                kind.name()
+            );
+            let t0 = Instant::now();
+            let result = run_peer(kind, &cli, &settings).await;
+            match result {
+                Ok(mut run) => {
+                    eprintln!("bench: peer {} done in {:.0?}", kind.name(), t0.elapsed());
+                    run.run = r;
+                    peers.push(run);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "bench: peer {} failed after {:.0?}; logs in {}",
+                        kind.name(),
+                        t0.elapsed(),
+                        logs.display()
+                    );
+                    return Err(e.context(format!("peer {} (run {})", kind.name(), r + 1)));
+                }
             }
         }
     }
@@ -177,6 +203,15 @@ async fn run(cli: Cli) -> Result<()> {
         check_counts(&report)?;
     }
     Ok(())
+}
+
+/// `peers` starting at index `r` (modulo its length), then the rest in order.
+fn rotated(peers: &[PeerKind], r: usize) -> Vec<PeerKind> {
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let k = r % peers.len();
+    peers[k..].iter().chain(&peers[..k]).copied().collect()
 }
 
 fn replot(json: &Path) -> Result<()> {
@@ -221,6 +256,29 @@ fn check_counts(report: &Report) -> Result<()> {
                 phase.name, p.gets
             ));
         }
+        // The queue's own count: a bounded number of keys per request, not work that grows
+        // with the backlog, and every reconcile one of those keys.
+        if let (Some(adds), Some(reconciles)) = (phase.queue_adds, phase.reconciles) {
+            let bound = QUEUE_ADDS_PER_REQUEST * phase.n as u64 + 10;
+            if adds > bound {
+                failures.push(format!(
+                    "{}: {adds} keys queued for {} PodRequests (want ≤ {bound})",
+                    phase.name, phase.n
+                ));
+            }
+            if reconciles > adds {
+                failures.push(format!(
+                    "{}: {reconciles} reconciles from {adds} queued keys (want ≤)",
+                    phase.name
+                ));
+            }
+        }
+        if let Some(retries) = phase.queue_retries.filter(|r| *r > 0) {
+            failures.push(format!(
+                "{}: {retries} retries (want 0: nothing fails on a healthy cluster)",
+                phase.name
+            ));
+        }
     }
     let idles = ours
         .idle
@@ -250,6 +308,9 @@ fn check_counts(report: &Report) -> Result<()> {
     }
 }
 
+/// Keys queued per PodRequest at most: its creation, its Pod's creation, its Pod's readiness.
+const QUEUE_ADDS_PER_REQUEST: u64 = 3;
+
 enum Mode {
     Burst(usize),
     Rate(f64),
@@ -274,6 +335,7 @@ async fn run_peer(kind: PeerKind, cli: &Cli, settings: &PeerSettings) -> Result<
     let sampling = sampler.start(origin, Duration::from_millis(50));
     let mut run = PeerRun {
         peer: kind,
+        run: 0,
         control_plane_startup_s: startup.as_secs_f64(),
         startup_empty_s: None,
         idle_rss_mb: None,
@@ -352,7 +414,7 @@ async fn run_peer(kind: PeerKind, cli: &Cli, settings: &PeerSettings) -> Result<
             restart.writes
         );
         run.restart = Some(restart);
-        let p = if cli.no_failover {
+        let p = if cli.no_failover || !kind.elects_leader() {
             p
         } else {
             let (failover, p) = failover(&cluster, kind, settings, p, &sampler).await?;
@@ -438,6 +500,7 @@ async fn phase(
         None => None,
     };
     let u0 = operator.and_then(Process::usage);
+    let plane0 = cluster.control_plane_cpu();
     let mark = cluster.audit_mark()?;
     let names = workload::names(name.split('-').next().unwrap_or("pr"), n);
 
@@ -493,6 +556,7 @@ async fn phase(
         None => None,
     };
     let u1 = operator.and_then(Process::usage);
+    let plane1 = cluster.control_plane_cpu();
     if let Some(m) = &m1 {
         // Kept with the logs: histograms behind the numbers (reconcile and queue times).
         let file = logs.join(format!("{}-{}.metrics", kind.name(), name));
@@ -529,6 +593,13 @@ async fn phase(
         .filter(|(i, _)| i % stride == 0 || i + 1 == latencies.len())
         .map(|(_, v)| (v * 1000.0).round() / 1000.0)
         .collect();
+    let (queue_adds, queue_retries) = match (&m0, &m1) {
+        (Some(a), Some(b)) if kind != PeerKind::KubeRs => (
+            Some(b.queue_adds().saturating_sub(a.queue_adds())),
+            Some(b.queue_retries().saturating_sub(a.queue_retries())),
+        ),
+        _ => (None, None),
+    };
     let (client_requests, reconciles, reconcile_errors) = match (&m0, &m1) {
         (Some(a), Some(b)) => {
             let d = |m: &str| b.client_requests(m).saturating_sub(a.client_requests(m));
@@ -547,12 +618,16 @@ async fn phase(
         _ => (None, None, None),
     };
     let cpu_s = u0.zip(u1).map(|(a, b)| b.cpu_seconds - a.cpu_seconds);
-    let (idle, rss_after_mb) = match operator {
+    let (idle, rss_after_mb, heap_after_mb) = match operator {
         Some(p) => (
             Some(idle_window(cluster, p, cli.idle_seconds).await?),
             p.usage().map(|u| u.rss_bytes as f64 / 1e6),
+            p.metrics()
+                .await
+                .and_then(|m| m.heap_inuse_bytes())
+                .map(|b| b / 1e6),
         ),
-        None => (None, None),
+        None => (None, None, None),
     };
     Ok(Phase {
         name: name.to_string(),
@@ -585,9 +660,13 @@ async fn phase(
         reconciles,
         reconcile_errors,
         cpu_s,
+        control_plane_cpu_s: plane0.zip(plane1).map(|(a, b)| b - a),
+        queue_adds,
+        queue_retries,
         cached_objects: cached,
         idle,
         rss_after_mb,
+        heap_after_mb,
     })
 }
 

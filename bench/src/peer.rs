@@ -1,6 +1,6 @@
-//! The peers: our pod-operator and the controller-runtime peer as processes (so that memory and
-//! CPU are each process's own, read the same way from `/proc`), and the direct baseline, which
-//! has no process.
+//! The peers: our pod-operator, the controller-runtime peer (scaffold-style and tuned) and a
+//! plain kube-rs peer as processes (so that memory and CPU are each process's own, read the same
+//! way from `/proc`), and the direct baseline, which has no process.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,8 +24,17 @@ pub enum PeerKind {
     Direct,
     /// Our pod-operator (kube-rs + operon-runtime).
     Operon,
-    /// The controller-runtime peer (bench/go-peer).
+    /// The controller-runtime peer (bench/go-peer) as kubebuilder scaffolds a controller.
     Go,
+    /// The same peer as a Go expert tunes it (`--tuned`: status merge patch, no Pending write,
+    /// a predicate on owned Pods, warmup, a memory limit).
+    #[value(name = "go-tuned")]
+    #[serde(rename = "go-tuned")]
+    GoTuned,
+    /// Plain kube-rs, without operon-runtime (bench/kube-rs-peer).
+    #[value(name = "kube-rs")]
+    #[serde(rename = "kube-rs")]
+    KubeRs,
 }
 
 impl PeerKind {
@@ -34,11 +43,18 @@ impl PeerKind {
             PeerKind::Direct => "direct",
             PeerKind::Operon => "operon",
             PeerKind::Go => "go",
+            PeerKind::GoTuned => "go-tuned",
+            PeerKind::KubeRs => "kube-rs",
         }
     }
 
     pub fn is_operator(self) -> bool {
         self != PeerKind::Direct
+    }
+
+    /// Whether it elects a leader (plain kube-rs has no leader election, so no failover).
+    pub fn elects_leader(self) -> bool {
+        self.is_operator() && self != PeerKind::KubeRs
     }
 }
 
@@ -47,6 +63,7 @@ impl PeerKind {
 pub struct PeerSettings {
     pub operon_binary: PathBuf,
     pub go_binary: Option<PathBuf>,
+    pub kube_rs_binary: Option<PathBuf>,
     pub concurrency: u16,
     pub logs: PathBuf,
 }
@@ -93,7 +110,20 @@ impl Process {
                     .env_remove("RUST_LOG");
                 cmd
             }
-            PeerKind::Go => {
+            PeerKind::KubeRs => {
+                let binary = settings
+                    .kube_rs_binary
+                    .as_ref()
+                    .context("no kube-rs peer binary (build it with cargo xtask bench)")?;
+                let mut cmd = Command::new(binary);
+                cmd.arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["--metrics-bind-address", &metrics])
+                    .args(["--concurrency", &concurrency])
+                    .env_remove("RUST_LOG");
+                cmd
+            }
+            PeerKind::Go | PeerKind::GoTuned => {
                 let binary = settings
                     .go_binary
                     .as_ref()
@@ -112,7 +142,8 @@ impl Process {
                     // managedFields stripped from the caches, and Pods cached with only what
                     // the reconciler reads, like ours.
                     .arg("--strip-managed-fields=true")
-                    .arg("--trim-pods=true");
+                    .arg("--trim-pods=true")
+                    .arg(format!("--tuned={}", kind == PeerKind::GoTuned));
                 cmd
             }
         };
@@ -248,6 +279,32 @@ impl Metrics {
 
     pub fn depth(&self) -> f64 {
         self.sum("workqueue_depth", &["name=\"podrequest\""])
+    }
+
+    /// `workqueue_adds_total`: keys that entered the queue (not counting ones already waiting).
+    pub fn queue_adds(&self) -> u64 {
+        self.sum("workqueue_adds_total", &["name=\"podrequest\""]) as u64
+    }
+
+    pub fn queue_retries(&self) -> u64 {
+        self.sum("workqueue_retries_total", &["name=\"podrequest\""]) as u64
+    }
+
+    /// Bytes of heap in use: Go's `go_memstats_heap_inuse_bytes`, or the allocator's count of
+    /// bytes in use that operon-runtime exports (`operon_heap_inuse_bytes`).
+    pub fn heap_inuse_bytes(&self) -> Option<f64> {
+        ["go_memstats_heap_inuse_bytes", "operon_heap_inuse_bytes"]
+            .iter()
+            .find(|m| self.has(m))
+            .map(|m| self.sum(m, &[]))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.lines().any(|l| {
+            !l.starts_with('#')
+                && l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
     }
 
     pub fn leading(&self) -> bool {

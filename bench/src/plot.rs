@@ -6,13 +6,15 @@ use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
 use crate::peer::PeerKind;
-use crate::report::Report;
+use crate::report::{PeerRun, Report};
 
 fn color(peer: PeerKind) -> RGBColor {
     match peer {
         PeerKind::Direct => RGBColor(110, 110, 110),
         PeerKind::Operon => RGBColor(206, 66, 43),
         PeerKind::Go => RGBColor(0, 125, 156),
+        PeerKind::GoTuned => RGBColor(40, 60, 190),
+        PeerKind::KubeRs => RGBColor(225, 150, 20),
     }
 }
 
@@ -103,12 +105,14 @@ fn lines(
     Ok(())
 }
 
-/// Writes the plots next to the report as `<stem>-*.svg`; returns (title, file name) pairs.
+/// Writes the plots of the first run next to the report as `<stem>-*.svg`; returns (title, file
+/// name) pairs.
 pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
+    let first: Vec<&PeerRun> = report.peers.iter().filter(|p| p.run == 0).collect();
     // Latency CDF per phase.
     let mut phases: Vec<String> = Vec::new();
-    for p in &report.peers {
+    for p in &first {
         for ph in &p.phases {
             if !phases.contains(&ph.name) {
                 phases.push(ph.name.clone());
@@ -116,8 +120,7 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
         }
     }
     for name in &phases {
-        let series: Vec<_> = report
-            .peers
+        let series: Vec<_> = first
             .iter()
             .filter_map(|p| {
                 let ph = p.phases.iter().find(|ph| &ph.name == name)?;
@@ -144,8 +147,7 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
     }
     // Convergence curves of the bursts.
     for name in phases.iter().filter(|n| n.starts_with("burst")) {
-        let series: Vec<_> = report
-            .peers
+        let series: Vec<_> = first
             .iter()
             .filter_map(|p| {
                 let ph = p.phases.iter().find(|ph| &ph.name == name)?;
@@ -165,8 +167,7 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
         out.push((format!("convergence, {name}"), file));
     }
     // Memory over each operator's run.
-    let series: Vec<_> = report
-        .peers
+    let series: Vec<_> = first
         .iter()
         .filter(|p| !p.memory.is_empty())
         .map(|p| {
@@ -178,7 +179,7 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
         let file = format!("{stem}-memory.svg");
         lines(
             &dir.join(&file),
-            "Operator RSS over the run",
+            "Operator RSS over the first run",
             "seconds since the peer's control plane was up",
             "RSS (MB)",
             &series,

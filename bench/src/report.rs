@@ -46,13 +46,19 @@ pub struct Settings {
     pub quick: bool,
     pub profile: String,
     pub peers: Vec<PeerKind>,
-    /// What both operators were configured with, in words.
+    /// Runs of every peer, interleaved (see `rotated` in main.rs).
+    #[serde(default = "one")]
+    pub runs: usize,
+    /// What the operators were configured with, in words.
     pub operator_config: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PeerRun {
     pub peer: PeerKind,
+    /// Which run (0-based) of the peer this is.
+    #[serde(default)]
+    pub run: usize,
     pub control_plane_startup_s: f64,
     /// Process start to leading, with nothing to reconcile.
     pub startup_empty_s: Option<f64>,
@@ -91,10 +97,26 @@ pub struct Phase {
     pub reconciles: Option<u64>,
     pub reconcile_errors: Option<u64>,
     pub cpu_s: Option<f64>,
+    /// CPU seconds kube-apiserver and etcd used over the phase.
+    #[serde(default)]
+    pub control_plane_cpu_s: Option<f64>,
+    /// Keys that entered the operator's work queue (`workqueue_adds_total`).
+    #[serde(default)]
+    pub queue_adds: Option<u64>,
+    #[serde(default)]
+    pub queue_retries: Option<u64>,
     /// Objects in the operator's caches after the phase (requests + Pods).
     pub cached_objects: usize,
     pub idle: Option<Idle>,
     pub rss_after_mb: Option<f64>,
+    /// Heap in use after the phase (Go's `go_memstats_heap_inuse_bytes`, ours from the
+    /// allocator).
+    #[serde(default)]
+    pub heap_after_mb: Option<f64>,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -193,13 +215,122 @@ impl PerObject {
     }
 }
 
-impl Report {
-    fn peer(&self, kind: PeerKind) -> Option<&PeerRun> {
-        self.peers.iter().find(|p| p.peer == kind)
+/// The median and the spread of one measure over a peer's runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: usize,
+}
+
+impl Spread {
+    /// Of the finite values; `None` when there are none. An even count takes the mean of the
+    /// middle two.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            runs: n,
+        })
     }
 
-    fn phase(&self, kind: PeerKind, name: &str) -> Option<&Phase> {
-        self.peer(kind)?.phases.iter().find(|p| p.name == name)
+    /// `median (min–max)`, or the value alone for a single run.
+    fn show(&self, f: impl Fn(f64) -> String) -> String {
+        if self.runs == 1 {
+            f(self.median)
+        } else {
+            format!("{} ({}–{})", f(self.median), f(self.min), f(self.max))
+        }
+    }
+}
+
+fn show(s: Option<Spread>, f: impl Fn(f64) -> String) -> String {
+    s.map(|s| s.show(f)).unwrap_or_else(|| "–".into())
+}
+
+fn secs(v: f64) -> String {
+    format!("{v:.2} s")
+}
+
+fn mb(v: f64) -> String {
+    format!("{v:.1} MB")
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+/// A target: what, met or not (`None`: not measured), the values behind the verdict.
+pub type Target = (String, Option<bool>, String);
+
+impl Report {
+    /// The peers in the order of the settings (then any others found).
+    fn kinds(&self) -> Vec<PeerKind> {
+        let mut kinds = self.settings.peers.clone();
+        for p in &self.peers {
+            if !kinds.contains(&p.peer) {
+                kinds.push(p.peer);
+            }
+        }
+        kinds.retain(|k| self.peers.iter().any(|p| p.peer == *k));
+        kinds
+    }
+
+    fn runs(&self, kind: PeerKind) -> impl Iterator<Item = &PeerRun> {
+        self.peers.iter().filter(move |p| p.peer == kind)
+    }
+
+    /// A measure of a peer over its runs.
+    fn over_runs(&self, kind: PeerKind, f: impl Fn(&PeerRun) -> Option<f64>) -> Option<Spread> {
+        Spread::of(self.runs(kind).filter_map(f))
+    }
+
+    /// A measure of phase `name` over a peer's runs.
+    fn over_phase(
+        &self,
+        kind: PeerKind,
+        name: &str,
+        f: impl Fn(&Phase) -> Option<f64>,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.runs(kind)
+                .filter_map(|r| r.phases.iter().find(|p| p.name == name))
+                .filter_map(f),
+        )
+    }
+
+    /// Of the Go peers measured, the one with the lowest median.
+    fn best_go(&self, f: impl Fn(PeerKind) -> Option<Spread>) -> Option<(PeerKind, Spread)> {
+        [PeerKind::Go, PeerKind::GoTuned]
+            .into_iter()
+            .filter_map(|k| f(k).map(|s| (k, s)))
+            .min_by(|a, b| a.1.median.total_cmp(&b.1.median))
+    }
+
+    /// Phase names in the order they ran.
+    fn phase_names(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for p in &self.peers {
+            for ph in &p.phases {
+                if !all.contains(&ph.name) {
+                    all.push(ph.name.clone());
+                }
+            }
+        }
+        all
     }
 
     /// The burst phase with the most objects (where efficiency and costs are read).
@@ -212,65 +343,176 @@ impl Report {
             .map(|p| p.name.clone())
     }
 
-    /// Each target of the issue: (target, verdict, value).
-    pub fn targets(&self) -> Vec<(String, Option<bool>, String)> {
+    /// Ours against the best Go peer on a lower-is-better measure: `ours ≤ factor × Go's`.
+    fn ratio_target(
+        &self,
+        what: String,
+        factor: f64,
+        f: impl Fn(PeerKind) -> Option<Spread>,
+        unit: fn(f64) -> String,
+    ) -> Option<Target> {
+        let ours = f(PeerKind::Operon)?;
+        let (go, theirs) = self.best_go(&f)?;
+        Some((
+            what,
+            Some(ours.median <= factor * theirs.median),
+            format!(
+                "{} vs {} {} ({:.2}×)",
+                unit(ours.median),
+                go.name(),
+                unit(theirs.median),
+                ours.median / theirs.median
+            ),
+        ))
+    }
+
+    /// Each target of the issue, on medians against the best Go peer.
+    pub fn targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
-        let Some(big) = self.largest_burst() else {
-            return out;
-        };
-        let ours = self.phase(PeerKind::Operon, &big);
-        let go = self.phase(PeerKind::Go, &big);
-        let direct = self.phase(PeerKind::Direct, &big);
-        let fmt = |v: f64| format!("{v:.3}");
-        if let (Some(o), Some(d)) = (ours, direct) {
-            let e = d.converge_s / o.converge_s;
-            out.push((
-                format!("efficiency ≥ 0.9 of the direct limit ({big})"),
-                Some(e >= 0.9),
-                fmt(e),
+        let ours = PeerKind::Operon;
+        let names = self.phase_names();
+        let per_1000 = |ph: &Phase| ph.cpu_s.map(|c| 1000.0 * c / ph.n as f64);
+        for name in &names {
+            out.extend(self.ratio_target(
+                format!("CPU per PodRequest ≤ 0.5× ({name})"),
+                0.5,
+                |k| self.over_phase(k, name, per_1000),
+                |v| format!("{v:.2} s/1000"),
             ));
         }
-        let mut p99_checks = Vec::new();
-        for phase in self
-            .peer(PeerKind::Operon)
-            .map(|p| p.phases.iter().collect::<Vec<_>>())
-            .unwrap_or_default()
+        for name in &names {
+            out.extend(self.ratio_target(
+                format!("p99 CR→Pod ≤ Go's ({name})"),
+                1.0,
+                |k| self.over_phase(k, name, |p| Some(p.latency.p99_ms)),
+                |v| format!("{v:.0} ms"),
+            ));
+        }
+        let most_cached = self
+            .runs(ours)
+            .flat_map(|r| &r.phases)
+            .filter(|p| p.rss_after_mb.is_some())
+            .max_by_key(|p| p.cached_objects)
+            .map(|p| (p.name.clone(), p.cached_objects));
+        if let Some((name, n)) = most_cached {
+            out.extend(self.ratio_target(
+                format!("RSS at {n} cached objects ≤ 0.5×"),
+                0.5,
+                |k| self.over_phase(k, &name, |p| p.rss_after_mb),
+                mb,
+            ));
+            out.extend(self.ratio_target(
+                format!("heap in use at {n} cached objects ≤ 0.5×"),
+                0.5,
+                |k| self.over_phase(k, &name, |p| p.heap_after_mb),
+                mb,
+            ));
+        }
+        if let Some(idle) = self.over_runs(ours, |r| r.idle_rss_mb) {
+            out.push((
+                "idle RSS ≤ 12 MB".into(),
+                Some(idle.median <= 12.0),
+                mb(idle.median),
+            ));
+        }
+        let restart = |k| self.over_runs(k, |r| r.restart.as_ref().map(|x| x.to_drained_s));
+        if let Some(objects) = self
+            .runs(ours)
+            .find_map(|r| r.restart.as_ref().map(|x| x.objects))
         {
-            let o = phase.latency.p99_ms;
-            if let Some(g) = self.phase(PeerKind::Go, &phase.name) {
-                p99_checks.push((
-                    format!("p99 CR→Pod ≤ Go peer's ({})", phase.name),
-                    Some(o <= g.latency.p99_ms),
-                    format!("{o:.1} ms vs {:.1} ms", g.latency.p99_ms),
-                ));
-            }
-            if let Some(d) = self.phase(PeerKind::Direct, &phase.name) {
-                p99_checks.push((
-                    format!("p99 CR→Pod ≤ direct p99 + 10 ms ({})", phase.name),
-                    Some(o <= d.latency.p99_ms + 10.0),
-                    format!("{o:.1} ms vs {:.1} ms", d.latency.p99_ms),
+            out.extend(self.ratio_target(
+                format!("startup to drained with {objects} objects ≤ 0.5×"),
+                0.5,
+                restart,
+                secs,
+            ));
+            if let Some(s) = restart(ours) {
+                out.push((
+                    format!("startup to drained with {objects} objects ≤ 2 s"),
+                    Some(s.median <= 2.0),
+                    secs(s.median),
                 ));
             }
         }
-        out.extend(p99_checks);
-        if let Some(o) = ours {
+        let failover =
+            |f: fn(&Failover) -> f64| self.over_runs(ours, move |r| r.failover.as_ref().map(f));
+        if let Some(s) = failover(|f| f.sigterm_s) {
             out.push((
-                format!("exactly 1 Pod create per PodRequest ({big})"),
-                Some((o.per_object.pod_creates - 1.0).abs() < 1e-9),
-                fmt(o.per_object.pod_creates),
-            ));
-            out.push((
-                format!("≤ 2 status writes per PodRequest ({big})"),
-                Some(o.per_object.status_writes <= 2.0),
-                fmt(o.per_object.status_writes),
+                "graceful failover ≤ 1 s".into(),
+                Some(s.median <= 1.0),
+                secs(s.median),
             ));
         }
-        if let Some(p) = self.peer(PeerKind::Operon) {
-            let idles: Vec<&Idle> = p
-                .idle
+        if let Some(s) = failover(|f| f.sigkill_s) {
+            out.push((
+                "SIGKILL failover ≤ lease duration + 1 s (16 s)".into(),
+                Some(s.median <= 16.0),
+                secs(s.median),
+            ));
+        }
+        if let Some(big) = self.largest_burst() {
+            let converge = |k| self.over_phase(k, &big, |p| Some(p.converge_s));
+            if let (Some(o), Some(d)) = (converge(ours), converge(PeerKind::Direct)) {
+                let e = d.median / o.median;
+                out.push((
+                    format!("efficiency ≥ 0.9 of the direct limit ({big})"),
+                    Some(e >= 0.9),
+                    format!("{e:.2}"),
+                ));
+            }
+        }
+        // Counts: every phase of every run.
+        let phases: Vec<&Phase> = self.runs(ours).flat_map(|r| &r.phases).collect();
+        if !phases.is_empty() {
+            let worst = |f: fn(&PerObject) -> f64| {
+                phases
+                    .iter()
+                    .map(|p| f(&p.per_object))
+                    .fold(f64::NAN, f64::max)
+            };
+            let least = |f: fn(&PerObject) -> f64| {
+                phases
+                    .iter()
+                    .map(|p| f(&p.per_object))
+                    .fold(f64::NAN, f64::min)
+            };
+            let creates = (least(|p| p.pod_creates), worst(|p| p.pod_creates));
+            out.push((
+                "exactly 1 Pod create per PodRequest (every phase and run)".into(),
+                Some((creates.0 - 1.0).abs() < 1e-9 && (creates.1 - 1.0).abs() < 1e-9),
+                format!("{:.3}–{:.3}", creates.0, creates.1),
+            ));
+            let status = worst(|p| p.status_writes);
+            out.push((
+                "≤ 2 status writes per PodRequest".into(),
+                Some(status <= 2.0),
+                format!("at most {status:.3}"),
+            ));
+            let gets = worst(|p| p.gets);
+            out.push((
+                "0 GETs per PodRequest".into(),
+                Some(gets == 0.0),
+                format!("at most {gets:.3}"),
+            ));
+            let events = phases
                 .iter()
-                .chain(p.phases.iter().filter_map(|ph| ph.idle.as_ref()))
-                .collect();
+                .map(|p| p.per_object.event_writes - p.per_object.pod_creates)
+                .fold(f64::NAN, f64::min);
+            out.push((
+                "0 Events dropped (an Event per Pod created)".into(),
+                Some(events >= 0.0),
+                format!("Event writes − Pod creates ≥ {events:.3} per PodRequest"),
+            ));
+        }
+        let idles: Vec<&Idle> = self
+            .runs(ours)
+            .flat_map(|p| {
+                p.idle
+                    .iter()
+                    .chain(p.phases.iter().filter_map(|ph| ph.idle.as_ref()))
+            })
+            .collect();
+        if !idles.is_empty() {
             let writes: u64 = idles.iter().map(|i| i.writes).sum();
             let gets: u64 = idles.iter().map(|i| i.gets).sum();
             out.push((
@@ -281,53 +523,43 @@ impl Report {
                     idles.len()
                 ),
             ));
-            if let Some(rss) = p.idle_rss_mb {
-                out.push((
-                    "idle RSS ≤ 15 MB".into(),
-                    Some(rss <= 15.0),
-                    format!("{rss:.1} MB"),
-                ));
-            }
         }
-        let (op, gp) = (self.peer(PeerKind::Operon), self.peer(PeerKind::Go));
-        if let (Some(o), Some(g)) = (op, gp) {
-            let most = |p: &PeerRun| {
-                p.phases
-                    .iter()
-                    .filter(|ph| ph.rss_after_mb.is_some())
-                    .max_by_key(|ph| ph.cached_objects)
-                    .map(|ph| (ph.cached_objects, ph.rss_after_mb.unwrap_or(f64::NAN)))
-            };
-            if let (Some((n, ro)), Some((_, rg))) = (most(o), most(g)) {
-                out.push((
-                    format!("RSS at {n} cached objects ≤ 0.5× Go peer's"),
-                    Some(ro <= 0.5 * rg),
-                    format!("{ro:.1} MB vs {rg:.1} MB ({:.2}×)", ro / rg),
-                ));
-            }
-            if let (Some(a), Some(b)) = (ours.and_then(cpu_per_1000), go.and_then(cpu_per_1000)) {
-                out.push((
-                    format!("CPU per reconcile ≤ 0.5× Go peer's ({big})"),
-                    Some(a <= 0.5 * b),
-                    format!("{a:.3} s vs {b:.3} s per 1000 ({:.2}×)", a / b),
-                ));
-            }
-            if let (Some(a), Some(b)) = (&o.restart, &g.restart) {
-                out.push((
-                    format!("startup to drained with {} objects ≤ Go peer's", a.objects),
-                    Some(a.to_drained_s <= b.to_drained_s),
-                    format!("{:.2} s vs {:.2} s", a.to_drained_s, b.to_drained_s),
-                ));
-            }
-        }
-        if let Some(f) = op.and_then(|o| o.failover.as_ref()) {
+        let restarts: Vec<&Restart> = self.runs(ours).filter_map(|r| r.restart.as_ref()).collect();
+        if !restarts.is_empty() {
+            let writes: u64 = restarts.iter().map(|r| r.writes).sum();
             out.push((
-                "graceful failover ≤ 3 s".into(),
-                Some(f.sigterm_s <= 3.0),
-                format!("{:.2} s", f.sigterm_s),
+                "0 writes on restart".into(),
+                Some(writes == 0),
+                format!("{writes} writes in {} restarts", restarts.len()),
             ));
         }
         out
+    }
+
+    /// A table: a header row of peers, then one row per (label, cell per peer).
+    fn table(&self, md: &mut String, first: &str, rows: Vec<(String, Vec<String>)>) {
+        let kinds = self.kinds();
+        let _ = write!(md, "\n| {first} |");
+        for k in &kinds {
+            let _ = write!(md, " {} |", k.name());
+        }
+        let _ = write!(md, "\n|---|");
+        for _ in &kinds {
+            md.push_str("---|");
+        }
+        md.push('\n');
+        for (label, cells) in rows {
+            let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
+        }
+    }
+
+    /// A row of one measure per peer.
+    fn row(
+        &self,
+        label: impl Into<String>,
+        cell: impl Fn(PeerKind) -> String,
+    ) -> (String, Vec<String>) {
+        (label.into(), self.kinds().into_iter().map(cell).collect())
     }
 
     pub fn markdown(&self, plots: &[(String, String)]) -> String {
@@ -355,8 +587,16 @@ impl Report {
         let _ = writeln!(
             md,
             "Run: bursts of {:?} objects at concurrency {}; fixed rates {:?}/s for {} s each; \
-             memory at {} requests; idle windows of {} s. Each peer gets a fresh control plane.\n",
-            s.sizes, s.concurrency, s.rates, s.rate_seconds, s.memory_objects, s.idle_seconds
+             memory at {} requests; idle windows of {} s. Each peer gets a fresh control plane. \
+             {} run(s) of every peer, interleaved: run r starts with the r-th peer. Cells show \
+             the median over the runs and, in brackets, the lowest and highest.\n",
+            s.sizes,
+            s.concurrency,
+            s.rates,
+            s.rate_seconds,
+            s.memory_objects,
+            s.idle_seconds,
+            s.runs
         );
         for c in &s.operator_config {
             let _ = writeln!(md, "- {c}");
@@ -365,7 +605,7 @@ impl Report {
 
         let _ = writeln!(
             md,
-            "## Targets\n\n| target | verdict | value |\n|---|---|---|"
+            "## Targets (ours against the best Go peer, medians)\n\n| target | verdict | value |\n|---|---|---|"
         );
         for (target, ok, value) in self.targets() {
             let verdict = match ok {
@@ -376,74 +616,87 @@ impl Report {
             let _ = writeln!(md, "| {target} | {verdict} | {value} |");
         }
 
-        let peers: Vec<PeerKind> = self.peers.iter().map(|p| p.peer).collect();
-        let header = |md: &mut String, first: &str| {
-            let _ = write!(md, "\n| {first} |");
-            for p in &peers {
-                let _ = write!(md, " {} |", p.name());
-            }
-            let _ = write!(md, "\n|---|");
-            for _ in &peers {
-                md.push_str("---|");
-            }
-            md.push('\n');
-        };
-
-        let _ = writeln!(md, "\n## Convergence (first create → all Ready)");
-        header(&mut md, "phase");
-        let names: Vec<String> = self
-            .peers
-            .first()
-            .map(|p| p.phases.iter().map(|ph| ph.name.clone()).collect())
-            .unwrap_or_default();
-        let all_names: Vec<String> = {
-            let mut all = names.clone();
-            for p in &self.peers {
-                for ph in &p.phases {
-                    if !all.contains(&ph.name) {
-                        all.push(ph.name.clone());
-                    }
-                }
-            }
-            all
-        };
-        for name in &all_names {
-            let _ = write!(md, "| {name} |");
-            let direct = self.phase(PeerKind::Direct, name).map(|p| p.converge_s);
-            for p in &peers {
-                match self.phase(*p, name) {
-                    Some(ph) => {
-                        let eff = direct
-                            .filter(|_| *p != PeerKind::Direct)
-                            .map(|d| format!(" (efficiency {:.2})", d / ph.converge_s))
-                            .unwrap_or_default();
-                        let _ = write!(md, " {:.2} s{eff} |", ph.converge_s);
-                    }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
-        }
+        let names = self.phase_names();
+        let _ = writeln!(
+            md,
+            "\n## Convergence (first create → all Ready), and efficiency (direct's median ÷ the peer's)"
+        );
+        let rows = names
+            .iter()
+            .map(|name| {
+                let direct = self.over_phase(PeerKind::Direct, name, |p| Some(p.converge_s));
+                self.row(name.clone(), |k| {
+                    let c = self.over_phase(k, name, |p| Some(p.converge_s));
+                    let eff = match (direct, c) {
+                        (Some(d), Some(c)) if k != PeerKind::Direct => {
+                            format!(", {:.2}", d.median / c.median)
+                        }
+                        _ => String::new(),
+                    };
+                    format!("{}{eff}", show(c, secs))
+                })
+            })
+            .collect();
+        self.table(&mut md, "phase", rows);
+        let _ = writeln!(
+            md,
+            "\nOffered rate (objects ÷ first create to last create returned; the bursts are \
+             closed-loop at the concurrency above, so a slower API server offers less):"
+        );
+        let rows = names
+            .iter()
+            .map(|name| {
+                self.row(name.clone(), |k| {
+                    show(
+                        self.over_phase(k, name, |p| Some(p.n as f64 / p.create_s)),
+                        |v| format!("{v:.0}/s"),
+                    )
+                })
+            })
+            .collect();
+        self.table(&mut md, "phase", rows);
 
         let _ = writeln!(
             md,
-            "\n## CR→Pod latency (create returned → Pod ADDED), p50 / p90 / p99 ms"
+            "\n## CR→Pod latency (create returned → Pod ADDED): p50 ms / p99 ms (p99's lowest–highest)"
         );
-        header(&mut md, "phase");
-        for name in &all_names {
-            let _ = write!(md, "| {name} |");
-            for p in &peers {
-                match self.phase(*p, name) {
-                    Some(ph) => {
-                        let l = &ph.latency;
-                        let _ =
-                            write!(md, " {:.1} / {:.1} / {:.1} |", l.p50_ms, l.p90_ms, l.p99_ms);
+        let rows = names
+            .iter()
+            .map(|name| {
+                self.row(name.clone(), |k| {
+                    let p50 = self.over_phase(k, name, |p| Some(p.latency.p50_ms));
+                    let p99 = self.over_phase(k, name, |p| Some(p.latency.p99_ms));
+                    match (p50, p99) {
+                        (Some(a), Some(b)) => format!("{} / {}", ms(a.median), b.show(ms)),
+                        _ => "–".into(),
                     }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
+                })
+            })
+            .collect();
+        self.table(&mut md, "phase", rows);
+
+        let _ = writeln!(
+            md,
+            "\n## CPU per 1000 PodRequests (operator; API server + etcd)"
+        );
+        let mut rows = Vec::new();
+        for name in &names {
+            rows.push(self.row(format!("{name}: operator"), |k| {
+                show(
+                    self.over_phase(k, name, |p| p.cpu_s.map(|c| 1000.0 * c / p.n as f64)),
+                    |v| format!("{v:.2} s"),
+                )
+            }));
+            rows.push(self.row(format!("{name}: API server + etcd"), |k| {
+                show(
+                    self.over_phase(k, name, |p| {
+                        p.control_plane_cpu_s.map(|c| 1000.0 * c / p.n as f64)
+                    }),
+                    |v| format!("{v:.2} s"),
+                )
+            }));
         }
+        self.table(&mut md, "phase", rows);
 
         if let Some(big) = self.largest_burst() {
             let _ = writeln!(
@@ -451,9 +704,8 @@ impl Report {
                 "\n## Requests per object ({big}, as audited by the apiserver; the direct baseline \
                  makes exactly one Pod create per object)"
             );
-            header(&mut md, "per object");
             type Row = (&'static str, fn(&PerObject) -> f64);
-            let rows: [Row; 8] = [
+            let counts: [Row; 8] = [
                 ("Pod creates", |p| p.pod_creates),
                 ("status writes", |p| p.status_writes),
                 ("Event writes", |p| p.event_writes),
@@ -463,82 +715,44 @@ impl Report {
                 ("all requests", |p| p.requests),
                 ("failed (4xx/5xx)", |p| p.failed),
             ];
-            for (label, f) in rows {
-                let _ = write!(md, "| {label} |");
-                for p in &peers {
-                    match self.phase(*p, &big) {
-                        Some(ph) if p.is_operator() => {
-                            let _ = write!(md, " {:.3} |", f(&ph.per_object));
+            let mut rows: Vec<_> = counts
+                .iter()
+                .map(|(label, f)| {
+                    self.row(*label, |k| {
+                        if !k.is_operator() {
+                            return "–".into();
                         }
-                        _ => md.push_str(" – |"),
-                    }
-                }
-                md.push('\n');
-            }
-            let _ = write!(md, "| reconciles |");
-            for p in &peers {
-                match self
-                    .phase(*p, &big)
-                    .and_then(|ph| ph.reconciles.map(|r| (r, ph.n)))
-                {
-                    Some((r, n)) => {
-                        let _ = write!(md, " {:.2} per object |", r as f64 / n as f64);
-                    }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
-            let _ = write!(md, "| client's own count: POST / PUT / PATCH / GET |");
-            for p in &peers {
-                match self
-                    .phase(*p, &big)
-                    .and_then(|ph| ph.client_requests.as_ref())
-                {
-                    Some(c) => {
-                        let _ = write!(md, " {} / {} / {} / {} |", c.post, c.put, c.patch, c.get);
-                    }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
-            let _ = write!(md, "| CPU s per 1000 reconciles |");
-            for p in &peers {
-                match self.phase(*p, &big).and_then(cpu_per_1000) {
-                    Some(c) => {
-                        let _ = write!(md, " {c:.3} |");
-                    }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
-            let _ = write!(md, "| CPU s per 1000 PodRequests |");
-            for p in &peers {
-                match self
-                    .phase(*p, &big)
-                    .and_then(|ph| ph.cpu_s.map(|c| 1000.0 * c / ph.n as f64))
-                {
-                    Some(c) => {
-                        let _ = write!(md, " {c:.3} |");
-                    }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
+                        show(self.over_phase(k, &big, |p| Some(f(&p.per_object))), |v| {
+                            format!("{v:.3}")
+                        })
+                    })
+                })
+                .collect();
+            rows.push(self.row("reconciles", |k| {
+                show(
+                    self.over_phase(k, &big, |p| p.reconciles.map(|r| r as f64 / p.n as f64)),
+                    |v| format!("{v:.2}"),
+                )
+            }));
+            rows.push(self.row("keys queued (workqueue_adds_total)", |k| {
+                show(
+                    self.over_phase(k, &big, |p| p.queue_adds.map(|r| r as f64 / p.n as f64)),
+                    |v| format!("{v:.2}"),
+                )
+            }));
+            rows.push(self.row("CPU s per 1000 reconciles", |k| {
+                show(self.over_phase(k, &big, cpu_per_1000), |v| {
+                    format!("{v:.3}")
+                })
+            }));
+            self.table(&mut md, "per object", rows);
         }
 
-        let _ = writeln!(md, "\n## Memory (RSS)");
-        header(&mut md, "when");
-        let _ = write!(md, "| idle, nothing cached |");
-        for p in &peers {
-            match self.peer(*p).and_then(|r| r.idle_rss_mb) {
-                Some(v) => {
-                    let _ = write!(md, " {v:.1} MB |");
-                }
-                None => md.push_str(" – |"),
-            }
-        }
-        md.push('\n');
-        for name in &all_names {
+        let _ = writeln!(md, "\n## Memory (RSS; heap in use)");
+        let mut rows = vec![self.row("idle, nothing cached", |k| {
+            show(self.over_runs(k, |r| r.idle_rss_mb), mb)
+        })];
+        for name in &names {
             let cached = self
                 .peers
                 .iter()
@@ -546,74 +760,78 @@ impl Report {
                 .find(|ph| ph.rss_after_mb.is_some())
                 .map(|ph| ph.cached_objects);
             let Some(cached) = cached else { continue };
-            let _ = write!(md, "| after {name}, {cached} objects cached |");
-            for p in &peers {
-                match self.phase(*p, name).and_then(|ph| ph.rss_after_mb) {
-                    Some(v) => {
-                        let _ = write!(md, " {v:.1} MB |");
+            rows.push(
+                self.row(format!("after {name}, {cached} objects cached"), |k| {
+                    let rss = self.over_phase(k, name, |p| p.rss_after_mb);
+                    let heap = self.over_phase(k, name, |p| p.heap_after_mb);
+                    match (rss, heap) {
+                        (Some(r), Some(h)) => format!("{}; {}", r.show(mb), h.show(mb)),
+                        (r, _) => show(r, mb),
                     }
-                    None => md.push_str(" – |"),
-                }
-            }
-            md.push('\n');
+                }),
+            );
         }
-        let _ = write!(md, "| peak during the initial list after a restart |");
-        for p in &peers {
-            match self.peer(*p).and_then(|r| r.restart.as_ref()) {
-                Some(r) => {
-                    let _ = write!(md, " {:.1} MB |", r.peak_rss_mb);
-                }
-                None => md.push_str(" – |"),
-            }
-        }
-        md.push('\n');
+        rows.push(
+            self.row("peak during the initial list after a restart", |k| {
+                show(
+                    self.over_runs(k, |r| r.restart.as_ref().map(|x| x.peak_rss_mb)),
+                    mb,
+                )
+            }),
+        );
+        self.table(&mut md, "when", rows);
 
         let _ = writeln!(md, "\n## Startup and failover");
-        header(&mut md, "");
-        type StartRow = (&'static str, fn(&PeerRun) -> Option<String>);
-        let rows: [StartRow; 7] = [
-            ("start → leading, empty cluster", |r| {
-                r.startup_empty_s.map(|v| format!("{v:.2} s"))
-            }),
-            ("restart: objects existing", |r| {
-                r.restart.as_ref().map(|x| x.objects.to_string())
-            }),
+        type StartRow = (&'static str, fn(&PeerRun) -> Option<f64>);
+        let starts: [StartRow; 6] = [
+            ("start → leading, empty cluster", |r| r.startup_empty_s),
             ("restart → leading", |r| {
-                r.restart
-                    .as_ref()
-                    .map(|x| format!("{:.2} s", x.to_leader_s))
+                r.restart.as_ref().map(|x| x.to_leader_s)
             }),
             ("restart → first reconcile (caches synced)", |r| {
-                r.restart
-                    .as_ref()
-                    .map(|x| format!("{:.2} s", x.to_first_reconcile_s))
+                r.restart.as_ref().map(|x| x.to_first_reconcile_s)
             }),
             ("restart → queue drained", |r| {
-                r.restart.as_ref().map(|x| {
-                    format!(
-                        "{:.2} s ({} reconciles, {} writes, {} GETs)",
-                        x.to_drained_s, x.reconciles, x.writes, x.gets
-                    )
-                })
+                r.restart.as_ref().map(|x| x.to_drained_s)
             }),
             ("failover after SIGTERM", |r| {
-                r.failover.as_ref().map(|f| format!("{:.2} s", f.sigterm_s))
+                r.failover.as_ref().map(|f| f.sigterm_s)
             }),
             ("failover after SIGKILL", |r| {
-                r.failover.as_ref().map(|f| format!("{:.2} s", f.sigkill_s))
+                r.failover.as_ref().map(|f| f.sigkill_s)
             }),
         ];
-        for (label, f) in rows {
-            let _ = write!(md, "| {label} |");
-            for p in &peers {
-                let cell = self.peer(*p).and_then(f).unwrap_or_else(|| "–".into());
-                let _ = write!(md, " {cell} |");
-            }
-            md.push('\n');
-        }
+        let mut rows: Vec<_> = starts
+            .iter()
+            .map(|(label, f)| self.row(*label, |k| show(self.over_runs(k, f), secs)))
+            .collect();
+        rows.insert(
+            1,
+            self.row("restart: objects existing", |k| {
+                self.runs(k)
+                    .find_map(|r| r.restart.as_ref().map(|x| x.objects.to_string()))
+                    .unwrap_or_else(|| "–".into())
+            }),
+        );
+        rows.push(
+            self.row("restart: reconciles, writes, GETs (all runs)", |k| {
+                let r: Vec<&Restart> = self.runs(k).filter_map(|r| r.restart.as_ref()).collect();
+                if r.is_empty() {
+                    return "–".into();
+                }
+                let reconciles: Vec<String> = r.iter().map(|x| x.reconciles.to_string()).collect();
+                format!(
+                    "{}; {}; {}",
+                    reconciles.join("/"),
+                    r.iter().map(|x| x.writes).sum::<u64>(),
+                    r.iter().map(|x| x.gets).sum::<u64>()
+                )
+            }),
+        );
+        self.table(&mut md, "", rows);
 
         if !plots.is_empty() {
-            let _ = writeln!(md, "\n## Plots\n");
+            let _ = writeln!(md, "\n## Plots (first run)\n");
             for (title, file) in plots {
                 let _ = writeln!(md, "![{title}]({file})\n");
             }
@@ -627,4 +845,30 @@ pub fn cpu_per_1000(phase: &Phase) -> Option<f64> {
     let cpu = phase.cpu_s?;
     let r = phase.reconciles.filter(|r| *r > 0)?;
     Some(1000.0 * cpu / r as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_spread_of_runs() {
+        let s = Spread::of([3.0, 1.0, f64::NAN, 2.0]);
+        assert_eq!(
+            s,
+            Some(Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0,
+                runs: 3
+            })
+        );
+        assert_eq!(Spread::of([4.0, 1.0]).map(|s| s.median), Some(2.5));
+        assert_eq!(Spread::of([]), None);
+        assert_eq!(show(Spread::of([1.5]), secs), "1.50 s");
+        assert_eq!(
+            show(Spread::of([1.0, 2.0, 4.0]), secs),
+            "2.00 s (1.00 s–4.00 s)"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: the benchmarks.
 //!
 //! - `pod`: `operon-bench` (bench/) runs pod-operator, the controller-runtime peer
-//!   (bench/go-peer, built here with Go) and direct Pod creation side by side, each on a fresh
-//!   control plane, and writes `bench/results/<date>-<machine>.{json,md}` plus SVG plots
+//!   (bench/go-peer, built here with Go; scaffold-style and tuned), a plain kube-rs peer
+//!   (bench/kube-rs-peer) and direct Pod creation side by side, each on a fresh control plane,
+//!   three runs each, interleaved, and writes `bench/results/<date>-<machine>.{json,md}` plus SVG plots
 //!   (docs/performance.md). `--quick` is a small run of pod-operator and the direct baseline
 //!   that fails when requests per PodRequest or idle writes regress: CI runs it.
 //! - `service-ca`: a `harness = false` bench target that runs its own baseline in the same
@@ -39,9 +40,12 @@ pub struct Options {
     /// pod: requests in the cluster for the memory reading (default 10000).
     #[arg(long)]
     pub memory_objects: Option<usize>,
-    /// pod: which peers (default direct,operon,go; --quick: direct,operon).
+    /// pod: which peers (default direct,operon,go,go-tuned,kube-rs; --quick: direct,operon).
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// pod: runs of every peer, interleaved (default 3; --quick: 1).
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// pod: skip the failover measurement.
     #[arg(long)]
     pub no_failover: bool,
@@ -109,24 +113,33 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
     } else {
         ("release", "release")
     };
-    let mut build = cargo();
-    build.args(["build", "-p", "pod-operator", "-p", "operon-bench"]);
-    if !options.quick {
-        build.arg("--release");
-    }
-    run(
-        &format!("cargo build ({profile}: pod-operator, operon-bench)"),
-        &mut build,
-    )?;
     let target = demo::target_dir()?;
     let peers: Vec<String> = if !options.peers.is_empty() {
         options.peers.clone()
     } else if options.quick {
         vec!["direct".into(), "operon".into()]
     } else {
-        vec!["direct".into(), "operon".into(), "go".into()]
+        ["direct", "operon", "go", "go-tuned", "kube-rs"]
+            .map(String::from)
+            .to_vec()
     };
-    let go_peer = if peers.iter().any(|p| p == "go") {
+    let mut build = cargo();
+    build.args(["build", "-p", "pod-operator", "-p", "operon-bench"]);
+    let kube_rs = peers.iter().any(|p| p == "kube-rs");
+    if kube_rs {
+        build.args(["-p", "kube-rs-peer"]);
+    }
+    if !options.quick {
+        build.arg("--release");
+    }
+    run(
+        &format!(
+            "cargo build ({profile}: pod-operator, operon-bench{})",
+            if kube_rs { ", kube-rs-peer" } else { "" }
+        ),
+        &mut build,
+    )?;
+    let go_peer = if peers.iter().any(|p| p.starts_with("go")) {
         Some(build_go_peer()?)
     } else {
         None
@@ -146,6 +159,10 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
         .arg(&out);
     if let Some(go) = go_peer {
         cmd.arg("--go-peer").arg(go);
+    }
+    if kube_rs {
+        cmd.arg("--kube-rs-peer")
+            .arg(target.join(dir).join("kube-rs-peer"));
     }
     if options.quick {
         cmd.arg("--quick");
@@ -180,6 +197,9 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
     }
     if let Some(m) = options.memory_objects {
         cmd.args(["--memory-objects", &m.to_string()]);
+    }
+    if let Some(r) = options.runs {
+        cmd.args(["--runs", &r.to_string()]);
     }
     if options.no_failover {
         cmd.arg("--no-failover");

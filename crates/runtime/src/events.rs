@@ -4,12 +4,12 @@
 //! kube-runtime's recorder folds repeats of the same event into a series.
 //!
 //! Recording doesn't hold up the reconcile that reports: the write runs in the background, at
-//! most [`IN_FLIGHT`] at once, and beyond [`MAX_PENDING`] waiting writes new Events are dropped
-//! with a log line (client-go's broadcaster drops too when its queue is full). A reconcile's
-//! latency is then its Pod and status writes alone.
+//! most [`IN_FLIGHT`] at once. No Event is ever dropped (client-go's broadcaster drops when its
+//! queue is full): with [`MAX_PENDING`] writes waiting, a reconcile that records one more waits
+//! for room, which slows the controller down to what the API server takes instead of growing
+//! memory without bound.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -18,14 +18,14 @@ use tokio::sync::Semaphore;
 
 /// Event writes in flight at once.
 pub const IN_FLIGHT: usize = 4;
-/// Event writes waiting beyond which new ones are dropped.
+/// Event writes waiting (in flight included) beyond which recording waits for room.
 pub const MAX_PENDING: usize = 1000;
 
 #[derive(Clone)]
 pub struct Events {
     recorder: Recorder,
     slots: Arc<Semaphore>,
-    pending: Arc<AtomicUsize>,
+    pending: Arc<Semaphore>,
 }
 
 impl Events {
@@ -38,7 +38,7 @@ impl Events {
         Events {
             recorder: Recorder::new(client, reporter),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
-            pending: Arc::new(AtomicUsize::new(0)),
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
         }
     }
 
@@ -93,23 +93,11 @@ impl Events {
             action: action.to_string(),
             secondary: None,
         };
-        if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(
-                object = ?reference.name,
-                namespace = ?reference.namespace,
-                reason,
-                "dropped an Event: {MAX_PENDING} are waiting to be written"
-            );
-            return;
-        }
-        let (recorder, slots, pending) = (
-            self.recorder.clone(),
-            self.slots.clone(),
-            self.pending.clone(),
-        );
+        // Neither semaphore is ever closed; without a permit the write still goes ahead.
+        let room = self.pending.clone().acquire_owned().await.ok();
+        let (recorder, slots) = (self.recorder.clone(), self.slots.clone());
         tokio::spawn(async move {
-            // The semaphore is never closed; without a permit the write still goes ahead.
+            let _room = room;
             let _permit = slots.acquire().await.ok();
             if let Err(e) = recorder.publish(&event, &reference).await {
                 tracing::warn!(
@@ -119,7 +107,6 @@ impl Events {
                     "failed to record an Event: {e}"
                 );
             }
-            pending.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

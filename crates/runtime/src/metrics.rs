@@ -597,6 +597,22 @@ fn parse_boot_time(stat: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
 }
 
+/// Heap bytes in use, as glibc counts them: RSS also holds freed pages the allocator keeps, so
+/// it can't tell a leak from fragmentation; this can.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_inuse_bytes() -> Option<u64> {
+    // SAFETY: mallinfo2 takes no arguments, only reads the allocator's counters (under its
+    // arena locks) and returns a plain struct by value.
+    #[allow(unsafe_code)]
+    let info = unsafe { libc::mallinfo2() };
+    u64::try_from(info.uordblks + info.hblkhd).ok()
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_inuse_bytes() -> Option<u64> {
+    None
+}
+
 /// A `<key> <n> kB` line of `/proc/self/status`, in bytes.
 fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix(key))?;
@@ -648,6 +664,16 @@ impl Collector for ProcessCollector {
                 let m = ConstGauge::new(v);
                 m.encode(encoder.encode_descriptor(name, help, None, m.metric_type())?)?;
             }
+        }
+        if let Some(v) = heap_inuse_bytes() {
+            let m = ConstGauge::new(v);
+            m.encode(encoder.encode_descriptor(
+                "operon_heap_inuse_bytes",
+                "Bytes the allocator has handed out and not taken back (glibc's mallinfo2 \
+                 uordblks + hblkhd), the counterpart of Go's go_memstats_heap_inuse_bytes.",
+                None,
+                m.metric_type(),
+            )?)?;
         }
         if let Some(v) = stats.start_time_seconds {
             let m = ConstGauge::new(v);
@@ -916,6 +942,19 @@ mod tests {
             );
         }
         assert!(value(&text, "process_resident_memory_bytes").unwrap_or_default() > 0.0);
+        #[cfg(target_env = "gnu")]
+        {
+            // A live allocation moves the count by at least its size.
+            let before = value(&Metrics::new().render(), "operon_heap_inuse_bytes");
+            let block = vec![1u8; 8 << 20];
+            let during = value(&Metrics::new().render(), "operon_heap_inuse_bytes");
+            assert_eq!(block.len(), 8 << 20);
+            let (before, during) = (before.unwrap_or_default(), during.unwrap_or_default());
+            assert!(
+                during - before >= 8.0 * 1024.0 * 1024.0,
+                "{before} → {during}"
+            );
+        }
         let start = value(&text, "process_start_time_seconds").unwrap_or_default();
         assert!(
             start > 1.0e9 && start <= now_unix() + 1.0,

@@ -246,6 +246,13 @@ impl PodRequest {
             // isn't, the Pending status is written when this comes due.
             return Ok(Action::requeue(CREATED_STATUS_DELAY));
         }
+        if let Observed::Current(pod) = &observed
+            && let Some(left) = settling(pod, Timestamp::now())
+        {
+            // The new Pod's first events (added, scheduled) come within that second too: they
+            // don't get a Pending status of their own either.
+            return Ok(Action::requeue(left));
+        }
         let status = self.desired_status(&observed);
         let key = ObjectRef::from_obj(self);
         let already_written = ctx
@@ -560,6 +567,22 @@ fn pod_phase(pod: &Pod) -> Option<String> {
     pod.status.as_ref().and_then(|s| s.phase.clone())
 }
 
+/// For a Pod younger than [`CREATED_STATUS_DELAY`] that is still starting (Pending, or Running
+/// but not Ready): how long until it is that old.
+fn settling(pod: &Pod, now: Timestamp) -> Option<std::time::Duration> {
+    let phase = pod_phase(pod);
+    if !matches!(phase.as_deref(), None | Some("Pending") | Some("Running"))
+        || pod_ready(pod).status
+    {
+        return None;
+    }
+    let created = pod.metadata.creation_timestamp.as_ref()?.0;
+    let age = std::time::Duration::try_from(now.duration_since(created)).ok()?;
+    CREATED_STATUS_DELAY
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
+}
+
 fn pod_ready(pod: &Pod) -> Desired<'static> {
     let phase = pod_phase(pod).unwrap_or_else(|| "Pending".to_string());
     let ready = pod
@@ -649,6 +672,40 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["Pending", "Running", "deleted", "Running"]);
+    }
+
+    #[test]
+    fn a_starting_pod_settles_for_a_second_before_pending_is_written() {
+        let pod = |phase: &str, ready: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": { "name": "p", "creationTimestamp": "2026-01-01T00:00:00Z" },
+                "status": { "phase": phase, "conditions": [{ "type": "Ready", "status": ready }] },
+            }))
+            .unwrap_or_default()
+        };
+        let at = |s: &str| s.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
+        let early = at("2026-01-01T00:00:00.250Z");
+        assert_eq!(
+            settling(&pod("Pending", "False"), early),
+            Some(std::time::Duration::from_millis(750))
+        );
+        assert!(settling(&pod("Running", "False"), early).is_some());
+        // Ready, finished, or old enough: the status is written now.
+        assert_eq!(settling(&pod("Running", "True"), early), None);
+        assert_eq!(settling(&pod("Failed", "False"), early), None);
+        assert_eq!(
+            settling(&pod("Pending", "False"), at("2026-01-01T00:00:01Z")),
+            None
+        );
+        assert_eq!(
+            settling(&pod("Pending", "False"), at("2026-01-01T00:00:05Z")),
+            None
+        );
+        // A clock behind the apiserver's: written at once.
+        assert_eq!(
+            settling(&pod("Pending", "False"), at("2025-12-31T23:59:59Z")),
+            None
+        );
     }
 
     #[test]
