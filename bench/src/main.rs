@@ -308,8 +308,9 @@ fn check_counts(report: &Report) -> Result<()> {
     }
 }
 
-/// Keys queued per PodRequest at most: its creation, its Pod's creation, its Pod's readiness.
-const QUEUE_ADDS_PER_REQUEST: u64 = 3;
+/// Keys queued per PodRequest at most: its creation, its Pod's creation, its Pod's running and
+/// readiness (one change or two), and a requeue when the Pod isn't ready within a second.
+const QUEUE_ADDS_PER_REQUEST: u64 = 5;
 
 enum Mode {
     Burst(usize),

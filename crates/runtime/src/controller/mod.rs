@@ -21,7 +21,9 @@
 //!   (every object once), not a cold list (controller-runtime's warmup).
 //! - A key is never reconciled twice at once; a key triggered during its reconcile runs once
 //!   more after; keys come first come, first served; errors are retried after the object's
-//!   backoff ([`Backoff`]); [`Action::requeue`] adds the key again after a delay.
+//!   backoff ([`Backoff`]); [`Action::requeue`] adds the key again after a delay. The last
+//!   successful reconcile's [`Action`] decides when a key comes back on its own: it replaces
+//!   an earlier reconcile's requeue or a pending retry.
 //! - Each reconcile runs in a tracing span (`controller`, `object`), and is counted and timed
 //!   with controller-runtime's metric names (reconcile totals, errors by cause, duration,
 //!   active workers) beside client-go's workqueue ones (depth, adds, queue duration,
@@ -598,9 +600,7 @@ where
             Ok(Ok(action)) => {
                 self.backoff.succeeded_key(key);
                 self.metrics.finished(timer, None);
-                if let Some(delay) = action.requeue_after() {
-                    self.queue.add_after(key.clone(), delay);
-                }
+                self.queue.reschedule(key.clone(), action.requeue_after());
             }
             Ok(Err(error)) => {
                 let delay = self.backoff.failed_key(key);

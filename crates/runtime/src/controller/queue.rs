@@ -186,6 +186,18 @@ where
         }
     }
 
+    /// After a successful reconcile of `key`: it comes back on its own after `delay`, or with
+    /// `None` only when something adds it. Replaces any delayed add of the key: the reconcile
+    /// that just ran saw the latest state, so an earlier reconcile's requeue (or a retry of an
+    /// error since fixed) is stale.
+    pub fn reschedule(&self, key: T, delay: Option<Duration>) {
+        // A heap entry without its `due` is skipped when it comes up.
+        lock(&self.shared.state).due.remove(&key);
+        if let Some(delay) = delay {
+            self.add_after(key, delay);
+        }
+    }
+
     /// Adds `key` after an error, after `delay` (its backoff), counting a retry.
     pub fn retry_after(&self, key: T, delay: Duration) {
         self.shared.metrics.queue_retried();
@@ -368,6 +380,24 @@ mod tests {
         assert_eq!(q.get().await.as_deref(), Some("soon"));
         assert_eq!(t0.elapsed().as_secs(), 5);
         assert_eq!(q.delayed(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reschedule_replaces_the_keys_delayed_add() {
+        let q = queue();
+        q.add_after("cancelled".to_string(), Duration::from_secs(1));
+        q.add_after("later".to_string(), Duration::from_secs(1));
+        q.add_after("other".to_string(), Duration::from_secs(3));
+        q.reschedule("cancelled".to_string(), None);
+        q.reschedule("later".to_string(), Some(Duration::from_secs(5)));
+        assert_eq!(q.delayed(), 2);
+        let t0 = Instant::now();
+        assert_eq!(q.get().await.as_deref(), Some("other"));
+        assert_eq!(t0.elapsed().as_secs(), 3, "nothing came at 1 s");
+        assert_eq!(q.get().await.as_deref(), Some("later"));
+        assert_eq!(t0.elapsed().as_secs(), 5);
+        assert_eq!(q.delayed(), 0);
+        assert!(q.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
