@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -17,9 +17,9 @@ use serde_json::json;
 
 use crate::metrics::Metrics;
 
-/// Field manager, event reporter and `app.kubernetes.io/managed-by` value, as pod-operator's.
-pub const MANAGER: &str = "pod-operator";
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Field manager and event reporter: pod-operator's, whose Pod (`PodRequest::desired_pod`) this
+/// peer creates too.
+pub use pod_operator::controller::MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -136,7 +136,7 @@ async fn create_pod(pr: &PodRequest, pods: &Api<Pod>, ctx: &Context) -> Result<P
         field_manager: Some(MANAGER.to_string()),
         ..Default::default()
     };
-    match pods.create(&pp, &desired_pod(pr)).await {
+    match pods.create(&pp, &pr.desired_pod()).await {
         Ok(pod) => {
             let note = format!("Created Pod {}", pod.name_any());
             publish(ctx, pr, EventType::Normal, "Created", "Create", note).await;
@@ -165,39 +165,6 @@ async fn publish(
     };
     if let Err(error) = ctx.recorder.publish(&event, &pr.object_ref(&())).await {
         tracing::warn!(podrequest = %pr.name_any(), %error, reason, "publishing an Event");
-    }
-}
-
-/// The Pod a request asks for: its name, `app=<name>`, controlled by the request.
-fn desired_pod(pr: &PodRequest) -> Pod {
-    let name = pr.name_any();
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: pr.namespace(),
-            labels: Some(
-                [
-                    ("app".to_string(), name),
-                    (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
-                ]
-                .into(),
-            ),
-            owner_references: pr.controller_owner_ref(&()).map(|mut o| {
-                o.block_owner_deletion = Some(true);
-                vec![o]
-            }),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: pr.spec.name.clone(),
-                image: Some(pr.spec.image.clone()),
-                command: Some(pr.spec.command.clone()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 
@@ -308,6 +275,7 @@ fn pod_readiness(pod: &Pod) -> (bool, &'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pod_operator::controller::MANAGED_BY_LABEL;
 
     fn request() -> PodRequest {
         serde_json::from_value(json!({
@@ -382,9 +350,9 @@ mod tests {
     }
 
     #[test]
-    fn desired_pod_is_controlled_by_its_request() {
+    fn the_pod_a_request_asks_for_is_its_own() {
         let pr = request();
-        let pod = desired_pod(&pr);
+        let pod = pr.desired_pod();
         assert!(owns(&pr, &pod) && matches_spec(&pr, &pod));
         let labels = pod.metadata.labels.unwrap_or_default();
         assert_eq!(labels.get("app").map(String::as_str), Some("p"));
