@@ -63,6 +63,9 @@ struct Cli {
     /// Skip the failover measurement.
     #[arg(long)]
     no_failover: bool,
+    /// Skip the update, delete and recreate phases.
+    #[arg(long)]
+    no_churn: bool,
     /// Small run for CI: counts, not times. Fails when requests per PodRequest or idle writes
     /// regress.
     #[arg(long)]
@@ -238,10 +241,18 @@ fn check_counts(report: &Report) -> Result<()> {
     let mut failures = Vec::new();
     for phase in &ours.phases {
         let p = &phase.per_object;
-        if (p.pod_creates - 1.0).abs() > 1e-9 {
+        // A deletion is the garbage collector's work: the operator creates nothing.
+        let creates = if phase.kind == "delete" { 0.0 } else { 1.0 };
+        if (p.pod_creates - creates).abs() > 1e-9 {
             failures.push(format!(
-                "{}: {:.3} Pod creates per PodRequest (want exactly 1)",
+                "{}: {:.3} Pod creates per PodRequest (want exactly {creates})",
                 phase.name, p.pod_creates
+            ));
+        }
+        if phase.kind == "delete" && p.status_writes > 0.0 {
+            failures.push(format!(
+                "{}: {:.3} status writes per deleted PodRequest (want 0)",
+                phase.name, p.status_writes
             ));
         }
         if p.status_writes > 2.0 {
@@ -259,7 +270,12 @@ fn check_counts(report: &Report) -> Result<()> {
         // The queue's own count: a bounded number of keys per request, not work that grows
         // with the backlog, and every reconcile one of those keys.
         if let (Some(adds), Some(reconciles)) = (phase.queue_adds, phase.reconciles) {
-            let bound = QUEUE_ADDS_PER_REQUEST * phase.n as u64 + 10;
+            let per_request = match phase.kind.as_str() {
+                "update" => QUEUE_ADDS_PER_UPDATE,
+                "delete" => QUEUE_ADDS_PER_DELETE,
+                _ => QUEUE_ADDS_PER_REQUEST,
+            };
+            let bound = per_request * phase.n as u64 + 10;
             if adds > bound {
                 failures.push(format!(
                     "{}: {adds} keys queued for {} PodRequests (want ≤ {bound})",
@@ -311,10 +327,42 @@ fn check_counts(report: &Report) -> Result<()> {
 /// Keys queued per PodRequest at most: its creation, its Pod's creation, its Pod's running and
 /// readiness (one change or two), and a requeue when the Pod isn't ready within a second.
 const QUEUE_ADDS_PER_REQUEST: u64 = 5;
+/// Per spec change: the change, the old Pod's deletion (marked, then gone), and then what a
+/// new request gets.
+const QUEUE_ADDS_PER_UPDATE: u64 = 3 + QUEUE_ADDS_PER_REQUEST;
+/// Per deleted request: its deletion, its Pod's (marked, then gone).
+const QUEUE_ADDS_PER_DELETE: u64 = 3;
 
 enum Mode {
+    /// Create in a new namespace, closed loop at `--concurrency`.
     Burst(usize),
+    /// Create in a new namespace at a fixed rate.
     Rate(f64),
+    /// Change the spec of an earlier phase's requests (operators only).
+    Update(Earlier),
+    /// Delete an earlier phase's objects; done when their Pods are gone.
+    Delete(Earlier),
+    /// Create as many again, as a burst, in the namespace the delete phase emptied.
+    Recreate(Earlier),
+}
+
+/// The objects an earlier phase created: its namespace and name prefix.
+#[derive(Clone)]
+struct Earlier {
+    namespace: String,
+    prefix: String,
+}
+
+impl Mode {
+    fn kind(&self) -> &'static str {
+        match self {
+            Mode::Burst(_) => "burst",
+            Mode::Rate(_) => "rate",
+            Mode::Update(_) => "update",
+            Mode::Delete(_) => "delete",
+            Mode::Recreate(_) => "recreate",
+        }
+    }
 }
 
 async fn run_peer(kind: PeerKind, cli: &Cli, settings: &PeerSettings) -> Result<PeerRun> {
@@ -369,6 +417,27 @@ async fn run_peer(kind: PeerKind, cli: &Cli, settings: &PeerSettings) -> Result<
     for r in &cli.rates {
         plan.push((format!("rate-{r}"), Mode::Rate(*r)));
     }
+    // Churn on the first rate phase's requests (the first burst's in a quick run): a spec
+    // change that replaces every Pod, then deletion, then as many created again.
+    let churned = match (cli.rates.first(), cli.sizes.first()) {
+        (Some(r), _) => Some((format!("rate-{r}"), (r * cli.rate_seconds).round() as usize)),
+        (None, Some(n)) => Some((format!("burst-{n}"), *n)),
+        (None, None) => None,
+    };
+    if let Some((source, n)) = churned.clone().filter(|_| !cli.no_churn) {
+        let earlier = Earlier {
+            namespace: phase_namespace(&source),
+            prefix: name_prefix(&source).to_string(),
+        };
+        // Not in the quick run: on kwok's fake nodes a replaced Pod is often deleted again
+        // (kwok deletes a terminating Pod by name, without a UID precondition, and may do so
+        // after the replacement of the same name exists), so its counts aren't the operator's.
+        if kind.is_operator() && !cli.quick {
+            plan.push((format!("update-{n}"), Mode::Update(earlier.clone())));
+        }
+        plan.push((format!("delete-{n}"), Mode::Delete(earlier.clone())));
+        plan.push((format!("recreate-{n}"), Mode::Recreate(earlier)));
+    }
     for n in sizes {
         plan.push((format!("burst-{n}"), Mode::Burst(*n)));
     }
@@ -377,11 +446,18 @@ async fn run_peer(kind: PeerKind, cli: &Cli, settings: &PeerSettings) -> Result<
     }
     let mut cached = 0;
     for (name, mode) in plan {
-        let n = match mode {
-            Mode::Burst(n) => n,
+        let n = match &mode {
+            Mode::Burst(n) => *n,
             Mode::Rate(r) => (r * cli.rate_seconds).round() as usize,
+            Mode::Update(_) | Mode::Delete(_) | Mode::Recreate(_) => {
+                churned.as_ref().map(|(_, n)| *n).unwrap_or_default()
+            }
         };
-        cached += 2 * n;
+        match mode {
+            Mode::Burst(_) | Mode::Rate(_) | Mode::Recreate(_) => cached += 2 * n,
+            Mode::Delete(_) => cached -= 2 * n,
+            Mode::Update(_) => {}
+        }
         let phase = phase(
             &cluster,
             kind,
@@ -396,7 +472,7 @@ async fn run_peer(kind: PeerKind, cli: &Cli, settings: &PeerSettings) -> Result<
         .await
         .with_context(|| format!("phase {name}"))?;
         eprintln!(
-            "bench: [{}] {name}: {n} in {:.2} s, p99 {:.1} ms, {:.2} writes per object",
+            "bench: [{}] {name}: {n} done in {:.2} s, p99 {:.1} ms, {:.2} writes per object",
             kind.name(),
             phase.converge_s,
             phase.latency.p99_ms,
@@ -474,25 +550,43 @@ async fn phase(
     cached: usize,
     logs: &Path,
 ) -> Result<Phase> {
-    let ns = format!("bench-{}", name.replace('.', "-"));
-    cluster.namespace(&ns).await?;
+    let (ns, prefix) = match &mode {
+        Mode::Burst(_) | Mode::Rate(_) => {
+            let ns = phase_namespace(name);
+            cluster.namespace(&ns).await?;
+            (ns, name_prefix(name).to_string())
+        }
+        Mode::Update(e) | Mode::Delete(e) => (e.namespace.clone(), e.prefix.clone()),
+        // New names: kwok's fake kubelet may still send a deletion for an old Pod after it
+        // is gone, by name, and would take a new Pod of the same name with it.
+        Mode::Recreate(e) => (e.namespace.clone(), format!("re-{}", e.prefix)),
+    };
+    let deleting = matches!(mode, Mode::Delete(_));
     let pods = Recorder::start(
         Api::<Pod>::namespaced(cluster.admin.clone(), &ns),
-        workload::pod_ready,
+        match mode {
+            Mode::Update(_) => workload::UPDATED_PODS,
+            _ => workload::PODS,
+        },
     )
     .await?;
-    let requests = if kind.is_operator() {
+    let requests = if kind.is_operator() && !deleting {
         Some(
             Recorder::start(
                 Api::<PodRequest>::namespaced(cluster.admin.clone(), &ns),
-                workload::request_ready,
+                match mode {
+                    Mode::Update(_) => workload::UPDATED_REQUESTS,
+                    _ => workload::REQUESTS,
+                },
             )
             .await?,
         )
     } else {
         None
     };
-    let ready_of = || match &requests {
+    // Done: Ready (the requests' status for the operators), or gone for the delete phase.
+    let done_of = || match &requests {
+        _ if deleting => n.saturating_sub(pods.live()),
         Some(r) => r.counts().1,
         None => pods.counts().1,
     };
@@ -503,24 +597,29 @@ async fn phase(
     let u0 = operator.and_then(Process::usage);
     let plane0 = cluster.control_plane_cpu();
     let mark = cluster.audit_mark()?;
-    let names = workload::names(name.split('-').next().unwrap_or("pr"), n);
+    let names = workload::names(&prefix, n);
 
     let t0 = Instant::now();
+    let concurrency = cli.concurrency.into();
     let create = async {
-        match mode {
-            Mode::Burst(_) => {
-                workload::burst(&cluster.admin, kind, &ns, names, cli.concurrency.into()).await
+        match &mode {
+            Mode::Burst(_) | Mode::Recreate(_) => {
+                workload::burst(&cluster.admin, kind, &ns, names, concurrency).await
             }
-            Mode::Rate(r) => workload::at_rate(&cluster.admin, kind, &ns, names, r).await,
+            Mode::Rate(r) => workload::at_rate(&cluster.admin, kind, &ns, names, *r).await,
+            Mode::Update(_) => workload::update(&cluster.admin, &ns, names, concurrency).await,
+            Mode::Delete(_) => {
+                workload::delete(&cluster.admin, kind, &ns, names, concurrency).await
+            }
         }
     };
     let print_progress = || {
+        let (added, ready, deleted) = pods.counts();
         eprintln!(
-            "bench: [{}] {name}: {:5.1} s  Pods {}/{n}  Ready {}/{n}",
+            "bench: [{}] {name}: {:5.1} s  Pods {added}/{n}  Ready {}/{n}  deleted {deleted}",
             kind.name(),
             t0.elapsed().as_secs_f64(),
-            pods.counts().0,
-            ready_of()
+            if deleting { ready } else { done_of() },
         );
     };
     let progress = async {
@@ -537,12 +636,12 @@ async fn phase(
     // Generous: a 2-core machine under a 5000-object burst takes minutes.
     let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 5);
     let mut last_print = Instant::now();
-    while ready_of() < n {
+    while done_of() < n {
         if Instant::now() > deadline {
             bail!(
-                "{name}: only {} of {n} Ready by the deadline (Pods {})",
-                ready_of(),
-                pods.counts().0
+                "{name}: only {} of {n} done by the deadline (Pods {:?})",
+                done_of(),
+                pods.counts()
             );
         }
         if last_print.elapsed() > Duration::from_secs(5) {
@@ -564,8 +663,7 @@ async fn phase(
         std::fs::write(file, m.text()).ok();
     }
     let ready_times = |t: &workload::Timeline| {
-        let mut v: Vec<f64> = t
-            .ready
+        let mut v: Vec<f64> = if deleting { &t.deleted } else { &t.ready }
             .values()
             .map(|i| i.duration_since(t0).as_secs_f64())
             .collect();
@@ -586,7 +684,15 @@ async fn phase(
             .filter(|(i, _)| i % step == 0 || i + 1 == ready.len())
             .map(|(i, t)| (*t, i + 1)),
     );
-    let latencies = pods.with(|t| workload::latencies_ms(&created, t));
+    let latencies = pods
+        .with(|t| workload::latencies_ms(&created, if deleting { &t.deleted } else { &t.added }));
+    let ready_latency = (!deleting).then(|| {
+        let ready = |t: &workload::Timeline| workload::latencies_ms(&created, &t.ready);
+        Latency::of(&match &requests {
+            Some(r) => r.with(ready),
+            None => pods.with(ready),
+        })
+    });
     let stride = (latencies.len() / 2000).max(1);
     let kept: Vec<f64> = latencies
         .iter()
@@ -619,9 +725,15 @@ async fn phase(
         _ => (None, None, None),
     };
     let cpu_s = u0.zip(u1).map(|(a, b)| b.cpu_seconds - a.cpu_seconds);
+    // Idle windows after the phases that create (the churn phases are short: theirs would
+    // lengthen the run without telling anything new).
+    let creates = matches!(mode, Mode::Burst(_) | Mode::Rate(_));
     let (idle, rss_after_mb, heap_after_mb) = match operator {
         Some(p) => (
-            Some(idle_window(cluster, p, cli.idle_seconds).await?),
+            match creates {
+                true => Some(idle_window(cluster, p, cli.idle_seconds).await?),
+                false => None,
+            },
             p.usage().map(|u| u.rss_bytes as f64 / 1e6),
             p.metrics()
                 .await
@@ -632,19 +744,19 @@ async fn phase(
     };
     Ok(Phase {
         name: name.to_string(),
-        kind: match mode {
+        kind: match &mode {
             Mode::Burst(_) if name.starts_with("fill") => "fill".into(),
-            Mode::Burst(_) => "burst".into(),
-            Mode::Rate(_) => "rate".into(),
+            _ => mode.kind().into(),
         },
         n,
-        rate: match mode {
-            Mode::Rate(r) => Some(r),
-            Mode::Burst(_) => None,
+        rate: match &mode {
+            Mode::Rate(r) => Some(*r),
+            _ => None,
         },
         create_s,
         converge_s,
         latency: Latency::of(&latencies),
+        ready_latency,
         create_call: Latency::of(&{
             let mut v: Vec<f64> = created
                 .iter()
@@ -669,6 +781,16 @@ async fn phase(
         rss_after_mb,
         heap_after_mb,
     })
+}
+
+/// The namespace a creating phase makes its objects in.
+fn phase_namespace(phase: &str) -> String {
+    format!("bench-{}", phase.replace('.', "-"))
+}
+
+/// The prefix of a creating phase's object names.
+fn name_prefix(phase: &str) -> &str {
+    phase.split('-').next().unwrap_or("pr")
 }
 
 fn unreachable_progress() -> Vec<workload::Created> {
@@ -739,7 +861,7 @@ async fn failover(
     cluster.namespace(ns).await?;
     let pods = Recorder::start(
         Api::<Pod>::namespaced(cluster.admin.clone(), ns),
-        workload::pod_ready,
+        workload::PODS,
     )
     .await?;
     let mut times = Vec::new();

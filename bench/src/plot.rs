@@ -137,8 +137,8 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
         let file = format!("{stem}-latency-{name}.svg");
         lines(
             &dir.join(&file),
-            &format!("CR→Pod latency CDF, {name}"),
-            "milliseconds from create returned to Pod ADDED (log scale)",
+            &format!("latency CDF, {name}"),
+            "milliseconds from the call returned to the Pod's event (log scale)",
             "fraction of objects",
             &series,
             true,

@@ -73,7 +73,8 @@ pub struct PeerRun {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Phase {
     pub name: String,
-    /// `burst` (concurrency-bound) or `rate` (fixed arrival rate).
+    /// `burst` (concurrency-bound), `rate` (fixed arrival rate), `fill`, or the churn on an
+    /// earlier phase's objects: `update`, `delete`, `recreate`.
     pub kind: String,
     pub n: usize,
     pub rate: Option<f64>,
@@ -82,6 +83,10 @@ pub struct Phase {
     /// First create sent → last object Ready.
     pub converge_s: f64,
     pub latency: Latency,
+    /// Per object, the call returned → the object Ready (the request's status for the
+    /// operators, the Pod's condition for direct). Not for delete phases.
+    #[serde(default)]
+    pub ready_latency: Option<Latency>,
     /// How long the create calls themselves took (sent → returned).
     pub create_call: Latency,
     /// Sorted CR→Pod latencies (at most 2000, evenly spaced ranks).
@@ -382,7 +387,7 @@ impl Report {
         }
         for name in &names {
             out.extend(self.ratio_target(
-                format!("p99 CR→Pod ≤ Go's ({name})"),
+                format!("p99 latency ≤ Go's ({name})"),
                 1.0,
                 |k| self.over_phase(k, name, |p| Some(p.latency.p99_ms)),
                 |v| format!("{v:.0} ms"),
@@ -658,7 +663,9 @@ impl Report {
 
         let _ = writeln!(
             md,
-            "\n## CR→Pod latency (create returned → Pod ADDED): p50 ms / p99 ms (p99's lowest–highest)"
+            "\n## Latency per object: p50 ms / p99 ms (p99's lowest–highest)\n\n\
+             From the call returning to the watch event: a create to its Pod ADDED (CR→Pod); a \
+             spec change (update-N) to its new Pod ADDED; a delete (delete-N) to its Pod gone."
         );
         let rows = names
             .iter()
@@ -666,6 +673,30 @@ impl Report {
                 self.row(name.clone(), |k| {
                     let p50 = self.over_phase(k, name, |p| Some(p.latency.p50_ms));
                     let p99 = self.over_phase(k, name, |p| Some(p.latency.p99_ms));
+                    match (p50, p99) {
+                        (Some(a), Some(b)) => format!("{} / {}", ms(a.median), b.show(ms)),
+                        _ => "–".into(),
+                    }
+                })
+            })
+            .collect();
+        self.table(&mut md, "phase", rows);
+
+        let _ = writeln!(
+            md,
+            "\n## CR→Ready per object: p50 ms / p99 ms (p99's lowest–highest)\n\n\
+             From the create (or spec change) returning to the object Ready: the PodRequest's \
+             status for the operators, the Pod's condition for direct."
+        );
+        let rows = names
+            .iter()
+            .filter(|name| !name.starts_with("delete"))
+            .map(|name| {
+                self.row(name.clone(), |k| {
+                    let p50 =
+                        self.over_phase(k, name, |p| p.ready_latency.as_ref().map(|l| l.p50_ms));
+                    let p99 =
+                        self.over_phase(k, name, |p| p.ready_latency.as_ref().map(|l| l.p99_ms));
                     match (p50, p99) {
                         (Some(a), Some(b)) => format!("{} / {}", ms(a.median), b.show(ms)),
                         _ => "–".into(),

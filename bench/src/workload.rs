@@ -1,6 +1,6 @@
 //! What the benchmark client does: create PodRequests (or, for the direct baseline, the same
-//! Pods) in bursts or at a fixed rate, and record from watches when each Pod appeared and when
-//! each object became Ready.
+//! Pods) in bursts or at a fixed rate, change their spec, delete them; and record from watches
+//! when each Pod appeared, when each object became Ready and when each Pod went away.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use pod_operator::api::{PodRequest, PodRequestSpec};
@@ -26,6 +26,9 @@ fn spec() -> PodRequestSpec {
         command: vec!["sleep".into(), "3600".into()],
     }
 }
+
+/// The command the update phase changes every request to: its Pod must be replaced.
+const UPDATED_COMMAND: [&str; 2] = ["sleep", "3601"];
 
 /// The Pod the operators make for a request, made directly.
 fn direct_pod(name: &str) -> Pod {
@@ -58,11 +61,20 @@ fn direct_pod(name: &str) -> Pod {
     }
 }
 
-/// When each object was seen first and seen Ready, by name.
+/// When each object was seen first, seen Ready and seen deleted, by name.
 #[derive(Default)]
 pub struct Timeline {
     pub added: HashMap<String, Instant>,
     pub ready: HashMap<String, Instant>,
+    pub deleted: HashMap<String, Instant>,
+    /// Objects that exist now.
+    pub live: std::collections::HashSet<String>,
+}
+
+/// Which watched objects a [`Recorder`] counts as added, and as Ready.
+pub struct Rules<K> {
+    pub counts: fn(&K) -> bool,
+    pub ready: fn(&K) -> bool,
 }
 
 /// A watch on one kind in one namespace, filling a [`Timeline`].
@@ -79,7 +91,7 @@ impl Drop for Recorder {
 
 impl Recorder {
     /// Starts watching and returns once the initial list is in.
-    pub async fn start<K>(api: Api<K>, ready: fn(&K) -> bool) -> Result<Recorder>
+    pub async fn start<K>(api: Api<K>, rules: Rules<K>) -> Result<Recorder>
     where
         K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
@@ -102,20 +114,32 @@ impl Recorder {
                     };
                     let now = Instant::now();
                     match event {
-                        Event::Apply(obj) | Event::InitApply(obj) => {
+                        Event::Apply(obj) | Event::InitApply(obj) if (rules.counts)(&obj) => {
                             let name = obj.meta().name.clone().unwrap_or_default();
                             let mut t = timeline.lock().unwrap_or_else(|p| p.into_inner());
+                            t.live.insert(name.clone());
                             t.added.entry(name.clone()).or_insert(now);
-                            if ready(&obj) {
+                            if (rules.ready)(&obj) {
                                 t.ready.entry(name).or_insert(now);
                             }
+                        }
+                        Event::Delete(obj) => {
+                            let name = obj.meta().name.clone().unwrap_or_default();
+                            let mut t = timeline.lock().unwrap_or_else(|p| p.into_inner());
+                            t.live.remove(&name);
+                            t.deleted.entry(name).or_insert(now);
                         }
                         Event::InitDone => {
                             if let Some(tx) = synced.take() {
                                 tx.send(()).ok();
                             }
                         }
-                        Event::Init | Event::Delete(_) => {}
+                        Event::Apply(obj) | Event::InitApply(obj) => {
+                            let name = obj.meta().name.clone().unwrap_or_default();
+                            let mut t = timeline.lock().unwrap_or_else(|p| p.into_inner());
+                            t.live.insert(name);
+                        }
+                        Event::Init => {}
                     }
                 }
             })
@@ -126,9 +150,19 @@ impl Recorder {
         }
     }
 
-    pub fn counts(&self) -> (usize, usize) {
+    /// Objects added, Ready, deleted.
+    pub fn counts(&self) -> (usize, usize, usize) {
         let t = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
-        (t.added.len(), t.ready.len())
+        (t.added.len(), t.ready.len(), t.deleted.len())
+    }
+
+    /// Objects that exist now.
+    pub fn live(&self) -> usize {
+        self.timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+            .len()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&Timeline) -> R) -> R {
@@ -136,18 +170,52 @@ impl Recorder {
     }
 }
 
-pub fn pod_ready(pod: &Pod) -> bool {
+/// Every Pod, Ready when its condition says so.
+pub const PODS: Rules<Pod> = Rules {
+    counts: |_| true,
+    ready: pod_ready,
+};
+
+/// Only the Pods made for the updated spec.
+pub const UPDATED_PODS: Rules<Pod> = Rules {
+    counts: pod_updated,
+    ready: |pod| pod_updated(pod) && pod_ready(pod),
+};
+
+/// Every request, Ready when its status says so for its current spec.
+pub const REQUESTS: Rules<PodRequest> = Rules {
+    counts: |_| true,
+    ready: request_ready,
+};
+
+/// Requests whose spec changed since creation, Ready for the new spec.
+pub const UPDATED_REQUESTS: Rules<PodRequest> = Rules {
+    counts: |_| true,
+    ready: |pr| pr.metadata.generation.unwrap_or_default() > 1 && request_ready(pr),
+};
+
+fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-pub fn request_ready(pr: &PodRequest) -> bool {
+fn pod_updated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.command.as_deref())
+        .is_some_and(|c| c == UPDATED_COMMAND)
+}
+
+/// Ready, and for the spec's current generation (an updated request's old Ready doesn't count).
+fn request_ready(pr: &PodRequest) -> bool {
     pr.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+        s.observed_generation == pr.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
     })
 }
 
@@ -210,6 +278,71 @@ pub async fn burst(
         .await
 }
 
+/// Changes the command of the requests `names` (operators only): each Pod must be replaced.
+pub async fn update(
+    client: &Client,
+    namespace: &str,
+    names: Vec<String>,
+    concurrency: usize,
+) -> Result<Vec<Created>> {
+    let api = Api::<PodRequest>::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({ "spec": { "command": UPDATED_COMMAND } });
+    futures::stream::iter(names)
+        .map(|name| {
+            let (api, patch) = (&api, &patch);
+            async move {
+                let sent = Instant::now();
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("updating {namespace}/{name}: {e}"))?;
+                Ok(Created {
+                    name,
+                    sent,
+                    returned: Instant::now(),
+                })
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+/// Deletes what `kind` created for `names`: the PodRequests (their Pods go with them, by the
+/// garbage collector), or the Pods themselves for the direct baseline.
+pub async fn delete(
+    client: &Client,
+    kind: PeerKind,
+    namespace: &str,
+    names: Vec<String>,
+    concurrency: usize,
+) -> Result<Vec<Created>> {
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let sent = Instant::now();
+            let dp = DeleteParams::default();
+            let result = if kind.is_operator() {
+                Api::<PodRequest>::namespaced(client.clone(), namespace)
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop)
+            } else {
+                Api::<Pod>::namespaced(client.clone(), namespace)
+                    .delete(&name, &dp)
+                    .await
+                    .map(drop)
+            };
+            result.map_err(|e| anyhow::anyhow!("deleting {namespace}/{name}: {e}"))?;
+            Ok(Created {
+                name,
+                sent,
+                returned: Instant::now(),
+            })
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
 /// Creates `names` at `rate` per second (open loop: a slow answer doesn't delay the next call).
 pub async fn at_rate(
     client: &Client,
@@ -240,13 +373,13 @@ pub fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
 }
 
-/// Milliseconds from each create returning to its Pod's first watch event (the Pod's name is
-/// the request's). Negative when the event arrived before the create call returned.
-pub fn latencies_ms(created: &[Created], pods: &Timeline) -> Vec<f64> {
+/// Milliseconds from each call returning to its Pod's watch event in `events` (the Pod's name
+/// is the request's). Negative when the event arrived before the call returned.
+pub fn latencies_ms(created: &[Created], events: &HashMap<String, Instant>) -> Vec<f64> {
     let mut ms: Vec<f64> = created
         .iter()
         .filter_map(|c| {
-            let added = pods.added.get(&c.name)?;
+            let added = events.get(&c.name)?;
             Some(if *added >= c.returned {
                 added.duration_since(c.returned).as_secs_f64() * 1e3
             } else {
@@ -298,7 +431,7 @@ mod tests {
         let mut pods = Timeline::default();
         pods.added
             .insert("a".into(), t0 + Duration::from_millis(35));
-        let ms = latencies_ms(&created, &pods);
+        let ms = latencies_ms(&created, &pods.added);
         assert_eq!(ms.len(), 1, "b has no Pod yet");
         assert!((ms[0] - 25.0).abs() < 0.5, "{ms:?}");
     }

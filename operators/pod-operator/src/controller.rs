@@ -26,6 +26,7 @@ use operon_runtime::operator::Leading;
 use serde_json::json;
 
 use crate::api::{PodRequest, PodRequestStatus, condition};
+use crate::cached_pod::CachedPod;
 
 /// Field manager for everything the operator writes.
 pub const MANAGER: &str = "pod-operator";
@@ -88,12 +89,12 @@ impl Default for Settings {
 /// What a reconcile needs.
 pub struct Context {
     client: Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     events: Events,
-    /// A fingerprint of the status last written per PodRequest. The cache can lag behind the
-    /// operator's own writes; comparing with this keeps a lagging cache from causing a second,
-    /// identical write. (A hash, not the status: it is kept for every request.)
-    written: Mutex<HashMap<ObjectRef<PodRequest>, u64>>,
+    /// A fingerprint of the status last written per PodRequest UID. The cache can lag behind
+    /// the operator's own writes; comparing with this keeps a lagging cache from causing a
+    /// second, identical write. (A hash, not the status: it is kept for every request.)
+    written: Mutex<HashMap<String, u64>>,
     requests: Store<PodRequest>,
 }
 
@@ -121,9 +122,9 @@ pub async fn run(
             controller::trim_managed_fields,
         );
         let pods = controller::reflect(
-            scoped::<Pod>(&client, ns),
+            scoped::<CachedPod>(&client, ns),
             watcher::Config::default(),
-            trim_pod,
+            |_| {},
         )
         .only_changed(pod_fingerprint);
         let ctx = Arc::new(Context {
@@ -135,7 +136,7 @@ pub async fn run(
         });
         // The Pod of a PodRequest has its name; a foreign Pod of that name matters too.
         let requests_store = requests.store.clone();
-        let mapper = move |pod: Pod| {
+        let mapper = move |pod: CachedPod| {
             let key = ObjectRef::<PodRequest>::new(&pod.name_any()).within(&pod.namespace()?);
             requests_store.get(&key).map(|_| key)
         };
@@ -165,38 +166,6 @@ where
     }
 }
 
-/// The Pod cache holds what a reconcile reads, and nothing else: identity, owners, deletion,
-/// labels, the containers' name, image and command, the phase and the conditions. Volumes,
-/// tolerations, container statuses, IPs… are most of a running Pod and cost memory per Pod.
-/// (The benchmark's controller-runtime peer gets the same transform: docs/performance.md.)
-fn trim_pod(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        let containers = std::mem::take(&mut spec.containers)
-            .into_iter()
-            .map(|c| Container {
-                name: c.name,
-                image: c.image,
-                command: c.command,
-                ..Default::default()
-            })
-            .collect();
-        *spec = PodSpec {
-            containers,
-            ..Default::default()
-        };
-    }
-    if let Some(status) = pod.status.as_mut() {
-        *status = k8s_openapi::api::core::v1::PodStatus {
-            phase: status.phase.take(),
-            conditions: status.conditions.take(),
-            ..Default::default()
-        };
-    }
-}
-
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     request.reconcile(&ctx).await
 }
@@ -204,15 +173,15 @@ async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action
 /// What a reconcile found, as the status and Events should tell it.
 enum Observed {
     /// The Pod is ours and matches the spec.
-    Current(Pod),
+    Current(CachedPod),
     /// Just created.
-    Created(Pod),
+    Created(CachedPod),
     /// Ours but being deleted (replacement or someone deleted it).
-    Terminating(Pod),
+    Terminating(CachedPod),
     /// Ours but for an older spec: deleted, a new one follows once it is gone.
-    Replacing(Pod),
+    Replacing(CachedPod),
     /// Someone else's Pod has the name.
-    Conflict(Pod),
+    Conflict(CachedPod),
     /// The apiserver refused the Pod.
     Rejected {
         reason: &'static str,
@@ -254,7 +223,7 @@ impl PodRequest {
             return Ok(Action::requeue(left));
         }
         let status = self.desired_status(&observed);
-        let key = ObjectRef::from_obj(self);
+        let key = self.metadata.uid.clone().unwrap_or_default();
         let already_written = ctx
             .written
             .lock()
@@ -265,7 +234,7 @@ impl PodRequest {
             // A JSON merge patch of the whole status: no conflicts (only this controller writes
             // status), and cheaper for the apiserver than server-side apply, which matters when
             // it is the bottleneck (docs/performance.md).
-            Api::<PodRequest>::namespaced(ctx.client.clone(), &ns)
+            let patched = Api::<PodRequest>::namespaced(ctx.client.clone(), &ns)
                 .patch_status(
                     &name,
                     &PatchParams {
@@ -274,12 +243,24 @@ impl PodRequest {
                     },
                     &Patch::Merge(&status_patch(&status)),
                 )
-                .await?;
+                .await;
+            match patched {
+                Ok(_) => {}
+                // Deleted since the cache saw it: nothing left to report on.
+                Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
+                Err(e) => return Err(e.into()),
+            }
             let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
             written.insert(key, fingerprint(&status));
             // Forget deleted requests now and then; the check is cheap next to the writes.
             if written.len() > 1024 && written.len() > 2 * ctx.requests.len() {
-                written.retain(|k, _| ctx.requests.get(k).is_some());
+                let live: std::collections::HashSet<String> = ctx
+                    .requests
+                    .state()
+                    .iter()
+                    .filter_map(|r| r.metadata.uid.clone())
+                    .collect();
+                written.retain(|uid, _| live.contains(uid));
             }
         }
         match observed {
@@ -288,7 +269,7 @@ impl PodRequest {
         }
     }
 
-    fn owns(&self, pod: &Pod) -> bool {
+    fn owns(&self, pod: &CachedPod) -> bool {
         let uid = self.metadata.uid.as_deref();
         pod.owner_references()
             .iter()
@@ -296,13 +277,8 @@ impl PodRequest {
     }
 
     /// The Pod's single container says what the spec says.
-    fn matches_spec(&self, pod: &Pod) -> bool {
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        match containers {
+    fn matches_spec(&self, pod: &CachedPod) -> bool {
+        match pod.containers.as_slice() {
             [c] => {
                 c.name == self.spec.name
                     && c.image.as_deref() == Some(self.spec.image.as_str())
@@ -346,7 +322,12 @@ impl PodRequest {
         }
     }
 
-    async fn classify(&self, pods: &Api<Pod>, pod: Pod, ctx: &Context) -> Result<Observed, Error> {
+    async fn classify(
+        &self,
+        pods: &Api<Pod>,
+        pod: CachedPod,
+        ctx: &Context,
+    ) -> Result<Observed, Error> {
         if !self.owns(&pod) {
             if !self.is_degraded_by("PodConflict") {
                 ctx.events
@@ -356,7 +337,12 @@ impl PodRequest {
             return Ok(Observed::Conflict(pod));
         }
         if pod.metadata.deletion_timestamp.is_some() {
-            return Ok(Observed::Terminating(pod));
+            // An old spec's Pod on its way out is the replacement in progress: the status
+            // already says so.
+            return Ok(match self.matches_spec(&pod) {
+                true => Observed::Terminating(pod),
+                false => Observed::Replacing(pod),
+            });
         }
         if self.matches_spec(&pod) {
             return Ok(Observed::Current(pod));
@@ -405,12 +391,12 @@ impl PodRequest {
                         format!("Created Pod {}", pod.name_any()),
                     )
                     .await;
-                Ok(Observed::Created(pod))
+                Ok(Observed::Created(pod.into()))
             }
             Err(e) if is_status(&e, 409) => {
                 // Not in the cache, yet it exists: a foreign Pod, or ours not yet seen.
                 match pods.get_opt(&self.name_any()).await? {
-                    Some(pod) => self.classify(pods, pod, ctx).await,
+                    Some(pod) => self.classify(pods, pod.into(), ctx).await,
                     None => Err(e.into()),
                 }
             }
@@ -502,20 +488,16 @@ impl PodRequest {
 }
 
 /// What a reconcile reads from a Pod: identity, owner, deletion, container, phase, readiness.
-fn pod_fingerprint(pod: &Pod) -> u64 {
+fn pod_fingerprint(pod: &CachedPod) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     pod.metadata.uid.hash(&mut hasher);
     pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     for o in pod.owner_references() {
         (o.controller, &o.uid, &o.kind, &o.name).hash(&mut hasher);
     }
-    if let Some(spec) = &pod.spec {
-        for c in &spec.containers {
-            (&c.name, &c.image, &c.command).hash(&mut hasher);
-        }
-    }
-    pod_phase(pod).hash(&mut hasher);
-    pod_ready(pod).status.hash(&mut hasher);
+    pod.containers.hash(&mut hasher);
+    pod.phase.hash(&mut hasher);
+    pod.ready.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -550,7 +532,7 @@ fn not_degraded() -> Desired<'static> {
     Desired::new(condition::DEGRADED, false, "AsExpected", "")
 }
 
-fn conflict_message(pod: &Pod) -> String {
+fn conflict_message(pod: &CachedPod) -> String {
     let owner = pod
         .owner_references()
         .iter()
@@ -563,13 +545,13 @@ fn conflict_message(pod: &Pod) -> String {
     )
 }
 
-fn pod_phase(pod: &Pod) -> Option<String> {
-    pod.status.as_ref().and_then(|s| s.phase.clone())
+fn pod_phase(pod: &CachedPod) -> Option<String> {
+    pod.phase.clone()
 }
 
 /// For a Pod younger than [`CREATED_STATUS_DELAY`] that is still starting (Pending, or Running
 /// but not Ready): how long until it is that old.
-fn settling(pod: &Pod, now: Timestamp) -> Option<std::time::Duration> {
+fn settling(pod: &CachedPod, now: Timestamp) -> Option<std::time::Duration> {
     let phase = pod_phase(pod);
     if !matches!(phase.as_deref(), None | Some("Pending") | Some("Running"))
         || pod_ready(pod).status
@@ -583,13 +565,9 @@ fn settling(pod: &Pod, now: Timestamp) -> Option<std::time::Duration> {
         .filter(|left| !left.is_zero())
 }
 
-fn pod_ready(pod: &Pod) -> Desired<'static> {
+fn pod_ready(pod: &CachedPod) -> Desired<'static> {
     let phase = pod_phase(pod).unwrap_or_else(|| "Pending".to_string());
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = pod.ready;
     let name = pod.name_any();
     if phase == "Running" && ready {
         Desired::new(
@@ -640,7 +618,7 @@ mod tests {
     async fn pod_changes_pass_when_they_change_what_a_reconcile_reads() {
         use futures::StreamExt;
         use operon_runtime::controller::Change;
-        let pod = |phase: &str, node: &str| -> Pod {
+        let pod = |phase: &str, node: &str| -> CachedPod {
             serde_json::from_value(json!({
                 "metadata": { "name": "p", "uid": "u1" },
                 "spec": { "nodeName": node, "containers": [{ "name": "main", "image": "busybox" }] },
@@ -663,11 +641,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Change::Listed(_) => "listed",
-                Change::Applied(p) => p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_deref())
-                    .unwrap_or(""),
+                Change::Applied(p) => p.phase.as_deref().unwrap_or(""),
                 Change::Deleted(_) => "deleted",
             })
             .collect();
@@ -676,7 +650,7 @@ mod tests {
 
     #[test]
     fn a_starting_pod_settles_for_a_second_before_pending_is_written() {
-        let pod = |phase: &str, ready: &str| -> Pod {
+        let pod = |phase: &str, ready: &str| -> CachedPod {
             serde_json::from_value(json!({
                 "metadata": { "name": "p", "creationTimestamp": "2026-01-01T00:00:00Z" },
                 "status": { "phase": phase, "conditions": [{ "type": "Ready", "status": ready }] },
@@ -709,11 +683,10 @@ mod tests {
     }
 
     #[test]
-    fn trimmed_pods_keep_what_a_reconcile_reads() {
-        let mut pod: Pod = serde_json::from_value(json!({
+    fn the_cached_pod_is_enough_to_tell_ownership_and_spec() {
+        let pod: CachedPod = serde_json::from_value(json!({
             "metadata": {
                 "name": "p", "uid": "u1", "labels": { "app": "p" },
-                "annotations": { "big": "x" },
                 "ownerReferences": [{ "apiVersion": "pod.jewzaam.org/v1alpha1", "kind": "PodRequest",
                     "name": "p", "uid": "r1", "controller": true }],
             },
@@ -726,35 +699,28 @@ mod tests {
                 "conditions": [{ "type": "Ready", "status": "True" }] },
         }))
         .unwrap_or_default();
-        let before = pod_fingerprint(&pod);
-        let request: PodRequest = serde_json::from_value(json!({
-            "apiVersion": "pod.jewzaam.org/v1alpha1", "kind": "PodRequest",
-            "metadata": { "name": "p", "namespace": "ns", "uid": "r1" },
-            "spec": { "name": "main", "image": "busybox", "command": ["sleep", "1"] },
-        }))
-        .unwrap_or_else(|_| {
-            PodRequest::new(
-                "x",
-                crate::api::PodRequestSpec {
-                    name: String::new(),
-                    image: String::new(),
-                    command: Vec::new(),
-                },
-            )
-        });
-        trim_pod(&mut pod);
-        assert_eq!(
-            pod_fingerprint(&pod),
-            before,
-            "what reconciles read is kept"
+        let request = |uid: &str, image: &str| -> Option<PodRequest> {
+            serde_json::from_value(json!({
+                "apiVersion": "pod.jewzaam.org/v1alpha1", "kind": "PodRequest",
+                "metadata": { "name": "p", "namespace": "ns", "uid": uid },
+                "spec": { "name": "main", "image": image, "command": ["sleep", "1"] },
+            }))
+            .ok()
+        };
+        let ours = request("r1", "busybox");
+        assert!(
+            ours.as_ref()
+                .is_some_and(|r| r.owns(&pod) && r.matches_spec(&pod))
         );
-        assert!(request.owns(&pod) && request.matches_spec(&pod));
-        assert_eq!(pod.metadata.labels.as_ref().map(|l| l.len()), Some(1));
-        assert!(pod.metadata.annotations.is_none());
-        let spec = pod.spec.clone().unwrap_or_default();
-        assert!(spec.volumes.is_none() && spec.node_name.is_none());
-        assert!(spec.containers[0].env.is_none());
-        assert!(pod.status.as_ref().is_some_and(|s| s.pod_ip.is_none()));
+        let changed = request("r1", "busybox:1.37");
+        assert!(
+            changed
+                .as_ref()
+                .is_some_and(|r| r.owns(&pod) && !r.matches_spec(&pod))
+        );
+        let other = request("r2", "busybox");
+        assert!(other.as_ref().is_some_and(|r| !r.owns(&pod)));
+        assert!(pod_ready(&pod).status);
     }
 
     #[test]

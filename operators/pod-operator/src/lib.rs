@@ -5,6 +5,7 @@
 //! garbage collector through the Pod's controller ownerReference.
 
 pub mod api;
+pub mod cached_pod;
 pub mod controller;
 pub mod deploy;
 
