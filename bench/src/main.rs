@@ -79,6 +79,9 @@ struct Cli {
     /// The plain kube-rs peer binary.
     #[arg(long)]
     kube_rs_peer: Option<PathBuf>,
+    /// pod-operator built with mimalloc (the `operon-mimalloc` peer).
+    #[arg(long)]
+    operator_mimalloc: Option<PathBuf>,
     /// Where the report goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -124,6 +127,7 @@ async fn run(cli: Cli) -> Result<()> {
         operon_binary: cli.operator.clone().context("--operator is required")?,
         go_binary: cli.go_peer.clone(),
         kube_rs_binary: cli.kube_rs_peer.clone(),
+        operon_mimalloc_binary: cli.operator_mimalloc.clone(),
         concurrency: cli.concurrency,
         logs: logs.clone(),
     };
@@ -735,10 +739,15 @@ async fn phase(
                 false => None,
             },
             p.usage().map(|u| u.rss_bytes as f64 / 1e6),
-            p.metrics()
-                .await
-                .and_then(|m| m.heap_inuse_bytes())
-                .map(|b| b / 1e6),
+            match kind {
+                // The heap metric reads glibc's counters, which don't see mimalloc's heap.
+                PeerKind::OperonMimalloc => None,
+                _ => p
+                    .metrics()
+                    .await
+                    .and_then(|m| m.heap_inuse_bytes())
+                    .map(|b| b / 1e6),
+            },
         ),
         None => (None, None, None),
     };

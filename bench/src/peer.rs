@@ -35,6 +35,11 @@ pub enum PeerKind {
     #[value(name = "kube-rs")]
     #[serde(rename = "kube-rs")]
     KubeRs,
+    /// Our pod-operator built with mimalloc instead of glibc's allocator (the allocator
+    /// comparison; its heap isn't measured: the heap metric reads glibc's counters).
+    #[value(name = "operon-mimalloc")]
+    #[serde(rename = "operon-mimalloc")]
+    OperonMimalloc,
 }
 
 impl PeerKind {
@@ -45,6 +50,7 @@ impl PeerKind {
             PeerKind::Go => "go",
             PeerKind::GoTuned => "go-tuned",
             PeerKind::KubeRs => "kube-rs",
+            PeerKind::OperonMimalloc => "operon-mimalloc",
         }
     }
 
@@ -62,6 +68,8 @@ impl PeerKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerSettings {
     pub operon_binary: PathBuf,
+    #[serde(default)]
+    pub operon_mimalloc_binary: Option<PathBuf>,
     pub go_binary: Option<PathBuf>,
     pub kube_rs_binary: Option<PathBuf>,
     pub concurrency: u16,
@@ -97,8 +105,15 @@ impl Process {
         let metrics = format!("127.0.0.1:{metrics_port}");
         let mut cmd = match kind {
             PeerKind::Direct => bail!("the direct baseline has no process"),
-            PeerKind::Operon => {
-                let mut cmd = Command::new(&settings.operon_binary);
+            PeerKind::Operon | PeerKind::OperonMimalloc => {
+                let binary = match kind {
+                    PeerKind::OperonMimalloc => settings
+                        .operon_mimalloc_binary
+                        .as_ref()
+                        .context("no mimalloc pod-operator (build it with cargo xtask bench)")?,
+                    _ => &settings.operon_binary,
+                };
+                let mut cmd = Command::new(binary);
                 cmd.arg("run")
                     .arg("--kubeconfig")
                     .arg(kubeconfig)

@@ -15,6 +15,7 @@ fn color(peer: PeerKind) -> RGBColor {
         PeerKind::Go => RGBColor(0, 125, 156),
         PeerKind::GoTuned => RGBColor(40, 60, 190),
         PeerKind::KubeRs => RGBColor(225, 150, 20),
+        PeerKind::OperonMimalloc => RGBColor(150, 40, 150),
     }
 }
 

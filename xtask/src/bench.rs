@@ -40,7 +40,8 @@ pub struct Options {
     /// pod: requests in the cluster for the memory reading (default 10000).
     #[arg(long)]
     pub memory_objects: Option<usize>,
-    /// pod: which peers (default direct,operon,go,go-tuned,kube-rs; --quick: direct,operon).
+    /// pod: which peers (default direct,operon,go,go-tuned,kube-rs; --quick: direct,operon;
+    /// operon-mimalloc, pod-operator with mimalloc, on request).
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
     /// pod: runs of every peer, interleaved (default 3; --quick: 1).
@@ -49,6 +50,9 @@ pub struct Options {
     /// pod: skip the failover measurement.
     #[arg(long)]
     pub no_failover: bool,
+    /// pod: skip the update, delete and recreate phases.
+    #[arg(long)]
+    pub no_churn: bool,
     /// pod: where the report goes (default bench/results; --quick: <target>/bench-quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -123,6 +127,22 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
             .map(String::from)
             .to_vec()
     };
+    // The allocator comparison's pod-operator, built first: the plain build below replaces the
+    // binary of the same name.
+    let mimalloc = peers.iter().any(|p| p == "operon-mimalloc");
+    let mimalloc_binary = target.join(dir).join("pod-operator-mimalloc");
+    if mimalloc {
+        let mut variant = cargo();
+        variant.args(["build", "-p", "pod-operator", "--features", "mimalloc"]);
+        if !options.quick {
+            variant.arg("--release");
+        }
+        run(
+            &format!("cargo build ({profile}: pod-operator with mimalloc)"),
+            &mut variant,
+        )?;
+        std::fs::copy(target.join(dir).join("pod-operator"), &mimalloc_binary)?;
+    }
     let mut build = cargo();
     build.args(["build", "-p", "pod-operator", "-p", "operon-bench"]);
     let kube_rs = peers.iter().any(|p| p == "kube-rs");
@@ -164,6 +184,9 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
         cmd.arg("--kube-rs-peer")
             .arg(target.join(dir).join("kube-rs-peer"));
     }
+    if mimalloc {
+        cmd.arg("--operator-mimalloc").arg(&mimalloc_binary);
+    }
     if options.quick {
         cmd.arg("--quick");
     }
@@ -203,6 +226,9 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
     }
     if options.no_failover {
         cmd.arg("--no-failover");
+    }
+    if options.no_churn {
+        cmd.arg("--no-churn");
     }
     run("bench pod", &mut cmd)
 }

@@ -2,6 +2,10 @@ use clap::{Parser, Subcommand};
 use operon_runtime::operator::{self, RunArgs};
 use pod_operator::controller::{self, Settings};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pod-operator",
