@@ -5,7 +5,8 @@
 //! [`LeaderHandle::lost`] fires.
 //!
 //! - **Acquire.** A replica reads the Lease and creates it if absent. While another identity holds
-//!   it, the replica retries every `retry_period`. The Lease is expired when this replica has seen
+//!   it, the replica retries every `retry_period`, or when the Lease as last seen expires if
+//!   that comes first (client-go waits for its next retry). The Lease is expired when this replica has seen
 //!   no change of its record (holder, times, duration, transitions) for the record's
 //!   `leaseDurationSeconds`, measured on this replica's monotonic clock from the moment it first
 //!   saw the current record, so that clock skew between replicas does not matter. An expired or
@@ -459,10 +460,17 @@ impl Run {
                 }
                 Err(e) => tracing::warn!(error = %e, "failed to acquire the Lease; retrying"),
             }
+            // The next try comes after `retry_period`, or just when the Lease as last seen
+            // expires if that is sooner: a crashed leader's Lease is taken when it expires, not
+            // up to a retry period later.
+            let wait = match self.expires_in() {
+                Some(left) => left.min(self.config.retry_period),
+                None => self.config.retry_period,
+            };
             tokio::select! {
                 biased;
                 () = stop.requested() => return Acquired::Stopped,
-                () = sleep(self.config.retry_period) => {}
+                () = sleep(wait) => {}
                 Some(()) = released.next() => {
                     tracing::debug!("the Lease was released; trying at once");
                 }
@@ -517,6 +525,25 @@ impl Run {
         }
     }
 
+    /// How long until the Lease held by another identity, as last seen, expires (a moment
+    /// after, so that the next look finds it expired).
+    fn expires_in(&self) -> Option<Duration> {
+        let observed = self.observed.as_ref()?;
+        if observed.record.holder.is_empty() || observed.record.holder == self.config.identity {
+            return None;
+        }
+        let duration = self.lease_duration_of(&observed.record);
+        let at = observed.changed_at + duration + Duration::from_millis(10);
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+
+    fn lease_duration_of(&self, record: &Record) -> Duration {
+        match record.lease_duration_seconds {
+            Some(s) if s > 0 => Duration::from_secs(u64::from(s.unsigned_abs())),
+            _ => self.config.lease_duration,
+        }
+    }
+
     /// One attempt, like client-go's `tryAcquireOrRenew`.
     async fn try_acquire_or_renew(&mut self) -> Result<Attempt, Error> {
         // Fast path for the leader: update the Lease as last written, without reading it.
@@ -561,10 +588,7 @@ impl Run {
 
         let ours = record.holder == self.config.identity;
         if !record.holder.is_empty() && !ours {
-            let duration = match record.lease_duration_seconds {
-                Some(s) if s > 0 => Duration::from_secs(u64::from(s.unsigned_abs())),
-                _ => self.config.lease_duration,
-            };
+            let duration = self.lease_duration_of(&record);
             if now < changed_at + duration {
                 return Ok(Attempt::HeldBy(record.holder));
             }

@@ -54,6 +54,8 @@ struct Seen {
     release_slow: Notify,
     /// The last `data.v` handed to the controller, per name.
     delivered: Mutex<HashMap<String, String>>,
+    /// Names in the order their reconciles started.
+    order: Mutex<Vec<String>>,
 }
 
 impl Seen {
@@ -74,6 +76,9 @@ impl Seen {
 
 async fn reconcile(cm: Arc<ConfigMap>, seen: Arc<Seen>) -> Result<Action, Failure> {
     let name = cm.name_any();
+    if let Ok(mut order) = seen.order.lock() {
+        order.push(name.clone());
+    }
     {
         let mut running = seen.running.lock().map_err(|_| Failure("poisoned"))?;
         if !running.insert(name.clone()) {
@@ -430,6 +435,55 @@ async fn a_standby_syncs_its_caches_and_reconciles_only_once_it_leads() -> Resul
         t0.elapsed() < Duration::from_secs(5),
         "took {:?}",
         t0.elapsed()
+    );
+    running.stop().await
+}
+
+#[tokio::test]
+async fn on_taking_over_a_change_runs_before_the_resync() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let ns = env.namespace("engine-priority").await?;
+    let client = env.client().await?;
+    for i in 0..30 {
+        create(&client, &ns, &format!("cm-{i:02}")).await?;
+    }
+    let mut running = start(&client, &ns, 1, true);
+    let metrics = running.metrics.clone();
+    let depth = |want: i64| {
+        let metrics = metrics.clone();
+        move || {
+            let metrics = metrics.clone();
+            async move {
+                match metrics.depth() {
+                    d if d == want => Ok(()),
+                    d => Err(format!("depth {d}")),
+                }
+            }
+        }
+    };
+    wait::until("the listing queued", Duration::from_secs(30), depth(30)).await?;
+    // Created while standing by: a change, not part of the listing.
+    create(&client, &ns, "fresh").await?;
+    wait::until("the change queued", Duration::from_secs(30), depth(31)).await?;
+    if let Some(lead) = running.lead.take() {
+        let _ = lead.send(());
+    }
+    wait::until("all reconciled", Duration::from_secs(30), || async {
+        match metrics.reconciles() {
+            n if n >= 31 => Ok(()),
+            n => Err(format!("{n} reconciles")),
+        }
+    })
+    .await?;
+    let order = running
+        .seen
+        .order
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    ensure!(
+        order.first().map(String::as_str) == Some("fresh"),
+        "the change waited behind the resync: {order:?}"
     );
     running.stop().await
 }

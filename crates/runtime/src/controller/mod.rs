@@ -20,7 +20,8 @@
 //!   caches warm, and on taking the Lease it reconciles at once: failover costs the resync
 //!   (every object once), not a cold list (controller-runtime's warmup).
 //! - A key is never reconciled twice at once; a key triggered during its reconcile runs once
-//!   more after; keys come first come, first served; errors are retried after the object's
+//!   more after; keys come first come, first served, except that a cache's listing (every
+//!   object, at start, failover or relist) waits behind real changes; errors are retried after the object's
 //!   backoff ([`Backoff`]); [`Action::requeue`] adds the key again after a delay. The last
 //!   successful reconcile's [`Action`] decides when a key comes back on its own: it replaces
 //!   an earlier reconcile's requeue or a pending retry.
@@ -290,7 +291,10 @@ impl ReadyWhenSynced {
 
 /// Why a key is queued.
 enum Trigger<K: Resource> {
+    /// A change of an object.
     One(ObjectRef<K>),
+    /// An object seen in a cache's listing, changed or not: low priority.
+    Listed(ObjectRef<K>),
     All,
 }
 
@@ -360,8 +364,13 @@ where
         I::IntoIter: Send + 'static,
     {
         let keys = changes
-            .flat_map(move |change| futures::stream::iter(mapper(change.into_object())))
-            .map(Trigger::One)
+            .flat_map(move |change| {
+                let listed = matches!(change, Change::Listed(_));
+                futures::stream::iter(mapper(change.into_object())).map(move |key| match listed {
+                    true => Trigger::Listed(key),
+                    false => Trigger::One(key),
+                })
+            })
             .boxed();
         self.triggers.push(keys);
         self
@@ -471,7 +480,10 @@ where
         }
         triggers.push(
             primary
-                .map(|change| Trigger::One(ObjectRef::from_obj(change.object())))
+                .map(|change| match change {
+                    Change::Listed(obj) => Trigger::Listed(ObjectRef::from_obj(&obj)),
+                    change => Trigger::One(ObjectRef::from_obj(change.object())),
+                })
                 .boxed(),
         );
         let Gates {
@@ -492,6 +504,7 @@ where
                     while let Some(trigger) = triggers.next().await {
                         match trigger {
                             Trigger::One(key) => queue.add(key),
+                            Trigger::Listed(key) => queue.add_low(key),
                             Trigger::All => {
                                 for obj in store.state() {
                                     queue.add(ObjectRef::from_obj(obj.as_ref()));

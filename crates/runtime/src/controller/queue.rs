@@ -4,7 +4,11 @@
 //! - a key is never handed out twice at once (the *processing* set): added while a worker has
 //!   it, it waits in the dirty set and goes back in line when that worker is [`done`]
 //!   (so it runs once more, after);
-//! - keys are handed out first come, first served (a FIFO deque);
+//! - keys are handed out first come, first served (a FIFO deque), with one exception: keys
+//!   added with [`add_low`] (a cache's listing: every object, changed or not) wait in a second
+//!   line that is served only when the first is empty, so that after a start or a failover a
+//!   real change doesn't wait behind the resync of every object (controller-runtime's priority
+//!   queue does the same). A low key added normally moves to the first line;
 //! - [`add_after`] delays an add (a requeue, a retry after backoff); of several delays for one
 //!   key the earliest wins;
 //! - every operation is O(1) or O(log n) in the delayed keys: nothing scans the backlog.
@@ -13,6 +17,7 @@
 //!
 //! [`done`]: WorkQueue::done
 //! [`add_after`]: WorkQueue::add_after
+//! [`add_low`]: WorkQueue::add_low
 //! [`shut_down`]: WorkQueue::shut_down
 
 use std::cmp::Reverse;
@@ -50,8 +55,11 @@ struct Shared<T> {
 struct State<T> {
     /// Keys in line, oldest first. Each is also in `dirty`.
     line: VecDeque<T>,
+    /// Low-priority keys in line, served when `line` is empty. An entry whose key is no
+    /// longer low in `dirty` (moved to `line`, or handed out) is stale and skipped.
+    low_line: VecDeque<T>,
     /// Keys waiting to be processed, with the time of their first add (the queue duration).
-    dirty: HashMap<T, Instant>,
+    dirty: HashMap<T, Dirty>,
     /// Keys a worker has, since when.
     processing: HashMap<T, Instant>,
     /// Delayed adds: the earliest due time per key …
@@ -64,26 +72,69 @@ struct State<T> {
     shutting_down: bool,
 }
 
+/// A waiting key: since when, and in which line.
+#[derive(Clone, Copy)]
+struct Dirty {
+    since: Instant,
+    low: bool,
+}
+
 impl<T> State<T>
 where
     T: Clone + Eq + Hash,
 {
     /// client-go's `Add`: `true` when the key was not waiting already.
-    fn add(&mut self, key: T, now: Instant) -> bool {
+    fn add(&mut self, key: T, now: Instant, low: bool) -> bool {
         if self.shutting_down {
             return false;
         }
+        let processing = self.processing.contains_key(&key);
         match self.dirty.entry(key.clone()) {
-            Entry::Occupied(_) => false,
+            Entry::Occupied(mut o) => {
+                // A low key added normally moves up (its low entry goes stale).
+                if o.get().low && !low {
+                    o.get_mut().low = false;
+                    if !processing {
+                        self.line.push_back(key);
+                    }
+                }
+                false
+            }
             Entry::Vacant(v) => {
-                v.insert(now);
+                v.insert(Dirty { since: now, low });
                 // A key being processed goes back in line when it is done.
-                if !self.processing.contains_key(&key) {
-                    self.line.push_back(key);
+                if !processing {
+                    self.push(key, low);
                 }
                 true
             }
         }
+    }
+
+    fn push(&mut self, key: T, low: bool) {
+        match low {
+            true => self.low_line.push_back(key),
+            false => self.line.push_back(key),
+        }
+    }
+
+    /// The next key to hand out: the first line's, else the low line's first live entry.
+    fn pop(&mut self) -> Option<T> {
+        if let Some(key) = self.line.pop_front() {
+            return Some(key);
+        }
+        while let Some(key) = self.low_line.pop_front() {
+            let live =
+                self.dirty.get(&key).is_some_and(|d| d.low) && !self.processing.contains_key(&key);
+            if live {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.line.is_empty() || !self.low_line.is_empty()
     }
 
     /// Moves the delayed keys that are due into the line; returns how many were added.
@@ -101,7 +152,7 @@ where
             };
             if self.due.get(&key) == Some(&at) {
                 self.due.remove(&key);
-                if self.add(key, now) {
+                if self.add(key, now, false) {
                     added += 1;
                 }
             }
@@ -128,6 +179,7 @@ where
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     line: VecDeque::new(),
+                    low_line: VecDeque::new(),
                     dirty: HashMap::new(),
                     processing: HashMap::new(),
                     due: HashMap::new(),
@@ -144,9 +196,18 @@ where
 
     /// Adds `key` unless it is waiting already.
     pub fn add(&self, key: T) {
+        self.add_with(key, false)
+    }
+
+    /// Adds `key` with low priority (a cache's listing): it waits until no normal key does.
+    pub fn add_low(&self, key: T) {
+        self.add_with(key, true)
+    }
+
+    fn add_with(&self, key: T, low: bool) {
         let added = {
             let mut state = lock(&self.shared.state);
-            let added = state.add(key, Instant::now());
+            let added = state.add(key, Instant::now(), low);
             if added {
                 self.shared.metrics.queue_added(state.dirty.len());
             }
@@ -225,14 +286,14 @@ where
                         .metrics
                         .queue_added_many(promoted, state.dirty.len());
                 }
-                if let Some(key) = state.line.pop_front() {
-                    let added = state.dirty.remove(&key).unwrap_or(now);
+                if let Some(key) = state.pop() {
+                    let added = state.dirty.remove(&key).map_or(now, |d| d.since);
                     state.processing.insert(key.clone(), now);
                     self.shared
                         .metrics
                         .queue_got(now.saturating_duration_since(added), state.dirty.len());
                     // Others may be waiting for what is left.
-                    if !state.line.is_empty() {
+                    if state.has_waiting() {
                         self.shared.ready.notify_one();
                     }
                     return Some(key);
@@ -256,11 +317,12 @@ where
         let requeued = {
             let mut state = lock(&self.shared.state);
             state.processing.remove(key);
-            if state.dirty.contains_key(key) && !state.shutting_down {
-                state.line.push_back(key.clone());
-                true
-            } else {
-                false
+            match state.dirty.get(key).copied() {
+                Some(d) if !state.shutting_down => {
+                    state.push(key.clone(), d.low);
+                    true
+                }
+                _ => false,
             }
         };
         if requeued {
@@ -337,6 +399,50 @@ mod tests {
         }
         assert_eq!(order, ["a", "b", "c"]);
         assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn listed_keys_wait_behind_changes() {
+        let q = queue();
+        for key in ["l1", "l2", "l3"] {
+            q.add_low(key.to_string());
+        }
+        q.add("c1".to_string());
+        // A listed key that changes moves up, once.
+        q.add("l2".to_string());
+        q.add_low("c1".to_string());
+        assert_eq!(q.len(), 4);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let key = next(&q).await.expect("a key");
+            q.done(&key);
+            order.push(key);
+        }
+        assert_eq!(order, ["c1", "l2", "l1", "l3"]);
+        assert!(q.is_empty());
+        q.add("x".to_string());
+        assert_eq!(
+            next(&q).await.as_deref(),
+            Some("x"),
+            "no stale entry is handed out"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listed_key_being_processed_is_not_handed_out_again() {
+        let q = queue();
+        q.add_low("a".to_string());
+        let a = next(&q).await.expect("a");
+        // Listed again, then changed, while a worker has it: it waits for `done`.
+        q.add_low("a".to_string());
+        q.add("a".to_string());
+        q.add_low("b".to_string());
+        assert_eq!(next(&q).await.as_deref(), Some("b"));
+        q.done(&"b".to_string());
+        let early = tokio::time::timeout(Duration::from_millis(50), q.get()).await;
+        assert!(early.is_err(), "a is still being processed");
+        q.done(&a);
+        assert_eq!(next(&q).await.as_deref(), Some("a"));
     }
 
     #[tokio::test]
