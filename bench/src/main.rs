@@ -146,8 +146,9 @@ async fn run(cli: Cli) -> Result<()> {
             format!(
                 "Every operator: {} reconciles at once, no client-side rate limit (kube-rs has none; \
                  the Go peer runs with QPS -1), managedFields stripped from their caches and Pods \
-                 cached with only what the reconciler reads (metadata without annotations, the \
-                 containers' name, image and command, phase and conditions), leader election on a Lease (15 s / 10 s / 2 s) released on SIGTERM, all namespaces watched. \
+                 cached with only what the reconciler reads: the containers' name, image and \
+                 command, phase, conditions (ours: whether Ready is True) and metadata (the Go \
+                 peers by a cache transform; ours by a projection deserialized from the watch), leader election on a Lease (15 s / 10 s / 2 s) released on SIGTERM, all namespaces watched. \
                  The plain kube-rs peer differs on purpose: kube-runtime's controller with its \
                  own concurrency bound, managedFields stripped but whole Pods cached, no leader \
                  election (so no failover), no client-side rate limit.",
