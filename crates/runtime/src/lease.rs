@@ -447,6 +447,7 @@ impl Run {
                 () = stop.requested() => return Acquired::Stopped,
                 r = self.bounded_attempt(self.config.renew_deadline) => r,
             };
+            let held = matches!(attempt, Ok(Attempt::HeldBy(_)));
             match attempt {
                 Ok(Attempt::Leading(at)) => return Acquired::Leading(at),
                 Ok(Attempt::HeldBy(holder)) => {
@@ -460,12 +461,13 @@ impl Run {
                 }
                 Err(e) => tracing::warn!(error = %e, "failed to acquire the Lease; retrying"),
             }
-            // The next try comes after `retry_period`, or just when the Lease as last seen
+            // The next try comes after `retry_period`, or just when the Lease held by another
             // expires if that is sooner: a crashed leader's Lease is taken when it expires, not
-            // up to a retry period later.
+            // up to a retry period later. (After an error or a conflict: the retry period,
+            // never a tight loop.)
             let wait = match self.expires_in() {
-                Some(left) => left.min(self.config.retry_period),
-                None => self.config.retry_period,
+                Some(left) if held => left.min(self.config.retry_period),
+                _ => self.config.retry_period,
             };
             tokio::select! {
                 biased;
