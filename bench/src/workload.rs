@@ -278,23 +278,22 @@ pub async fn burst(
         .await
 }
 
-/// Changes the command of the requests `names` (operators only): each Pod must be replaced.
-pub async fn update(
-    client: &Client,
-    namespace: &str,
+/// Runs `call` for each of `names`, `concurrency` in flight, and times each (sent → returned).
+async fn timed_calls<F, Fut>(
     names: Vec<String>,
     concurrency: usize,
-) -> Result<Vec<Created>> {
-    let api = Api::<PodRequest>::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({ "spec": { "command": UPDATED_COMMAND } });
+    call: F,
+) -> Result<Vec<Created>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     futures::stream::iter(names)
         .map(|name| {
-            let (api, patch) = (&api, &patch);
+            let call = &call;
             async move {
                 let sent = Instant::now();
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("updating {namespace}/{name}: {e}"))?;
+                call(name.clone()).await?;
                 Ok(Created {
                     name,
                     sent,
@@ -307,6 +306,27 @@ pub async fn update(
         .await
 }
 
+/// Changes the command of the requests `names` (operators only): each Pod must be replaced.
+pub async fn update(
+    client: &Client,
+    namespace: &str,
+    names: Vec<String>,
+    concurrency: usize,
+) -> Result<Vec<Created>> {
+    let api = Api::<PodRequest>::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({ "spec": { "command": UPDATED_COMMAND } });
+    timed_calls(names, concurrency, |name| {
+        let (api, patch) = (&api, &patch);
+        async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("updating {namespace}/{name}: {e}"))
+        }
+    })
+    .await
+}
+
 /// Deletes what `kind` created for `names`: the PodRequests (their Pods go with them, by the
 /// garbage collector), or the Pods themselves for the direct baseline.
 pub async fn delete(
@@ -316,31 +336,22 @@ pub async fn delete(
     names: Vec<String>,
     concurrency: usize,
 ) -> Result<Vec<Created>> {
-    futures::stream::iter(names)
-        .map(|name| async move {
-            let sent = Instant::now();
-            let dp = DeleteParams::default();
-            let result = if kind.is_operator() {
-                Api::<PodRequest>::namespaced(client.clone(), namespace)
-                    .delete(&name, &dp)
-                    .await
-                    .map(drop)
-            } else {
-                Api::<Pod>::namespaced(client.clone(), namespace)
-                    .delete(&name, &dp)
-                    .await
-                    .map(drop)
-            };
-            result.map_err(|e| anyhow::anyhow!("deleting {namespace}/{name}: {e}"))?;
-            Ok(Created {
-                name,
-                sent,
-                returned: Instant::now(),
-            })
-        })
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await
+    timed_calls(names, concurrency, |name| async move {
+        let dp = DeleteParams::default();
+        let result = if kind.is_operator() {
+            Api::<PodRequest>::namespaced(client.clone(), namespace)
+                .delete(&name, &dp)
+                .await
+                .map(drop)
+        } else {
+            Api::<Pod>::namespaced(client.clone(), namespace)
+                .delete(&name, &dp)
+                .await
+                .map(drop)
+        };
+        result.map_err(|e| anyhow::anyhow!("deleting {namespace}/{name}: {e}"))
+    })
+    .await
 }
 
 /// Creates `names` at `rate` per second (open loop: a slow answer doesn't delay the next call).
