@@ -944,14 +944,15 @@ mod tests {
         assert!(value(&text, "process_resident_memory_bytes").unwrap_or_default() > 0.0);
         #[cfg(target_env = "gnu")]
         {
-            // A live allocation moves the count by at least its size.
+            // A live allocation moves the count by about its size. The other tests of this
+            // process allocate and free meanwhile (kilobytes): allow them 4 MiB.
             let before = value(&Metrics::new().render(), "operon_heap_inuse_bytes");
-            let block = vec![1u8; 8 << 20];
+            let block = vec![1u8; 64 << 20];
             let during = value(&Metrics::new().render(), "operon_heap_inuse_bytes");
-            assert_eq!(block.len(), 8 << 20);
+            assert_eq!(block.len(), 64 << 20);
             let (before, during) = (before.unwrap_or_default(), during.unwrap_or_default());
             assert!(
-                during - before >= 8.0 * 1024.0 * 1024.0,
+                during - before >= 60.0 * 1024.0 * 1024.0,
                 "{before} → {during}"
             );
         }

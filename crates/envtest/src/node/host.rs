@@ -307,6 +307,10 @@ pub fn kernel_settings() -> Vec<(String, String)> {
 pub struct Cgroups {
     name: String,
     hierarchies: Vec<PathBuf>,
+    /// The cgroup2 mount of a hybrid host (`/sys/fs/cgroup/unified`). The node never creates
+    /// its cgroup there, but libcontainer (kubelet's and runc's) does, so it is searched,
+    /// killed and removed like the others.
+    unified: Option<PathBuf>,
 }
 
 impl Cgroups {
@@ -314,7 +318,7 @@ impl Cgroups {
         let mountinfo =
             fs::read_to_string("/proc/self/mountinfo").map_err(io("reading mountinfo"))?;
         let mut hierarchies = Vec::new();
-        let mut unified = false;
+        let mut unified = None;
         for line in mountinfo.lines() {
             // "<id> <parent> <dev> <root> <mount point> <options> … - <fstype> <source> <super>"
             let Some((left, right)) = line.split_once(" - ") else {
@@ -323,12 +327,12 @@ impl Cgroups {
             let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
             match right.split_whitespace().next() {
                 Some("cgroup") => hierarchies.push(PathBuf::from(unescape(mount_point))),
-                Some("cgroup2") => unified = true,
+                Some("cgroup2") => unified = Some(PathBuf::from(unescape(mount_point))),
                 _ => {}
             }
         }
         if hierarchies.is_empty() {
-            return Err(Error::Node(if unified {
+            return Err(Error::Node(if unified.is_some() {
                 "this machine has only cgroup v2; the real node supports cgroup v1 hosts (as \
                  these machines boot) for now"
                     .into()
@@ -336,7 +340,16 @@ impl Cgroups {
                 "no cgroup hierarchy is mounted".into()
             }));
         }
-        Ok(Cgroups { name, hierarchies })
+        Ok(Cgroups {
+            name,
+            hierarchies,
+            unified,
+        })
+    }
+
+    /// Every hierarchy where the cgroup may exist: the v1 ones and the hybrid cgroup2 mount.
+    fn everywhere(&self) -> impl Iterator<Item = &PathBuf> {
+        self.hierarchies.iter().chain(self.unified.iter())
     }
 
     pub fn name(&self) -> &str {
@@ -344,7 +357,7 @@ impl Cgroups {
     }
 
     fn exists(&self) -> bool {
-        self.hierarchies.iter().any(|h| h.join(&self.name).is_dir())
+        self.everywhere().any(|h| h.join(&self.name).is_dir())
     }
 
     /// Creates the cgroup and `child` below it in every hierarchy.
@@ -384,7 +397,7 @@ impl Cgroups {
     /// Pids of every process in the cgroup or below, in any hierarchy.
     pub fn pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
-        for h in &self.hierarchies {
+        for h in self.everywhere() {
             walk(&h.join(&self.name), &mut |dir| {
                 if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
                     pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
@@ -421,7 +434,7 @@ impl Cgroups {
     /// Removes the cgroup and everything below it (children first). Empty cgroups only: call
     /// [`kill_all`](Self::kill_all) first.
     pub fn remove(&self) {
-        for h in &self.hierarchies {
+        for h in self.everywhere() {
             let mut dirs = Vec::new();
             walk(&h.join(&self.name), &mut |dir| dirs.push(dir.to_path_buf()));
             // `walk` visits parents before children.
