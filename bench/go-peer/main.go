@@ -3,6 +3,8 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -124,7 +126,24 @@ func main() {
 		setupLog.Error(err, "unable to set up health check")
 		os.Exit(1)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	ready := healthz.Ping
+	if tuned {
+		// Warmed up before leadership: ready once the caches the reconciler reads have their
+		// initial lists, which is what a rollout waits for before stopping the old leader.
+		ready = func(req *http.Request) error {
+			for _, obj := range []client.Object{&PodRequest{}, &corev1.Pod{}} {
+				informer, err := mgr.GetCache().GetInformer(req.Context(), obj, cache.BlockUntilSynced(false))
+				if err != nil {
+					return err
+				}
+				if !informer.HasSynced() {
+					return fmt.Errorf("the %T cache has not synced", obj)
+				}
+			}
+			return nil
+		}
+	}
+	if err := mgr.AddReadyzCheck("readyz", ready); err != nil {
 		setupLog.Error(err, "unable to set up ready check")
 		os.Exit(1)
 	}

@@ -878,6 +878,12 @@ async fn failover(
     let mut leader = leader;
     for (i, signal) in [Signal::SIGTERM, Signal::SIGKILL].into_iter().enumerate() {
         let standby = Process::start(kind, settings, &cluster.peer_kubeconfig, i + 1)?;
+        // As a rolling update does: the old leader stops once the new replica is ready (for a
+        // warm standby, its caches are synced; the scaffold-style Go peer is ready at once and
+        // fills its caches only after it wins).
+        standby
+            .wait_ready(Duration::from_secs(60), "the standby")
+            .await?;
         standby
             .wait_metrics(Duration::from_secs(60), "the standby's metrics", |_| true)
             .await?;

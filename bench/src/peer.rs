@@ -81,6 +81,8 @@ pub struct Process {
     child: Child,
     pid: u32,
     metrics_port: u16,
+    /// Where `/readyz` is served (operon's admin port; the Go peer's health probe port).
+    probe_port: u16,
     pub started: Instant,
 }
 
@@ -98,6 +100,7 @@ impl Process {
         replica: usize,
     ) -> Result<Process> {
         let metrics_port = free_port()?;
+        let mut probe_port = metrics_port;
         let log = settings.logs.join(format!("{}-{replica}.log", kind.name()));
         let out = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
         let err = out.try_clone()?;
@@ -143,7 +146,8 @@ impl Process {
                     .go_binary
                     .as_ref()
                     .context("no Go peer binary (build it with cargo xtask bench)")?;
-                let probes = format!("127.0.0.1:{}", free_port()?);
+                probe_port = free_port()?;
+                let probes = format!("127.0.0.1:{probe_port}");
                 let mut cmd = Command::new(binary);
                 cmd.arg("--kubeconfig")
                     .arg(kubeconfig)
@@ -176,6 +180,7 @@ impl Process {
             child,
             pid,
             metrics_port,
+            probe_port,
             started,
         })
     }
@@ -229,6 +234,19 @@ impl Process {
         }
     }
 
+    /// Polls `/readyz` until it answers 200, at most `timeout`: what a rollout waits for before
+    /// it stops the previous replica.
+    pub async fn wait_ready(&self, timeout: Duration, what: &str) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while get(self.probe_port, "/readyz").await.is_err() {
+            if Instant::now() > deadline {
+                bail!("peer {}: {what} not ready within {timeout:?}", self.pid);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Resident memory and CPU seconds so far, from `/proc`.
     pub fn usage(&self) -> Option<Usage> {
         Usage::read(self.pid)
@@ -236,10 +254,14 @@ impl Process {
 }
 
 async fn scrape(port: u16) -> Result<String> {
+    get(port, "/metrics").await
+}
+
+/// The body of a 200 answer to `GET path`, else an error.
+async fn get(port: u16, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n")
-        .await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let mut body = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut body)).await??;
     let text = String::from_utf8_lossy(&body);
