@@ -1,5 +1,5 @@
 //! The credentials-operator binary, configured the AWS SDK's way: no `--iam-endpoint`, only
-//! `AWS_ENDPOINT_URL_IAM` and `AWS_REGION` in its environment.
+//! `AWS_ENDPOINT_URL_IAM` and `AWS_REGION` in its environment; its logs in a file are plain text.
 
 mod common;
 
@@ -65,6 +65,14 @@ async fn the_binary_follows_the_sdks_environment() -> Result<()> {
     ensure!(
         f.iam_users().await? == [user],
         "the user exists in the emulator"
+    );
+    // Logging to a file, not a terminal: plain text, no colour codes.
+    let text = std::fs::read_to_string(&log)?;
+    ensure!(text.contains(" INFO "), "no log lines in {}", log.display());
+    ensure!(
+        !text.contains('\x1b'),
+        "ANSI escape codes in a log written to a file ({})",
+        log.display()
     );
     Ok(())
 }
