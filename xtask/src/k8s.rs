@@ -57,35 +57,54 @@ pub fn coredns_module_dir() -> PathBuf {
     repo_root().join("tools").join("coredns")
 }
 
+/// Where `.ci/install-prerequisites` installs Go when the machine's is missing or too old.
+fn installed_go() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(Path::new(&home).join(".cache/operon/go/bin/go"))
+}
+
+/// The first Go on PATH (else the one `.ci/install-prerequisites` installs) that is recent
+/// enough for the Kubernetes modules.
 pub fn go() -> Result<PathBuf> {
-    let found = std::env::var_os("PATH")
+    let candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .map(|d| d.join("go"))
-        .find(|p| p.is_file());
-    let Some(go) = found else {
+        .chain(installed_go())
+        .filter(|p| p.is_file())
+        .collect();
+    if candidates.is_empty() {
         bail!(
             "Go is not installed (no `go` on PATH). The Kubernetes binaries are built from Go \
-             modules and need Go {}.{} or newer (Debian: `apt-get install golang`, or \
-             https://go.dev/dl). Alternatively set KUBEBUILDER_ASSETS to a directory holding \
+             modules and need Go {}.{} or newer: `bash .ci/install-prerequisites` installs it \
+             into ~/.cache/operon/go from the Go module proxy (Debian's `golang` package is too \
+             old on Debian 12). Alternatively set KUBEBUILDER_ASSETS to a directory holding \
              etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.",
             GO_VERSION_MIN.0,
             GO_VERSION_MIN.1
         );
-    };
-    let out = Command::new(&go).arg("env").arg("GOVERSION").output()?;
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let mut parts = version.trim_start_matches("go").split('.');
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    ensure!(
-        (major, minor) >= GO_VERSION_MIN,
-        "Kubernetes {KUBERNETES_VERSION} needs Go {}.{} or newer; found {version}",
+    }
+    let mut too_old = Vec::new();
+    for go in candidates {
+        let out = Command::new(&go).arg("env").arg("GOVERSION").output()?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut parts = version.trim_start_matches("go").split('.');
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if (major, minor) >= GO_VERSION_MIN {
+            return Ok(go);
+        }
+        too_old.push(format!("{version} ({})", go.display()));
+    }
+    bail!(
+        "Kubernetes {KUBERNETES_VERSION} needs Go {}.{} or newer; found {}. \
+         `bash .ci/install-prerequisites` installs a current Go into ~/.cache/operon/go, where \
+         this finds it.",
         GO_VERSION_MIN.0,
-        GO_VERSION_MIN.1
-    );
-    Ok(go)
+        GO_VERSION_MIN.1,
+        too_old.join(", ")
+    )
 }
 
 fn go_cmd(go: &Path) -> Command {
