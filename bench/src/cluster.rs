@@ -155,23 +155,16 @@ impl Cluster {
         .await?;
         let ca = self.peer_kubeconfig.with_file_name("ca.crt");
         std::fs::write(&ca, self.plane.ca_pem())?;
-        // JSON is YAML: both kube-rs and client-go read it.
-        let kubeconfig = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "bench", "cluster": {
-                "server": self.plane.server(),
-                "certificate-authority": ca,
-            }}],
-            "users": [{"name": "peer", "user": {"token": token}}],
-            "contexts": [{"name": "bench", "context": {
-                "cluster": "bench", "user": "peer", "namespace": SYSTEM_NAMESPACE,
-            }}],
-            "current-context": "bench",
-        });
+        let kubeconfig = operon_envtest::kubeconfig::single(
+            "bench",
+            self.plane.server(),
+            operon_envtest::kubeconfig::Ca::File(&ca),
+            operon_envtest::kubeconfig::Credentials::Token(&token),
+            Some(SYSTEM_NAMESPACE),
+        );
         std::fs::write(
             &self.peer_kubeconfig,
-            serde_json::to_vec_pretty(&kubeconfig)?,
+            operon_envtest::kubeconfig::to_text(&kubeconfig)?,
         )?;
         Ok(())
     }

@@ -945,31 +945,19 @@ impl PkiFiles {
     }
 }
 
-/// A kubeconfig (JSON, which every YAML reader accepts) with the credentials inline.
+/// A kubeconfig with the credentials inline.
 fn kubeconfig(name: &str, server: &str, ca: &CertKey, user: &CertKey) -> String {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{
-            "name": name,
-            "cluster": { "server": server, "certificate-authority-data": b64(&ca.cert_pem) },
-        }],
-        "users": [{
-            "name": name,
-            "user": {
-                "client-certificate-data": b64(&user.cert_pem),
-                "client-key-data": b64(&user.key_pem),
-            },
-        }],
-        "contexts": [{
-            "name": name,
-            "context": { "cluster": name, "user": name, "namespace": "default" },
-        }],
-        "current-context": name,
-    });
-    serde_json::to_string_pretty(&config).unwrap_or_default()
+    let config = crate::kubeconfig::single(
+        name,
+        server,
+        crate::kubeconfig::Ca::Pem(&ca.cert_pem),
+        crate::kubeconfig::Credentials::ClientCert {
+            cert_pem: &user.cert_pem,
+            key_pem: &user.key_pem,
+        },
+        Some("default"),
+    );
+    crate::kubeconfig::to_text(&config).unwrap_or_default()
 }
 
 /// Last `lines` lines of a log file.

@@ -19,6 +19,7 @@ mod assets;
 mod control_plane;
 mod env;
 pub mod hostile;
+pub mod kubeconfig;
 pub mod moto;
 pub mod node;
 mod pki;

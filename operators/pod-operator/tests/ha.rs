@@ -40,18 +40,16 @@ async fn token_kubeconfig(f: &Fixture, dir: &Path, token: &str) -> Result<PathBu
             )
         })
         .collect();
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{ "name": "test", "cluster": {
-            "server": config.cluster_url.to_string().trim_end_matches('/'),
-            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca.concat()),
-        }}],
-        "users": [{ "name": "operator", "user": { "token": token } }],
-        "contexts": [{ "name": "test", "context": { "cluster": "test", "user": "operator" } }],
-        "current-context": "test",
-    });
+    let server = config.cluster_url.to_string();
+    let kubeconfig = operon_envtest::kubeconfig::single(
+        "test",
+        server.trim_end_matches('/'),
+        operon_envtest::kubeconfig::Ca::Pem(&ca.concat()),
+        operon_envtest::kubeconfig::Credentials::Token(token),
+        None,
+    );
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_json::to_vec(&kubeconfig)?)?;
+    std::fs::write(&path, operon_envtest::kubeconfig::to_text(&kubeconfig)?)?;
     Ok(path)
 }
 
