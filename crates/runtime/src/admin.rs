@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -112,19 +113,11 @@ impl Readiness {
 
     /// Why it is not ready, if a reason was given.
     pub fn reason(&self) -> Option<String> {
-        self.inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.reason.lock().clone()
     }
 
     fn set_reason(&self, reason: Option<String>) {
-        *self
-            .inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = reason;
+        *self.inner.reason.lock() = reason;
     }
 }
 
@@ -418,7 +411,7 @@ impl MetricsAuth {
     }
 
     fn is_cached(&self, token: &str) -> bool {
-        let allowed = self.allowed.lock().unwrap_or_else(PoisonError::into_inner);
+        let allowed = self.allowed.lock();
         allowed
             .get(token)
             .is_some_and(|until| Instant::now() < *until)
@@ -426,7 +419,7 @@ impl MetricsAuth {
 
     fn remember(&self, token: &str) {
         let now = Instant::now();
-        let mut allowed = self.allowed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut allowed = self.allowed.lock();
         allowed.retain(|_, until| now < *until);
         if allowed.len() >= AUTH_CACHE_MAX {
             allowed.clear();

@@ -5,11 +5,11 @@
 //! controller-runtime's defaults: 5 ms doubling up to 1000 s, reset by a success.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
+use parking_lot::Mutex;
 
 /// Exponential backoff per object.
 pub struct Backoff<K: Resource> {
@@ -46,7 +46,7 @@ where
 
     /// [`failed`](Self::failed) by key (the object may not exist).
     pub fn failed_key(&self, key: &ObjectRef<K>) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = self.failures.lock();
         let n = failures.entry(key.clone()).or_insert(0);
         let delay = self.delay(*n);
         *n = n.saturating_add(1);
@@ -60,21 +60,13 @@ where
 
     /// [`succeeded`](Self::succeeded) by key.
     pub fn succeeded_key(&self, key: &ObjectRef<K>) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        self.failures.lock().remove(key);
     }
 
     /// Consecutive failures of `obj` so far.
     pub fn failures(&self, obj: &K) -> u32 {
         let key = ObjectRef::from_obj(obj);
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
+        self.failures.lock().get(&key).copied().unwrap_or(0)
     }
 
     fn delay(&self, failures: u32) -> Duration {

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Method, Request};
 use kube::client::ClientBuilder;
 use kube::{Client, Config};
+use parking_lot::Mutex;
 use tower::{Layer, Service};
 
 /// `(verb, resource)` → requests. Verbs are the apiserver's: get, list, watch, create, update,
@@ -89,15 +90,12 @@ pub struct RequestCounter {
 
 impl RequestCounter {
     pub fn snapshot(&self) -> RequestCounts {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.counts.lock().clone()
     }
 
     pub(crate) fn record<B>(&self, req: &Request<B>) {
         let (verb, resource) = classify(req.method(), req.uri());
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.counts.lock();
         *counts.0.entry((verb.to_string(), resource)).or_insert(0) += 1;
     }
 }

@@ -22,9 +22,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text,
@@ -58,12 +59,6 @@ fn reconcile_time_histogram() -> Histogram {
 
 fn workqueue_histogram() -> Histogram {
     Histogram::new(WORKQUEUE_BUCKETS)
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the maps it guards stay
-/// consistent, so metrics keep going rather than panic in turn.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,7 +241,8 @@ impl Metrics {
     /// the same `Arc` for the same name. Its series appear at 0 from this call on, so rates and
     /// absence alerts work before the first reconcile.
     pub fn controller(self: &Arc<Self>, name: &str) -> Arc<ControllerMetrics> {
-        lock(&self.controllers)
+        self.controllers
+            .lock()
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(ControllerMetrics::with_families(&self.families, name)))
             .clone()
@@ -264,7 +260,7 @@ impl Metrics {
     /// The Prometheus text exposition ([`CONTENT_TYPE`]) of every metric, process metrics
     /// included.
     pub fn render(&self) -> String {
-        let controllers: Vec<_> = lock(&self.controllers).values().cloned().collect();
+        let controllers: Vec<_> = self.controllers.lock().values().cloned().collect();
         for c in controllers {
             c.update_in_flight_gauges();
         }
@@ -403,7 +399,7 @@ impl ControllerMetrics {
     pub fn begin(&self) -> ReconcileTimer {
         let now = Instant::now();
         let id = {
-            let mut in_flight = lock(&self.in_flight);
+            let mut in_flight = self.in_flight.lock();
             let id = in_flight.next;
             in_flight.next += 1;
             in_flight.started.insert(id, now);
@@ -468,7 +464,7 @@ impl ControllerMetrics {
     /// sum of the running reconciles' ages) and `workqueue_longest_running_processor_seconds`.
     fn update_in_flight_gauges(&self) {
         let now = Instant::now();
-        let in_flight = lock(&self.in_flight);
+        let in_flight = self.in_flight.lock();
         let ages = in_flight
             .started
             .values()
@@ -513,21 +509,18 @@ impl fmt::Debug for ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
-        let mut in_flight = lock(&self.in_flight);
+        let mut in_flight = self.in_flight.lock();
         in_flight.started.remove(&self.id);
         self.active_workers
             .set(gauge_value(in_flight.started.len()));
     }
 }
 
-/// The process metrics of Go's Prometheus client, read from `/proc/self` at each scrape; on a
-/// system without procfs, or for a value that can't be read, the series is left out.
+/// The process metrics of Go's Prometheus client, read from `/proc/self` at each scrape
+/// (`procfs`); on a system without procfs, or for a value that can't be read, the series is
+/// left out.
 #[derive(Debug)]
 struct ProcessCollector;
-
-/// Clock ticks per second in `/proc/<pid>/stat`: USER_HZ, 100 on every Linux architecture (Go's
-/// procfs assumes the same).
-const USER_HZ: f64 = 100.0;
 
 #[derive(Debug, Default, PartialEq)]
 struct ProcessStats {
@@ -540,61 +533,56 @@ struct ProcessStats {
 }
 
 impl ProcessStats {
+    #[cfg(target_os = "linux")]
     fn read() -> Self {
-        let read = |path: &str| std::fs::read_to_string(path).ok();
+        use procfs::WithCurrentSystemInfo;
+        use procfs::process::{LimitValue, Process};
         let mut stats = ProcessStats::default();
-        if let Some(stat) = read("/proc/self/stat") {
-            let boot_time = read("/proc/stat").as_deref().and_then(parse_boot_time);
-            stats.parse_stat(&stat, boot_time);
+        let Ok(me) = Process::myself() else {
+            return stats;
+        };
+        // USER_HZ as the kernel reports it (sysconf), not assumed.
+        let ticks = procfs::ticks_per_second() as f64;
+        if let Ok(stat) = me.stat() {
+            stats.cpu_seconds = Some((stat.utime + stat.stime) as f64 / ticks);
+            stats.virtual_memory_bytes = Some(stat.vsize);
+            stats.resident_memory_bytes = Some(stat.rss_bytes().get());
+            stats.start_time_seconds = procfs::boot_time_secs()
+                .ok()
+                .map(|boot| boot as f64 + stat.starttime as f64 / ticks);
         }
-        if let Some(status) = read("/proc/self/status") {
-            stats.resident_memory_bytes = parse_status_kb(&status, "VmRSS:");
+        if let Ok(limits) = me.limits() {
+            stats.max_fds = match limits.max_open_files.soft_limit {
+                LimitValue::Value(v) => Some(v),
+                LimitValue::Unlimited => None,
+            };
         }
-        if let Some(limits) = read("/proc/self/limits") {
-            stats.max_fds = parse_max_open_files(&limits);
-        }
-        stats.open_fds = std::fs::read_dir("/proc/self/fd")
-            .ok()
-            .map(|d| d.count() as u64);
+        stats.open_fds = me.fd_count().ok().map(|n| n as u64);
         stats
     }
 
-    /// `/proc/self/stat`: after the command, which may hold spaces and parentheses, fields 3
-    /// (state) onwards; utime is field 14, stime 15, starttime 22 (ticks after boot), vsize 23.
-    fn parse_stat(&mut self, stat: &str, boot_time: Option<f64>) {
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
-            self.cpu_seconds = Some((utime + stime) as f64 / USER_HZ);
-        }
-        self.virtual_memory_bytes = field(23);
-        self.start_time_seconds = field(22)
-            .zip(boot_time)
-            .map(|(ticks, boot)| boot + ticks as f64 / USER_HZ);
+    #[cfg(not(target_os = "linux"))]
+    fn read() -> Self {
+        ProcessStats::default()
     }
 }
 
 /// Resident memory (bytes) and CPU time (user + system seconds) of process `pid`, read from
 /// `/proc` as the process metrics are (benchmarks read other processes with it).
+#[cfg(target_os = "linux")]
 pub fn process_usage(pid: u32) -> Option<(u64, f64)> {
-    let mut stats = ProcessStats::default();
-    stats.parse_stat(
-        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
-        None,
-    );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = parse_status_kb(&status, "VmRSS:")?;
-    Some((rss, stats.cpu_seconds?))
+    use procfs::WithCurrentSystemInfo;
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
+    let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    Some((stat.rss_bytes().get(), cpu))
 }
 
-/// `btime` of `/proc/stat`: boot time, in seconds since the epoch.
-fn parse_boot_time(stat: &str) -> Option<f64> {
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+#[cfg(not(target_os = "linux"))]
+pub fn process_usage(_pid: u32) -> Option<(u64, f64)> {
+    None
 }
 
 /// Heap bytes in use, as glibc counts them: RSS also holds freed pages the allocator keeps, so
@@ -611,21 +599,6 @@ fn heap_inuse_bytes() -> Option<u64> {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn heap_inuse_bytes() -> Option<u64> {
     None
-}
-
-/// A `<key> <n> kB` line of `/proc/self/status`, in bytes.
-fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix(key))?;
-    let kb = line.split_whitespace().next()?.parse::<u64>().ok()?;
-    Some(kb * 1024)
-}
-
-/// The soft limit of `Max open files` in `/proc/self/limits` (none when unlimited).
-fn parse_max_open_files(limits: &str) -> Option<u64> {
-    let line = limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))?;
-    line.split_whitespace().next()?.parse::<u64>().ok()
 }
 
 impl Collector for ProcessCollector {
@@ -960,32 +933,6 @@ mod tests {
         assert!(
             start > 1.0e9 && start <= now_unix() + 1.0,
             "start time {start}"
-        );
-    }
-
-    #[test]
-    fn proc_parsing() {
-        let mut s = ProcessStats::default();
-        // The command holds a space and a parenthesis.
-        let stat = "42 (my (op) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 \
-                    1000 123456789 2048 18446744073709551615";
-        s.parse_stat(stat, Some(1_700_000_000.0));
-        assert_eq!(s.cpu_seconds, Some(3.0));
-        assert_eq!(s.virtual_memory_bytes, Some(123_456_789));
-        assert_eq!(s.start_time_seconds, Some(1_700_000_010.0));
-        assert_eq!(parse_boot_time("cpu 1 2\nbtime 1700000000\n"), Some(1.7e9));
-        assert_eq!(
-            parse_status_kb("Name:\tx\nVmRSS:\t  1024 kB\n", "VmRSS:"),
-            Some(1 << 20)
-        );
-        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
-                      Max open files            1024                 524288               files\n";
-        assert_eq!(parse_max_open_files(limits), Some(1024));
-        assert_eq!(
-            parse_max_open_files(
-                "Max open files            unlimited            unlimited            files\n"
-            ),
-            None
         );
     }
 }

@@ -55,28 +55,15 @@ pub enum Error {
     LeadershipLost,
 }
 
-/// Parses `500ms`, `30s`, `2m`, `36h`, `7d` (a bare number is seconds).
+/// Parses a duration as Go users type it: `500ms`, `30s`, `2m`, `1h30m`, `36h`, `7d`
+/// (humantime's units, spaces allowed: `1h 30m`); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 500ms, 30s, 1h30m, 7d)"))
 }
 
 /// Flags of every operator's `run` command.
@@ -317,8 +304,11 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("36h"), Ok(Duration::from_secs(36 * 3600)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
-        assert!(parse_duration("5y").is_err());
-        assert!(parse_duration("abc").is_err());
+        // Go's time.ParseDuration style, and with spaces.
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h 30m 5s"), Ok(Duration::from_secs(5405)));
+        assert!(parse_duration("abc").is_err_and(|e| e.contains("1h30m")));
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
     }
 }

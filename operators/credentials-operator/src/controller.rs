@@ -11,7 +11,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, future};
@@ -29,6 +29,7 @@ use operon_runtime::events::Events;
 use operon_runtime::finalizers;
 use operon_runtime::metrics::ControllerMetrics;
 use operon_runtime::operator::Leading;
+use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::api::{
@@ -139,10 +140,6 @@ struct Context {
     events: Events,
     /// IAM client for the root credentials, by the root Secret's resourceVersion.
     root: Mutex<Option<(String, Iam)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn request_fingerprint(cr: &CredentialsRequest) -> u64 {
@@ -511,7 +508,7 @@ impl Context {
     }
 
     fn iam(&self, root: &RootCredentials) -> Iam {
-        let mut cached = lock(&self.root);
+        let mut cached = self.root.lock();
         match cached.as_ref() {
             Some((rv, iam)) if *rv == root.resource_version => iam.clone(),
             _ => {

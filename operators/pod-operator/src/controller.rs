@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,6 +23,7 @@ use operon_runtime::controller::{self, Action, Controller, Gates, ReadyWhenSynce
 use operon_runtime::events::Events;
 use operon_runtime::metrics::ControllerMetrics;
 use operon_runtime::operator::Leading;
+use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::api::{PodRequest, PodRequestStatus, condition};
@@ -227,7 +228,6 @@ impl PodRequest {
         let already_written = ctx
             .written
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .is_some_and(|w| *w == fingerprint(&status));
         if self.status.as_ref() != Some(&status) && !already_written {
@@ -250,7 +250,7 @@ impl PodRequest {
                 Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
                 Err(e) => return Err(e.into()),
             }
-            let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+            let mut written = ctx.written.lock();
             written.insert(key, fingerprint(&status));
             // Forget deleted requests now and then; the check is cheap next to the writes.
             if written.len() > 1024 && written.len() > 2 * ctx.requests.len() {

@@ -24,9 +24,10 @@ use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -165,10 +166,6 @@ where
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl<T> WorkQueue<T>
 where
     T: Clone + Eq + Hash + Send + 'static,
@@ -206,7 +203,7 @@ where
 
     fn add_with(&self, key: T, low: bool) {
         let added = {
-            let mut state = lock(&self.shared.state);
+            let mut state = self.shared.state.lock();
             let added = state.add(key, Instant::now(), low);
             if added {
                 self.shared.metrics.queue_added(state.dirty.len());
@@ -226,7 +223,7 @@ where
         }
         let at = Instant::now() + delay;
         let earlier = {
-            let mut state = lock(&self.shared.state);
+            let mut state = self.shared.state.lock();
             if state.shutting_down {
                 return;
             }
@@ -253,7 +250,7 @@ where
     /// error since fixed) is stale.
     pub fn reschedule(&self, key: T, delay: Option<Duration>) {
         // A heap entry without its `due` is skipped when it comes up.
-        lock(&self.shared.state).due.remove(&key);
+        self.shared.state.lock().due.remove(&key);
         if let Some(delay) = delay {
             self.add_after(key, delay);
         }
@@ -276,7 +273,7 @@ where
             notified.as_mut().enable();
             let next_due = {
                 let now = Instant::now();
-                let mut state = lock(&self.shared.state);
+                let mut state = self.shared.state.lock();
                 if state.shutting_down {
                     return None;
                 }
@@ -315,7 +312,7 @@ where
     /// The worker is finished with `key`: a key added meanwhile goes back in line.
     pub fn done(&self, key: &T) {
         let requeued = {
-            let mut state = lock(&self.shared.state);
+            let mut state = self.shared.state.lock();
             state.processing.remove(key);
             match state.dirty.get(key).copied() {
                 Some(d) if !state.shutting_down => {
@@ -333,13 +330,13 @@ where
     /// Stops handing out keys: waiting and future [`get`](Self::get)s return `None`. Keys being
     /// processed may still be marked [`done`](Self::done).
     pub fn shut_down(&self) {
-        lock(&self.shared.state).shutting_down = true;
+        self.shared.state.lock().shutting_down = true;
         self.shared.ready.notify_waiters();
     }
 
     /// Keys waiting (not counting delayed ones).
     pub fn len(&self) -> usize {
-        lock(&self.shared.state).dirty.len()
+        self.shared.state.lock().dirty.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -348,19 +345,21 @@ where
 
     /// Keys a worker has now.
     pub fn processing(&self) -> usize {
-        lock(&self.shared.state).processing.len()
+        self.shared.state.lock().processing.len()
     }
 
     /// Keys with a delayed add pending.
     pub fn delayed(&self) -> usize {
-        lock(&self.shared.state).due.len()
+        self.shared.state.lock().due.len()
     }
 
     /// How long the oldest key being processed has been (0 when none): the longest running
     /// processor.
     pub fn longest_running(&self) -> Duration {
         let now = Instant::now();
-        lock(&self.shared.state)
+        self.shared
+            .state
+            .lock()
             .processing
             .values()
             .map(|since| now.saturating_duration_since(*since))
@@ -533,7 +532,7 @@ mod tests {
                 let (q, seen) = (q.clone(), seen.clone());
                 tokio::spawn(async move {
                     while let Some(key) = q.get().await {
-                        lock(&seen).push(key);
+                        seen.lock().push(key);
                         tokio::task::yield_now().await;
                         q.done(&key);
                     }
@@ -557,7 +556,7 @@ mod tests {
         for w in workers {
             w.await.expect("worker");
         }
-        let mut seen = lock(&seen).clone();
+        let mut seen = seen.lock().clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..2000).collect::<Vec<_>>());
     }

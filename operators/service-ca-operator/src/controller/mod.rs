@@ -243,16 +243,11 @@ pub(crate) async fn current_ca(ca: &CaWatch) -> Option<Arc<CaState>> {
     state.clone()
 }
 
-/// Whether `cached` is older than what this operator last wrote (`written`): resourceVersions
-/// are etcd revisions, so a smaller one is an older copy. Unparseable ones count as current.
-pub(crate) fn is_stale(cached: Option<&str>, written: Option<&str>) -> bool {
-    match (
-        cached.and_then(|c| c.parse::<u64>().ok()),
-        written.and_then(|w| w.parse::<u64>().ok()),
-    ) {
-        (Some(c), Some(w)) => c < w,
-        _ => false,
-    }
+/// Whether the cache still shows the version of an object that this operator's write replaced
+/// (`replaced`): it hasn't caught up with the write yet. resourceVersions are opaque (API
+/// conventions), so they are only compared for equality: any other version is newer.
+pub(crate) fn cache_lags(cached: Option<&str>, replaced: Option<&str>) -> bool {
+    cached.is_some() && cached == replaced
 }
 
 pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -264,12 +259,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn staleness_by_resource_version() {
-        assert!(is_stale(Some("9"), Some("10")));
-        assert!(!is_stale(Some("10"), Some("10")));
-        assert!(!is_stale(Some("11"), Some("10")));
-        assert!(!is_stale(None, Some("10")));
-        assert!(!is_stale(Some("x"), Some("10")));
+    fn the_cache_lags_only_while_it_shows_the_replaced_version() {
+        assert!(cache_lags(Some("9"), Some("9")));
+        assert!(!cache_lags(Some("10"), Some("9")));
+        // Opaque: a "smaller" version is just another version.
+        assert!(!cache_lags(Some("8"), Some("9")));
+        assert!(!cache_lags(None, Some("9")));
+        assert!(!cache_lags(None, None));
     }
 
     #[test]

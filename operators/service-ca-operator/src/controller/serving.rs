@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Future;
@@ -22,12 +22,13 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    CaState, CaWatch, Error, MANAGER, MAX_REQUEUE, Settings, ca_changes, current_ca, is_stale,
+    CaState, CaWatch, Error, MANAGER, MAX_REQUEUE, Settings, ca_changes, cache_lags, current_ca,
     is_status,
 };
 use crate::pki::{KeyAlgorithm, ServingCertRequest};
@@ -49,13 +50,23 @@ struct Context {
     margin: Duration,
     key: KeyAlgorithm,
     /// Secrets as this controller last wrote them.
-    written: Mutex<HashMap<ObjectRef<Secret>, Secret>>,
-    /// Per Service: (resourceVersion after our annotation patch, signer CN written).
-    signed: Mutex<HashMap<ObjectRef<Service>, (String, String)>>,
+    written: Mutex<HashMap<ObjectRef<Secret>, Written<Secret>>>,
+    /// Per Service, the signer CN this controller last annotated it with.
+    signed: Mutex<HashMap<ObjectRef<Service>, Written<String>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// What this controller wrote, and the resourceVersion the write replaced.
+#[derive(Clone)]
+struct Written<T> {
+    replaced: Option<String>,
+    object: T,
+}
+
+impl<T> Written<T> {
+    /// Whether a cached copy at `cached` predates this write.
+    fn lagged_by(&self, cached: Option<&str>) -> bool {
+        cache_lags(cached, self.replaced.as_deref())
+    }
 }
 
 fn service_annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
@@ -212,23 +223,23 @@ impl Context {
     /// The cached Secret, or what this controller last wrote if the cache hasn't caught up.
     fn newest(&self, key: &ObjectRef<Secret>) -> Option<Secret> {
         let cached = self.secrets.get(key)?;
-        let written = lock(&self.written).get(key).cloned();
+        let written = self.written.lock().get(key).cloned();
         match written {
-            Some(w)
-                if is_stale(
-                    cached.metadata.resource_version.as_deref(),
-                    w.metadata.resource_version.as_deref(),
-                ) =>
-            {
-                Some(w)
-            }
+            Some(w) if w.lagged_by(cached.metadata.resource_version.as_deref()) => Some(w.object),
             _ => Some((*cached).clone()),
         }
     }
 
-    fn remember(&self, secret: &Secret) {
-        let mut written = lock(&self.written);
-        written.insert(ObjectRef::from_obj(secret), secret.clone());
+    /// Remembers `secret` as written over the version `replaced`.
+    fn remember(&self, replaced: Option<String>, secret: &Secret) {
+        let mut written = self.written.lock();
+        written.insert(
+            ObjectRef::from_obj(secret),
+            Written {
+                replaced,
+                object: secret.clone(),
+            },
+        );
         // Forget Secrets that are gone now and then; cheap next to the writes.
         if written.len() > 1024 && written.len() > 2 * self.secrets.len() {
             written.retain(|k, _| self.secrets.get(k).is_some());
@@ -284,7 +295,7 @@ impl Context {
         };
         match secrets.create(&pp, &desired).await {
             Ok(created) => {
-                self.remember(&created);
+                self.remember(None, &created);
                 tracing::info!(service = %svc.name_any(), secret = %secret_name, "issued a serving certificate");
                 Ok(expiry_of(&created).unwrap_or_else(OffsetDateTime::now_utc))
             }
@@ -369,6 +380,7 @@ impl Context {
         let mut updated = updated;
         updated.metadata.managed_fields = None;
         // Guarded by resourceVersion: a concurrent change fails this with 409 and is retried.
+        let replaced = updated.metadata.resource_version.clone();
         let written = match secrets.replace(&secret_name, &pp, &updated).await {
             Ok(w) => w,
             Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
@@ -379,7 +391,7 @@ impl Context {
             }
             Err(e) => return Err(e.into()),
         };
-        self.remember(&written);
+        self.remember(replaced, &written);
         if let Some(note) = note {
             tracing::info!(service = %svc.name_any(), "{note}");
             self.events
@@ -399,9 +411,12 @@ impl Context {
             return Ok(());
         }
         let key = ObjectRef::from_obj(svc);
-        let already = lock(&self.signed).get(&key).is_some_and(|(rv, cn)| {
-            cn == signer && is_stale(svc.metadata.resource_version.as_deref(), Some(rv))
-        });
+        let seen = svc.metadata.resource_version.clone();
+        let already = self
+            .signed
+            .lock()
+            .get(&key)
+            .is_some_and(|w| w.object == signer && w.lagged_by(seen.as_deref()));
         if already {
             return Ok(());
         }
@@ -413,9 +428,14 @@ impl Context {
             SERVING_CERT_GENERATION_ERROR_NUM: Value::Null,
             ALPHA_SERVING_CERT_GENERATION_ERROR_NUM: Value::Null,
         }}});
-        let patched = self.patch_service(svc, &patch).await?;
-        let rv = patched.metadata.resource_version.unwrap_or_default();
-        lock(&self.signed).insert(key, (rv, signer.to_owned()));
+        self.patch_service(svc, &patch).await?;
+        self.signed.lock().insert(
+            key,
+            Written {
+                replaced: seen,
+                object: signer.to_owned(),
+            },
+        );
         Ok(())
     }
 
@@ -429,7 +449,7 @@ impl Context {
         let patch = json!({ "metadata": { "annotations": annotations } });
         self.patch_service(svc, &patch).await?;
         // The signer recorded earlier no longer describes the Secret.
-        lock(&self.signed).remove(&ObjectRef::from_obj(svc));
+        self.signed.lock().remove(&ObjectRef::from_obj(svc));
         self.events
             .warning(svc, "ServingCertGenerationFailed", "Issue", message)
             .await;

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -22,6 +22,7 @@ use kube::{Client, ResourceExt};
 use operon_runtime::backoff::Backoff;
 use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
+use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -162,7 +163,7 @@ impl Signer {
 
     /// The cached signing Secret, unless it is older than the one this signer last wrote.
     fn freshest(&self, cached: Option<Arc<Secret>>) -> Option<Secret> {
-        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.written.lock();
         match (cached, written.as_ref()) {
             (None, Some((None, created))) => Some(created.clone()),
             (Some(c), Some((replaced, ours))) if c.resource_version() == *replaced => {
@@ -372,7 +373,7 @@ async fn reconcile(
     let before = current.as_ref().map(|s| s.resource_version());
     let result = signer.sync(&mut current).await;
     if let Some(after) = current.filter(|s| Some(s.resource_version()) != before) {
-        *signer.written.lock().unwrap_or_else(|p| p.into_inner()) = Some((before.flatten(), after));
+        *signer.written.lock() = Some((before.flatten(), after));
     }
     Ok(Action::requeue(wait_until(result?)))
 }
