@@ -1,0 +1,93 @@
+//! What the report says about the machine and the versions measured.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::report::{Machine, Versions};
+
+pub(crate) fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub(crate) fn machine() -> Machine {
+    let meminfo = read("/proc/meminfo");
+    let mem_kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_model: read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_default(),
+        memory_gib: mem_kb / 1024.0 / 1024.0,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+    }
+}
+
+/// The version of `name` in a Cargo.lock or go.mod text.
+fn locked_version(lock: &str, name: &str) -> String {
+    let cargo = format!("name = \"{name}\"\nversion = \"");
+    if let Some(i) = lock.find(&cargo) {
+        let rest = &lock[i + cargo.len()..];
+        return rest.split('"').next().unwrap_or_default().to_string();
+    }
+    lock.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub(crate) fn versions() -> Versions {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let gomod = std::fs::read_to_string(root.join("bench/go-peer/go.mod")).unwrap_or_default();
+    let apiserver = std::env::var_os("KUBEBUILDER_ASSETS")
+        .map(|d| PathBuf::from(d).join("kube-apiserver"))
+        .and_then(|p| command_line(&p.to_string_lossy(), &["--version"]))
+        .unwrap_or_else(|| "unknown".into());
+    Versions {
+        kubernetes: apiserver.trim_start_matches("Kubernetes ").to_string(),
+        rustc: command_line("rustc", &["--version"]).unwrap_or_default(),
+        kube_rs: locked_version(&lock, "kube"),
+        go: command_line("go", &["version"]).unwrap_or_default(),
+        controller_runtime: locked_version(&gomod, "sigs.k8s.io/controller-runtime"),
+        client_go: locked_version(&gomod, "k8s.io/client-go"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_versions_from_lock_files() {
+        let lock = "[[package]]\nname = \"kube\"\nversion = \"5.0.0\"\n";
+        assert_eq!(locked_version(lock, "kube"), "5.0.0");
+        let gomod =
+            "require (\n\tk8s.io/client-go v0.36.1\n\tsigs.k8s.io/controller-runtime v0.25.2\n)\n";
+        assert_eq!(
+            locked_version(gomod, "sigs.k8s.io/controller-runtime"),
+            "v0.25.2"
+        );
+        assert_eq!(locked_version(gomod, "k8s.io/client-go"), "v0.36.1");
+        assert_eq!(locked_version(gomod, "missing"), "unknown");
+    }
+}
