@@ -374,6 +374,16 @@ impl Usage {
     }
 }
 
+/// The part of a process's RSS that maps files (its binary's code and data, shared
+/// libraries), not memory it allocated: `RssFile` of `/proc/<pid>/status`.
+pub fn rss_file_bytes(pid: u32) -> Option<u64> {
+    let status = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .status()
+        .ok()?;
+    status.rssfile.map(|kb| kb * 1024)
+}
+
 /// Memory over a whole peer run, sampled in the background.
 #[derive(Clone, Default)]
 pub struct Sampler {

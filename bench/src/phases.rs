@@ -76,6 +76,7 @@ pub(crate) async fn run_peer(
         control_plane_startup_s: startup.as_secs_f64(),
         startup_empty_s: None,
         idle_rss_mb: None,
+        idle_rss_file_mb: None,
         idle: None,
         phases: Vec::new(),
         restart: None,
@@ -92,6 +93,7 @@ pub(crate) async fn run_peer(
         run.startup_empty_s = Some(p.started.elapsed().as_secs_f64());
         run.idle = Some(idle_window(&cluster, &p, cli.idle_seconds).await?);
         run.idle_rss_mb = p.usage().map(|u| u.rss_bytes as f64 / 1e6);
+        run.idle_rss_file_mb = crate::peer::rss_file_bytes(p.pid()).map(|b| b as f64 / 1e6);
         leader = Some(p);
     }
 

@@ -63,6 +63,9 @@ pub struct PeerRun {
     /// Process start to leading, with nothing to reconcile.
     pub startup_empty_s: Option<f64>,
     pub idle_rss_mb: Option<f64>,
+    /// Of the idle RSS, what maps files (the binary's code, shared libraries).
+    #[serde(default)]
+    pub idle_rss_file_mb: Option<f64>,
     pub idle: Option<Idle>,
     pub phases: Vec<Phase>,
     pub restart: Option<Restart>,
@@ -785,6 +788,11 @@ impl Report {
         let mut rows = vec![self.row("idle, nothing cached", |k| {
             show(self.over_runs(k, |r| r.idle_rss_mb), mb)
         })];
+        if self.peers.iter().any(|p| p.idle_rss_file_mb.is_some()) {
+            rows.push(self.row("… of which maps files (code, libraries)", |k| {
+                show(self.over_runs(k, |r| r.idle_rss_file_mb), mb)
+            }));
+        }
         for name in &names {
             let cached = self
                 .peers
