@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-    PostParams, WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::Status;
 use operon_envtest::wait;
@@ -143,14 +143,20 @@ async fn watch_delivers_added_modified_deleted() -> Result<()> {
     let env = operon_envtest::shared().await?;
     let ns = env.namespace("watch").await?;
     let cms: Api<ConfigMap> = Api::namespaced(env.client().await?, &ns);
+    // Only the object under test: kube-controller-manager adds `kube-root-ca.crt` to every new
+    // namespace at a moment of its own choosing.
+    let only_watched = "metadata.name=watched";
     let rv = cms
-        .list_metadata(&Default::default())
+        .list_metadata(&ListParams::default().fields(only_watched))
         .await?
         .metadata
         .resource_version
         .context("list without resourceVersion")?;
     let stream = cms
-        .watch(&WatchParams::default().timeout(30), &rv)
+        .watch(
+            &WatchParams::default().fields(only_watched).timeout(30),
+            &rv,
+        )
         .await?
         .boxed();
 
