@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use operon_cluster::apply::describe;
 use serde_json::Value;
 
 /// File names kustomize accepts for a kustomization, in its order of preference.
@@ -114,16 +115,6 @@ pub fn render(dir: &Path) -> Result<Vec<Value>> {
         }
     }
     Ok(rendered.into_iter().map(|r| r.object).collect())
-}
-
-/// `Kind namespace/name` (or `Kind name`), for messages.
-pub fn describe(object: &Value) -> String {
-    let kind = object["kind"].as_str().unwrap_or("?");
-    let name = object["metadata"]["name"].as_str().unwrap_or("?");
-    match object["metadata"]["namespace"].as_str() {
-        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
-        _ => format!("{kind} {name}"),
-    }
 }
 
 /// `(group, kind, namespace, name)`.

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use operon_envtest::ControlPlane;
+use operon_cluster::ControlPlane;
 
 use crate::build;
 use crate::project::Project;
@@ -85,7 +85,7 @@ async fn run_async(
     {
         let crd: CustomResourceDefinition = serde_saphyr::from_str(document)?;
         let name = crd.metadata.name.clone().unwrap_or_default();
-        operon_envtest::apply::apply_crd(&client, &crd, "operon")
+        operon_cluster::apply::apply_crd(&client, &crd, "operon")
             .await
             .with_context(|| format!("installing CRD {name}"))?;
         println!("run: installed CRD {name}");

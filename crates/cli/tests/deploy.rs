@@ -328,7 +328,7 @@ fn renders_the_repository_config_like_kubectl_kustomize() -> Result<()> {
     let theirs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout)?)?;
 
     // kubectl sorts by kind; the objects themselves must be the same.
-    let key = |v: &Value| kustomize::describe(v);
+    let key = |v: &Value| operon_cluster::apply::describe(v);
     let mut ours_sorted = ours.clone();
     let mut theirs_sorted = theirs;
     ours_sorted.sort_by_key(key);

@@ -139,7 +139,7 @@ impl TestEnv {
         if let Some(node) = self.control_plane().and_then(ControlPlane::node) {
             return Ok(node.registry().to_string());
         }
-        crate::node::announced_registry(&self.client().await?).await
+        Ok(crate::node::announced_registry(&self.client().await?).await?)
     }
 
     /// Pushes the OCI archive `archive` under `reference` (as Pods name it, e.g.
@@ -149,13 +149,14 @@ impl TestEnv {
         let (archive, reference) = (archive.to_path_buf(), reference.to_string());
         tokio::task::spawn_blocking(move || crate::node::push_to(&registry, &archive, &reference))
             .await
-            .map_err(|e| Error::Node(format!("pushing {e}")))?
+            .map_err(|e| Error::Node(format!("pushing {e}")))??;
+        Ok(())
     }
 
     /// Admin client configuration.
     pub async fn config(&self) -> Result<Config, Error> {
         match &self.target {
-            Target::Local(cp) => cp.config().await,
+            Target::Local(cp) => Ok(cp.config().await?),
             Target::Existing => Config::infer().await.map_err(Error::InferConfig),
         }
     }

@@ -1,10 +1,10 @@
-//! A local Kubernetes control plane of real binaries for tests, benchmarks and demos.
+//! Operon's test environment: one local control plane per test binary (or the cluster of the
+//! current kubeconfig), a namespace per test, and fixtures for the suites that need them.
 //!
-//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake Nodes on which
-//! Pods reach Running), built from Go modules by `cargo xtask k8s build`; optionally a real
-//! worker [`Node`] (kubelet, containerd, kube-proxy, CoreDNS and a local registry). Certificates, ports and
-//! data directories are made per run; readiness is awaited on the components' own health
-//! endpoints, never on fixed sleeps.
+//! The cluster itself is [`operon_cluster`], re-exported here so tests need one import; what
+//! only tests need lives here: the shared environment ([`shared`], [`TestEnv`]), RBAC grants
+//! ([`grant`]), generated hostile documents (feature `hostile`, with proptest) and the AWS
+//! emulator (feature `moto`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), operon_envtest::Error> {
@@ -14,102 +14,50 @@
 //! # let _ = (ns, client); Ok(()) }
 //! ```
 
-pub mod apply;
-mod assets;
-mod control_plane;
 mod env;
+mod grant;
+#[cfg(feature = "hostile")]
 pub mod hostile;
-pub mod kubeconfig;
+#[cfg(feature = "moto")]
 pub mod moto;
-pub mod node;
-mod pki;
-pub mod process;
-pub mod wait;
 
-use std::path::PathBuf;
-use std::time::Duration;
+pub use operon_cluster::*;
+/// The cluster's own errors (this crate's [`Error`] wraps them).
+pub use operon_cluster::Error as ClusterError;
 
-pub use assets::{
-    Assets, Component, KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, cache_root,
-    default_bin_dir,
-};
-pub use control_plane::{
-    Builder, ControlPlane, KWOK_NODE_LABEL, KWOK_TAINT, POD_CIDR, SERVICE_CIDR, SKIP_ENV,
-    StartupTimes,
-};
 pub use env::{
     TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix,
     service_account_token, shared, shared_with_node,
 };
-pub use node::Node;
-pub use pki::{CertKey, NodeAddresses, NodeCerts, Pki};
+pub use grant::grant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("hostile input: {0}")]
-    Hostile(String),
-    #[error("no control plane component named {0}")]
-    UnknownComponent(String),
-    #[error(
-        "{binary} not found (looked at: {}). Build the control plane binaries with `cargo xtask k8s build`, or point KUBEBUILDER_ASSETS at a directory that has them",
-        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    )]
-    MissingBinary {
-        binary: &'static str,
-        searched: Vec<PathBuf>,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("generating the {what}: {source}")]
-    Pki {
-        what: &'static str,
-        #[source]
-        source: rcgen::Error,
-    },
-    #[error("{name} exited ({status}); log {}:\n{log_tail}", .log.display())]
-    ComponentExited {
-        name: String,
-        status: String,
-        log: PathBuf,
-        log_tail: String,
-    },
-    #[error(
-        "timed out after {after:?} waiting for {what}; component logs: {}",
-        .logs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    )]
-    Timeout {
-        what: String,
-        after: Duration,
-        logs: Vec<PathBuf>,
-    },
     #[error(transparent)]
-    Wait(#[from] wait::Timeout),
-    #[error("reading the kubeconfig: {0}")]
-    Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("loading the current kubeconfig ({USE_EXISTING_CLUSTER_ENV} is set): {0}")]
-    InferConfig(#[source] kube::config::InferConfigError),
+    Cluster(#[from] operon_cluster::Error),
     #[error(transparent)]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Wait(#[from] wait::Timeout),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("loading the current kubeconfig ({USE_EXISTING_CLUSTER_ENV} is set): {0}")]
+    InferConfig(#[source] kube::config::InferConfigError),
     #[error("the TokenRequest returned no token")]
     NoToken,
     #[error("the shared control plane failed to start: {0}")]
     SharedStart(String),
-    #[error("a lock was poisoned by a panic in another test")]
-    Poisoned,
-    #[error("invalid object: {0}")]
-    Invalid(String),
+    #[error("real node: {0}")]
+    Node(String),
+    #[error("hostile input: {0}")]
+    Hostile(String),
+    #[cfg(feature = "moto")]
     #[error(
         "moto_server (the AWS emulator) not found (looked at: {}). Install it with `cargo xtask moto install`, or point {} at a moto_server executable",
         .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
         moto::SERVER_ENV
     )]
-    MotoNotInstalled { searched: Vec<PathBuf> },
+    MotoNotInstalled { searched: Vec<std::path::PathBuf> },
     #[error("moto: {0}")]
     Moto(String),
-    #[error("real node: {0}")]
-    Node(String),
 }

@@ -18,16 +18,16 @@
 //! # let _ = endpoint; Ok(()) }
 //! ```
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Error;
-use crate::assets::cache_root;
-use crate::control_plane::tail;
+use crate::cache_root;
 use crate::process::{Process, RunDir, reap_stale_runs};
+use crate::tail;
 
 /// The moto release `cargo xtask moto install` installs (`moto[server]==<this>` from PyPI).
 pub const MOTO_VERSION: &str = "5.2.5";
@@ -190,7 +190,7 @@ impl Moto {
     /// Spawns moto on `self.port` (unless it runs) and waits until it answers HTTP.
     async fn launch(&self) -> Result<(), Error> {
         {
-            let mut process = self.process.lock().map_err(|_| Error::Poisoned)?;
+            let mut process = self.process.lock();
             if process.is_none() {
                 let (binary, mut args) = command_for(&self.server);
                 args.extend([
@@ -219,19 +219,21 @@ impl Moto {
                 return Ok(());
             }
             if let Some(status) = self.exited()? {
-                return Err(Error::ComponentExited {
+                return Err(operon_cluster::Error::ComponentExited {
                     name: "moto".into(),
                     status,
                     log_tail: tail(&self.log, 20),
                     log: self.log.clone(),
-                });
+                }
+                .into());
             }
             if Instant::now() >= deadline {
-                return Err(Error::Timeout {
+                return Err(operon_cluster::Error::Timeout {
                     what: format!("moto to answer HTTP on {}", self.endpoint()),
                     after: STARTUP_TIMEOUT,
                     logs: vec![self.log.clone()],
-                });
+                }
+                .into());
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(250));
@@ -240,7 +242,7 @@ impl Moto {
 
     /// `Some(exit description)` when the process was started and has exited.
     fn exited(&self) -> Result<Option<String>, Error> {
-        let mut process = self.process.lock().map_err(|_| Error::Poisoned)?;
+        let mut process = self.process.lock();
         Ok(process.as_mut().and_then(Process::exited))
     }
 
@@ -299,10 +301,7 @@ impl Moto {
 
     /// The pid of the server process, `None` while stopped.
     pub fn pid(&self) -> Option<u32> {
-        self.process
-            .lock()
-            .ok()
-            .and_then(|p| p.as_ref().map(Process::pid))
+        self.process.lock().as_ref().map(Process::pid)
     }
 
     /// Whether the server process runs (it may still be starting after [`Moto::resume`] fails).
@@ -313,7 +312,7 @@ impl Moto {
     /// Stops the server (SIGTERM, SIGKILL after a grace period); connections to the endpoint are
     /// refused until [`Moto::start_again`]. Does nothing when it is stopped already.
     pub fn stop(&self) {
-        let process = self.process.lock().ok().and_then(|mut p| p.take());
+        let process = self.process.lock().take();
         if let Some(mut process) = process {
             process.stop(STOP_GRACE);
         }
@@ -323,7 +322,7 @@ impl Moto {
     /// moto keeps its state in memory, so it comes back empty.
     pub async fn start_again(&self) -> Result<(), Error> {
         let stale = {
-            let mut process = self.process.lock().map_err(|_| Error::Poisoned)?;
+            let mut process = self.process.lock();
             match process.as_mut().map(Process::exited) {
                 Some(Some(_)) => process.take(),
                 _ => None,
@@ -357,10 +356,11 @@ impl Moto {
             Ok((status, body)) => Err(Error::Moto(format!(
                 "POST /moto-api/reset answered {status}: {body}"
             ))),
-            Err(e) => Err(Error::Io {
+            Err(e) => Err(operon_cluster::Error::Io {
                 context: format!("POST {}/moto-api/reset", self.endpoint()),
                 source: e,
-            }),
+            }
+            .into()),
         }
     }
 }
@@ -377,9 +377,12 @@ fn free_port(host: std::net::Ipv4Addr) -> Result<u16, Error> {
     std::net::TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            context: "finding a free port for moto".into(),
-            source,
+        .map_err(|source| {
+            operon_cluster::Error::Io {
+                context: "finding a free port for moto".into(),
+                source,
+            }
+            .into()
         })
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::{Assets, ControlPlane, Error, wait};
+use operon_envtest::{Assets, ClusterError as Error, ControlPlane, wait};
 
 fn alive(pid: u32) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()

@@ -7,7 +7,8 @@ use anyhow::{Result, bail, ensure};
 use common::Fixture;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
-use operon_envtest::apply::{apply, grant};
+use operon_envtest::apply::apply;
+use operon_envtest::grant;
 use operon_envtest::wait;
 use serde_json::json;
 

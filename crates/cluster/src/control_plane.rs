@@ -961,7 +961,7 @@ fn kubeconfig(name: &str, server: &str, ca: &CertKey, user: &CertKey) -> String 
 }
 
 /// Last `lines` lines of a log file.
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
