@@ -165,7 +165,7 @@ fn main() -> Result<()> {
             let kubeconfig = deploy::kubeconfig(kubeconfig)?;
             tokio::runtime::Runtime::new()?.block_on(deploy::deploy(&kubeconfig))
         }
-        Cmd::Manifests => manifests::write(),
+        Cmd::Manifests => manifests::generate(false),
         Cmd::Image { operator, out } => {
             operon::image::build(&repo_root(), &operator, out.as_deref())?;
             Ok(())
@@ -239,7 +239,7 @@ fn lint() -> Result<()> {
     )?;
     k8s::gen_mod()?;
     k8s::check_coredns_mod()?;
-    manifests::write()?;
+    manifests::generate(false)?;
     run(
         "generated files in sync",
         Command::new("git").current_dir(repo_root()).args([

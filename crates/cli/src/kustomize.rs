@@ -14,16 +14,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use operon_cluster::apply::describe;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use operon_cluster::apply::describe;
 use serde_json::Value;
 
 /// File names kustomize accepts for a kustomization, in its order of preference.
 pub const KUSTOMIZATION_FILES: [&str; 3] =
     ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// The container of the operator in its Deployment (`operon_runtime::manifests`, `deployment()`).
+/// The container of the operator in its Deployment (`operon_manifests::OperatorManifests::deployment`).
 pub const MANAGER_CONTAINER: &str = "manager";
 
 /// Kustomization fields [`render`] implements (`metadata` only names the kustomization).

@@ -104,6 +104,7 @@ const DEPENDENCIES: &[(&str, Option<&str>)] = &[
     ("futures", None),
     ("k8s-openapi", None),
     ("kube", None),
+    ("operon-manifests", None),
     ("operon-runtime", None),
     ("schemars", None),
     ("serde", None),
@@ -126,6 +127,7 @@ fn workspace_dependencies() -> Result<Table> {
 
 fn dependency(name: &str, fallback: Option<&str>, source: &Source, deps: &Table) -> Result<Item> {
     let operon_crate = match name {
+        "operon-manifests" => Some("crates/manifests"),
         "operon-runtime" => Some("crates/runtime"),
         "operon-envtest" => Some("crates/envtest"),
         _ => None,

@@ -8,7 +8,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
-use operon_runtime::manifests::UserResource;
+use operon_manifests::UserResource;
 use serde::{Deserialize, Serialize};
 
 /// The desired state of a {{Kind}}.

@@ -1,7 +1,7 @@
 //! The operator's custom resources, one module per kind (`operon add api` adds them).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use operon_runtime::manifests::UserResource;
+use operon_manifests::UserResource;
 
 // operon:scaffold:api-modules (`operon add api` adds a line above)
 

@@ -20,7 +20,7 @@ use operon_runtime::conditions::{self, Desired};
 use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
-use operon_runtime::manifests::Rule;
+use operon_manifests::Rule;
 use operon_runtime::owned::{{{owned_uses}}};
 use operon_runtime::reconciler::Cause;
 use serde_json::json;

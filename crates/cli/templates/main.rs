@@ -1,9 +1,6 @@
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
-use operon_runtime::generate::{self, Writer};
 use operon_runtime::operator::{self, RunArgs};
-use {{crate}}::{api, controller, deploy};
+use {{crate}}::{controller, deploy};
 
 #[derive(Parser)]
 #[command(name = "{{name}}", version, about = "{{name}}: a microservice as a Kubernetes operator")]
@@ -16,21 +13,9 @@ struct Cli {
 enum Command {
     /// Runs the controllers (out of the cluster with a kubeconfig, or in a Pod).
     Run(Box<RunCommand>),
-    /// Prints the CustomResourceDefinitions (YAML).
-    Crds,
-    /// Writes the kustomize tree (CRDs, RBAC, Deployment, …) under `--dir`.
-    Manifests {
-        #[arg(long, default_value = "config")]
-        dir: PathBuf,
-    },
-    /// Writes the OLM bundle (registry+v1) under `--dir`.
-    Bundle {
-        #[arg(long, default_value = "bundle")]
-        dir: PathBuf,
-        /// The image the ClusterServiceVersion's Deployment runs.
-        #[arg(long, default_value = deploy::IMAGE)]
-        image: String,
-    },
+    // `crds`, `manifests`, `bundle`, `chart`, `audit`: generated from `deploy::declaration`.
+    #[command(flatten)]
+    Generate(operon_manifests::Command),
 }
 
 #[derive(clap::Args)]
@@ -60,20 +45,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
-        Command::Crds => {
-            for crd in api::crds() {
-                print!("---\n{}", serde_saphyr::to_string(&crd)?);
-            }
-        }
-        Command::Manifests { dir } => {
-            deploy::config(&mut Writer::new(deploy::GENERATED, &dir), &dir)?;
-        }
-        Command::Bundle { dir, image } => {
-            let operator = deploy::manifests(&image)?;
-            let mut writer = Writer::new(deploy::GENERATED, &dir);
-            generate::bundle(&mut writer, &dir, &operator, &deploy::bundle_info()?)?;
-            writer.remove_stale(&dir)?;
-        }
+        Command::Generate(command) => command.run(&deploy::declaration()?).await?,
     }
     Ok(())
 }

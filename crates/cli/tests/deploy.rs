@@ -19,7 +19,7 @@ use kube::{Client, Resource};
 use operon::deploy;
 use operon::kustomize;
 use operon_envtest::{Assets, Component, random_suffix, wait};
-use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule};
+use operon_manifests::{ADMIN_PORT, OperatorManifests, Rule};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);

@@ -21,9 +21,9 @@ pub mod hostile;
 #[cfg(feature = "moto")]
 pub mod moto;
 
-pub use operon_cluster::*;
 /// The cluster's own errors (this crate's [`Error`] wraps them).
 pub use operon_cluster::Error as ClusterError;
+pub use operon_cluster::*;
 
 pub use env::{
     TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix,

@@ -9,6 +9,7 @@
 //! either is created, and creation is idempotent by name, so a restart at any point adopts
 //! what an earlier attempt created instead of minting a second identity.
 
+use operon_manifests::Rule;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -38,6 +39,32 @@ use crate::api::{
 };
 use crate::iam::{self, CloudError, Endpoint, Iam};
 use crate::mint::{self, FINALIZER};
+
+/// Exactly the API calls this controller makes, for its ClusterRole: requests watched, their
+/// finalizer patched and status server-side applied; Secrets watched (its own, by label; the root Secret by
+/// name), read, created, replaced and deleted (only those annotated as written for a request —
+/// they live in the requests' target namespaces, so no ownerReference can clean them up);
+/// Namespaces watched (metadata only) for missing target namespaces.
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new(
+            "cloudcredential.openshift.io",
+            &["credentialsrequests"],
+            &["list", "watch", "patch"],
+        ),
+        Rule::new(
+            "cloudcredential.openshift.io",
+            &["credentialsrequests/status"],
+            &["patch"],
+        ),
+        Rule::new(
+            "",
+            &["secrets"],
+            &["get", "list", "watch", "create", "update", "delete"],
+        ),
+        Rule::new("", &["namespaces"], &["list", "watch"]),
+    ]
+}
 
 /// Field manager and Event reporter.
 pub const MANAGER: &str = "credentials-operator";

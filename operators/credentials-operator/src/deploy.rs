@@ -1,42 +1,26 @@
-//! What credentials-operator needs to be deployed; the shared runtime derives the manifests.
+//! What credentials-operator needs to be deployed; `credentials-operator manifests|bundle|chart`
+//! derive the files from it (operon-manifests).
 
 use kube::CustomResourceExt;
-use operon_runtime::admission::DelegationCheck;
-use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule, UserResource};
+use operon_manifests::admission::DelegationCheck;
+use operon_manifests::olm::BundleInfo;
+use operon_manifests::{ADMIN_PORT, Declaration, OperatorManifests, UserResource};
 
 use crate::api::CredentialsRequest;
+use crate::controller;
 
 /// The talk's CredentialsRequest (slide 43), verbatim.
 pub const SAMPLE: &str = include_str!("../samples/credentialsrequest.yaml");
 
+/// The image the generated Deployment runs (override with `bundle --image`, kustomize's
+/// `images:` or the chart's values).
+pub const IMAGE: &str = concat!(
+    "localhost/operon/credentials-operator:v",
+    env!("CARGO_PKG_VERSION")
+);
+
 /// Namespace the operator is deployed to.
 pub const NAMESPACE: &str = "credentials-operator-system";
-
-/// Exactly the API calls the controller makes (see controller.rs): requests watched, their
-/// finalizer patched and status applied; Secrets watched (its own, by label; the root Secret by
-/// name), read, created, replaced and deleted (only those annotated as written for a request —
-/// they live in the requests' target namespaces, so no ownerReference can clean them up);
-/// Namespaces watched (metadata only) for missing target namespaces.
-pub fn rules() -> Vec<Rule> {
-    vec![
-        Rule::new(
-            "cloudcredential.openshift.io",
-            &["credentialsrequests"],
-            &["list", "watch", "patch"],
-        ),
-        Rule::new(
-            "cloudcredential.openshift.io",
-            &["credentialsrequests/status"],
-            &["patch"],
-        ),
-        Rule::new(
-            "",
-            &["secrets"],
-            &["get", "list", "watch", "create", "update", "delete"],
-        ),
-        Rule::new("", &["namespaces"], &["list", "watch"]),
-    ]
-}
 
 /// A CredentialsRequest makes the operator write its Secret: only users who may create that
 /// Secret themselves may create or update one (no escalation through the operator).
@@ -60,7 +44,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         namespace: NAMESPACE.into(),
         image: image.into(),
         crds: vec![serde_json::to_value(CredentialsRequest::crd())?],
-        rules: rules(),
+        rules: controller::rules(),
         namespace_rules: Vec::new(),
         admission: vec![admission()],
         user_resources: vec![UserResource {
@@ -74,8 +58,8 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
 }
 
 /// What credentials-operator's OLM bundle says about it (`bundle/credentials-operator/`).
-pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
-    Ok(operon_runtime::olm::BundleInfo {
+pub fn bundle_info() -> anyhow::Result<BundleInfo> {
+    Ok(BundleInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         display_name: "Credentials Operator".into(),
         description: "Mints least-privilege AWS IAM credentials for each CredentialsRequest \
@@ -98,5 +82,14 @@ pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
             "Source".into(),
             "https://github.com/operon-dev/operon".into(),
         )],
+    })
+}
+
+/// Everything the generation commands need.
+pub fn declaration() -> anyhow::Result<Declaration> {
+    Ok(Declaration {
+        manifests: manifests(IMAGE)?,
+        bundle: bundle_info()?,
+        samples: vec![("credentialsrequest.yaml".into(), SAMPLE.into())],
     })
 }

@@ -12,10 +12,3 @@ pub mod controller;
 pub mod deploy;
 pub mod iam;
 pub mod mint;
-
-use kube::CustomResourceExt;
-
-/// The CustomResourceDefinition, as YAML.
-pub fn crd_yaml() -> anyhow::Result<String> {
-    Ok(serde_saphyr::to_string(&api::CredentialsRequest::crd())?)
-}

@@ -20,8 +20,8 @@ struct Cli {
 enum Command {
     /// Runs the controller (out-of-cluster with a kubeconfig, or in-cluster).
     Run(Box<Args>),
-    /// Prints the CredentialsRequest CustomResourceDefinition (YAML).
-    Crd,
+    #[command(flatten)]
+    Generate(operon_manifests::Command),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,8 +75,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", credentials_operator::crd_yaml()?);
+        Command::Generate(command) => {
+            command
+                .run(&credentials_operator::deploy::declaration()?)
+                .await?;
             return Ok(());
         }
         Command::Run(args) => *args,

@@ -103,7 +103,7 @@ async fn the_service_account_can_do_exactly_what_is_declared() -> Result<()> {
         .service_account_client(common::OPERATOR_NAMESPACE, common::OPERATOR_SERVICE_ACCOUNT)
         .await?;
     let manifests = credentials_operator::deploy::manifests("test")?;
-    let (mismatches, asked) = operon_runtime::audit::rbac_matrix(
+    let (mismatches, asked) = operon_manifests::audit::rbac_matrix(
         &sa,
         &manifests,
         &[&f.ns, common::OPERATOR_NAMESPACE, "kube-system"],

@@ -17,6 +17,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, P
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use operon_manifests::Rule;
 use operon_runtime::admin::Readiness;
 use operon_runtime::conditions::{self, Desired};
 use operon_runtime::controller::{self, Action, Controller, Gates, ReadyWhenSynced};
@@ -35,6 +36,17 @@ pub const MANAGER: &str = "pod-operator";
 pub const CREATED_STATUS_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Label every Pod the operator creates carries, besides the talk's `app=<name>`.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Exactly the API calls this controller makes, for its ClusterRole: watches of PodRequests and
+/// Pods, PodRequest status merge patches, Pod create and delete, and the Pod read after a
+/// create conflict. Events come from the runtime's rules.
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new("pod.jewzaam.org", &["podrequests"], &["list", "watch"]),
+        Rule::new("pod.jewzaam.org", &["podrequests/status"], &["patch"]),
+        Rule::new("", &["pods"], &["get", "list", "watch", "create", "delete"]),
+    ]
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,27 +1,23 @@
-//! What pod-operator needs to be deployed; the shared runtime derives the manifests.
+//! What pod-operator needs to be deployed; `pod-operator manifests|bundle|chart` derive the
+//! files from it (operon-manifests).
 
 use kube::CustomResourceExt;
-use operon_runtime::admission::DelegationCheck;
-use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule, UserResource};
+use operon_manifests::admission::DelegationCheck;
+use operon_manifests::olm::BundleInfo;
+use operon_manifests::{ADMIN_PORT, Declaration, OperatorManifests, UserResource};
 
 use crate::api::PodRequest;
+use crate::controller;
 
 /// The talk's PodRequest (slide 72), verbatim.
 pub const SAMPLE: &str = include_str!("../samples/podrequest.yaml");
 
+/// The image the generated Deployment runs (override with `bundle --image`, kustomize's
+/// `images:` or the chart's values).
+pub const IMAGE: &str = concat!("localhost/operon/pod-operator:v", env!("CARGO_PKG_VERSION"));
+
 /// Namespace the operator is deployed to.
 pub const NAMESPACE: &str = "pod-operator-system";
-
-/// Exactly the API calls the controller makes (see controller.rs): watches of PodRequests and
-/// Pods, status patches (server-side apply), Pod create/delete, and the Pod read after a
-/// create conflict. Events come from the runtime's rules.
-pub fn rules() -> Vec<Rule> {
-    vec![
-        Rule::new("pod.jewzaam.org", &["podrequests"], &["list", "watch"]),
-        Rule::new("pod.jewzaam.org", &["podrequests/status"], &["patch"]),
-        Rule::new("", &["pods"], &["get", "list", "watch", "create", "delete"]),
-    ]
-}
 
 /// Creating or updating a PodRequest makes the operator create a Pod: only users who may
 /// create Pods in that namespace themselves may do it (no escalation through the operator).
@@ -47,7 +43,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         namespace: NAMESPACE.into(),
         image: image.into(),
         crds: vec![serde_json::to_value(PodRequest::crd())?],
-        rules: rules(),
+        rules: controller::rules(),
         namespace_rules: Vec::new(),
         admission: vec![admission()],
         user_resources: vec![UserResource {
@@ -61,8 +57,8 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
 }
 
 /// What pod-operator's OLM bundle says about it (`bundle/pod-operator/`).
-pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
-    Ok(operon_runtime::olm::BundleInfo {
+pub fn bundle_info() -> anyhow::Result<BundleInfo> {
+    Ok(BundleInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         display_name: "Pod Operator".into(),
         description: "Keeps one Pod in existence for each PodRequest: named after the request, \
@@ -80,5 +76,14 @@ pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
             "Source".into(),
             "https://github.com/operon-dev/operon".into(),
         )],
+    })
+}
+
+/// Everything the generation commands need.
+pub fn declaration() -> anyhow::Result<Declaration> {
+    Ok(Declaration {
+        manifests: manifests(IMAGE)?,
+        bundle: bundle_info()?,
+        samples: vec![("podrequest.yaml".into(), SAMPLE.into())],
     })
 }

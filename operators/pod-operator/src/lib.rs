@@ -8,10 +8,3 @@ pub mod api;
 pub mod cached_pod;
 pub mod controller;
 pub mod deploy;
-
-use kube::CustomResourceExt;
-
-/// The CustomResourceDefinition, as YAML.
-pub fn crd_yaml() -> anyhow::Result<String> {
-    Ok(serde_saphyr::to_string(&api::PodRequest::crd())?)
-}

@@ -21,8 +21,8 @@ struct Cli {
 enum Command {
     /// Runs the controller (out-of-cluster with a kubeconfig, or in-cluster).
     Run(Box<Args>),
-    /// Prints the PodRequest CustomResourceDefinition (YAML).
-    Crd,
+    #[command(flatten)]
+    Generate(operon_manifests::Command),
 }
 
 #[derive(clap::Args)]
@@ -45,8 +45,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", pod_operator::crd_yaml()?);
+        Command::Generate(command) => {
+            command.run(&pod_operator::deploy::declaration()?).await?;
             Ok(())
         }
         Command::Run(args) => {

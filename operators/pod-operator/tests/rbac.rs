@@ -231,9 +231,56 @@ async fn the_declared_rbac_matches_the_authorizer_on_sensitive_resources() -> Re
         .await?;
     let manifests = pod_operator::deploy::manifests("test")?;
     let (mismatches, asked) =
-        operon_runtime::audit::rbac_matrix(&sa, &manifests, &[&f.ns, OPERATOR_NAMESPACE]).await?;
+        operon_manifests::audit::rbac_matrix(&sa, &manifests, &[&f.ns, OPERATOR_NAMESPACE]).await?;
     ensure!(asked > 150, "only {asked} questions");
     let report: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
     ensure!(mismatches.is_empty(), "{report:#?}");
+    Ok(())
+}
+
+/// `pod-operator audit`, as an administrator runs it against a cluster: all as declared after
+/// the generated RBAC is installed; one Role too many for the ServiceAccount and it fails,
+/// naming the permission.
+#[tokio::test]
+async fn the_audit_command_reports_a_permission_beyond_the_declaration() -> Result<()> {
+    let f = Fixture::new("rbac-audit-cmd").await?;
+    common::install_rbac(&f.client).await?;
+    let kubeconfig = match f.env.control_plane() {
+        Some(cp) => cp.kubeconfig_path().to_path_buf(),
+        None => std::env::var_os("KUBECONFIG")
+            .map(Into::into)
+            .context("KUBECONFIG must name the existing cluster's kubeconfig")?,
+    };
+    let audit = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pod-operator"))
+            .args(["audit", "--namespace", &f.ns, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .output()
+    };
+    let clean = audit().await?;
+    let stdout = String::from_utf8_lossy(&clean.stdout);
+    ensure!(
+        clean.status.success() && stdout.contains("all as declared"),
+        "{}\n{stdout}{}",
+        clean.status,
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    let extra = json!([{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] }]);
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}");
+    operon_envtest::grant(&f.client, &f.ns, &user, "too-much", extra).await?;
+    let expected = format!("get core/secrets in {}: authorizer says allowed", f.ns);
+    // RBAC changes reach the authorizer through its informers: wait for the report to change.
+    let report = wait::until("the audit to see the extra Role", TIMEOUT, || async {
+        let out = audit().await.map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() && stderr.contains(&expected) {
+            Ok(stderr)
+        } else {
+            Err(format!("{}: {stderr}", out.status))
+        }
+    })
+    .await?;
+    ensure!(report.contains("1 of "), "{report}");
     Ok(())
 }

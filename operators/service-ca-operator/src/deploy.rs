@@ -1,53 +1,24 @@
-//! What service-ca-operator needs to be deployed; the shared runtime derives the manifests.
+//! What service-ca-operator needs to be deployed; `service-ca-operator manifests|bundle|chart`
+//! derive the files from it (operon-manifests).
 
-use operon_runtime::admission::DelegationCheck;
-use operon_runtime::manifests::{ADMIN_PORT, OperatorManifests, Rule};
+use operon_manifests::admission::DelegationCheck;
+use operon_manifests::olm::BundleInfo;
+use operon_manifests::{ADMIN_PORT, Declaration, OperatorManifests};
+
+use crate::controller;
 
 /// The talk's annotated Service and ConfigMap (slides 48–50).
 pub const SAMPLE: &str = include_str!("../samples/devconf.yaml");
 
+/// The image the generated Deployment runs (override with `bundle --image`, kustomize's
+/// `images:` or the chart's values).
+pub const IMAGE: &str = concat!(
+    "localhost/operon/service-ca-operator:v",
+    env!("CARGO_PKG_VERSION")
+);
+
 /// Namespace the operator is deployed to; the signing CA lives there.
 pub const NAMESPACE: &str = "service-ca-operator-system";
-
-/// Exactly the API calls the controllers make (see `controller/`). Secrets: watched (the
-/// operator's own, by label; the signing Secret by name), read after a create conflict, created
-/// and replaced — never deleted (serving Secrets go with their Service through the
-/// ownerReference). Services: watched and annotated. Injection targets: watched and patched.
-/// ConfigMaps are created only in the operator's namespace (the published bundle).
-pub fn rules() -> Vec<Rule> {
-    vec![
-        Rule::new(
-            "",
-            &["secrets"],
-            &["get", "list", "watch", "create", "update"],
-        ),
-        Rule::new("", &["services"], &["list", "watch", "patch"]),
-        Rule::new("", &["configmaps"], &["get", "list", "watch", "patch"]),
-        Rule::new(
-            "apiregistration.k8s.io",
-            &["apiservices"],
-            &["list", "watch", "patch"],
-        ),
-        Rule::new(
-            "apiextensions.k8s.io",
-            &["customresourcedefinitions"],
-            &["list", "watch", "patch"],
-        ),
-        Rule::new(
-            "admissionregistration.k8s.io",
-            &[
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations",
-            ],
-            &["list", "watch", "patch"],
-        ),
-    ]
-}
-
-/// Rules in the operator's namespace only: creating the bundle ConfigMap.
-pub fn namespace_rules() -> Vec<Rule> {
-    vec![Rule::new("", &["configmaps"], &["create"])]
-}
 
 /// Asking a Service for a serving certificate makes the operator write the named Secret: only
 /// users who may create that Secret themselves may add or change the annotation.
@@ -85,8 +56,8 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         namespace: NAMESPACE.into(),
         image: image.into(),
         crds: Vec::new(),
-        rules: rules(),
-        namespace_rules: namespace_rules(),
+        rules: controller::rules(),
+        namespace_rules: controller::namespace_rules(),
         admission: vec![admission()],
         user_resources: Vec::new(),
         replicas: 2,
@@ -95,8 +66,8 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
 }
 
 /// What service-ca-operator's OLM bundle says about it (`bundle/service-ca-operator/`).
-pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
-    Ok(operon_runtime::olm::BundleInfo {
+pub fn bundle_info() -> anyhow::Result<BundleInfo> {
+    Ok(BundleInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         display_name: "Service CA Operator".into(),
         description: "Serving certificates for annotated Services and CA bundle injection into \
@@ -115,5 +86,14 @@ pub fn bundle_info() -> anyhow::Result<operon_runtime::olm::BundleInfo> {
             "Source".into(),
             "https://github.com/operon-dev/operon".into(),
         )],
+    })
+}
+
+/// Everything the generation commands need.
+pub fn declaration() -> anyhow::Result<Declaration> {
+    Ok(Declaration {
+        manifests: manifests(IMAGE)?,
+        bundle: bundle_info()?,
+        samples: vec![("devconf.yaml".into(), SAMPLE.into())],
     })
 }

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Runs the controllers (out-of-cluster with a kubeconfig, or in-cluster).
     Run(Box<Args>),
+    #[command(flatten)]
+    Generate(operon_manifests::Command),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,8 +79,15 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Run(args) = Cli::parse().command;
-    let args = *args;
+    let args = match Cli::parse().command {
+        Command::Generate(command) => {
+            command
+                .run(&service_ca_operator::deploy::declaration()?)
+                .await?;
+            return Ok(());
+        }
+        Command::Run(args) => *args,
+    };
     let mut settings = Settings {
         namespace: String::new(),
         namespaces: args.namespaces,

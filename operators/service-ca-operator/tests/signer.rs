@@ -276,7 +276,7 @@ async fn the_signing_key_is_out_of_reach_of_namespace_admins() -> Result<()> {
     );
     // And the operator itself can never delete Secrets.
     ensure!(
-        deploy::rules()
+        controller::rules()
             .iter()
             .filter(|r| r.resources.contains(&"secrets"))
             .all(|r| !r.verbs.contains(&"delete") && !r.verbs.contains(&"deletecollection")),
@@ -295,7 +295,7 @@ async fn the_service_account_can_do_exactly_what_is_declared() -> Result<()> {
         .await?;
     let manifests = deploy::manifests("test")?;
     let (mismatches, asked) =
-        operon_runtime::audit::rbac_matrix(&sa, &manifests, &[&f.ns, common::OPERATOR_NAMESPACE])
+        operon_manifests::audit::rbac_matrix(&sa, &manifests, &[&f.ns, common::OPERATOR_NAMESPACE])
             .await?;
     ensure!(asked > 150, "only {asked} questions");
     let report: Vec<String> = mismatches.iter().map(ToString::to_string).collect();

@@ -9,6 +9,7 @@ pub mod injector;
 pub mod serving;
 pub mod signer;
 
+use operon_manifests::Rule;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +28,46 @@ use crate::pki::{
     DEFAULT_SERVING_CERT_LIFETIME, KeyAlgorithm, ROTATION_MIN_REMAINING,
 };
 pub use signer::{CaState, CaWatch};
+
+/// Exactly the API calls the controllers make, for the ClusterRole. Secrets: watched (the
+/// operator's own, by label; the signing Secret by name), read after a create conflict, created
+/// and replaced — never deleted (serving Secrets go with their Service through the
+/// ownerReference). Services: watched and annotated. Injection targets: watched and patched.
+/// ConfigMaps are created only in the operator's namespace (the published bundle).
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new(
+            "",
+            &["secrets"],
+            &["get", "list", "watch", "create", "update"],
+        ),
+        Rule::new("", &["services"], &["list", "watch", "patch"]),
+        Rule::new("", &["configmaps"], &["get", "list", "watch", "patch"]),
+        Rule::new(
+            "apiregistration.k8s.io",
+            &["apiservices"],
+            &["list", "watch", "patch"],
+        ),
+        Rule::new(
+            "apiextensions.k8s.io",
+            &["customresourcedefinitions"],
+            &["list", "watch", "patch"],
+        ),
+        Rule::new(
+            "admissionregistration.k8s.io",
+            &[
+                "mutatingwebhookconfigurations",
+                "validatingwebhookconfigurations",
+            ],
+            &["list", "watch", "patch"],
+        ),
+    ]
+}
+
+/// Rules in the operator's namespace only: creating the bundle ConfigMap.
+pub fn namespace_rules() -> Vec<Rule> {
+    vec![Rule::new("", &["configmaps"], &["create"])]
+}
 
 /// Field manager and Event reporter of everything the operator writes.
 pub const MANAGER: &str = "service-ca-operator";

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::manifests::{OperatorManifests, kustomization};
 use crate::olm::BundleInfo;
+use crate::{OperatorManifests, kustomization};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

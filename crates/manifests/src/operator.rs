@@ -112,7 +112,7 @@ impl OperatorManifests {
         meta
     }
 
-    fn service_account_name(&self) -> String {
+    pub fn service_account_name(&self) -> String {
         format!("{}-controller-manager", self.name)
     }
 

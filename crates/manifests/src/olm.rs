@@ -19,7 +19,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::manifests::OperatorManifests;
+use crate::OperatorManifests;
 
 /// What a bundle says about an operator beyond its deployment objects.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! The alerting rules of `operon_runtime::alerts`, unit-tested by Prometheus's own `promtool test
+//! The alerting rules of `operon_manifests::alerts`, unit-tested by Prometheus's own `promtool test
 //! rules`: each alert fires on the series that should fire it, and not on those that shouldn't.
 //!
 //! Needs `promtool` (Debian: `apt-get install prometheus`; `.ci/install-prerequisites` installs
@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use operon_runtime::alerts::rule_groups;
+use operon_manifests::alerts::rule_groups;
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "pod-operator";

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::manifests::OperatorManifests;
+use crate::OperatorManifests;
 
 /// Placeholders put into the objects before serializing them, then replaced with template
 /// expressions: plain upper-case words, which YAML never quotes.
@@ -274,7 +274,7 @@ fn template(m: &OperatorManifests, path: &str, mut object: Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifests::{ADMIN_PORT, Rule};
+    use crate::{ADMIN_PORT, Rule};
 
     fn sample() -> OperatorManifests {
         OperatorManifests {

@@ -10,7 +10,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-use crate::manifests::OperatorManifests;
+use crate::OperatorManifests;
 
 /// Every verb the matrix asks about.
 pub const VERBS: [&str; 8] = [

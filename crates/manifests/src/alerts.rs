@@ -1,5 +1,5 @@
 //! Prometheus alerting rules for an operator, on controller-runtime's metric names (see
-//! [`crate::metrics`]), so that they apply to Go operators' dashboards and to ours alike.
+//! `operon_runtime::metrics`), so that they apply to Go operators' dashboards and to ours alike.
 //!
 //! [`rule_groups`] returns the `groups` array of a Prometheus rules file (or of a
 //! `monitoring.coreos.com/v1` `PrometheusRule`'s `spec`) for an operator deployed as the

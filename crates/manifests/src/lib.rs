@@ -1,0 +1,27 @@
+//! What deploys an operator, generated from what it declares: its kustomize tree (CRDs, RBAC,
+//! Deployment, Service, NetworkPolicy, Prometheus rules), OLM bundle and Helm chart; and the
+//! audit of a running operator's permissions against that declaration.
+//!
+//! Apart from [`operon_runtime`](../operon_runtime/index.html), which runs operators, as
+//! kubebuilder keeps controller-tools apart from controller-runtime: an operator's binary links
+//! this crate only for its generation commands ([`Command`]), the same in every operator.
+//!
+//! - the crate root: [`OperatorManifests`], the declaration, and the objects it yields;
+//! - [`admission`]: ValidatingAdmissionPolicies against privilege escalation through an operator;
+//! - [`alerts`]: Prometheus alerting rules on controller-runtime's metric names;
+//! - [`olm`]: the OLM bundle (registry+v1); [`helm`]: the Helm chart;
+//! - [`generate`]: writing those files only when they change, removing stale ones;
+//! - [`audit`]: the operator's ServiceAccount checked against its declared RBAC (can-i matrix);
+//! - [`Command`]: `crds`, `manifests`, `bundle`, `chart` and `audit`, for an operator's CLI.
+
+pub mod admission;
+pub mod alerts;
+pub mod audit;
+mod command;
+pub mod generate;
+pub mod helm;
+pub mod olm;
+mod operator;
+
+pub use command::{Command, Declaration};
+pub use operator::*;
