@@ -26,8 +26,9 @@ pub const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum ApplyError {
     #[error("{object} has no {field}")]
     Incomplete { object: String, field: &'static str },
-    #[error("the cluster does not serve {kind} in {api_version}{hint}")]
+    #[error("applying {object}: the cluster does not serve {kind} in {api_version}{hint}")]
     NotServed {
+        object: String,
         kind: String,
         api_version: String,
         hint: &'static str,
@@ -329,6 +330,7 @@ async fn apply_one(
     let (api_version, kind, name) = identity(object)?;
     let Some((api, body)) = target(client, resolver, object, "applying").await? else {
         return Err(ApplyError::NotServed {
+            object: describe(object),
             kind: kind.to_string(),
             api_version: api_version.to_string(),
             hint: if rank(kind) == OTHER_RANK {

@@ -85,3 +85,51 @@ pub async fn post_raw(
         Err(e) => Err(Error::Kube(e)),
     }
 }
+
+/// POSTs every document of `documents` to `collection`. Each must be either accepted or refused
+/// with 400/422 and a message naming one of `fields`; at least `min_accepted` must be accepted
+/// and `min_rejected` refused (the generators aim at both). Returns the accepted objects' names.
+pub async fn post_all(
+    client: &Client,
+    collection: &str,
+    documents: &[Value],
+    fields: &[&str],
+    (min_accepted, min_rejected): (usize, usize),
+) -> Result<Vec<String>, Error> {
+    let (mut accepted, mut rejected) = (Vec::new(), 0usize);
+    for (i, doc) in documents.iter().enumerate() {
+        match post_raw(client, collection, doc).await? {
+            Ok(created) => accepted.push(
+                created["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Err(status) if !matches!(status.code, 400 | 422) => {
+                return Err(Error::Hostile(format!(
+                    "case {i}: unexpected {} {}",
+                    status.code, status.message
+                )));
+            }
+            Err(status) if !fields.iter().any(|f| status.message.contains(f)) => {
+                return Err(Error::Hostile(format!(
+                    "case {i}: the message names no field: {}",
+                    status.message
+                )));
+            }
+            Err(_) => rejected += 1,
+        }
+    }
+    eprintln!(
+        "hostile: {} documents, {} accepted, {rejected} rejected",
+        documents.len(),
+        accepted.len()
+    );
+    if rejected < min_rejected || accepted.len() < min_accepted {
+        return Err(Error::Hostile(format!(
+            "the generator must produce both kinds: {} accepted, {rejected} rejected",
+            accepted.len()
+        )));
+    }
+    Ok(accepted)
+}

@@ -3,8 +3,9 @@
 //!
 //! The cluster itself is [`operon_cluster`], re-exported here so tests need one import; what
 //! only tests need lives here: the shared environment ([`shared`], [`TestEnv`]), RBAC grants
-//! ([`grant`]), generated hostile documents (feature `hostile`, with proptest) and the AWS
-//! emulator (feature `moto`).
+//! ([`grant`]), the in-process operator harness and the escalation and RBAC audit suites
+//! (feature `operator`), generated hostile documents (feature `hostile`, with proptest),
+//! certificate checks and TLS handshakes (feature `tls`) and the AWS emulator (feature `moto`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), operon_envtest::Error> {
@@ -20,6 +21,10 @@ mod grant;
 pub mod hostile;
 #[cfg(feature = "moto")]
 pub mod moto;
+#[cfg(feature = "operator")]
+pub mod operator;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// The cluster's own errors (this crate's [`Error`] wraps them).
 pub use operon_cluster::Error as ClusterError;
@@ -58,6 +63,20 @@ pub enum Error {
         moto::SERVER_ENV
     )]
     MotoNotInstalled { searched: Vec<std::path::PathBuf> },
+    #[error("the operator under test: {0}")]
+    Operator(String),
+    #[error("{0}")]
+    Audit(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("TLS handshake refused: {0}")]
+    Handshake(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("moto: {0}")]
     Moto(String),
 }

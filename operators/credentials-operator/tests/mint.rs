@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::{CLUSTER_ID, Fixture, Operator, condition, data};
+use common::{CLUSTER_ID, Fixture, condition, data};
 use credentials_operator::api::{Effect, StatementEntry, condition as cond};
 use credentials_operator::mint::{self, ACCESS_KEY_ID, CREDENTIALS, SECRET_ACCESS_KEY};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -139,7 +139,7 @@ async fn lost_secrets_lost_keys_and_spec_changes_are_repaired() -> Result<()> {
         resync_period: Duration::from_secs(2),
         ..f.settings()
     };
-    let _op = Operator::start(f.env, settings).await?;
+    let _op = f.operator_with(settings).await?;
     f.create(&f.sample("app", "app-creds", None)?).await?;
     let cr = f.wait_provisioned("app").await?;
     let user = cr
@@ -451,7 +451,7 @@ async fn keys_are_replaced_after_the_rotation_period() -> Result<()> {
         resync_period: Duration::from_secs(1),
         ..f.settings()
     };
-    let _op = Operator::start(f.env, settings).await?;
+    let _op = f.operator_with(settings).await?;
     f.create(&f.sample("rotating", "rotating-creds", None)?)
         .await?;
     let cr = f.wait_provisioned("rotating").await?;

@@ -3,7 +3,7 @@
 mod common;
 
 use anyhow::{Result, ensure};
-use common::{Fixture, Operator, ROOT_KEY_ID, ROOT_SECRET, data};
+use common::{Fixture, ROOT_KEY_ID, ROOT_SECRET, data};
 use credentials_operator::controller::{Mode, Settings};
 use credentials_operator::mint::{ACCESS_KEY_ID, CREDENTIALS, SECRET_ACCESS_KEY};
 use kube::ResourceExt;
@@ -16,7 +16,7 @@ async fn passthrough_copies_the_root_credentials() -> Result<()> {
         mode: Mode::Passthrough,
         ..f.settings()
     };
-    let _op = Operator::start(f.env, settings).await?;
+    let _op = f.operator_with(settings).await?;
     f.create(&f.sample("copy", "copy-creds", None)?).await?;
     let cr = f.wait_provisioned("copy").await?;
     let secret = f.secrets().get("copy-creds").await?;
@@ -61,7 +61,7 @@ async fn manual_mode_does_nothing() -> Result<()> {
         mode: Mode::Manual,
         ..f.settings()
     };
-    let op = Operator::start(f.env, settings).await?;
+    let op = f.operator_with(settings).await?;
     f.create(&f.sample("hands-off", "hands-off-creds", None)?)
         .await?;
     wait::until("the request reconciled", common::TIMEOUT, || async {

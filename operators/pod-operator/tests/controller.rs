@@ -101,7 +101,7 @@ async fn talk_sample_gets_an_owned_labelled_running_pod() -> Result<()> {
     f.wait_event("busybox", "Created", "busybox").await?;
     // Exactly one Pod create, no conflict retries.
     assert_eq!(op.requests().get("create", "pods"), 1, "{}", op.requests());
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn deleted_pod_is_recreated_and_deleting_the_request_removes_it() -> Resul
         }
     })
     .await?;
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 #[tokio::test]
@@ -180,7 +180,7 @@ async fn editing_the_image_replaces_the_pod_and_status_follows() -> Result<()> {
     let requests = op.requests();
     assert_eq!(requests.get("delete", "pods"), 1, "{requests}");
     assert_eq!(requests.get("create", "pods"), 2, "{requests}");
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 #[tokio::test]
@@ -246,7 +246,7 @@ async fn a_foreign_pod_is_never_touched_and_the_request_recovers() -> Result<()>
     f.wait_ready("busybox").await?;
     f.wait_condition("busybox", "Degraded", "False", "AsExpected")
         .await?;
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 #[tokio::test]
@@ -299,7 +299,7 @@ async fn restricted_pod_security_denial_is_reported_and_backed_off() -> Result<(
         t0.elapsed()
     );
     ensure!(f.pods().get_opt("busybox").await?.is_none());
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn exceeded_quota_is_reported_and_recovers_when_lifted() -> Result<()> {
     f.wait_ready("busybox").await?;
     f.wait_condition("busybox", "Degraded", "False", "AsExpected")
         .await?;
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 #[tokio::test]
@@ -362,7 +362,7 @@ async fn two_hundred_requests_converge_without_duplicates() -> Result<()> {
         requests.get("patch", "podrequests.pod.jewzaam.org/status") <= 2 * N as u64,
         "more than 2 status writes per request: {requests}"
     );
-    op.stop().await
+    Ok(op.stop().await?)
 }
 
 /// Resource versions of every PodRequest and Pod in the namespace.
@@ -463,5 +463,5 @@ async fn idle_operator_and_restarted_operator_write_nothing() -> Result<()> {
         before,
         "objects changed across the restart"
     );
-    op.stop().await
+    Ok(op.stop().await?)
 }

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use operon_envtest::service_account_token;
 use operon_envtest::wait;
 use pod_operator::api::{PodRequest, PodRequestSpec};
 use serde_json::json;
@@ -220,9 +221,13 @@ struct Setup {
 async fn setup(prefix: &str) -> Result<Setup> {
     let f = Fixture::new(prefix).await?;
     common::install_rbac(&f.client).await?;
-    let token =
-        common::service_account_token(&f.client, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
-            .await?;
+    let token = service_account_token(
+        &f.client,
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+        3600,
+    )
+    .await?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = token_kubeconfig(&f, dir.path(), &token).await?;
     let lease = format!("{}-leader", f.ns);
@@ -323,13 +328,14 @@ async fn admin_server_serves_health_and_protected_metrics() -> Result<()> {
 
     // A scraper bound to the generated metrics-reader role gets in.
     let sa = format!("scraper-{}", operon_envtest::random_suffix());
-    let scraper = common::service_account_token(
+    let scraper = service_account_token(
         &{
             s.f.env.service_account_client(&s.f.ns, &sa).await?;
             s.f.client.clone()
         },
         &s.f.ns,
         &sa,
+        3600,
     )
     .await?;
     let (code, _) = a.get("/metrics", Some(&scraper)).await?;

@@ -7,7 +7,7 @@ mod common;
 
 use anyhow::{Result, ensure};
 use base64::Engine as _;
-use common::{Fixture, Operator};
+use common::Fixture;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -79,7 +79,7 @@ async fn configmaps_get_exactly_the_bundle() -> Result<()> {
 
     // Already equal: another reconcile writes nothing.
     let patches = op.requests().get("patch", "configmaps");
-    let reconciles = op.reconciles("configmap");
+    let reconciles = op.metrics.reconciles("configmap");
     f.configmaps()
         .patch(
             "beta",
@@ -91,7 +91,7 @@ async fn configmaps_get_exactly_the_bundle() -> Result<()> {
         "the touched ConfigMap reconciled",
         common::TIMEOUT,
         || async {
-            let now = op.reconciles("configmap");
+            let now = op.metrics.reconciles("configmap");
             if now > reconciles {
                 Ok(())
             } else {
@@ -217,7 +217,7 @@ async fn cluster_scoped_kinds_get_the_bundle_where_openshift_injects_it() -> Res
         inject_cluster_scoped: true,
         ..f.settings()
     };
-    let _op = Operator::start(f.env, settings).await?;
+    let _op = f.operator_with(settings).await?;
     let bundle = f.published_bundle().await?;
     let pp = PostParams::default();
     let beta = json!({ INJECT_CABUNDLE: "true" });

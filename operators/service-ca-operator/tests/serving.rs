@@ -82,10 +82,10 @@ async fn annotated_service_gets_an_openshift_compatible_serving_secret() -> Resu
     );
     ensure!(leaf.server_auth && !leaf.client_auth, "EKU {leaf:?}");
     ensure!(leaf.authority_key_id == ca.subject_key_id, "AKI != CA SKI");
+    let uid_extension = leaf.extension(pki::SERVICE_UID_EXTENSION_OID);
     ensure!(
-        leaf.service_uid.as_deref() == Some(pki::encode_service_uid(&uid).as_slice()),
-        "UID extension {:?}",
-        leaf.service_uid
+        uid_extension == Some((false, pki::encode_service_uid(&uid).as_slice())),
+        "UID extension (critical, value) {uid_extension:?}"
     );
     ensure!(
         leaf.key_algorithm == "EC" && leaf.key_bits == 256,
@@ -218,17 +218,22 @@ async fn headless_services_get_wildcards_and_a_change_to_headless_reissues() -> 
         )
         .await?;
     let after = f
-        .wait_secret("ext-tls", "wildcards after turning headless", |s| {
-            let sans = data(s, TLS_CERT_KEY)
-                .and_then(|c| parse_leaf(&c))
-                .map(|l| l.sans)
-                .map_err(|e| e.to_string())?;
-            if sans.len() == 4 {
-                Ok(())
-            } else {
-                Err(format!("{sans:?}"))
-            }
-        })
+        .wait_for(
+            &f.secrets(),
+            "ext-tls",
+            "wildcards after turning headless",
+            |s| {
+                let sans = data(s, TLS_CERT_KEY)
+                    .and_then(|c| parse_leaf(&c))
+                    .map(|l| l.sans)
+                    .map_err(|e| e.to_string())?;
+                if sans.len() == 4 {
+                    Ok(())
+                } else {
+                    Err(format!("{sans:?}"))
+                }
+            },
+        )
         .await?;
     ensure!(
         after.metadata.uid == before.metadata.uid,
@@ -249,7 +254,7 @@ async fn damaged_secrets_are_repaired() -> Result<()> {
     // Deleted → recreated.
     secrets.delete("app-tls", &DeleteParams::default()).await?;
     let recreated = f
-        .wait_secret("app-tls", "recreated", |s| {
+        .wait_for(&f.secrets(), "app-tls", "recreated", |s| {
             if s.metadata.uid != original.metadata.uid && s.data.is_some() {
                 Ok(())
             } else {
@@ -269,13 +274,13 @@ async fn damaged_secrets_are_repaired() -> Result<()> {
         )
         .await?;
     let regenerated = f
-        .wait_secret("app-tls", "regenerated after garbage", |s| {
+        .wait_for(&f.secrets(), "app-tls", "regenerated after garbage", |s| {
             let crt = data(s, TLS_CERT_KEY).map_err(|e| e.to_string())?;
             parse_leaf(&crt).map(|_| ()).map_err(|e| e.to_string())
         })
         .await?;
     let regenerated_crt = data(&regenerated, TLS_CERT_KEY)?;
-    f.wait_event(&f.ns, "Service", "app", "ServingCertUpdated")
+    f.wait_event(&f.ns, "Service", "app", "ServingCertUpdated", "")
         .await?;
 
     // An extra data key → removed, the certificate kept; user labels and annotations kept.
@@ -290,7 +295,7 @@ async fn damaged_secrets_are_repaired() -> Result<()> {
         )
         .await?;
     let cleaned = f
-        .wait_secret("app-tls", "extra key removed", |s| {
+        .wait_for(&f.secrets(), "app-tls", "extra key removed", |s| {
             match s.data.as_ref().is_some_and(|d| d.contains_key("extra")) {
                 true => Err("extra still there".into()),
                 false => Ok(()),
@@ -320,12 +325,15 @@ async fn damaged_secrets_are_repaired() -> Result<()> {
             ),
         )
         .await?;
-    f.wait_secret("app-tls", "expiry annotation restored", |s| {
-        match s.annotations().contains_key(EXPIRY) {
+    f.wait_for(
+        &f.secrets(),
+        "app-tls",
+        "expiry annotation restored",
+        |s| match s.annotations().contains_key(EXPIRY) {
             true => Ok(()),
             false => Err("no expiry".into()),
-        }
-    })
+        },
+    )
     .await?;
 
     // Near expiry: a valid certificate from the same CA with 30 minutes left (the refresh
@@ -368,16 +376,21 @@ async fn damaged_secrets_are_repaired() -> Result<()> {
         .replace("app-tls", &PostParams::default(), &expiring)
         .await?;
     let refreshed = f
-        .wait_secret("app-tls", "near-expiry certificate reissued", |s| {
-            let crt = data(s, TLS_CERT_KEY).map_err(|e| e.to_string())?;
-            let leaf = parse_leaf(&crt).map_err(|e| e.to_string())?;
-            let left = leaf.not_after - OffsetDateTime::now_utc().unix_timestamp();
-            if left > 86400 {
-                Ok(())
-            } else {
-                Err(format!("{left}s left"))
-            }
-        })
+        .wait_for(
+            &f.secrets(),
+            "app-tls",
+            "near-expiry certificate reissued",
+            |s| {
+                let crt = data(s, TLS_CERT_KEY).map_err(|e| e.to_string())?;
+                let leaf = parse_leaf(&crt).map_err(|e| e.to_string())?;
+                let left = leaf.not_after - OffsetDateTime::now_utc().unix_timestamp();
+                if left > 86400 {
+                    Ok(())
+                } else {
+                    Err(format!("{left}s left"))
+                }
+            },
+        )
         .await?;
     ensure!(
         data(&refreshed, TLS_CERT_KEY)? != short.cert_pem,
@@ -415,7 +428,7 @@ async fn foreign_secrets_are_never_touched_and_errors_stop_at_ten() -> Result<()
         "{:?}",
         svc.annotations()
     );
-    f.wait_event(&f.ns, "Service", "svc", "ServingCertGenerationFailed")
+    f.wait_event(&f.ns, "Service", "svc", "ServingCertGenerationFailed", "")
         .await?;
     let untouched = f.secrets().get("taken").await?;
     ensure!(
@@ -524,7 +537,10 @@ async fn a_restart_over_valid_certificates_writes_nothing() -> Result<()> {
         "the restarted operator reconciled every Service and ConfigMap",
         common::TIMEOUT,
         || async {
-            let (s, c) = (op.reconciles("service"), op.reconciles("configmap"));
+            let (s, c) = (
+                op.metrics.reconciles("service"),
+                op.metrics.reconciles("configmap"),
+            );
             if s >= 5 && c >= 2 {
                 Ok(())
             } else {
@@ -549,7 +565,7 @@ async fn rsa_2048_keys_when_configured() -> Result<()> {
         key_algorithm: KeyAlgorithm::Rsa2048,
         ..f.settings()
     };
-    let _op = common::Operator::start(f.env, settings).await?;
+    let _op = f.operator_with(settings).await?;
     f.service("legacy", "legacy-tls").await?;
     let secret = f.wait_issued("legacy-tls").await?;
     let crt = data(&secret, TLS_CERT_KEY)?;
@@ -592,7 +608,7 @@ async fn an_invalid_secret_name_is_reported_on_the_service_not_retried_forever()
         "the apiserver's reason must reach the user: {message}"
     );
     let note = f
-        .wait_event(&f.ns, "Service", "bad", "ServingCertGenerationFailed")
+        .wait_event(&f.ns, "Service", "bad", "ServingCertGenerationFailed", "")
         .await?;
     ensure!(note.contains("Not_A_Valid_Name"), "{note}");
     Ok(())

@@ -5,7 +5,7 @@
 mod common;
 
 use anyhow::{Result, ensure};
-use common::{Fixture, Operator, data, handshake, parse_leaf, pem_ders, subject_key_id};
+use common::{Fixture, data, handshake, parse_leaf, pem_ders, subject_key_id};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -17,7 +17,10 @@ use time::OffsetDateTime;
 
 /// The SKI of the CA in the signing Secret.
 async fn ca_ski(f: &Fixture) -> Result<Vec<u8>> {
-    subject_key_id(&data(&f.signing_secret().await?, TLS_CERT_KEY)?)
+    Ok(subject_key_id(&data(
+        &f.signing_secret().await?,
+        TLS_CERT_KEY,
+    )?)?)
 }
 
 /// Waits until the CA's SKI differs from `old`; returns the new one.
@@ -44,7 +47,7 @@ async fn wait_new_ca(f: &Fixture, old: &[u8]) -> Result<Vec<u8>> {
 /// Waits until serving Secret `name` holds a leaf signed by the CA with `ski`.
 async fn wait_leaf_from(f: &Fixture, name: &str, ski: &[u8]) -> Result<(String, String)> {
     let secret = f
-        .wait_secret(name, "a leaf from the new CA", |s| {
+        .wait_for(&f.secrets(), name, "a leaf from the new CA", |s| {
             let crt = data(s, TLS_CERT_KEY).map_err(|e| e.to_string())?;
             let leaf = parse_leaf(&crt).map_err(|e| e.to_string())?;
             if leaf.authority_key_id == ski {
@@ -106,6 +109,7 @@ async fn forced_rotation_keeps_old_and_new_clients_working_and_fires_once_per_re
             "Secret",
             SIGNING_SECRET_NAME,
             "SigningCARotated",
+            "",
         )
         .await?;
     ensure!(note.contains("key-compromise"), "{note}");
@@ -131,7 +135,7 @@ async fn forced_rotation_keeps_old_and_new_clients_working_and_fires_once_per_re
     // Once per reason: a restarted operator sees the same reason and keeps the CA.
     op.stop().await?;
     let op = f.operator().await?;
-    op.wait_ready().await?;
+    f.wait_ready(&op).await?;
     ensure!(
         ca_ski(&f).await? == new_ski,
         "the same reason rotated again"
@@ -152,7 +156,7 @@ async fn forced_rotation_keeps_old_and_new_clients_working_and_fires_once_per_re
 async fn the_force_rotation_flag_fires_once() -> Result<()> {
     let f = Fixture::new("sca-flag").await?;
     let op = f.operator().await?;
-    op.wait_ready().await?;
+    f.wait_ready(&op).await?;
     let first = ca_ski(&f).await?;
     op.stop().await?;
 
@@ -160,8 +164,8 @@ async fn the_force_rotation_flag_fires_once() -> Result<()> {
         force_rotation_reason: Some("flag-1".into()),
         ..f.settings()
     };
-    let op = Operator::start(f.env, settings.clone()).await?;
-    op.wait_ready().await?;
+    let op = f.operator_with(settings.clone()).await?;
+    f.wait_ready(&op).await?;
     let second = ca_ski(&f).await?;
     ensure!(second != first, "the flag did not rotate");
     let secret = f.signing_secret().await?;
@@ -176,8 +180,8 @@ async fn the_force_rotation_flag_fires_once() -> Result<()> {
     );
     op.stop().await?;
 
-    let op = Operator::start(f.env, settings).await?;
-    op.wait_ready().await?;
+    let op = f.operator_with(settings).await?;
+    f.wait_ready(&op).await?;
     ensure!(ca_ski(&f).await? == second, "the same flag rotated twice");
     Ok(())
 }
@@ -200,7 +204,7 @@ async fn a_ca_close_to_expiry_is_rotated_and_a_deleted_one_replaced() -> Result<
     signing.create(&PostParams::default(), &secret).await?;
 
     let op = f.operator().await?;
-    op.wait_ready().await?;
+    f.wait_ready(&op).await?;
     let rotated = ca_ski(&f).await?;
     ensure!(
         rotated != ca.subject_key_id,
@@ -238,7 +242,7 @@ async fn a_ca_close_to_expiry_is_rotated_and_a_deleted_one_replaced() -> Result<
 async fn the_signing_key_is_out_of_reach_of_namespace_admins() -> Result<()> {
     let f = Fixture::new("sca-rbac").await?;
     let op = f.operator().await?;
-    op.wait_ready().await?;
+    f.wait_ready(&op).await?;
     // alice administers the application namespace.
     let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -288,17 +292,7 @@ async fn the_signing_key_is_out_of_reach_of_namespace_admins() -> Result<()> {
 #[tokio::test]
 async fn the_service_account_can_do_exactly_what_is_declared() -> Result<()> {
     let f = Fixture::new("sca-canimatrix").await?;
-    common::install_rbac(&f.client, &f.signer_ns).await?;
-    let sa = f
-        .env
-        .service_account_client(common::OPERATOR_NAMESPACE, common::OPERATOR_SERVICE_ACCOUNT)
-        .await?;
     let manifests = deploy::manifests("test")?;
-    let (mismatches, asked) =
-        operon_manifests::audit::rbac_matrix(&sa, &manifests, &[&f.ns, common::OPERATOR_NAMESPACE])
-            .await?;
-    ensure!(asked > 150, "only {asked} questions");
-    let report: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
-    ensure!(mismatches.is_empty(), "{report:#?}");
-    Ok(())
+    let namespaces = [f.ns.as_str(), common::OPERATOR_NAMESPACE];
+    Ok(operon_envtest::operator::audit_rbac(&f, &manifests, Vec::new(), &namespaces).await?)
 }
