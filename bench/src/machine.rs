@@ -38,13 +38,18 @@ pub(crate) fn machine() -> Machine {
     }
 }
 
-/// The version of `name` in a Cargo.lock or go.mod text.
+/// The version of `name` in this workspace's dependency graph, from `cargo metadata`.
+fn cargo_version(root: &Path, name: &str) -> String {
+    cargo_metadata::MetadataCommand::new()
+        .current_dir(root)
+        .exec()
+        .ok()
+        .and_then(|m| m.packages.into_iter().find(|p| p.name.as_str() == name))
+        .map_or_else(|| "unknown".into(), |p| p.version.to_string())
+}
+
+/// The version of module `name` in a go.mod text.
 fn locked_version(lock: &str, name: &str) -> String {
-    let cargo = format!("name = \"{name}\"\nversion = \"");
-    if let Some(i) = lock.find(&cargo) {
-        let rest = &lock[i + cargo.len()..];
-        return rest.split('"').next().unwrap_or_default().to_string();
-    }
     lock.lines()
         .map(str::trim)
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -57,7 +62,6 @@ pub(crate) fn versions() -> Versions {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
     let gomod = std::fs::read_to_string(root.join("bench/go-peer/go.mod")).unwrap_or_default();
     let apiserver = std::env::var_os("KUBEBUILDER_ASSETS")
         .map(|d| PathBuf::from(d).join("kube-apiserver"))
@@ -66,7 +70,7 @@ pub(crate) fn versions() -> Versions {
     Versions {
         kubernetes: apiserver.trim_start_matches("Kubernetes ").to_string(),
         rustc: command_line("rustc", &["--version"]).unwrap_or_default(),
-        kube_rs: locked_version(&lock, "kube"),
+        kube_rs: cargo_version(&root, "kube"),
         go: command_line("go", &["version"]).unwrap_or_default(),
         controller_runtime: locked_version(&gomod, "sigs.k8s.io/controller-runtime"),
         client_go: locked_version(&gomod, "k8s.io/client-go"),
@@ -78,9 +82,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_versions_from_lock_files() {
-        let lock = "[[package]]\nname = \"kube\"\nversion = \"5.0.0\"\n";
-        assert_eq!(locked_version(lock, "kube"), "5.0.0");
+    fn reads_versions_from_go_mod_and_cargo_metadata() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let kube = cargo_version(&root, "kube");
+        assert!(kube.starts_with(|c: char| c.is_ascii_digit()), "{kube}");
+        assert_eq!(cargo_version(&root, "no-such-crate"), "unknown");
         let gomod =
             "require (\n\tk8s.io/client-go v0.36.1\n\tsigs.k8s.io/controller-runtime v0.25.2\n)\n";
         assert_eq!(

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -406,29 +408,23 @@ impl Sampler {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                let pid = *this.pid.lock().unwrap_or_else(|p| p.into_inner());
+                let pid = *this.pid.lock();
                 if let Some(usage) = pid.and_then(Usage::read) {
-                    this.samples
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Sample {
-                            t: origin.elapsed().as_secs_f64(),
-                            rss_mb: usage.rss_bytes as f64 / 1e6,
-                        });
+                    this.samples.lock().push(Sample {
+                        t: origin.elapsed().as_secs_f64(),
+                        rss_mb: usage.rss_bytes as f64 / 1e6,
+                    });
                 }
             }
         })
     }
 
     pub fn follow(&self, pid: Option<u32>) {
-        *self.pid.lock().unwrap_or_else(|p| p.into_inner()) = pid;
+        *self.pid.lock() = pid;
     }
 
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.samples.lock().clone()
     }
 
     /// The highest RSS sampled after `since` (seconds on the run's clock).

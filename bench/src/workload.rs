@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -116,7 +118,7 @@ impl Recorder {
                     match event {
                         Event::Apply(obj) | Event::InitApply(obj) if (rules.counts)(&obj) => {
                             let name = obj.meta().name.clone().unwrap_or_default();
-                            let mut t = timeline.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut t = timeline.lock();
                             t.live.insert(name.clone());
                             t.added.entry(name.clone()).or_insert(now);
                             if (rules.ready)(&obj) {
@@ -125,7 +127,7 @@ impl Recorder {
                         }
                         Event::Delete(obj) => {
                             let name = obj.meta().name.clone().unwrap_or_default();
-                            let mut t = timeline.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut t = timeline.lock();
                             t.live.remove(&name);
                             t.deleted.entry(name).or_insert(now);
                         }
@@ -136,7 +138,7 @@ impl Recorder {
                         }
                         Event::Apply(obj) | Event::InitApply(obj) => {
                             let name = obj.meta().name.clone().unwrap_or_default();
-                            let mut t = timeline.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut t = timeline.lock();
                             t.live.insert(name);
                         }
                         Event::Init => {}
@@ -152,21 +154,17 @@ impl Recorder {
 
     /// Objects added, Ready, deleted.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let t = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.timeline.lock();
         (t.added.len(), t.ready.len(), t.deleted.len())
     }
 
     /// Objects that exist now.
     pub fn live(&self) -> usize {
-        self.timeline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .live
-            .len()
+        self.timeline.lock().live.len()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&Timeline) -> R) -> R {
-        f(&self.timeline.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&self.timeline.lock())
     }
 }
 

@@ -34,7 +34,7 @@ const CREDENTIALS_NAMESPACE: &str = credentials_operator::deploy::NAMESPACE;
 /// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.
 struct OperatorProcess {
     name: &'static str,
-    child: std::sync::Mutex<Child>,
+    child: parking_lot::Mutex<Child>,
 }
 
 impl OperatorProcess {
@@ -61,12 +61,12 @@ impl OperatorProcess {
         );
         Ok(OperatorProcess {
             name,
-            child: std::sync::Mutex::new(child),
+            child: parking_lot::Mutex::new(child),
         })
     }
 
     fn check_alive(&self) -> Result<()> {
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let mut child = self.child.lock();
         if let Some(status) = child.try_wait()? {
             bail!(
                 "{} exited ({status}); see its log in {}",
@@ -80,7 +80,7 @@ impl OperatorProcess {
 
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let child = self.child.get_mut();
         if matches!(child.try_wait(), Ok(None)) {
             let pgid = Pid::from_raw(child.id() as i32);
             let _ = killpg(pgid, Signal::SIGTERM);
@@ -96,18 +96,12 @@ impl Drop for OperatorProcess {
 }
 
 pub fn target_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let out = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(repo_root())
+        .no_deps()
+        .exec()
         .context("cargo metadata")?;
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    meta["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
+    Ok(metadata.target_directory.into_std_path_buf())
 }
 
 /// `cargo xtask up`'s options.

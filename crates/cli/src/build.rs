@@ -56,22 +56,12 @@ pub fn debug_binary(project: &Project) -> Result<PathBuf> {
 
 /// The project's Cargo target directory.
 pub fn target_dir(root: &Path) -> Result<PathBuf> {
-    let out = cargo()
+    let metadata = cargo_metadata::MetadataCommand::new()
         .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("running cargo metadata")?;
-    if !out.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    meta["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
+        .no_deps()
+        .exec()
+        .with_context(|| format!("running cargo metadata in {}", root.display()))?;
+    Ok(metadata.target_directory.into_std_path_buf())
 }
 
 /// `operon build`: the static release binary and, where buildah is installed and `image` is

@@ -128,23 +128,7 @@ pub fn check_version(version: &str) -> Result<()> {
 
 /// `PodRequest` → `pod_request`, `HTTPRoute` → `http_route`.
 pub fn snake(kind: &str) -> String {
-    let chars: Vec<char> = kind.chars().collect();
-    let mut out = String::new();
-    for (i, c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() {
-            let prev_lower =
-                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
-            if prev_lower || (prev_upper && next_lower) {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(*c);
-        }
-    }
-    out
+    heck::ToSnakeCase::to_snake_case(kind)
 }
 
 /// The English plural of a lowercase word, as Kubernetes resource names use it.

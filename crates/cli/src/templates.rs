@@ -255,12 +255,13 @@ mod tests {
     }
 
     #[test]
-    fn runtime_dependency_versions_match_the_runtime() {
-        // serde-saphyr is not in the workspace table: the project must get the runtime's.
-        let runtime = include_str!("../../runtime/Cargo.toml");
+    fn serde_saphyr_matches_the_generators() {
+        // serde-saphyr is not in the workspace table: the project must get the one
+        // operon-manifests (which writes its YAML) uses.
+        let manifests = include_str!("../../manifests/Cargo.toml");
         assert!(
-            runtime.contains("serde-saphyr = \"2.2\""),
-            "runtime's serde-saphyr changed"
+            manifests.contains("serde-saphyr = \"2.2\""),
+            "operon-manifests' serde-saphyr changed"
         );
     }
 }

@@ -9,6 +9,8 @@ use {{crate}}::deploy;
 async fn config_is_up_to_date() -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let check = operon_manifests::Command::Manifests { dir, check: true };
-    check.run(&deploy::declaration()?).await?;
-    Ok(())
+    check
+        .run(&deploy::declaration()?)
+        .await
+        .map_err(|e| anyhow::anyhow!("config/ is out of date, run `operon manifests`: {e}"))
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kube::Client;
+use operon_manifests::Rule;
 use operon_runtime::admin::Readiness;
 use operon_runtime::controller::{Gates, ReadyWhenSynced};
-use operon_manifests::Rule;
 use operon_runtime::metrics::Metrics;
 use operon_runtime::operator::Leading;
 

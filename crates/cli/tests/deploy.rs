@@ -309,24 +309,36 @@ async fn failures_name_the_object_and_the_reason() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn renders_the_repository_config_like_kubectl_kustomize() -> Result<()> {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/default");
-    let ours = kustomize::render(&config)?;
+/// Every kustomization directory under `dir`.
+fn kustomizations(dir: &Path, found: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    if dir.join("kustomization.yaml").is_file() {
+        found.push(dir.to_path_buf());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            kustomizations(&path, found)?;
+        }
+    }
+    Ok(())
+}
 
+/// Our rendering of kustomization `dir`, compared object by object with `kubectl kustomize`'s.
+fn same_as_kubectl(dir: &Path) -> Result<Vec<Value>> {
+    let ours = kustomize::render(dir)?;
     let kubectl = Assets::from_env().binary(Component::Kubectl)?;
     let out = Command::new(&kubectl)
         .arg("kustomize")
-        .arg(&config)
+        .arg(dir)
         .output()
         .with_context(|| format!("running {}", kubectl.display()))?;
     ensure!(
         out.status.success(),
-        "kubectl kustomize: {}",
+        "kubectl kustomize {}: {}",
+        dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     let theirs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout)?)?;
-
     // kubectl sorts by kind; the objects themselves must be the same.
     let key = |v: &Value| operon_cluster::apply::describe(v);
     let mut ours_sorted = ours.clone();
@@ -335,13 +347,33 @@ fn renders_the_repository_config_like_kubectl_kustomize() -> Result<()> {
     theirs_sorted.sort_by_key(key);
     ensure!(
         ours_sorted.len() == theirs_sorted.len(),
-        "{} objects, kubectl kustomize has {}",
+        "{}: {} objects, kubectl kustomize has {}",
+        dir.display(),
         ours_sorted.len(),
         theirs_sorted.len()
     );
     for (a, b) in ours_sorted.iter().zip(&theirs_sorted) {
-        ensure!(a == b, "differs from kubectl kustomize:\n{a:#}\n{b:#}");
+        ensure!(
+            a == b,
+            "{} differs from kubectl kustomize:\n{a:#}\n{b:#}",
+            dir.display()
+        );
     }
+    Ok(ours)
+}
+
+#[test]
+fn renders_every_generated_tree_like_kubectl_kustomize() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let mut dirs = Vec::new();
+    kustomizations(&root, &mut dirs)?;
+    // default, and per operator: default, crd, rbac, manager, policy, network-policy,
+    // prometheus, samples.
+    ensure!(dirs.len() >= 10, "only {} kustomizations found", dirs.len());
+    for dir in &dirs {
+        same_as_kubectl(dir)?;
+    }
+    let ours = same_as_kubectl(&root.join("default"))?;
 
     // It deploys several operators: which one an image override means is not clear.
     let mut ours = ours;

@@ -1,9 +1,10 @@
 //! Starting, watching and stopping a control plane of real Kubernetes binaries.
 
+use parking_lot::Mutex;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node as NodeObject, ServiceAccount};
@@ -513,11 +514,8 @@ impl ControlPlane {
     fn spawn(&self, name: &str, binary: &Path, args: Vec<String>) -> Result<(), Error> {
         let log = self.run.path().join(format!("{name}.log"));
         let process = Process::spawn(name, binary, &args, log, &self.run)?;
-        self.processes
-            .lock()
-            .map_err(|_| Error::Poisoned)?
-            .push(process);
-        let mut specs = self.specs.lock().map_err(|_| Error::Poisoned)?;
+        self.processes.lock().push(process);
+        let mut specs = self.specs.lock();
         if !specs.iter().any(|(n, _, _)| n == name) {
             specs.push((name.to_owned(), binary.to_path_buf(), args));
         }
@@ -529,7 +527,7 @@ impl ControlPlane {
     /// after `grace`. The others keep running. For failure tests.
     pub fn stop_component(&self, name: &str, grace: Duration) -> Result<(), Error> {
         let process = {
-            let mut processes = self.processes.lock().map_err(|_| Error::Poisoned)?;
+            let mut processes = self.processes.lock();
             let index = processes
                 .iter()
                 .position(|p| p.name() == name)
@@ -546,7 +544,7 @@ impl ControlPlane {
     /// (etcd `/health`, kube-apiserver `/readyz`; the others are only started).
     pub async fn start_component(&self, name: &str) -> Result<(), Error> {
         let (binary, args) = {
-            let specs = self.specs.lock().map_err(|_| Error::Poisoned)?;
+            let specs = self.specs.lock();
             let (_, binary, args) = specs
                 .iter()
                 .find(|(n, _, _)| n == name)
@@ -556,10 +554,7 @@ impl ControlPlane {
         // The log continues where it was (a new file would hide the first run's lines).
         let log = self.run.path().join(format!("{name}-restarted.log"));
         let process = Process::spawn(name, &binary, &args, log, &self.run)?;
-        self.processes
-            .lock()
-            .map_err(|_| Error::Poisoned)?
-            .push(process);
+        self.processes.lock().push(process);
         let t0 = Instant::now();
         match name {
             "etcd" => {
@@ -620,7 +615,7 @@ impl ControlPlane {
     }
 
     fn exited_component(&self) -> Option<(String, String, PathBuf)> {
-        let mut processes = self.processes.lock().ok()?;
+        let mut processes = self.processes.lock();
         processes.iter_mut().find_map(|p| {
             p.exited()
                 .map(|status| (p.name().to_string(), status, p.log().to_path_buf()))
@@ -720,22 +715,20 @@ impl ControlPlane {
         let mut logs: Vec<(String, PathBuf)> = self
             .processes
             .lock()
-            .map(|ps| {
-                ps.iter()
-                    .map(|p| (p.name().to_string(), p.log().to_path_buf()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .map(|p| (p.name().to_string(), p.log().to_path_buf()))
+            .collect();
         logs.extend(self.node.iter().flat_map(Node::log_files));
         logs
     }
 
     /// Pids of the running components, by name.
     pub fn pids(&self) -> Vec<(String, u32)> {
-        self.processes
-            .lock()
-            .map(|ps| ps.iter().map(|p| (p.name().to_string(), p.pid())).collect())
-            .unwrap_or_default()
+        let processes = self.processes.lock();
+        processes
+            .iter()
+            .map(|p| (p.name().to_string(), p.pid()))
+            .collect()
     }
 
     /// Admin client configuration.
@@ -761,7 +754,8 @@ impl ControlPlane {
         if let Some(node) = &self.node {
             node.stop_processes();
         }
-        if let Ok(mut processes) = self.processes.lock() {
+        {
+            let mut processes = self.processes.lock();
             while let Some(mut p) = processes.pop() {
                 if p.name() == "etcd"
                     && let Some(node) = &self.node

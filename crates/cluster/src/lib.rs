@@ -86,8 +86,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
-    #[error("a lock was poisoned by a panic in another thread")]
-    Poisoned,
     #[error("invalid object: {0}")]
     Invalid(String),
     #[error("real node: {0}")]

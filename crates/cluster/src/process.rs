@@ -12,12 +12,13 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 
 use crate::Error;
 
@@ -122,7 +123,6 @@ impl Process {
         let (tx, rx) = mpsc::channel();
         spawner()
             .lock()
-            .map_err(|_| io_err(std::io::Error::other("spawner poisoned")))?
             .send((cmd, tx))
             .map_err(|_| io_err(std::io::Error::other("spawner thread is gone")))?;
         let child = rx

@@ -5,7 +5,9 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use anyhow::{Result, ensure};
 use common::{Fixture, ROOT_SECRET, data};
@@ -19,10 +21,7 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -96,8 +95,7 @@ async fn no_secret_material_in_logs_events_or_status() -> Result<()> {
     .await?;
     op.stop().await?;
 
-    let logs =
-        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+    let logs = String::from_utf8_lossy(&captured.0.lock()).to_string();
     ensure!(
         logs.contains("created IAM user"),
         "the capture works: {} bytes",

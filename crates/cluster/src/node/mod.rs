@@ -20,8 +20,8 @@ pub mod images;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::Client;
 use kube::api::Api;
+use parking_lot::Mutex;
 
 use crate::Error;
 use crate::process::{Process, RunDir};
@@ -244,9 +245,7 @@ impl Shared {
 
     /// Restarts components that exited, unless they crash too often.
     fn supervise(&self) {
-        let Ok(mut components) = self.components.lock() else {
-            return;
-        };
+        let mut components = self.components.lock();
         for c in components.iter_mut() {
             let Some(process) = c.process.as_mut() else {
                 continue;
@@ -465,11 +464,7 @@ impl Node {
     fn add(&mut self, component: Component) -> Result<(), Error> {
         let mut component = component;
         component.process = Some(self.shared.spawn(&component)?);
-        self.shared
-            .components
-            .lock()
-            .map_err(|_| Error::Poisoned)?
-            .push(component);
+        self.shared.components.lock().push(component);
         Ok(())
     }
 
@@ -485,12 +480,13 @@ impl Node {
             if check().await {
                 return Ok(());
             }
-            let exited = self.shared.components.lock().ok().and_then(|mut cs| {
+            let exited = {
+                let mut cs = self.shared.components.lock();
                 cs.iter_mut().find_map(|c| {
                     let status = c.process.as_mut()?.exited()?;
                     Some((c.name, status))
                 })
-            });
+            };
             if let Some((name, status)) = exited {
                 let log = self.shared.run.path().join(format!("{name}.log"));
                 return Err(Error::ComponentExited {
@@ -638,9 +634,7 @@ impl Node {
 
     /// The supervised components (registry, containerd, kubelet, kube-proxy).
     pub fn status(&self) -> Vec<ComponentStatus> {
-        let Ok(components) = self.shared.components.lock() else {
-            return Vec::new();
-        };
+        let components = self.shared.components.lock();
         let now = Instant::now();
         components
             .iter()
@@ -664,12 +658,9 @@ impl Node {
             .shared
             .components
             .lock()
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| (c.name.to_string(), run.join(format!("{}.log", c.name))))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .map(|c| (c.name.to_string(), run.join(format!("{}.log", c.name))))
+            .collect();
         let supervisor = run.join("supervisor.log");
         if supervisor.exists() {
             logs.push(("supervisor".into(), supervisor));
@@ -686,10 +677,11 @@ impl Node {
     /// Stops the node's daemons and Pods; its network stays until [`release`](Self::release).
     pub(crate) fn stop_processes(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        if let Some(supervisor) = self.supervisor.lock().ok().and_then(|mut s| s.take()) {
+        if let Some(supervisor) = self.supervisor.lock().take() {
             let _ = supervisor.join();
         }
-        if let Ok(mut components) = self.shared.components.lock() {
+        {
+            let mut components = self.shared.components.lock();
             // kube-proxy and kubelet before containerd, the registry last.
             while let Some(mut c) = components.pop() {
                 if c.name == "registry" {
@@ -708,12 +700,12 @@ impl Node {
     /// Removes the node's namespaces, cgroups and link, and restores kernel settings.
     pub(crate) fn release(&self) {
         self.shared.cgroups.kill_all();
-        if let Some(mut holder) = self.holder.lock().ok().and_then(|mut h| h.take()) {
+        if let Some(mut holder) = self.holder.lock().take() {
             holder.kill();
         }
         self.shared.cgroups.remove();
         // Deletes the link (if the namespace still held it) and restores kernel settings.
-        drop(self.slot.lock().ok().and_then(|mut s| s.take()));
+        drop(self.slot.lock().take());
     }
 }
 
