@@ -47,6 +47,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         // A standby takes over at once when the leader goes (Lease leader election).
         replicas: 2,
         admin_port: ADMIN_PORT,
+        alerts: Vec::new(),
     })
 }
 

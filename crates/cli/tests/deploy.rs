@@ -67,6 +67,7 @@ impl Gadgets {
             user_resources: Vec::new(),
             replicas: 1,
             admin_port: ADMIN_PORT,
+            alerts: Vec::new(),
         };
         Gadgets {
             name,

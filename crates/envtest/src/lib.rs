@@ -4,7 +4,7 @@
 //! The cluster itself is [`operon_cluster`], re-exported here so tests need one import; what
 //! only tests need lives here: the shared environment ([`shared`], [`TestEnv`]), RBAC grants
 //! ([`grant`]), the in-process operator harness and the escalation and RBAC audit suites
-//! (feature `operator`), generated hostile documents (feature `hostile`, with proptest),
+//! (feature `operator`), alerting rules run through `promtool` ([`promtool`]), generated hostile documents (feature `hostile`, with proptest),
 //! certificate checks and TLS handshakes (feature `tls`) and the AWS emulator (feature `moto`).
 //!
 //! ```no_run
@@ -23,6 +23,7 @@ pub mod hostile;
 pub mod moto;
 #[cfg(feature = "operator")]
 pub mod operator;
+pub mod promtool;
 #[cfg(feature = "tls")]
 pub mod tls;
 

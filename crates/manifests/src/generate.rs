@@ -195,7 +195,7 @@ pub fn config(
     operator: &OperatorManifests,
     sample_files: &[String],
 ) -> Result<(), Error> {
-    let groups = crate::alerts::rule_groups(&operator.name, &operator.namespace);
+    let groups = crate::alerts::rule_groups(&operator.name, &operator.namespace, &operator.alerts);
     for (relative, value) in operator.files(groups) {
         writer.put_yaml(&dir.join(relative), &value)?;
     }

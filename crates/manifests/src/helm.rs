@@ -291,6 +291,7 @@ mod tests {
             user_resources: vec![],
             replicas: 2,
             admin_port: ADMIN_PORT,
+            alerts: Vec::new(),
         }
     }
 

@@ -86,6 +86,9 @@ pub struct OperatorManifests {
     pub replicas: i32,
     /// Port of the admin server (health, readiness, metrics).
     pub admin_port: u16,
+    /// Alerts on the operator's own metrics, beside the common ones of
+    /// [`rule_groups`](crate::alerts::rule_groups).
+    pub alerts: Vec<crate::alerts::Alert>,
 }
 
 /// Port the admin server listens on in a cluster.
@@ -595,6 +598,7 @@ mod tests {
             }],
             replicas: 2,
             admin_port: ADMIN_PORT,
+            alerts: Vec::new(),
         }
     }
 

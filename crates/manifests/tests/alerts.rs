@@ -4,9 +4,9 @@
 //! Needs `promtool` (Debian: `apt-get install prometheus`; `.ci/install-prerequisites` installs
 //! it). Without it the test fails: it never skips.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use operon_envtest::promtool::{case, check_and_test, group};
 use operon_manifests::alerts::rule_groups;
 use serde_json::{Value, json};
 
@@ -22,27 +22,6 @@ fn series(metric: &str, extra: &str) -> String {
 
 fn input(metric: &str, extra: &str, values: &str) -> Value {
     json!({ "series": series(metric, extra), "values": values })
-}
-
-/// An `alert_rule_test` case: `alert` evaluated at `at`, expected to fire with `fired`, each
-/// `(labels, annotations)`.
-fn case(at: &str, alert: &str, fired: Vec<(Value, Value)>) -> Value {
-    let exp: Vec<Value> = fired
-        .into_iter()
-        .map(
-            |(labels, annotations)| json!({ "exp_labels": labels, "exp_annotations": annotations }),
-        )
-        .collect();
-    json!({ "eval_time": at, "alertname": alert, "exp_alerts": exp })
-}
-
-fn group(name: &str, input_series: Vec<Value>, cases: Vec<Value>) -> Value {
-    json!({
-        "name": name,
-        "interval": "1m",
-        "input_series": input_series,
-        "alert_rule_test": cases,
-    })
 }
 
 fn reconcile_errors() -> (Value, Value) {
@@ -100,7 +79,7 @@ fn down() -> (Value, Value) {
 
 /// promtool's test file: one test group per situation, each with the alerts expected at given
 /// times (an empty `exp_alerts` asserts that the alert does not fire then).
-fn unit_tests(rules_file: &str) -> Value {
+fn unit_tests() -> Vec<Value> {
     const ERRORS: &str = "controller_runtime_reconcile_errors_total";
     const LEADER: &str = "leader_election_master_status";
     const DEPTH: &str = "workqueue_depth";
@@ -141,7 +120,7 @@ fn unit_tests(rules_file: &str) -> Value {
     ];
     let quiet = |at: &str| -> Vec<Value> { all.iter().map(|a| case(at, a, vec![])).collect() };
 
-    let tests = vec![
+    vec![
         group("healthy: nothing fires", healthy(), quiet("25m")),
         group(
             "errors for 20m fire after 15m",
@@ -262,73 +241,14 @@ fn unit_tests(rules_file: &str) -> Value {
             ],
             vec![case("10m", "PodOperatorDown", vec![])],
         ),
-    ];
-    json!({
-        "rule_files": [rules_file],
-        "evaluation_interval": "1m",
-        "tests": tests,
-    })
-}
-
-fn promtool() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join("promtool"))
-        .find(|p| p.is_file());
-    match found {
-        Some(p) => p,
-        None => panic!(
-            "promtool is not installed (no `promtool` on PATH); these alert tests need it. \
-             Install it with `bash .ci/install-prerequisites` or `apt-get install prometheus` \
-             (Debian), or put Prometheus's promtool on PATH."
-        ),
-    }
-}
-
-fn write_json(path: &Path, value: &Value) {
-    let text = serde_json::to_string_pretty(value).expect("serialising JSON");
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    ]
 }
 
 #[test]
 fn promtool_unit_tests_pass() {
-    let promtool = promtool();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("alerts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating the test directory");
-    // JSON is YAML, so promtool reads both files as they are.
-    write_json(
-        &dir.join("rules.yaml"),
-        &json!({ "groups": rule_groups(OPERATOR, NAMESPACE) }),
+    check_and_test(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &rule_groups(OPERATOR, NAMESPACE, &[]),
+        unit_tests(),
     );
-    write_json(&dir.join("tests.yaml"), &unit_tests("rules.yaml"));
-
-    let check = Command::new(&promtool)
-        .args(["check", "rules", "rules.yaml"])
-        .current_dir(&dir)
-        .output()
-        .expect("running promtool check rules");
-    assert!(
-        check.status.success(),
-        "promtool check rules failed ({}):\n{}{}",
-        check.status,
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-
-    let out = Command::new(&promtool)
-        .args(["test", "rules", "tests.yaml"])
-        .current_dir(&dir)
-        .output()
-        .expect("running promtool test rules");
-    assert!(
-        out.status.success(),
-        "promtool test rules failed ({}); files in {}:\n{}{}",
-        out.status,
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }

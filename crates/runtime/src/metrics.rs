@@ -32,7 +32,9 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
+/// The gauge [`Metrics::gauge`] returns.
+pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -199,7 +201,9 @@ impl Families {
 /// election status and process metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a lock so that operators can add their own gauges after the fact ([`Self::gauge`]).
+    registry: Mutex<Registry>,
+    gauges: Mutex<HashMap<String, Gauge>>,
     families: Families,
     leader: Family<NameLabels, Gauge>,
     controllers: Mutex<HashMap<String, Arc<ControllerMetrics>>>,
@@ -223,7 +227,8 @@ impl Metrics {
         let requests = RequestCounter::default();
         registry.register_collector(Box::new(RequestCollector(requests.clone())));
         Arc::new(Metrics {
-            registry,
+            registry: Mutex::new(registry),
+            gauges: Mutex::new(HashMap::new()),
             families,
             leader,
             controllers: Mutex::new(HashMap::new()),
@@ -248,6 +253,20 @@ impl Metrics {
             .clone()
     }
 
+    /// An operator's own gauge `name` (no labels), registered on first use; the same gauge for
+    /// the same name, so building a controller twice doesn't register it twice.
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.gauges
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let gauge = Gauge::default();
+                self.registry.lock().register(name, help, gauge.clone());
+                gauge
+            })
+            .clone()
+    }
+
     /// `leader_election_master_status{name}`: 1 while this process holds lease `name`, else 0.
     pub fn set_leader(&self, name: &str, leading: bool) {
         self.leader
@@ -265,7 +284,7 @@ impl Metrics {
             c.update_in_flight_gauges();
         }
         let mut out = String::new();
-        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry.lock()) {
             // Only a collector can fail; what was written before it is still worth serving.
             tracing::warn!(error = %e, "encoding metrics");
         }
@@ -745,6 +764,30 @@ mod tests {
             "{usage:?}"
         );
         assert!(process_usage(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn an_operators_own_gauge_is_registered_once() {
+        let metrics = Metrics::new();
+        metrics
+            .gauge("service_ca_expiry_time_seconds", "Expiry.")
+            .set(42);
+        // The same name again is the same gauge, not a second registration.
+        metrics
+            .gauge("service_ca_expiry_time_seconds", "Expiry.")
+            .set(43);
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, "service_ca_expiry_time_seconds"),
+            Some(43.0),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE service_ca_expiry_time_seconds gauge")
+                .count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

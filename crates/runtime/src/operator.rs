@@ -130,6 +130,9 @@ pub struct Runtime {
     pub leading: Leading,
     /// Namespace the operator runs in (`POD_NAMESPACE`, else the kubeconfig's).
     pub namespace: String,
+    /// The certificates (DER) the client trusts for the API server: in a cluster, the service
+    /// account's `ca.crt`.
+    pub cluster_ca: Vec<Vec<u8>>,
 }
 
 /// Builds a client configuration from `--kubeconfig` or the environment.
@@ -177,6 +180,7 @@ where
         .unwrap_or_else(|| config.default_namespace.clone());
     let metrics = Metrics::new();
     let counter = metrics.request_counter();
+    let cluster_ca = config.root_cert.clone().unwrap_or_default();
     let client = counted_client(config, &counter)?;
     let readiness = Readiness::new();
     let signal: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
@@ -201,6 +205,7 @@ where
         stop,
         leading,
         namespace: namespace.clone(),
+        cluster_ca: cluster_ca.clone(),
     };
     let result = if args.leader_elect {
         let lease_name = args

@@ -2,6 +2,7 @@
 //! derive the files from it (operon-manifests).
 
 use operon_manifests::admission::DelegationCheck;
+use operon_manifests::alerts::{self, Alert};
 use operon_manifests::olm::BundleInfo;
 use operon_manifests::{ADMIN_PORT, Declaration, OperatorManifests};
 
@@ -50,6 +51,35 @@ pub fn admission() -> DelegationCheck {
     }
 }
 
+/// [`alerts`]' alert fires when the signing CA has less than this left.
+pub const CA_EXPIRY_ALERT_DAYS: u64 = 30;
+
+/// Alerts on the operator's own metrics: the signing CA about to expire. It rotates when
+/// `--ca-rotation-margin` (395 days) remains, so this firing means rotations have failed for
+/// about a year (the `ReconcileErrors` alert of the signer fires long before). Only the leader
+/// reports the expiry (a standby's gauge is 0, filtered out).
+pub fn alerts() -> Vec<Alert> {
+    let name = "service-ca-operator";
+    let selector = alerts::selector(name, NAMESPACE);
+    let metric = crate::controller::signer::EXPIRY_METRIC;
+    let seconds = CA_EXPIRY_ALERT_DAYS * 24 * 3600;
+    vec![Alert {
+        name: "SigningCAExpiresSoon".into(),
+        expr: format!("min({metric}{selector} > 0) - time() < {seconds}"),
+        for_: "1h".into(),
+        severity: "critical".into(),
+        summary: format!("{name}: the signing CA expires in less than {CA_EXPIRY_ALERT_DAYS} days"),
+        description: format!(
+            "The signing CA of Deployment {NAMESPACE}/{name} expires in {{{{ $value | \
+             humanizeDuration }}}} and has not been rotated: when it expires, no client trusts \
+             the serving certificates it signed. Look at the Events of Secret \
+             {NAMESPACE}/signing-key and the signer's logs; annotating that Secret with \
+             {}=<reason> rotates it now.",
+            crate::FORCE_ROTATION_REASON
+        ),
+    }]
+}
+
 pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
     Ok(OperatorManifests {
         name: "service-ca-operator".into(),
@@ -62,6 +92,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         user_resources: Vec::new(),
         replicas: 2,
         admin_port: ADMIN_PORT,
+        alerts: alerts(),
     })
 }
 

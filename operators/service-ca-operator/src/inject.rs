@@ -22,7 +22,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 
-use crate::{ALPHA_INJECT_CABUNDLE, INJECT_CABUNDLE, INJECTED_CA_BUNDLE_KEY};
+use crate::{
+    ALPHA_INJECT_CABUNDLE, DESCRIPTION, INJECT_CABUNDLE, INJECT_VULNERABLE_LEGACY_CABUNDLE,
+    INJECTED_CA_BUNDLE_KEY, LEGACY_CABUNDLE_CONFIGMAP, OWNING_COMPONENT, OWNING_COMPONENT_NAME,
+};
+
+/// OpenShift's description annotation on an injected ConfigMap (set when absent).
+pub const CONFIGMAP_DESCRIPTION: &str = "Holds, under service-ca.crt, the CA bundle that \
+     verifies serving certificates signed by service-ca-operator; written because of its \
+     inject-cabundle annotation.";
 
 /// The kinds of object the CA bundle is injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +100,37 @@ pub fn wants_injection(target: Target, annotations: &BTreeMap<String, String>) -
         || (target.honours_alpha() && is_true(annotations, ALPHA_INJECT_CABUNDLE))
 }
 
+/// Whether a ConfigMap asks for the legacy bundle ([`INJECT_VULNERABLE_LEGACY_CABUNDLE`]): only
+/// [`LEGACY_CABUNDLE_CONFIGMAP`], and only without either regular injection annotation (whatever
+/// its value), so that the two never fight over the same ConfigMap.
+pub fn wants_legacy_injection(name: &str, annotations: &BTreeMap<String, String>) -> bool {
+    name == LEGACY_CABUNDLE_CONFIGMAP
+        && is_true(annotations, INJECT_VULNERABLE_LEGACY_CABUNDLE)
+        && !annotations.contains_key(INJECT_CABUNDLE)
+        && !annotations.contains_key(ALPHA_INJECT_CABUNDLE)
+}
+
+/// The legacy bundle: the CA bundle, then the cluster's CA (`cluster_ca_pem`), then a newline,
+/// as OpenShift builds it.
+pub fn legacy_bundle(bundle_pem: &str, cluster_ca_pem: &str) -> String {
+    format!("{bundle_pem}{cluster_ca_pem}\n")
+}
+
+/// PEM `CERTIFICATE` blocks of DER certificates (64 columns, as OpenSSL writes them).
+pub fn pem_certificates(ders: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for der in ders {
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        let encoded = STANDARD.encode(der);
+        for line in encoded.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
 /// `metadata.annotations` of an object (string values only), for [`wants_injection`].
 pub fn annotations(object: &Value) -> BTreeMap<String, String> {
     object
@@ -144,6 +183,37 @@ fn set_field(ops: &mut Vec<Value>, base_path: &str, base: &Value, segments: &[&s
     }
 }
 
+/// Ops adding OpenShift's owning-component and description annotations to a ConfigMap where
+/// they are missing or empty (someone else's claim stays).
+fn claim_configmap(ops: &mut Vec<Value>, object: &Value) {
+    let current = object.pointer("/metadata/annotations");
+    let missing: Map<String, Value> = [
+        (OWNING_COMPONENT, OWNING_COMPONENT_NAME),
+        (DESCRIPTION, CONFIGMAP_DESCRIPTION),
+    ]
+    .into_iter()
+    .filter(|(key, _)| {
+        current
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    })
+    .map(|(key, value)| (key.to_owned(), Value::String(value.to_owned())))
+    .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if current.is_some_and(Value::is_object) {
+        for (key, value) in missing {
+            // JSON pointer escaping: `~` → `~0`, `/` → `~1`.
+            let key = key.replace('~', "~0").replace('/', "~1");
+            ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": value}));
+        }
+    } else {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": missing}));
+    }
+}
+
 /// The JSON patch injecting `bundle_pem` into `object` (a `target`), or `None` when there is
 /// nothing to write: the object already holds exactly the bundle, or nothing applies (a CRD
 /// whose `spec.conversion.strategy` isn't `Webhook`, a webhook configuration without webhooks).
@@ -166,6 +236,7 @@ pub fn injection_patch(target: Target, object: &Value, bundle_pem: &str) -> Opti
                 return None;
             }
             set_field(&mut ops, "", object, &["data"], wanted);
+            claim_configmap(&mut ops, object);
         }
         Target::ApiService => {
             if ca_bundle_equals(object.pointer("/spec/caBundle"), bundle) {
@@ -361,6 +432,10 @@ mod tests {
             json!([
                 test_rv("42"),
                 {"op": "replace", "path": "/data", "value": {INJECTED_CA_BUNDLE_KEY: BUNDLE}},
+                {"op": "add", "path": "/metadata/annotations", "value": {
+                    OWNING_COMPONENT: OWNING_COMPONENT_NAME,
+                    DESCRIPTION: CONFIGMAP_DESCRIPTION,
+                }},
             ])
         );
         // Applying it leaves only the bundle.
@@ -379,8 +454,78 @@ mod tests {
         // No resourceVersion, no test op.
         assert_eq!(
             patch,
-            json!([{"op": "add", "path": "/data", "value": {INJECTED_CA_BUNDLE_KEY: BUNDLE}}])
+            json!([
+                {"op": "add", "path": "/data", "value": {INJECTED_CA_BUNDLE_KEY: BUNDLE}},
+                {"op": "add", "path": "/metadata/annotations", "value": {
+                    OWNING_COMPONENT: OWNING_COMPONENT_NAME,
+                    DESCRIPTION: CONFIGMAP_DESCRIPTION,
+                }},
+            ])
         );
+        Ok(())
+    }
+
+    #[test]
+    fn configmap_annotations_are_claimed_only_where_unset() -> TestResult {
+        let cm = json!({
+            "metadata": {"name": "ca", "annotations": {
+                INJECT_CABUNDLE: "true",
+                OWNING_COMPONENT: "my-team",
+                DESCRIPTION: "",
+            }},
+        });
+        let patch = injection_patch(Target::ConfigMap, &cm, BUNDLE).ok_or("no patch")?;
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "add", "path": "/data", "value": {INJECTED_CA_BUNDLE_KEY: BUNDLE}},
+                {"op": "add", "path": "/metadata/annotations/openshift.io~1description",
+                 "value": CONFIGMAP_DESCRIPTION},
+            ])
+        );
+        // Applied, it is a valid JSON patch that keeps the other team's claim.
+        let patch: json_patch::Patch = serde_json::from_value(patch)?;
+        let mut applied = cm.clone();
+        json_patch::patch(&mut applied, &patch)?;
+        assert_eq!(
+            applied["metadata"]["annotations"][OWNING_COMPONENT],
+            "my-team"
+        );
+        assert_eq!(
+            applied["metadata"]["annotations"][DESCRIPTION],
+            CONFIGMAP_DESCRIPTION
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_legacy_bundle_only_for_its_configmap_and_only_alone() {
+        let legacy = ann(&[(INJECT_VULNERABLE_LEGACY_CABUNDLE, "True")]);
+        assert!(wants_legacy_injection(LEGACY_CABUNDLE_CONFIGMAP, &legacy));
+        assert!(!wants_legacy_injection("other", &legacy));
+        let off = ann(&[(INJECT_VULNERABLE_LEGACY_CABUNDLE, "false")]);
+        assert!(!wants_legacy_injection(LEGACY_CABUNDLE_CONFIGMAP, &off));
+        // Either regular annotation, even "false", makes the legacy injector stand down.
+        for key in [INJECT_CABUNDLE, ALPHA_INJECT_CABUNDLE] {
+            let both = ann(&[(INJECT_VULNERABLE_LEGACY_CABUNDLE, "true"), (key, "false")]);
+            assert!(
+                !wants_legacy_injection(LEGACY_CABUNDLE_CONFIGMAP, &both),
+                "{key}"
+            );
+        }
+        assert_eq!(legacy_bundle("A\n", "B\n"), "A\nB\n\n");
+    }
+
+    #[test]
+    fn pem_certificates_round_trip() -> TestResult {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        let long = vec![7u8; 100];
+        let pem = pem_certificates(&[der.clone(), long.clone()]);
+        let blocks: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+            .map(|p| p.map(|p| p.contents))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(blocks, [der, long]);
+        assert!(pem.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
         Ok(())
     }
 

@@ -90,6 +90,25 @@ pub const FORCED_ROTATION_REASON: &str = "service-ca.operators.openshift.io/forc
 /// ConfigMap key the CA bundle is injected under.
 pub const INJECTED_CA_BUNDLE_KEY: &str = "service-ca.crt";
 
+/// OpenShift's annotation naming the component that owns an object: set to
+/// [`OWNING_COMPONENT_NAME`] on the Secrets and ConfigMaps the operator creates and on the
+/// ConfigMaps it injects, unless someone set it already.
+pub const OWNING_COMPONENT: &str = "openshift.io/owning-component";
+/// Value of [`OWNING_COMPONENT`] (OpenShift's component name for this operator).
+pub const OWNING_COMPONENT_NAME: &str = "service-ca";
+/// OpenShift's annotation describing an object, set with [`OWNING_COMPONENT`].
+pub const DESCRIPTION: &str = "openshift.io/description";
+
+/// ConfigMap annotation (value `"true"`) asking for the legacy bundle: the CA bundle followed by
+/// the cluster's own CA (the service account token's `ca.crt`), what clusters migrated from
+/// old OpenShift releases still read. Honoured only on the ConfigMap named
+/// [`LEGACY_CABUNDLE_CONFIGMAP`], and only when it carries neither [`INJECT_CABUNDLE`] nor
+/// [`ALPHA_INJECT_CABUNDLE`] (with either, the regular bundle wins).
+pub const INJECT_VULNERABLE_LEGACY_CABUNDLE: &str =
+    "service.alpha.openshift.io/inject-vulnerable-legacy-cabundle";
+/// The one ConfigMap name [`INJECT_VULNERABLE_LEGACY_CABUNDLE`] is honoured on.
+pub const LEGACY_CABUNDLE_CONFIGMAP: &str = "openshift-service-ca.crt";
+
 /// Label set on every Secret this operator writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         settings.metrics = rt.metrics;
         settings.readiness = Some(rt.readiness);
         settings.leading = Some(rt.leading);
+        settings.cluster_ca_pem = service_ca_operator::inject::pem_certificates(&rt.cluster_ca);
         let result = &mut result;
         async move {
             *result = controller::run(rt.client, settings, rt.stop).await;

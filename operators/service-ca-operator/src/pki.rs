@@ -72,8 +72,6 @@ pub enum Error {
     Parse { what: &'static str, detail: String },
     #[error("the CA private key does not belong to the CA certificate")]
     KeyMismatch,
-    #[error("the CA certificate has no subject key identifier")]
-    MissingSubjectKeyId,
     #[error("RSA key: {0}")]
     RsaKey(String),
     #[error("validity out of range: {0}")]
@@ -116,8 +114,10 @@ pub struct SigningCa {
     pub key_pem: String,
     /// The CA's CN (`openshift-service-serving-signer@<unix-seconds>` for CAs made here).
     pub common_name: String,
-    /// The CA's Subject Key Identifier, which every leaf names as its AKI.
-    pub subject_key_id: Vec<u8>,
+    /// The CA's Subject Key Identifier, which every leaf names as its AKI. `None` for a CA
+    /// made elsewhere without one: its leaves then carry no AKI and are matched to it by the
+    /// issuer's CN, as OpenShift does.
+    pub subject_key_id: Option<Vec<u8>>,
     pub not_after: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -469,7 +469,7 @@ impl SigningCa {
         if cert.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(Error::KeyMismatch);
         }
-        let subject_key_id = subject_key_id(&cert).ok_or(Error::MissingSubjectKeyId)?;
+        let subject_key_id = subject_key_id(&cert);
         let common_name = cert
             .subject()
             .iter_common_name()
@@ -522,7 +522,8 @@ impl SigningCa {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
+        // No SKI to name: rcgen would derive an AKI from the key that matches nothing.
+        params.use_authority_key_identifier_extension = self.subject_key_id.is_some();
         params.not_before = now - time::Duration::seconds(1);
         params.not_after = add(now, req.lifetime, "serving certificate lifetime")?;
         params.serial_number = Some(random_serial()?);
@@ -590,11 +591,19 @@ pub struct Rotation {
 
 /// Rotates `old` at `now` the way OpenShift does: a new key (of the old key's algorithm: RSA 2048
 /// for an RSA CA, otherwise ECDSA P-256) under the same Subject, valid for `lifetime`, plus the
-/// two cross-signed certificates of [`Rotation`], each with a fresh serial.
-pub fn rotate(old: &SigningCa, lifetime: Duration, now: OffsetDateTime) -> Result<Rotation> {
+/// two cross-signed certificates of [`Rotation`], each with a fresh serial. The re-signed old CA
+/// stays trusted for at least `min_trust` (the rotation margin, [`ROTATION_MIN_REMAINING`] by
+/// default, as OpenShift's minimum trust duration): leaves of the old CA keep verifying until
+/// the new CA's own rotation.
+pub fn rotate(
+    old: &SigningCa,
+    lifetime: Duration,
+    now: OffsetDateTime,
+    min_trust: Duration,
+) -> Result<Rotation> {
     // Rounded up to a whole second, so that the guarantee holds despite X.509's whole seconds.
     let min_not_after = {
-        let t = add(now, ROTATION_MIN_REMAINING, "rotation margin")?;
+        let t = add(now, min_trust, "rotation margin")?;
         let whole = whole_seconds(t)?;
         if whole < t {
             whole + time::Duration::seconds(1)
@@ -626,7 +635,11 @@ pub fn rotate(old: &SigningCa, lifetime: Duration, now: OffsetDateTime) -> Resul
         .map_err(rcgen_err("old CA public key"))?;
     let mut params = ca_params(dn.clone(), now, old.not_after.max(min_not_after))?;
     params.not_before = old_cert.validity().not_before.to_datetime();
-    params.key_identifier_method = KeyIdMethod::PreSpecified(old.subject_key_id.clone());
+    params.key_identifier_method = match &old.subject_key_id {
+        Some(id) => KeyIdMethod::PreSpecified(id.clone()),
+        // The old CA had none; the re-signed copy gets one derived from its key.
+        None => KeyIdMethod::Sha256,
+    };
     params.use_authority_key_identifier_extension = true;
     let old_resigned = params
         .signed_by(&old_public_key, &new_ca.issuer)
@@ -634,8 +647,10 @@ pub fn rotate(old: &SigningCa, lifetime: Duration, now: OffsetDateTime) -> Resul
 
     // The new CA signed by the old key.
     let mut params = ca_params(dn, now, new_not_after)?;
-    params.key_identifier_method = KeyIdMethod::PreSpecified(new_ca.subject_key_id.clone());
-    params.use_authority_key_identifier_extension = true;
+    if let Some(id) = &new_ca.subject_key_id {
+        params.key_identifier_method = KeyIdMethod::PreSpecified(id.clone());
+    }
+    params.use_authority_key_identifier_extension = old.subject_key_id.is_some();
     let intermediate = params
         .signed_by(&new_key, &old.issuer)
         .map_err(rcgen_err("intermediate CA certificate"))?;
@@ -666,7 +681,18 @@ pub fn needs_regeneration(
     let Ok(cert) = parse_der(&der) else {
         return Some(Reason::Unparseable);
     };
-    if authority_key_id(&cert).as_deref() != Some(ca.subject_key_id.as_slice()) {
+    let issued_by_ca = match &ca.subject_key_id {
+        Some(ski) => authority_key_id(&cert).as_deref() == Some(ski.as_slice()),
+        // OpenShift's fallback for a CA without SKI: the issuer's CN.
+        None => {
+            cert.issuer()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                == Some(ca.common_name.as_str())
+        }
+    };
+    if !issued_by_ca {
         return Some(Reason::WrongIssuer);
     }
     let Some(sans) = dns_sans(&cert) else {
@@ -773,8 +799,8 @@ mod tests {
         assert!(cert.is_ca());
         let ku = cert.key_usage()?.ok_or("no key usage")?.value;
         assert!(ku.key_cert_sign() && ku.crl_sign());
-        assert_eq!(subject_key_id(&cert), Some(ca.subject_key_id.clone()));
-        assert!(!ca.subject_key_id.is_empty());
+        assert_eq!(subject_key_id(&cert), ca.subject_key_id.clone());
+        assert!(ca.subject_key_id.as_ref().is_some_and(|id| !id.is_empty()));
         assert_eq!(
             secs(cert.validity().not_before.to_datetime()),
             secs(now()) - 1
@@ -828,7 +854,7 @@ mod tests {
         assert!(ku.digital_signature() && ku.key_encipherment());
         assert!(!ku.key_cert_sign());
 
-        assert_eq!(authority_key_id(&leaf), Some(ca.subject_key_id.clone()));
+        assert_eq!(authority_key_id(&leaf), ca.subject_key_id.clone());
 
         let uid_oid = uid_oid()?;
         let uid_ext = leaf
@@ -1063,7 +1089,7 @@ mod tests {
             ca.common_name,
             format!("{SIGNER_NAME_PREFIX}{}", secs(now()))
         );
-        assert_eq!(subject_key_id(&ca_cert), Some(ca.subject_key_id.clone()));
+        assert_eq!(subject_key_id(&ca_cert), ca.subject_key_id.clone());
         assert_eq!(
             secs(ca.not_after),
             secs(now()) + DEFAULT_CA_LIFETIME.as_secs() as i64
@@ -1297,6 +1323,8 @@ mod tests {
             return Err("issuer name is not the issuer's subject".into());
         }
         match (authority_key_id(&cert), subject_key_id(&issuer)) {
+            // No AKI (a CA without SKI issued it): name and signature, as verifiers do.
+            (None, _) => Ok(()),
             (Some(aki), Some(ski)) if aki == ski => Ok(()),
             _ => Err("AKI is not the issuer's SKI".into()),
         }
@@ -1363,7 +1391,7 @@ mod tests {
         )?;
         let at = now() + 400 * DAY;
         assert!(needs_rotation(&old, at, ROTATION_MIN_REMAINING));
-        let rotation = rotate(&old, DEFAULT_CA_LIFETIME, at)?;
+        let rotation = rotate(&old, DEFAULT_CA_LIFETIME, at, ROTATION_MIN_REMAINING)?;
         Ok(Rotated {
             old,
             old_leaf,
@@ -1404,11 +1432,8 @@ mod tests {
         assert_eq!(bundle[0], new_der);
         let resigned = parse_der(&bundle[1])?;
         assert_eq!(resigned.public_key().raw, old_cert.public_key().raw);
-        assert_eq!(subject_key_id(&resigned), Some(old.subject_key_id.clone()));
-        assert_eq!(
-            authority_key_id(&resigned),
-            Some(new.subject_key_id.clone())
-        );
+        assert_eq!(subject_key_id(&resigned), old.subject_key_id.clone());
+        assert_eq!(authority_key_id(&resigned), new.subject_key_id.clone());
         assert_eq!(resigned.subject().as_raw(), old_cert.subject().as_raw());
         assert!(resigned.is_ca());
         let trusted_until = resigned.validity().not_after.to_datetime();
@@ -1428,14 +1453,8 @@ mod tests {
         let intermediate = parse_der(&intermediate_blocks[0])?;
         assert_eq!(intermediate.public_key().raw, new_cert.public_key().raw);
         assert_eq!(intermediate.subject().as_raw(), new_cert.subject().as_raw());
-        assert_eq!(
-            subject_key_id(&intermediate),
-            Some(new.subject_key_id.clone())
-        );
-        assert_eq!(
-            authority_key_id(&intermediate),
-            Some(old.subject_key_id.clone())
-        );
+        assert_eq!(subject_key_id(&intermediate), new.subject_key_id.clone());
+        assert_eq!(authority_key_id(&intermediate), old.subject_key_id.clone());
         assert!(intermediate.is_ca());
         verifies(&intermediate_blocks[0], &old_der)?;
         assert!(verifies(&intermediate_blocks[0], &new_der).is_err());
@@ -1450,6 +1469,78 @@ mod tests {
         for (i, a) in serials.iter().enumerate() {
             for b in &serials[i + 1..] {
                 assert_ne!(a, b);
+            }
+        }
+        Ok(())
+    }
+
+    /// A CA made elsewhere without a Subject Key Identifier (`openssl req -x509 -addext
+    /// subjectKeyIdentifier=none`, see tests/fixtures/README.md).
+    fn ca_without_ski() -> Result<SigningCa> {
+        SigningCa::from_pem(
+            include_str!("../tests/fixtures/ca-without-ski.crt"),
+            include_str!("../tests/fixtures/ca-without-ski.key"),
+        )
+    }
+
+    #[test]
+    fn a_ca_without_ski_stays_usable() -> TestResult {
+        let ca = ca_without_ski()?;
+        assert_eq!(ca.subject_key_id, None);
+        let leaf = ca.issue(&request(false), now())?;
+        let chain = pem_blocks(&leaf.cert_pem)?;
+        let cert = parse_der(&chain[0])?;
+        // No AKI naming a key identifier nobody has; issuer matched by CN instead.
+        assert_eq!(authority_key_id(&cert), None);
+        verifies(&chain[0], &first_pem_der(&ca.cert_pem)?)?;
+        let margin = DEFAULT_REFRESH_MARGIN;
+        assert_eq!(
+            needs_regeneration(&leaf.cert_pem, &ca, &request(false), now(), margin),
+            None
+        );
+        // A leaf of another CA is still told apart (by the issuer's CN).
+        let other = new_ca()?.issue(&request(false), now())?;
+        assert_eq!(
+            needs_regeneration(&other.cert_pem, &ca, &request(false), now(), margin),
+            Some(Reason::WrongIssuer)
+        );
+        // And it rotates with the usual overlap: its old leaves verify against the new bundle.
+        let at = now() + DAY;
+        let rotation = rotate(&ca, DEFAULT_CA_LIFETIME, at, ROTATION_MIN_REMAINING)?;
+        let bundle = pem_blocks(&rotation.bundle_pem)?;
+        let (anchors, rest) = bundle.split_at(1);
+        assert!(chain_verifies(&chain, rest, anchors));
+        let new_leaf =
+            rotation
+                .new_ca
+                .issue_with_chain(&request(false), at, &rotation.intermediate_pem)?;
+        let old_anchor = [first_pem_der(&ca.cert_pem)?];
+        assert!(chain_verifies(
+            &pem_blocks(&new_leaf.cert_pem)?,
+            &[],
+            &old_anchor
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn the_rotation_margin_is_the_old_cas_trust_floor() -> TestResult {
+        let old = SigningCa::generate(DEFAULT_CA_LIFETIME, now())?;
+        let at = now() + 400 * DAY;
+        for margin in [30 * DAY, 500 * DAY] {
+            let rotation = rotate(&old, DEFAULT_CA_LIFETIME, at, margin)?;
+            let bundle = pem_blocks(&rotation.bundle_pem)?;
+            let trusted_until = parse_der(&bundle[1])?.validity().not_after.to_datetime();
+            // Never shorter than the old CA itself, and at least `margin` from the rotation.
+            assert!(trusted_until >= old.not_after, "{margin:?}");
+            assert!(trusted_until >= at + margin, "{margin:?}");
+            if at + margin > old.not_after {
+                assert!(
+                    trusted_until <= at + margin + Duration::from_secs(1),
+                    "{margin:?}"
+                );
+            } else {
+                assert_eq!(secs(trusted_until), secs(old.not_after), "{margin:?}");
             }
         }
         Ok(())
@@ -1545,14 +1636,14 @@ mod tests {
     fn rotated_ca_keeps_a_long_old_ca_lifetime_and_round_trips() -> TestResult {
         // Forced early rotation: the old CA still has 790 days, which the re-signed copy keeps.
         let old = new_ca()?;
-        let rotation = rotate(&old, DEFAULT_CA_LIFETIME, now())?;
+        let rotation = rotate(&old, DEFAULT_CA_LIFETIME, now(), ROTATION_MIN_REMAINING)?;
         let bundle = pem_blocks(&rotation.bundle_pem)?;
         let resigned = parse_der(&bundle[1])?;
         assert_eq!(resigned.validity().not_after.to_datetime(), old.not_after);
         let loaded = SigningCa::from_pem(&rotation.new_ca.cert_pem, &rotation.new_ca.key_pem)?;
         assert_eq!(loaded.subject_key_id, rotation.new_ca.subject_key_id);
         // A rotated CA rotates again.
-        let again = rotate(&loaded, DEFAULT_CA_LIFETIME, now())?;
+        let again = rotate(&loaded, DEFAULT_CA_LIFETIME, now(), ROTATION_MIN_REMAINING)?;
         let intermediate = pem_blocks(&again.intermediate_pem)?;
         verifies(&intermediate[0], &first_pem_der(&loaded.cert_pem)?)?;
         Ok(())

@@ -15,9 +15,10 @@ use crate::pki::{self, Reason, ServingCert, ServingCertRequest, SigningCa};
 use crate::{
     ALPHA_EXPIRY, ALPHA_ORIGINATING_SERVICE_NAME, ALPHA_ORIGINATING_SERVICE_UID,
     ALPHA_SERVING_CERT_GENERATION_ERROR, ALPHA_SERVING_CERT_GENERATION_ERROR_NUM,
-    ALPHA_SERVING_CERT_SECRET_NAME, EXPIRY, MANAGED_BY, MANAGED_BY_LABEL, MAX_GENERATION_ERRORS,
-    ORIGINATING_SERVICE_NAME, ORIGINATING_SERVICE_UID, SERVING_CERT_GENERATION_ERROR,
-    SERVING_CERT_GENERATION_ERROR_NUM, SERVING_CERT_SECRET_NAME, TLS_CERT_KEY, TLS_KEY_KEY,
+    ALPHA_SERVING_CERT_SECRET_NAME, DESCRIPTION, EXPIRY, MANAGED_BY, MANAGED_BY_LABEL,
+    MAX_GENERATION_ERRORS, ORIGINATING_SERVICE_NAME, ORIGINATING_SERVICE_UID, OWNING_COMPONENT,
+    OWNING_COMPONENT_NAME, SERVING_CERT_GENERATION_ERROR, SERVING_CERT_GENERATION_ERROR_NUM,
+    SERVING_CERT_SECRET_NAME, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 /// `type` of the serving Secret.
@@ -91,18 +92,45 @@ fn has_our_owner_ref(secret: &Secret, svc_uid: &str) -> bool {
 
 /// The serving Secret for `svc` holding `cert`: `kubernetes.io/tls`, in the Service's namespace,
 /// named as [`requested_secret_name`] says (empty if the Service asks for none), `data` exactly
-/// `tls.crt`/`tls.key`, the originating-service and expiry annotations (alpha and beta), the
-/// managed-by label and a non-controller ownerReference to the Service.
-/// The signer is recorded on the Service (`serving-cert-signed-by`), not here, as OpenShift does.
+/// `tls.crt`/`tls.key`, the originating-service annotations (beta, or alpha for a Service that
+/// asks with the alpha annotation only, as OpenShift writes them), both expiry annotations,
+/// OpenShift's owning-component and description, the managed-by label and a non-controller
+/// ownerReference to the Service. The signer is recorded on the Service
+/// (`serving-cert-signed-by`), not here, as OpenShift does.
 pub fn desired_secret(svc: &Service, cert: &ServingCert) -> Secret {
     let uid = svc.metadata.uid.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
+    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
     let expiry = rfc3339(cert.not_after);
+    let (uid_key, name_key, asked_with) =
+        if annotation(&svc.metadata, SERVING_CERT_SECRET_NAME).is_some() {
+            (
+                ORIGINATING_SERVICE_UID,
+                ORIGINATING_SERVICE_NAME,
+                SERVING_CERT_SECRET_NAME,
+            )
+        } else {
+            (
+                ALPHA_ORIGINATING_SERVICE_UID,
+                ALPHA_ORIGINATING_SERVICE_NAME,
+                ALPHA_SERVING_CERT_SECRET_NAME,
+            )
+        };
+    let description = format!(
+        "Serving certificate and key for service/{name} ({name}.{namespace}.svc), issued by \
+         service-ca-operator because the Service's {asked_with} annotation names this Secret; \
+         re-issued before it expires."
+    );
     let annotations = BTreeMap::from([
-        (ORIGINATING_SERVICE_UID.to_owned(), uid),
-        (ORIGINATING_SERVICE_NAME.to_owned(), name),
+        (uid_key.to_owned(), uid),
+        (name_key.to_owned(), name),
         (ALPHA_EXPIRY.to_owned(), expiry.clone()),
         (EXPIRY.to_owned(), expiry),
+        (
+            OWNING_COMPONENT.to_owned(),
+            OWNING_COMPONENT_NAME.to_owned(),
+        ),
+        (DESCRIPTION.to_owned(), description),
     ]);
     Secret {
         metadata: ObjectMeta {
@@ -147,8 +175,8 @@ pub enum Why {
 /// Verdict on an existing serving Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretCheck {
-    /// Not ours: the UID annotation names another Service, or there is no UID annotation and no
-    /// ownerReference to this Service. Never modified; report an error on the Service.
+    /// Not ours: the UID annotation (beta, else alpha) is missing or names another Service,
+    /// whatever the ownerReferences say. Never modified; report an error on the Service.
     Foreign,
     /// Ours, but the certificate must be re-issued.
     Regenerate(Why),
@@ -174,10 +202,10 @@ pub fn check_secret(
     let owned = has_our_owner_ref(secret, svc_uid);
     let uid_annotation = annotation(&secret.metadata, ORIGINATING_SERVICE_UID)
         .or_else(|| annotation(&secret.metadata, ALPHA_ORIGINATING_SERVICE_UID));
-    match uid_annotation {
-        Some(uid) if uid != svc_uid => return SecretCheck::Foreign,
-        None if !owned => return SecretCheck::Foreign,
-        _ => {}
+    // The UID annotation is what makes a Secret ours, as in OpenShift: an ownerReference
+    // alone can be added by anyone who may edit the Secret.
+    if uid_annotation != Some(svc_uid) || svc_uid.is_empty() {
+        return SecretCheck::Foreign;
     }
 
     let data = secret.data.as_ref();
@@ -226,15 +254,26 @@ pub fn check_secret(
 }
 
 /// `existing` updated to `desired`: keeps its identity (name, resourceVersion, …), the user's
-/// labels, annotations and other ownerReferences; replaces our annotations, our label, our
-/// ownerReference, the type and `data` (dropping `stringData`).
+/// labels, annotations (an owning-component or description already set included) and other
+/// ownerReferences; replaces our annotations, our label, our ownerReference, the type and `data`
+/// (dropping `stringData`).
 pub fn merged_secret(existing: &Secret, desired: &Secret) -> Secret {
     let mut merged = existing.clone();
     let meta = &mut merged.metadata;
 
     let mut annotations = meta.annotations.take().unwrap_or_default();
+    let claimed: Vec<(String, String)> = [OWNING_COMPONENT, DESCRIPTION]
+        .into_iter()
+        .filter_map(|k| {
+            Some((
+                k.to_owned(),
+                annotations.get(k).filter(|v| !v.is_empty())?.clone(),
+            ))
+        })
+        .collect();
     annotations.retain(|k, _| !OWN_SECRET_ANNOTATIONS.contains(&k.as_str()));
     annotations.extend(desired.metadata.annotations.clone().unwrap_or_default());
+    annotations.extend(claimed);
     meta.annotations = Some(annotations).filter(|a| !a.is_empty());
 
     let mut labels = meta.labels.take().unwrap_or_default();
@@ -438,9 +477,55 @@ mod tests {
                 "service.alpha.openshift.io/expiry".to_owned(),
                 expiry.clone(),
             ),
-            ("service.beta.openshift.io/expiry".to_owned(), expiry),
+            (
+                "service.beta.openshift.io/expiry".to_owned(),
+                expiry.clone(),
+            ),
+            (
+                "openshift.io/owning-component".to_owned(),
+                "service-ca".to_owned(),
+            ),
+            (
+                "openshift.io/description".to_owned(),
+                "Serving certificate and key for service/api (api.shop.svc), issued by \
+                 service-ca-operator because the Service's \
+                 service.beta.openshift.io/serving-cert-secret-name annotation names this \
+                 Secret; re-issued before it expires."
+                    .to_owned(),
+            ),
         ]);
         assert_eq!(s.metadata.annotations.as_ref(), Some(&expected));
+
+        // A Service asking with the alpha annotation only gets the alpha originating ones.
+        let alpha = service(json!({ ALPHA_SERVING_CERT_SECRET_NAME: "api-tls" }))?;
+        let a = desired_secret(&alpha, &f.cert);
+        let keys: Vec<&str> = a
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| k.contains("originating"))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "service.alpha.openshift.io/originating-service-name",
+                "service.alpha.openshift.io/originating-service-uid"
+            ]
+        );
+        // An owning component someone else set stays theirs on a re-issue.
+        let mut claimed = f.secret.clone();
+        annotations_mut(&mut claimed).insert(OWNING_COMPONENT.into(), "my-team".into());
+        let merged = merged_secret(&claimed, &f.secret);
+        assert_eq!(
+            merged
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(OWNING_COMPONENT)),
+            Some(&"my-team".to_owned())
+        );
         assert_eq!(
             s.metadata.labels.as_ref(),
             Some(&BTreeMap::from([(
@@ -500,10 +585,14 @@ mod tests {
     }
 
     #[test]
-    fn owned_secret_without_uid_annotation_is_ours() -> TestResult {
+    fn an_owner_reference_without_the_uid_annotation_is_not_ours() -> TestResult {
         let f = fixture()?;
         let mut s = f.secret.clone();
         annotations_mut(&mut s).remove(ORIGINATING_SERVICE_UID);
+        assert!(has_our_owner_ref(&s, UID));
+        assert_eq!(check(&f, &s), SecretCheck::Foreign);
+        // The alpha annotation alone is enough (what alpha-only Services get).
+        annotations_mut(&mut s).insert(ALPHA_ORIGINATING_SERVICE_UID.to_owned(), UID.into());
         assert_eq!(check(&f, &s), SecretCheck::Ok);
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! CA bundle injection on the real control plane: ConfigMaps (beta and alpha annotations, other
 //! keys replaced, no write when equal, repaired after edits) and the cluster-scoped kinds
 //! (APIService, CRD conversion webhooks by strategy, both webhook configuration kinds), with
-//! the alpha-only annotation ignored where OpenShift ignores it.
+//! the alpha-only annotation ignored where OpenShift ignores it; the legacy bundle of
+//! `openshift-service-ca.crt`.
 
 mod common;
 
@@ -69,6 +70,12 @@ async fn configmaps_get_exactly_the_bundle() -> Result<()> {
         "alpha bundle"
     );
     let beta = f.configmaps().get("beta").await?;
+    let annotations = beta.metadata.annotations.clone().unwrap_or_default();
+    ensure!(
+        annotations.get(OWNING_COMPONENT).map(String::as_str) == Some("service-ca")
+            && annotations.contains_key(DESCRIPTION),
+        "OpenShift's owning-component and description: {annotations:?}"
+    );
     let keys: Vec<String> = beta.data.unwrap_or_default().into_keys().collect();
     ensure!(keys == [INJECTED_CA_BUNDLE_KEY], "{keys:?}");
     let off = f.configmaps().get("off").await?;
@@ -119,6 +126,77 @@ async fn configmaps_get_exactly_the_bundle() -> Result<()> {
         f.wait_injected("beta", Some("tampered")).await? == published,
         "restored"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_legacy_bundle_goes_only_to_openshift_service_ca_crt() -> Result<()> {
+    let f = Fixture::new("sca-legacy").await?;
+    // The cluster's CA as a Pod's service account sees it: kube-controller-manager publishes it
+    // into every namespace.
+    let root = f
+        .wait_for(
+            &f.configmaps(),
+            "kube-root-ca.crt",
+            "kube-root-ca.crt",
+            |_| Ok(()),
+        )
+        .await?
+        .data
+        .unwrap_or_default()
+        .remove("ca.crt")
+        .unwrap_or_default();
+    ensure!(root.contains("BEGIN CERTIFICATE"), "{root}");
+    let settings = Settings {
+        cluster_ca_pem: root.clone(),
+        ..f.settings()
+    };
+    let _op = f.operator_with(settings).await?;
+    let published = f.published_bundle().await?;
+    let legacy = json!({ INJECT_VULNERABLE_LEGACY_CABUNDLE: "true" });
+    // Under another name the annotation asks for nothing.
+    create_configmap(
+        &f,
+        json!({ "metadata": { "name": "elsewhere", "annotations": legacy }, "data": { "keep": "me" } }),
+    )
+    .await?;
+    create_configmap(
+        &f,
+        json!({ "metadata": { "name": LEGACY_CABUNDLE_CONFIGMAP, "annotations": legacy } }),
+    )
+    .await?;
+    let injected = f.wait_injected(LEGACY_CABUNDLE_CONFIGMAP, None).await?;
+    ensure!(
+        injected == format!("{published}{root}\n"),
+        "the legacy bundle is the CA bundle, the cluster's CA and a newline"
+    );
+    // The queue is FIFO and `elsewhere` came first: its reconcile has started by now.
+    let elsewhere = f.configmaps().get("elsewhere").await?;
+    ensure!(
+        elsewhere
+            .data
+            .unwrap_or_default()
+            .keys()
+            .collect::<Vec<_>>()
+            == ["keep"],
+        "only openshift-service-ca.crt gets the legacy bundle"
+    );
+
+    // With a regular annotation too, the regular bundle wins (the two never fight).
+    f.configmaps()
+        .patch(
+            LEGACY_CABUNDLE_CONFIGMAP,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": { INJECT_CABUNDLE: "true" } } })),
+        )
+        .await?;
+    ensure!(
+        f.wait_injected(LEGACY_CABUNDLE_CONFIGMAP, Some(&injected))
+            .await?
+            == published,
+        "the regular annotation wins"
+    );
+
     Ok(())
 }
 

@@ -54,6 +54,12 @@ async fn annotated_service_gets_an_openshift_compatible_serving_secret() -> Resu
     );
     let expiry = a.get(EXPIRY).cloned().unwrap_or_default();
     ensure!(a.get(ALPHA_EXPIRY) == Some(&expiry), "{a:?}");
+    ensure!(
+        a.get(OWNING_COMPONENT).map(String::as_str) == Some("service-ca")
+            && a.get(DESCRIPTION)
+                .is_some_and(|d| d.contains("service/api")),
+        "OpenShift's owning-component and description: {a:?}"
+    );
     let owners = secret.owner_references();
     ensure!(
         owners.len() == 1
@@ -81,7 +87,10 @@ async fn annotated_service_gets_an_openshift_compatible_serving_secret() -> Resu
         leaf.common_name
     );
     ensure!(leaf.server_auth && !leaf.client_auth, "EKU {leaf:?}");
-    ensure!(leaf.authority_key_id == ca.subject_key_id, "AKI != CA SKI");
+    ensure!(
+        Some(&leaf.authority_key_id) == ca.subject_key_id.as_ref(),
+        "AKI != CA SKI"
+    );
     let uid_extension = leaf.extension(pki::SERVICE_UID_EXTENSION_OID);
     ensure!(
         uid_extension == Some((false, pki::encode_service_uid(&uid).as_slice())),
@@ -139,7 +148,16 @@ async fn annotated_service_gets_an_openshift_compatible_serving_secret() -> Resu
         "spec": { "ports": [{ "port": 443 }] },
     }))
     .await?;
-    f.wait_issued("alpha-tls").await?;
+    // Alpha-only Services get the alpha originating annotations, as OpenShift writes them.
+    let alpha = f.wait_issued("alpha-tls").await?;
+    let a = alpha.annotations();
+    ensure!(
+        a.get(ALPHA_ORIGINATING_SERVICE_NAME).map(String::as_str) == Some("alpha")
+            && a.contains_key(ALPHA_ORIGINATING_SERVICE_UID)
+            && !a.contains_key(ORIGINATING_SERVICE_UID)
+            && !a.contains_key(ORIGINATING_SERVICE_NAME),
+        "{a:?}"
+    );
     f.wait_issued("both-beta-tls").await?;
     f.wait_signed("both").await?;
     ensure!(
@@ -434,6 +452,59 @@ async fn foreign_secrets_are_never_touched_and_errors_stop_at_ten() -> Result<()
     ensure!(
         untouched.metadata.resource_version == foreign.metadata.resource_version,
         "the foreign Secret was modified"
+    );
+
+    // An ownerReference to the Service is not enough (anyone who may edit the Secret can add
+    // one): without the UID annotation the Secret is not ours, as in OpenShift.
+    let owner = f
+        .create_service(json!({
+            "metadata": { "name": "owner" },
+            "spec": { "ports": [{ "port": 443 }] },
+        }))
+        .await?;
+    let referring: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "owner-tls", "ownerReferences": [{
+            "apiVersion": "v1", "kind": "Service", "name": "owner",
+            "uid": owner.metadata.uid.clone().unwrap_or_default(),
+        }] },
+        "type": "kubernetes.io/tls",
+        "stringData": { "tls.crt": "mine", "tls.key": "mine" },
+    }))?;
+    let referring = f
+        .secrets()
+        .create(&PostParams::default(), &referring)
+        .await?;
+    f.services()
+        .patch(
+            "owner",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                SERVING_CERT_SECRET_NAME: "owner-tls",
+            }}})),
+        )
+        .await?;
+    let owner = f
+        .wait_for(
+            &f.services(),
+            "owner",
+            "a generation error",
+            |svc| match svc.annotations().get(SERVING_CERT_GENERATION_ERROR) {
+                Some(_) => Ok(()),
+                None => Err("no error yet".into()),
+            },
+        )
+        .await?;
+    let message = &owner.annotations()[SERVING_CERT_GENERATION_ERROR];
+    ensure!(
+        message.contains("secret/owner-tls already exists")
+            && message.contains(ORIGINATING_SERVICE_UID),
+        "{message}"
+    );
+    let untouched = f.secrets().get("owner-tls").await?;
+    ensure!(
+        untouched.metadata.resource_version == referring.metadata.resource_version,
+        "an ownerRef-only Secret was taken over"
     );
 
     // Given up: touching the Service does not bring the count past 10.

@@ -194,21 +194,36 @@ async fn a_ca_close_to_expiry_is_rotated_and_a_deleted_one_replaced() -> Result<
         std::time::Duration::from_secs(30 * 86400),
         OffsetDateTime::now_utc(),
     )?;
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": SIGNING_SECRET_NAME },
-        "type": "kubernetes.io/tls",
-        "stringData": { "tls.crt": ca.cert_pem, "tls.key": ca.key_pem },
-    }))?;
+    signing_secret(&f, &ca.cert_pem, &ca.key_pem).await?;
     let signing = Api::<Secret>::namespaced(f.client.clone(), &f.signer_ns);
-    signing.create(&PostParams::default(), &secret).await?;
 
-    let op = f.operator().await?;
+    // A rotation margin of 200 days (not OpenShift's 395): the old CA, re-signed, stays trusted
+    // for at least that long.
+    const DAY: i64 = 86400;
+    let settings = Settings {
+        ca_rotation_margin: std::time::Duration::from_secs(200 * DAY as u64),
+        ca_lifetime: std::time::Duration::from_secs(400 * DAY as u64),
+        ..f.settings()
+    };
+    let started = OffsetDateTime::now_utc().unix_timestamp();
+    let op = f.operator_with(settings).await?;
     f.wait_ready(&op).await?;
     let rotated = ca_ski(&f).await?;
     ensure!(
-        rotated != ca.subject_key_id,
+        Some(&rotated) != ca.subject_key_id.as_ref(),
         "an expiring CA must be rotated"
+    );
+    let bundle = data(&f.signing_secret().await?, CA_BUNDLE_KEY)?;
+    let old_again = pem_ders(&bundle)?
+        .get(1)
+        .map(|der| parse_leaf(&inject::pem_certificates(std::slice::from_ref(der))))
+        .transpose()?
+        .ok_or_else(|| anyhow::anyhow!("no re-signed old CA in {bundle}"))?;
+    let trusted_for = old_again.not_after - started;
+    ensure!(
+        (200 * DAY..210 * DAY).contains(&trusted_for),
+        "the re-signed old CA is trusted for {} days, not the 200-day margin",
+        trusted_for / DAY
     );
     let secret = f.signing_secret().await?;
     ensure!(
@@ -235,6 +250,170 @@ async fn a_ca_close_to_expiry_is_rotated_and_a_deleted_one_replaced() -> Result<
     );
     let (crt, _) = wait_leaf_from(&f, "app-tls", &fresh).await?;
     ensure!(parse_leaf(&crt)?.chain_len == 2, "leaf + CA only");
+    Ok(())
+}
+
+/// A signing Secret holding `cert_pem` and `key_pem`, created in the test's signer namespace.
+async fn signing_secret(f: &Fixture, cert_pem: &str, key_pem: &str) -> Result<Secret> {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": SIGNING_SECRET_NAME },
+        "type": "kubernetes.io/tls",
+        "stringData": { "tls.crt": cert_pem, "tls.key": key_pem },
+    }))?;
+    let signing = Api::<Secret>::namespaced(f.client.clone(), &f.signer_ns);
+    Ok(signing.create(&PostParams::default(), &secret).await?)
+}
+
+/// The `service_ca_expiry_time_seconds` the operator reports.
+fn reported_expiry(op: &common::Operator) -> Option<i64> {
+    op.metrics
+        .metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("service_ca_expiry_time_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+#[tokio::test]
+async fn an_unusable_ca_is_kept_and_reported_until_a_replacement_is_asked_for() -> Result<()> {
+    let f = Fixture::new("sca-broken").await?;
+    // A key, and a tls.crt that is no certificate: nothing of it can be used, but it may be
+    // someone's CA that this operator can't read (OpenShift keeps it too).
+    let key = SigningCa::generate(
+        std::time::Duration::from_secs(30 * 86400),
+        OffsetDateTime::now_utc(),
+    )?
+    .key_pem;
+    let broken =
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+    let created = signing_secret(&f, broken, &key).await?;
+    let op = f.operator().await?;
+    let note = f
+        .wait_event(
+            &f.signer_ns,
+            "Secret",
+            SIGNING_SECRET_NAME,
+            "InvalidSigningCA",
+            "",
+        )
+        .await?;
+    ensure!(
+        note.contains("It is kept") && note.contains(FORCE_ROTATION_REASON),
+        "the Event must say what happens and what to do: {note}"
+    );
+    let signer = op.metrics.metrics.controller("signer");
+    ensure!(signer.errors() >= 1, "the failure must count as an error");
+    let kept = f.signing_secret().await?;
+    ensure!(
+        kept.metadata.resource_version == created.metadata.resource_version,
+        "the unusable CA was overwritten"
+    );
+    ensure!(reported_expiry(&op) == Some(0), "no CA, no expiry");
+
+    // Asked to, it is replaced by a new CA: no overlap with the unusable one.
+    let signing = Api::<Secret>::namespaced(f.client.clone(), &f.signer_ns);
+    signing
+        .patch(
+            SIGNING_SECRET_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                FORCE_ROTATION_REASON: "replace-unreadable-ca",
+            }}})),
+        )
+        .await?;
+    wait_new_ca(&f, &[]).await?;
+    let replaced = f.signing_secret().await?;
+    ensure!(
+        replaced
+            .annotations()
+            .get(FORCED_ROTATION_REASON)
+            .map(String::as_str)
+            == Some("replace-unreadable-ca"),
+        "{:?}",
+        replaced.annotations()
+    );
+    ensure!(
+        !replaced
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(CA_BUNDLE_KEY)),
+        "nothing to overlap with"
+    );
+    f.wait_event(
+        &f.signer_ns,
+        "Secret",
+        SIGNING_SECRET_NAME,
+        "SigningCAReplaced",
+        "",
+    )
+    .await?;
+    f.service("web", "web-tls").await?;
+    f.wait_issued("web-tls").await?;
+    // The expiry metric follows the new CA.
+    let not_after = parse_leaf(&data(&replaced, TLS_CERT_KEY)?)?.not_after;
+    operon_envtest::wait::until("the expiry metric", common::TIMEOUT, || async {
+        match reported_expiry(&op) {
+            Some(v) if v == not_after => Ok(()),
+            other => Err(format!("{other:?}, want {not_after}")),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_ca_without_ski_signs_and_its_leaves_stay_valid() -> Result<()> {
+    let f = Fixture::new("sca-noski").await?;
+    let cert = include_str!("fixtures/ca-without-ski.crt");
+    signing_secret(&f, cert, include_str!("fixtures/ca-without-ski.key")).await?;
+    let op = f.operator().await?;
+    f.wait_ready(&op).await?;
+    ensure!(
+        f.signing_secret()
+            .await?
+            .data
+            .as_ref()
+            .and_then(|d| d.get(TLS_CERT_KEY))
+            .map(|b| b.0.as_slice())
+            == Some(cert.as_bytes()),
+        "the CA was replaced"
+    );
+    f.service("web", "web-tls").await?;
+    let issued = f.wait_issued("web-tls").await?;
+    let svc = f.wait_signed("web").await?;
+    let (crt, key) = (data(&issued, TLS_CERT_KEY)?, data(&issued, TLS_KEY_KEY)?);
+    ensure!(
+        parse_leaf(&crt)?.authority_key_id.is_empty(),
+        "no AKI to name"
+    );
+    let bundle = f.injected_bundle("trust").await?;
+    handshake(&crt, &key, &bundle, &format!("web.{}.svc", f.ns)).await?;
+
+    // Matched by the issuer's CN, the leaf is not re-issued when a new operator run checks
+    // every Service again.
+    op.stop().await?;
+    let op = f.operator().await?;
+    f.wait_ready(&op).await?;
+    let service = op.metrics.metrics.controller("service");
+    operon_envtest::wait::until("the Service checked again", common::TIMEOUT, || async {
+        match service.reconciles() {
+            0 => Err("not yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    let after = f.secrets().get("web-tls").await?;
+    ensure!(
+        after.metadata.resource_version == issued.metadata.resource_version,
+        "a leaf of a CA without SKI was re-issued"
+    );
+    ensure!(
+        svc.annotations()
+            .get(SERVING_CERT_SIGNED_BY)
+            .is_some_and(|cn| cn.starts_with("legacy-service-serving-signer@"))
+    );
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! CA bundle injection: one controller per kind (ConfigMaps per namespace scope; APIServices,
 //! CRDs and the two webhook configuration kinds cluster-wide), all running the same reconcile:
 //! if the object asks for the bundle and doesn't hold exactly it, send the JSON patch of
-//! [`crate::inject::injection_patch`]. Every object is re-checked when the bundle changes.
+//! [`crate::inject::injection_patch`]. Every object is re-checked when the bundle changes. The
+//! ConfigMap named `openshift-service-ca.crt` may ask for the legacy bundle instead (the CA
+//! bundle plus the cluster's CA), as OpenShift keeps it for clusters migrated from old releases.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -31,6 +33,8 @@ struct Context<K: Resource<DynamicType = ()>> {
     client: Client,
     target: Target,
     ca: CaWatch,
+    /// Appended to the bundle for the legacy ConfigMap (PEM).
+    cluster_ca_pem: String,
     /// The Api to patch an object through (namespaced or not).
     api_for: fn(Client, Option<String>) -> Api<K>,
 }
@@ -131,6 +135,7 @@ where
         client,
         target,
         ca: ca.clone(),
+        cluster_ca_pem: settings.cluster_ca_pem.clone(),
         api_for,
     });
     tracing::info!(%kind, "starting CA bundle injector");
@@ -153,7 +158,9 @@ async fn inject_into<K>(obj: &K, ctx: &Context<K>) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize,
 {
-    if !inject::wants_injection(ctx.target, obj.annotations())
+    let legacy = ctx.target == Target::ConfigMap
+        && inject::wants_legacy_injection(&obj.name_any(), obj.annotations());
+    if !(legacy || inject::wants_injection(ctx.target, obj.annotations()))
         || obj.meta().deletion_timestamp.is_some()
     {
         return Ok(Action::await_change());
@@ -161,8 +168,19 @@ where
     let Some(ca) = current_ca(&ctx.ca).await else {
         return Ok(Action::await_change());
     };
+    let bundle = if legacy {
+        if ctx.cluster_ca_pem.trim().is_empty() {
+            return Err(Error::InvalidSettings(
+                "the legacy CA bundle needs the cluster's CA, and the operator's client has none"
+                    .into(),
+            ));
+        }
+        inject::legacy_bundle(&ca.bundle_pem, &ctx.cluster_ca_pem)
+    } else {
+        ca.bundle_pem.clone()
+    };
     let value = serde_json::to_value(obj)?;
-    let Some(patch) = inject::injection_patch(ctx.target, &value, &ca.bundle_pem) else {
+    let Some(patch) = inject::injection_patch(ctx.target, &value, &bundle) else {
         return Ok(Action::await_change());
     };
     let patch: json_patch::Patch = serde_json::from_value(patch)?;

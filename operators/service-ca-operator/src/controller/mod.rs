@@ -93,6 +93,8 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
     #[error("invalid settings: {0}")]
     InvalidSettings(String),
+    #[error("the signing CA can't be used, and is kept: {0}")]
+    InvalidSigningCa(String),
 }
 
 impl operon_runtime::reconciler::Cause for Error {
@@ -107,6 +109,7 @@ impl operon_runtime::reconciler::Cause for Error {
             Error::NoNamespace(_) => "no_namespace",
             Error::Join(_) => "join",
             Error::InvalidSettings(_) => "invalid_settings",
+            Error::InvalidSigningCa(_) => "invalid_signing_ca",
         }
     }
 }
@@ -135,6 +138,10 @@ pub struct Settings {
     pub force_rotation_reason: Option<String>,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
+    /// The cluster's CA (PEM; in a cluster the service account's `ca.crt`), which the legacy
+    /// bundle ([`crate::INJECT_VULNERABLE_LEGACY_CABUNDLE`]) appends. Empty: legacy injection
+    /// fails with an error.
+    pub cluster_ca_pem: String,
     /// Reported in Events as the controller instance (the Pod name in a cluster).
     pub instance: Option<String>,
     /// Reconcile and work-queue metrics, one controller name per kind.
@@ -159,6 +166,7 @@ impl Default for Settings {
             ca_rotation_margin: ROTATION_MIN_REMAINING,
             force_rotation_reason: None,
             concurrency: 10,
+            cluster_ca_pem: String::new(),
             instance: None,
             metrics: Metrics::new(),
             readiness: None,

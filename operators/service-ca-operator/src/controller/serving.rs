@@ -36,8 +36,8 @@ use crate::serving::{self as rules, SecretCheck};
 use crate::{
     ALPHA_SERVING_CERT_GENERATION_ERROR, ALPHA_SERVING_CERT_GENERATION_ERROR_NUM,
     ALPHA_SERVING_CERT_SIGNED_BY, EXPIRY, MANAGED_BY, MANAGED_BY_LABEL, MAX_GENERATION_ERRORS,
-    ORIGINATING_SERVICE_NAME, SERVING_CERT_GENERATION_ERROR, SERVING_CERT_GENERATION_ERROR_NUM,
-    SERVING_CERT_SIGNED_BY, TLS_CERT_KEY, TLS_KEY_KEY,
+    ORIGINATING_SERVICE_NAME, ORIGINATING_SERVICE_UID, SERVING_CERT_GENERATION_ERROR,
+    SERVING_CERT_GENERATION_ERROR_NUM, SERVING_CERT_SIGNED_BY, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 struct Context {
@@ -330,7 +330,9 @@ impl Context {
         let (updated, note) = match check {
             SecretCheck::Foreign => {
                 let message = format!(
-                    "secret/{secret_name} already exists and was not issued for service/{}; it is left untouched",
+                    "secret/{secret_name} already exists and was not issued for service/{} (no \
+                     {ORIGINATING_SERVICE_UID} annotation with this Service's UID); it is left \
+                     untouched: delete it, or name another Secret in the Service's annotation",
                     svc.name_any()
                 );
                 return Err(Error::ForeignSecret(message));

@@ -6,7 +6,9 @@
 //! A controller of one object on the runtime's engine: only it writes the signing Secret, which
 //! it watches by name, so a deleted Secret is replaced by a brand-new CA (no overlap, as in
 //! OpenShift) and an annotation asking for rotation is acted on at once; it also runs at the
-//! rotation deadline, and is retried with backoff (100 ms doubling to a minute) on errors.
+//! rotation deadline, and is retried with backoff (100 ms doubling to a minute) on errors. A CA
+//! it can't use is kept and reported (Event, reconcile error), never silently replaced: a new CA
+//! would break every client at once. The current CA's NotAfter is `service_ca_expiry_time_seconds`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,6 +24,7 @@ use kube::{Client, ResourceExt};
 use operon_runtime::backoff::Backoff;
 use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::events::Events;
+use operon_runtime::metrics::Gauge;
 use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -29,8 +32,9 @@ use tokio::sync::watch;
 use super::{Error, MANAGER, MAX_REQUEUE, Settings, is_status};
 use crate::pki::{self, KeyAlgorithm, SigningCa};
 use crate::{
-    CA_BUNDLE_KEY, FORCE_ROTATION_REASON, FORCED_ROTATION_REASON, INTERMEDIATE_CA_KEY, MANAGED_BY,
-    MANAGED_BY_LABEL, SIGNING_BUNDLE_CONFIGMAP, SIGNING_SECRET_NAME, TLS_CERT_KEY, TLS_KEY_KEY,
+    CA_BUNDLE_KEY, DESCRIPTION, FORCE_ROTATION_REASON, FORCED_ROTATION_REASON, INTERMEDIATE_CA_KEY,
+    MANAGED_BY, MANAGED_BY_LABEL, OWNING_COMPONENT, OWNING_COMPONENT_NAME,
+    SIGNING_BUNDLE_CONFIGMAP, SIGNING_SECRET_NAME, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 /// The signer as the other controllers use it.
@@ -43,6 +47,11 @@ pub struct CaState {
     pub intermediate_pem: String,
 }
 
+/// The gauge of the current CA's NotAfter (Unix seconds), under OpenShift's name; set by the
+/// leader only (a standby reports 0).
+pub const EXPIRY_METRIC: &str = "service_ca_expiry_time_seconds";
+const EXPIRY_METRIC_HELP: &str = "Reports the expiry time of service CA used in the cluster.";
+
 /// `None` until the CA is loaded.
 pub type CaWatch = watch::Receiver<Option<Arc<CaState>>>;
 
@@ -54,6 +63,8 @@ pub struct Signer {
     ca_lifetime: Duration,
     rotation_margin: Duration,
     forced_reason: Option<String>,
+    /// `service_ca_expiry_time_seconds`: the current CA's NotAfter, as OpenShift reports it.
+    expiry: Gauge,
     tx: watch::Sender<Option<Arc<CaState>>>,
     /// The signing Secret as this signer last wrote it, and the resourceVersion it replaced
     /// (`None` when it created it): a cached copy still at that version is older than ours.
@@ -104,6 +115,26 @@ pub fn load(secret: &Secret) -> Result<CaState, pki::Error> {
     })
 }
 
+/// What the signing Secret and the bundle ConfigMap are, for OpenShift's description annotation.
+const SIGNING_SECRET_DESCRIPTION: &str = "The service-ca-operator's signing CA: it signs the \
+     serving certificates of annotated Services and is rotated, with a trust overlap, before it \
+     expires.";
+const BUNDLE_DESCRIPTION: &str = "The CA bundle that verifies serving certificates signed by \
+     service-ca-operator, across a rotation.";
+
+/// OpenShift's owning-component and description annotations, where nobody set them yet.
+fn claim(annotations: &mut BTreeMap<String, String>, description: &str) {
+    for (key, value) in [
+        (OWNING_COMPONENT, OWNING_COMPONENT_NAME),
+        (DESCRIPTION, description),
+    ] {
+        let current = annotations.entry(key.to_owned()).or_default();
+        if current.is_empty() {
+            value.clone_into(current);
+        }
+    }
+}
+
 fn secret_data(entries: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
     entries
         .iter()
@@ -130,6 +161,7 @@ impl Signer {
             ca_lifetime: settings.ca_lifetime,
             rotation_margin: settings.ca_rotation_margin,
             forced_reason: settings.force_rotation_reason.clone(),
+            expiry: settings.metrics.gauge(EXPIRY_METRIC, EXPIRY_METRIC_HELP),
             tx,
             written: Mutex::new(None),
         }
@@ -173,6 +205,36 @@ impl Signer {
         }
     }
 
+    /// A rotation asked for (by flag, else by the Secret's annotation) and not yet done: the
+    /// reason differs from the one the last forced rotation recorded.
+    fn forced_rotation(&self, secret: &Secret) -> Option<String> {
+        self.forced_reason
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .or_else(|| annotation(secret, FORCE_ROTATION_REASON))
+            .filter(|r| Some(*r) != annotation(secret, FORCED_ROTATION_REASON))
+            .map(str::to_owned)
+    }
+
+    /// A brand-new CA in place of the one `secret` holds (no overlap: nothing of the old one can
+    /// be used), recording `forced` as the forced rotation's reason.
+    async fn replace_with_new_ca(
+        &self,
+        secret: &Secret,
+        forced: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(Secret, CaState), Error> {
+        let ca = SigningCa::generate_with(self.key, self.ca_lifetime, now)?;
+        let data = secret_data(&[(TLS_CERT_KEY, &ca.cert_pem), (TLS_KEY_KEY, &ca.key_pem)]);
+        let replaced = self.replace(secret, data, forced).await?;
+        let state = CaState {
+            bundle_pem: ca.cert_pem.clone(),
+            intermediate_pem: String::new(),
+            ca,
+        };
+        Ok((replaced, state))
+    }
+
     /// Brings the signing Secret and the bundle ConfigMap to what they should be and publishes
     /// the CA; returns when to look again (the rotation deadline).
     async fn sync(&self, current: &mut Option<Secret>) -> Result<OffsetDateTime, Error> {
@@ -186,31 +248,56 @@ impl Signer {
             }
         };
         let state = match load(&secret) {
-            Err(e) => {
-                let note =
-                    format!("The signing CA could not be loaded ({e}); a new CA replaces it");
+            // No certificate at all: nothing to keep (OpenShift initialises it the same way).
+            Err(_) if data_str(&secret, TLS_CERT_KEY).is_none() => {
+                let (replaced, state) = self.replace_with_new_ca(&secret, None, now).await?;
+                let note = format!(
+                    "The signing Secret held no CA certificate; created the signing CA {}",
+                    state.ca.common_name
+                );
                 self.events
-                    .warning(&secret, "InvalidSigningCA", "Regenerate", note)
+                    .normal(&replaced, "SigningCACreated", "Create", note)
                     .await;
-                let ca = SigningCa::generate_with(self.key, self.ca_lifetime, now)?;
-                let data = secret_data(&[(TLS_CERT_KEY, &ca.cert_pem), (TLS_KEY_KEY, &ca.key_pem)]);
-                *current = Some(self.replace(&secret, data, None).await?);
-                CaState {
-                    bundle_pem: ca.cert_pem.clone(),
-                    intermediate_pem: String::new(),
-                    ca,
-                }
+                *current = Some(replaced);
+                state
             }
+            // Unusable, but maybe only to us: keep it (OpenShift does) and replace it only when
+            // asked to, since a new CA has no overlap with it and breaks every client at once.
+            Err(e) => match self.forced_rotation(&secret) {
+                Some(reason) => {
+                    let (replaced, state) = self
+                        .replace_with_new_ca(&secret, Some(&reason), now)
+                        .await?;
+                    let note = format!(
+                        "Replaced the unusable signing CA ({e}) with a new CA, as asked ({reason}); \
+                         there is no trust overlap: every client needs the new bundle"
+                    );
+                    self.events
+                        .warning(&replaced, "SigningCAReplaced", "Rotate", note)
+                        .await;
+                    *current = Some(replaced);
+                    state
+                }
+                None => {
+                    let note = format!(
+                        "The signing CA can't be used ({e}). It is kept, and serving certificates \
+                         keep coming from the CA loaded before (none if the operator started with \
+                         this one). Fix tls.crt/tls.key, or replace it with a new CA (no trust \
+                         overlap: every client needs the new bundle) by annotating this Secret \
+                         with {FORCE_ROTATION_REASON}=<reason>"
+                    );
+                    self.events
+                        .warning(&secret, "InvalidSigningCA", "Load", note)
+                        .await;
+                    return Err(Error::InvalidSigningCa(e.to_string()));
+                }
+            },
             Ok(state) => {
-                let requested = self
-                    .forced_reason
-                    .as_deref()
-                    .filter(|r| !r.is_empty())
-                    .or_else(|| annotation(&secret, FORCE_ROTATION_REASON));
-                let forced =
-                    requested.filter(|r| Some(*r) != annotation(&secret, FORCED_ROTATION_REASON));
+                let forced = self.forced_rotation(&secret);
+                let forced = forced.as_deref();
                 if forced.is_some() || pki::needs_rotation(&state.ca, now, self.rotation_margin) {
-                    let rotation = pki::rotate(&state.ca, self.ca_lifetime, now)?;
+                    let rotation =
+                        pki::rotate(&state.ca, self.ca_lifetime, now, self.rotation_margin)?;
                     let data = secret_data(&[
                         (TLS_CERT_KEY, &rotation.new_ca.cert_pem),
                         (TLS_KEY_KEY, &rotation.new_ca.key_pem),
@@ -248,6 +335,7 @@ impl Signer {
         let deadline = state.ca.not_after
             - time::Duration::try_from(self.rotation_margin).unwrap_or(time::Duration::ZERO);
         let bundle = state.bundle_pem.clone();
+        self.expiry.set(state.ca.not_after.unix_timestamp());
         let changed = self.tx.borrow().as_ref().is_none_or(|old| {
             old.ca.cert_pem != state.ca.cert_pem
                 || old.bundle_pem != state.bundle_pem
@@ -272,6 +360,11 @@ impl Signer {
                     MANAGED_BY_LABEL.to_owned(),
                     MANAGED_BY.to_owned(),
                 )])),
+                annotations: Some({
+                    let mut annotations = BTreeMap::new();
+                    claim(&mut annotations, SIGNING_SECRET_DESCRIPTION);
+                    annotations
+                }),
                 ..ObjectMeta::default()
             },
             type_: Some(crate::serving::TLS_SECRET_TYPE.to_owned()),
@@ -318,6 +411,7 @@ impl Signer {
         updated
             .labels_mut()
             .insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+        claim(updated.annotations_mut(), SIGNING_SECRET_DESCRIPTION);
         if let Some(reason) = forced_reason {
             updated
                 .annotations_mut()
@@ -349,6 +443,10 @@ impl Signer {
             "metadata": {
                 "name": SIGNING_BUNDLE_CONFIGMAP,
                 "labels": { MANAGED_BY_LABEL: MANAGED_BY },
+                "annotations": {
+                    OWNING_COMPONENT: OWNING_COMPONENT_NAME,
+                    DESCRIPTION: BUNDLE_DESCRIPTION,
+                },
             },
             "data": { CA_BUNDLE_KEY: bundle_pem },
         });
