@@ -63,6 +63,13 @@ pub struct CredentialsRequestSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     pub service_account_names: Vec<String>,
+    /// Where the workload finds its projected service account token, for short-lived
+    /// credentials (`providerSpec.stsIAMRoleARN` in manual mode); default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("cloudTokenPath must be an absolute path, e.g. /var/run/secrets/openshift/serviceaccount/token"))]
+    pub cloud_token_path: Option<String>,
 }
 
 /// Name and namespace of the target Secret (an `ObjectReference` in OpenShift; only these two
@@ -94,6 +101,17 @@ pub struct ProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100))]
     pub statement_entries: Option<Vec<StatementEntry>>,
+    /// The IAM role to assume with the service account token (AWS STS, manual mode): the
+    /// Secret then holds a profile with `role_arn` and `web_identity_token_file` instead of
+    /// keys.
+    #[serde(
+        default,
+        rename = "stsIAMRoleARN",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$')").message("stsIAMRoleARN must be an IAM role ARN, e.g. arn:aws:iam::123456789012:role/my-operator"))]
+    pub sts_iam_role_arn: Option<String>,
     /// Fields of other providers' specs, kept as they are.
     #[serde(flatten)]
     #[schemars(skip)]
@@ -163,6 +181,11 @@ pub struct CredentialsRequestStatus {
     /// resourceVersion of the root credentials Secret at the last sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_cloud_creds_secret_resource_version: Option<String>,
+    /// OpenShift's resourceVersion of its `Infrastructure` resource at the last sync. Plain
+    /// Kubernetes has none, so this operator never sets it; it is in the schema so that a
+    /// status copied from OpenShift keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_infrastructure_resource_version: Option<String>,
     /// The cloud identity: recorded before it is created, so a crash never orphans one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_status: Option<AwsProviderStatus>,

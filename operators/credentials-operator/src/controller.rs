@@ -81,8 +81,12 @@ pub enum Error {
     RootCredentials(String),
     #[error("{0}")]
     ForeignSecret(String),
-    #[error("passthrough: the root credentials lack {0:?}")]
+    #[error("root creds are not sufficient: they may not {0:?}")]
     InsufficientRoot(Vec<String>),
+    #[error("error validating whether root creds are good enough: {0}")]
+    Simulation(CloudError),
+    #[error("{0}")]
+    NeedsRoot(String),
     #[error("{0} has no namespace")]
     NoNamespace(String),
 }
@@ -96,6 +100,8 @@ impl operon_runtime::reconciler::Cause for Error {
             Error::RootCredentials(_) => "root_credentials",
             Error::ForeignSecret(_) => "foreign_secret",
             Error::InsufficientRoot(_) => "insufficient_root",
+            Error::Simulation(_) => "simulation",
+            Error::NeedsRoot(_) => "needs_root",
             Error::NoNamespace(_) => "no_namespace",
         }
     }
@@ -118,7 +124,13 @@ pub enum Mode {
 pub struct Settings {
     /// Namespaces whose requests are served; empty means all.
     pub namespaces: Vec<String>,
-    pub mode: Mode,
+    /// `--mode`: overrides the root Secret's [`mint::MODE_ANNOTATION`]. `None`: the annotation
+    /// decides, mint when it is absent. An explicit passthrough trusts the root credentials
+    /// (no simulation), as OpenShift's explicit passthrough mode does.
+    pub mode: Option<Mode>,
+    /// Tags of every minted user besides `kubernetes.io/cluster/<cluster_id>=owned` (OpenShift's
+    /// user-defined resource tags); repaired on every sync.
+    pub resource_tags: Vec<(String, String)>,
     /// The root credentials Secret (`aws_access_key_id`, `aws_secret_access_key`).
     pub root_secret_namespace: String,
     pub root_secret_name: String,
@@ -142,7 +154,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             namespaces: Vec::new(),
-            mode: Mode::Mint,
+            mode: None,
+            resource_tags: Vec::new(),
             root_secret_namespace: "kube-system".into(),
             root_secret_name: "aws-creds".into(),
             cluster_id: "operon".into(),
@@ -331,12 +344,33 @@ async fn reconcile(cr: Arc<CredentialsRequest>, ctx: Arc<Context>) -> Result<Act
     ctx.reconcile(&cr).await
 }
 
-/// Root credentials: (resourceVersion, access key id, secret access key).
+/// Root credentials: resourceVersion, keys, and the mode annotation.
 struct RootCredentials {
     resource_version: String,
     access_key_id: String,
     secret_access_key: String,
+    /// [`mint::MODE_ANNOTATION`], when set.
+    mode: Option<String>,
 }
+
+/// What to do with a request, from `--mode` or the root Secret's annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Mint,
+    /// `simulate`: check the root credentials allow the requested actions first (passthrough
+    /// chosen by the annotation; an explicit `--mode passthrough` trusts them).
+    Passthrough {
+        simulate: bool,
+    },
+}
+
+/// The failure conditions, cleared (set False where present) when a request is ignored.
+const FAILURE_CONDITIONS: [&str; 4] = [
+    condition::PROVISION_FAILURE,
+    condition::DEPROVISION_FAILURE,
+    condition::INSUFFICIENT_CLOUD_CREDS,
+    condition::MISSING_TARGET_NAMESPACE,
+];
 
 impl Context {
     fn api(&self, cr: &CredentialsRequest) -> Result<Api<CredentialsRequest>, Error> {
@@ -352,20 +386,32 @@ impl Context {
         }
         let mut status = cr.status.clone().unwrap_or_default();
         let Some(statements) = cr.aws_statements() else {
+            let message = format!(
+                "providerSpec kind {:?} is not AWSProviderSpec: this operator provisions AWS credentials only",
+                cr.spec.provider_spec.kind
+            );
             set_condition(
                 &mut status.conditions,
                 condition::IGNORED,
                 true,
                 "InfrastructureMismatch",
-                &format!(
-                    "providerSpec kind {:?} is not AWSProviderSpec: this operator provisions AWS credentials only",
-                    cr.spec.provider_spec.kind
-                ),
+                &message,
             );
+            // An ignored request is nobody's failure (OpenShift clears them the same way).
+            for type_ in FAILURE_CONDITIONS {
+                set_condition(
+                    &mut status.conditions,
+                    type_,
+                    false,
+                    "InfrastructureMismatch",
+                    &message,
+                );
+            }
             self.write_status(cr, &status).await?;
             return Ok(Action::await_change());
         };
-        if self.settings.mode == Mode::Manual {
+        let sts_role = cr.spec.provider_spec.sts_iam_role_arn.clone();
+        if self.settings.mode == Some(Mode::Manual) && sts_role.is_none() {
             // An administrator provides the Secret.
             return Ok(Action::await_change());
         }
@@ -407,28 +453,97 @@ impl Context {
             &format!("target namespace {target_ns} exists"),
         );
 
+        if let Some(role) = sts_role.filter(|_| self.settings.mode == Some(Mode::Manual)) {
+            // Short-lived credentials: no root credentials, no cloud call.
+            let result = self.sts(cr, &role).await;
+            return self.record(cr, status, result, None).await;
+        }
+
         let root = match self.root_credentials().await {
             Ok(root) => root,
-            Err(e) => {
+            Err(e) => return self.without_root(cr, status, statements, e).await,
+        };
+        let plan = match (self.settings.mode, root.mode.as_deref()) {
+            (Some(Mode::Passthrough), _) => Plan::Passthrough { simulate: false },
+            (Some(_), _) | (None, None | Some(mint::MODE_MINT)) => Plan::Mint,
+            (None, Some(mint::MODE_PASSTHROUGH)) => Plan::Passthrough { simulate: true },
+            (None, Some(mint::MODE_INSUFFICIENT)) => {
+                // The administrator (or OpenShift's annotator) says these credentials can't
+                // serve requests. Waits for the root Secret to change.
+                let message = format!(
+                    "cloud credentials insufficient to satisfy credentials request: Secret {}/{} is annotated {}={}",
+                    self.settings.root_secret_namespace,
+                    self.settings.root_secret_name,
+                    mint::MODE_ANNOTATION,
+                    mint::MODE_INSUFFICIENT
+                );
                 set_condition(
                     &mut status.conditions,
                     condition::INSUFFICIENT_CLOUD_CREDS,
                     true,
                     "CloudCredsInsufficient",
-                    &e.to_string(),
+                    &message,
                 );
+                set_condition(
+                    &mut status.conditions,
+                    condition::PROVISION_FAILURE,
+                    false,
+                    "CredentialsProvisionSuccess",
+                    "",
+                );
+                status.provisioned = false;
                 self.write_status(cr, &status).await?;
-                return Err(e);
+                self.events
+                    .warning(cr, "CloudCredsInsufficient", "Provision", message)
+                    .await;
+                return Ok(Action::await_change());
+            }
+            (None, Some(other)) => {
+                let message = format!(
+                    "unexpected value {other:?} of annotation {} on Secret {}/{}: use {}, {} or {}",
+                    mint::MODE_ANNOTATION,
+                    self.settings.root_secret_namespace,
+                    self.settings.root_secret_name,
+                    mint::MODE_MINT,
+                    mint::MODE_PASSTHROUGH,
+                    mint::MODE_INSUFFICIENT
+                );
+                set_condition(
+                    &mut status.conditions,
+                    condition::PROVISION_FAILURE,
+                    true,
+                    "CredentialsProvisionFailure",
+                    &message,
+                );
+                status.provisioned = false;
+                self.write_status(cr, &status).await?;
+                self.events
+                    .warning(cr, "CredentialsProvisionFailure", "Provision", message)
+                    .await;
+                return Ok(Action::await_change());
             }
         };
         if let Some(wait) = self.fresh(cr, &status, &root) {
             return Ok(Action::requeue(wait));
         }
 
-        let result = match self.settings.mode {
-            Mode::Passthrough => self.passthrough(cr, statements, &root).await,
-            _ => self.mint(cr, &mut status, statements, &root).await,
+        let result = match plan {
+            Plan::Passthrough { simulate } => {
+                self.passthrough(cr, statements, &root, simulate).await
+            }
+            Plan::Mint => self.mint(cr, &mut status, statements, &root).await,
         };
+        self.record(cr, status, result, Some(&root)).await
+    }
+
+    /// Records the outcome of a sync in the status (and an Event on failure).
+    async fn record(
+        &self,
+        cr: &CredentialsRequest,
+        mut status: CredentialsRequestStatus,
+        result: Result<(), Error>,
+        root: Option<&RootCredentials>,
+    ) -> Result<Action, Error> {
         match result {
             Ok(()) => {
                 set_condition(
@@ -448,28 +563,163 @@ impl Context {
                 status.provisioned = true;
                 status.last_sync_timestamp = Some(now());
                 status.last_sync_generation = cr.metadata.generation.unwrap_or_default();
-                status.last_sync_cloud_creds_secret_resource_version =
-                    Some(root.resource_version.clone());
+                if let Some(root) = root {
+                    status.last_sync_cloud_creds_secret_resource_version =
+                        Some(root.resource_version.clone());
+                }
                 self.write_status(cr, &status).await?;
                 Ok(Action::requeue(
                     self.settings.resync_period.min(MAX_REQUEUE),
                 ))
             }
             Err(e) => {
-                let (type_, reason) = match &e {
-                    Error::InsufficientRoot(_) => (
-                        condition::INSUFFICIENT_CLOUD_CREDS,
-                        "CloudCredsInsufficient",
-                    ),
-                    _ => (condition::PROVISION_FAILURE, "CredentialsProvisionFailure"),
-                };
+                // Every failure to provision is CredentialsProvisionFailure, as in OpenShift
+                // (InsufficientCloudCreds is the root Secret's `insufficient` annotation only).
+                let reason = "CredentialsProvisionFailure";
                 let message = iam::scrub(&format!("failed to grant creds: {e}"));
-                set_condition(&mut status.conditions, type_, true, reason, &message);
+                set_condition(
+                    &mut status.conditions,
+                    condition::PROVISION_FAILURE,
+                    true,
+                    reason,
+                    &message,
+                );
+                set_condition(
+                    &mut status.conditions,
+                    condition::INSUFFICIENT_CLOUD_CREDS,
+                    false,
+                    "CloudCredsSufficient",
+                    "",
+                );
+                status.provisioned = false;
                 self.write_status(cr, &status).await?;
                 self.events.warning(cr, reason, "Provision", message).await;
                 Err(e)
             }
         }
+    }
+
+    /// The root credentials are gone or unusable. OpenShift lets an administrator remove them
+    /// after install in mint mode: a minted request stays healthy as long as nothing needs to
+    /// change, which its own credentials tell ([`Self::check_with_minted`]); changing anything
+    /// needs the root credentials back.
+    async fn without_root(
+        &self,
+        cr: &CredentialsRequest,
+        mut status: CredentialsRequestStatus,
+        statements: &[crate::api::StatementEntry],
+        missing: Error,
+    ) -> Result<Action, Error> {
+        let error = match self.check_with_minted(cr, &status, statements).await {
+            Some(Ok(())) => {
+                let note = format!(
+                    "The root credentials are unavailable ({missing}); checked with the minted credentials: valid and up to date, so the root credentials are not needed until something changes"
+                );
+                set_condition(
+                    &mut status.conditions,
+                    condition::PROVISION_FAILURE,
+                    false,
+                    "CredentialsProvisionSuccess",
+                    &note,
+                );
+                status.last_sync_timestamp = Some(now());
+                self.write_status(cr, &status).await?;
+                self.events
+                    .normal(cr, "CheckedWithoutRootCredentials", "Check", note)
+                    .await;
+                return Ok(Action::requeue(
+                    self.settings.resync_period.min(MAX_REQUEUE),
+                ));
+            }
+            Some(Err(change)) => {
+                Error::NeedsRoot(format!("{missing}; {change} needs the root credentials"))
+            }
+            None => missing,
+        };
+        self.record(cr, status, Err(error), None)
+            .await
+            .map(|_| Action::await_change())
+    }
+
+    /// Whether a minted request is still exactly as it should be, asked with its own
+    /// credentials (they may read their own user: the policy grants `iam:GetUser` on it).
+    /// `None` when it can't be told (not minted, not provisioned, no Secret); `Some(Err(what))`
+    /// names what needs changing.
+    async fn check_with_minted(
+        &self,
+        cr: &CredentialsRequest,
+        status: &CredentialsRequestStatus,
+        statements: &[crate::api::StatementEntry],
+    ) -> Option<Result<(), String>> {
+        if self.settings.mode.is_some_and(|m| m != Mode::Mint) || !status.provisioned {
+            return None;
+        }
+        let user = status.provider_status.as_ref().map(|p| p.user.clone())?;
+        let secret_ref = &cr.spec.secret_ref;
+        let secret = self
+            .secrets
+            .get(&ObjectRef::new(&secret_ref.name).within(&secret_ref.namespace))
+            .filter(|s| mint::is_for(s, cr))?;
+        let key_id = mint::secret_key_id(&secret)?;
+        let secret_key = mint::secret_value(&secret, mint::SECRET_ACCESS_KEY)?;
+        if status.last_sync_generation != cr.metadata.generation.unwrap_or_default() {
+            return Some(Err("applying the changed spec".into()));
+        }
+        let minted = Iam::new(&self.sdk, &self.settings.endpoint, &key_id, &secret_key);
+        let me = match minted.caller().await {
+            Ok(me) => me,
+            Err(e) => return Some(Err(format!("replacing the access key IAM refuses ({e})"))),
+        };
+        if me.name != user {
+            return Some(Err(format!(
+                "replacing the access key of another user ({})",
+                me.name
+            )));
+        }
+        let tags = self.user_tags();
+        if let Some(tag) = tags.iter().find(|t| !me.tags.contains(t)) {
+            return Some(Err(format!("tagging the user with {}={}", tag.0, tag.1)));
+        }
+        let document = mint::policy_document(statements, &me.arn);
+        let recorded = secret.annotations().get(mint::POLICY_ANNOTATION);
+        if !recorded.is_some_and(|r| mint::same_policy(r, &document)) {
+            return Some(Err("putting the requested policy".into()));
+        }
+        Some(Ok(()))
+    }
+
+    /// The tags every minted user carries: the cluster's ownership tag, then the configured
+    /// resource tags.
+    fn user_tags(&self) -> Vec<(String, String)> {
+        let mut tags = vec![(
+            format!("kubernetes.io/cluster/{}", self.settings.cluster_id),
+            "owned".to_owned(),
+        )];
+        tags.extend(self.settings.resource_tags.iter().cloned());
+        tags
+    }
+
+    /// Manual mode with `stsIAMRoleARN`: the Secret holds a profile that assumes the role with
+    /// the workload's service account token (no keys).
+    async fn sts(&self, cr: &CredentialsRequest, role: &str) -> Result<(), Error> {
+        let existing = self.target_secret(cr).await?;
+        let desired = mint::desired_sts_secret(cr, role);
+        if existing.as_ref().is_some_and(|s| s.data == desired.data) {
+            return Ok(());
+        }
+        self.write_secret(existing, desired).await?;
+        self.events
+            .normal(
+                cr,
+                "CredentialsWritten",
+                "Provision",
+                format!(
+                    "Wrote the profile assuming {role} to Secret {}/{}",
+                    cr.spec.secret_ref.namespace, cr.spec.secret_ref.name
+                ),
+            )
+            .await;
+        Ok(())
     }
 
     /// `Some(wait)` when nothing changed since a recent successful sync (OpenShift's rule):
@@ -531,6 +781,7 @@ impl Context {
             resource_version: secret.resource_version().unwrap_or_default(),
             access_key_id: value(mint::ACCESS_KEY_ID)?,
             secret_access_key: value(mint::SECRET_ACCESS_KEY)?,
+            mode: secret.annotations().get(mint::MODE_ANNOTATION).cloned(),
         })
     }
 
@@ -582,8 +833,13 @@ impl Context {
             .await?;
         match existing {
             Some(s) if !mint::is_for(&s, cr) => Err(Error::ForeignSecret(format!(
-                "Secret {}/{} exists and was not written for this request; it is left untouched",
-                r.namespace, r.name
+                "Secret {}/{} exists and was not written for this request; it is left untouched. \
+                 Delete it, point secretRef at another name, or hand it over by annotating it \
+                 {}={}",
+                r.namespace,
+                r.name,
+                mint::SECRET_ANNOTATION,
+                mint::request_key(cr)
             ))),
             other => Ok(other),
         }
@@ -650,12 +906,21 @@ impl Context {
             }
         };
         let (user, policy) = (&provider.user, &provider.policy);
+        let tags = self.user_tags();
         let arn = match iam.user_arn(user).await? {
-            Some(arn) => arn,
+            Some(arn) => {
+                if iam.ensure_tags(user, &tags).await? {
+                    tracing::info!(request = %mint::request_key(cr), %user, "repaired the IAM user's tags");
+                }
+                arn
+            }
             None => {
-                let tag = format!("kubernetes.io/cluster/{}", self.settings.cluster_id);
-                let arn = iam.create_user(user, (&tag, "owned")).await?;
-                tracing::info!(request = %mint::request_key(cr), %user, "created IAM user");
+                // Minted users get the root user's permissions boundary, so that they can
+                // never exceed it (OpenShift does the same).
+                let root_user = iam.caller().await?;
+                let boundary = root_user.permissions_boundary.as_deref();
+                let arn = iam.create_user(user, &tags, boundary).await?;
+                tracing::info!(request = %mint::request_key(cr), %user, ?boundary, "created IAM user");
                 arn
             }
         };
@@ -735,17 +1000,28 @@ impl Context {
         cr: &CredentialsRequest,
         statements: &[crate::api::StatementEntry],
         root: &RootCredentials,
+        simulate: bool,
     ) -> Result<(), Error> {
-        let iam = self.iam(root);
-        let wanted: Vec<String> = statements
-            .iter()
-            .filter(|s| s.effect == crate::api::Effect::Allow)
-            .flat_map(|s| s.action.iter().cloned())
-            .collect();
-        if let Some(denied) = iam.denied_actions(&wanted).await?
-            && !denied.is_empty()
-        {
-            return Err(Error::InsufficientRoot(denied));
+        if simulate {
+            let iam = self.iam(root);
+            let wanted: Vec<String> = statements
+                .iter()
+                .filter(|s| s.effect == crate::api::Effect::Allow)
+                .flat_map(|s| s.action.iter().cloned())
+                .collect();
+            let region = self
+                .settings
+                .endpoint
+                .region
+                .clone()
+                .or_else(|| self.sdk.region().map(|r| r.to_string()));
+            let denied = iam
+                .denied_actions(&wanted, region.as_deref())
+                .await
+                .map_err(Error::Simulation)?;
+            if !denied.is_empty() {
+                return Err(Error::InsufficientRoot(denied));
+            }
         }
         let existing = self.target_secret(cr).await?;
         let desired = mint::desired_secret(cr, &root.access_key_id, &root.secret_access_key, None);
@@ -803,9 +1079,8 @@ impl Context {
             .as_ref()
             .and_then(|s| s.provider_status.clone())
             .filter(|p| !p.user.is_empty());
-        if self.settings.mode == Mode::Mint
-            && let Some(provider) = user
-        {
+        // Whatever the mode now: a user minted before a switch away from mint goes too.
+        if let Some(provider) = user {
             let root = self.root_credentials().await?;
             let iam = self.iam(&root);
             iam.delete_user_policy(&provider.user, &provider.policy)

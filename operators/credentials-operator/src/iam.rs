@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
-use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::types::Tag;
 
 /// An IAM error, scrubbed of key material.
@@ -35,7 +35,9 @@ where
         let code = err.code().map(str::to_owned);
         let message = match err.message() {
             Some(m) => m.to_owned(),
-            None => DisplayErrorContext(&err).to_string(),
+            // No IAM error in the answer (a timeout, or an endpoint that doesn't implement the
+            // call): the chain of causes, without the raw response.
+            None => causes(&err),
         };
         CloudError {
             op,
@@ -43,6 +45,18 @@ where
             message: scrub(&message),
         }
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Replaces AWS access key IDs and anything shaped like a secret access key by `***`.
@@ -175,34 +189,53 @@ impl Iam {
 
     /// The name of the user these credentials belong to (`GetUser` without a name).
     pub async fn whoami(&self) -> Result<String, CloudError> {
+        Ok(self.caller().await?.name)
+    }
+
+    /// Who these credentials are (`GetUser` without a name): name, ARN, permissions boundary
+    /// and tags.
+    pub async fn caller(&self) -> Result<Caller, CloudError> {
         let out = self
             .client
             .get_user()
             .send()
             .await
             .map_err(cloud_error("GetUser"))?;
-        Ok(out
-            .user()
-            .map(|u| u.user_name().to_owned())
-            .unwrap_or_default())
+        let Some(user) = out.user() else {
+            return Err(CloudError {
+                op: "GetUser",
+                code: None,
+                message: "the answer names no user".into(),
+            });
+        };
+        Ok(Caller {
+            name: user.user_name().to_owned(),
+            arn: user.arn().to_owned(),
+            permissions_boundary: user
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_owned),
+            tags: user
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect(),
+        })
     }
 
-    /// Creates the user with one tag; returns its ARN.
-    pub async fn create_user(&self, user: &str, tag: (&str, &str)) -> Result<String, CloudError> {
-        let tag = Tag::builder()
-            .key(tag.0)
-            .value(tag.1)
-            .build()
-            .map_err(|e| CloudError {
-                op: "CreateUser",
-                code: None,
-                message: e.to_string(),
-            })?;
+    /// Creates the user with `tags` and, when given, a permissions boundary; returns its ARN.
+    pub async fn create_user(
+        &self,
+        user: &str,
+        tags: &[(String, String)],
+        permissions_boundary: Option<&str>,
+    ) -> Result<String, CloudError> {
         match self
             .client
             .create_user()
             .user_name(user)
-            .tags(tag)
+            .set_tags(Some(sdk_tags("CreateUser", tags)?))
+            .set_permissions_boundary(permissions_boundary.map(str::to_owned))
             .send()
             .await
         {
@@ -217,6 +250,42 @@ impl Iam {
                 }
             }
         }
+    }
+
+    /// Adds or corrects `tags` on the user (other tags stay); whether anything was written.
+    pub async fn ensure_tags(
+        &self,
+        user: &str,
+        tags: &[(String, String)],
+    ) -> Result<bool, CloudError> {
+        let out = self
+            .client
+            .list_user_tags()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(cloud_error("ListUserTags"))?;
+        let current: Vec<(String, String)> = out
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect();
+        let missing: Vec<(String, String)> = tags
+            .iter()
+            .filter(|t| !current.contains(t))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        self.client
+            .tag_user()
+            .user_name(user)
+            .set_tags(Some(sdk_tags("TagUser", &missing)?))
+            .send()
+            .await
+            .map_err(cloud_error("TagUser"))?;
+        Ok(true)
     }
 
     /// The user's inline policy document, URL-decoded; `None` when absent.
@@ -369,45 +438,85 @@ impl Iam {
         }
     }
 
-    /// Which of `actions` the caller's own identity is denied, by `SimulatePrincipalPolicy`.
-    /// `Ok(None)` when the cloud can't tell (the call isn't supported, or the caller may not
-    /// simulate): passthrough then trusts the root credentials, as OpenShift does on failure.
+    /// The actions of `actions` these credentials may not perform, by IAM's policy simulator
+    /// (`SimulatePrincipalPolicy`, every page, with `aws:RequestedRegion` = `region` when
+    /// given). The account's root user may do everything and is not simulated (IAM can't
+    /// simulate it). A simulation that fails is an error, never a pass.
     pub async fn denied_actions(
         &self,
         actions: &[String],
-    ) -> Result<Option<Vec<String>>, CloudError> {
-        let me = self
-            .client
-            .get_user()
-            .send()
-            .await
-            .map_err(cloud_error("GetUser"))?;
-        let Some(arn) = me.user().map(|u| u.arn().to_owned()) else {
-            return Ok(None);
-        };
-        let out = match self
-            .client
-            .simulate_principal_policy()
-            .policy_source_arn(arn)
-            .set_action_names(Some(actions.to_vec()))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                let e = cloud_error("SimulatePrincipalPolicy")(e);
-                tracing::debug!("cannot simulate the root credentials' policy: {e}");
-                return Ok(None);
+        region: Option<&str>,
+    ) -> Result<Vec<String>, CloudError> {
+        let me = self.caller().await?;
+        if is_account_root(&me.arn) {
+            return Ok(Vec::new());
+        }
+        let context = region
+            .map(|region| {
+                aws_sdk_iam::types::ContextEntry::builder()
+                    .context_key_name("aws:RequestedRegion")
+                    .context_key_type(aws_sdk_iam::types::ContextKeyTypeEnum::String)
+                    .context_key_values(region)
+                    .build()
+            })
+            .into_iter()
+            .collect::<Vec<_>>();
+        let mut denied = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .simulate_principal_policy()
+                .policy_source_arn(&me.arn)
+                .set_action_names(Some(actions.to_vec()))
+                .set_context_entries(Some(context.clone()).filter(|c| !c.is_empty()))
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(cloud_error("SimulatePrincipalPolicy"))?;
+            denied.extend(
+                out.evaluation_results()
+                    .iter()
+                    .filter(|r| r.eval_decision().as_str() != "allowed")
+                    .map(|r| r.eval_action_name().to_owned()),
+            );
+            match out.marker().filter(|_| out.is_truncated()) {
+                Some(next) => marker = Some(next.to_owned()),
+                None => break,
             }
-        };
-        Ok(Some(
-            out.evaluation_results()
-                .iter()
-                .filter(|r| r.eval_decision().as_str() != "allowed")
-                .map(|r| r.eval_action_name().to_owned())
-                .collect(),
-        ))
+        }
+        Ok(denied)
     }
+}
+
+/// Who a set of credentials belongs to ([`Iam::caller`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub arn: String,
+    pub permissions_boundary: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// Whether `arn` is an account's root user (`arn:aws:iam::123456789012:root`).
+pub fn is_account_root(arn: &str) -> bool {
+    arn.starts_with("arn:") && arn.ends_with(":root")
+}
+
+fn sdk_tags(op: &'static str, tags: &[(String, String)]) -> Result<Vec<Tag>, CloudError> {
+    tags.iter()
+        .map(|(k, v)| {
+            Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| CloudError {
+                    op,
+                    code: None,
+                    message: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// The SDK's shared configuration from the environment (`AWS_REGION`, `AWS_ENDPOINT_URL_IAM`,
@@ -428,7 +537,63 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::scrub;
+    use super::{is_account_root, scrub};
+
+    /// moto ignores a user's permissions boundary, so the request itself is checked here: a
+    /// minted user is created with the boundary and the tags it is given.
+    #[tokio::test]
+    async fn create_user_sends_the_boundary_and_the_tags() {
+        let (http, requests) = aws_smithy_http_client::test_util::capture_request(None);
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        let endpoint = super::Endpoint {
+            url: Some("http://iam.invalid".into()),
+            region: None,
+        };
+        let iam = super::Iam::new(&sdk, &endpoint, "AKIDEXAMPLE", "secret");
+        // The captured answer is empty: only the request matters.
+        let _ = iam
+            .create_user(
+                "minted",
+                &[("kubernetes.io/cluster/c".into(), "owned".into())],
+                Some("arn:aws:iam::123456789012:policy/boundary"),
+            )
+            .await;
+        let request = requests.expect_request();
+        let body = request
+            .body()
+            .bytes()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        for expected in [
+            "Action=CreateUser",
+            "UserName=minted",
+            "PermissionsBoundary=arn%3Aaws%3Aiam%3A%3A123456789012%3Apolicy%2Fboundary",
+            "Tags.member.1.Key=kubernetes.io%2Fcluster%2Fc",
+            "Tags.member.1.Value=owned",
+        ] {
+            assert!(body.contains(expected), "{expected} not in {body}");
+        }
+    }
+
+    #[test]
+    fn only_an_accounts_root_user_skips_the_simulation() {
+        assert!(is_account_root("arn:aws:iam::123456789012:root"));
+        assert!(is_account_root("arn:aws-us-gov:iam::123456789012:root"));
+        assert!(!is_account_root("arn:aws:iam::123456789012:user/root"));
+        assert!(!is_account_root("arn:aws:iam::123456789012:user/installer"));
+        assert!(!is_account_root("root"));
+    }
 
     #[test]
     fn scrub_removes_key_material() {

@@ -28,9 +28,10 @@ enum Command {
 enum ModeArg {
     /// An IAM user per request with exactly the requested permissions.
     Mint,
-    /// Copy the root credentials (after checking they allow the requested actions).
+    /// Copy the root credentials, trusted as they are.
     Passthrough,
-    /// Do nothing: an administrator provides the Secrets.
+    /// Do nothing, but write short-lived (STS) profiles for requests naming `stsIAMRoleARN`:
+    /// an administrator provides the other Secrets.
     Manual,
 }
 
@@ -44,9 +45,15 @@ struct Args {
         value_delimiter = ','
     )]
     namespaces: Vec<String>,
-    /// How requests are satisfied.
-    #[arg(long, value_enum, default_value = "mint")]
-    mode: ModeArg,
+    /// How requests are satisfied; overrides the root Secret's `cloudcredential.openshift.io/mode`
+    /// annotation (mint, passthrough after simulating the requested actions, or insufficient),
+    /// which decides when this is absent (mint without it either).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// A tag of every minted user, `key=value` (repeatable), besides
+    /// `kubernetes.io/cluster/<cluster-id>=owned`.
+    #[arg(long = "resource-tag", value_parser = parse_tag)]
+    resource_tags: Vec<(String, String)>,
     /// The root credentials Secret, `<namespace>/<name>`.
     #[arg(long, default_value = "kube-system/aws-creds")]
     root_secret: String,
@@ -72,6 +79,24 @@ struct Args {
     run: RunArgs,
 }
 
+/// `key=value`, as IAM accepts it: a key of 1–128 characters, a value of at most 256.
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not key=value"))?;
+    if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+        return Err(format!(
+            "{text:?}: a tag key has 1 to 128 characters and a value at most 256"
+        ));
+    }
+    if key.starts_with("aws:") {
+        return Err(format!(
+            "{text:?}: keys starting with aws: are reserved by AWS"
+        ));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
@@ -90,11 +115,12 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--root-secret must be <namespace>/<name>"))?;
     let settings = Settings {
         namespaces: args.namespaces,
-        mode: match args.mode {
+        mode: args.mode.map(|mode| match mode {
             ModeArg::Mint => Mode::Mint,
             ModeArg::Passthrough => Mode::Passthrough,
             ModeArg::Manual => Mode::Manual,
-        },
+        }),
+        resource_tags: args.resource_tags,
         root_secret_namespace: root_ns.to_owned(),
         root_secret_name: root_name.to_owned(),
         cluster_id: args.cluster_id,

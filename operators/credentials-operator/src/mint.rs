@@ -22,6 +22,14 @@ pub const SECRET_LABEL: &str = "cloudcredential.openshift.io/credentials-request
 pub const SECRET_ANNOTATION: &str = "cloudcredential.openshift.io/credentials-request";
 /// Annotation recording the policy last applied (OpenShift's).
 pub const POLICY_ANNOTATION: &str = "cloudcredential.openshift.io/aws-policy-last-applied";
+/// Annotation on the root credentials Secret saying how requests are served (OpenShift's secret
+/// annotator writes it): [`MODE_MINT`], [`MODE_PASSTHROUGH`] or [`MODE_INSUFFICIENT`].
+pub const MODE_ANNOTATION: &str = "cloudcredential.openshift.io/mode";
+pub const MODE_MINT: &str = "mint";
+pub const MODE_PASSTHROUGH: &str = "passthrough";
+pub const MODE_INSUFFICIENT: &str = "insufficient";
+/// Where a Pod's service account token is, when a request doesn't say (`spec.cloudTokenPath`).
+pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// Finalizer that keeps a request until its cloud identity is gone.
 pub const FINALIZER: &str = "cloudcredential.openshift.io/deprovision";
 
@@ -117,6 +125,42 @@ pub fn credentials_file(access_key_id: &str, secret_access_key: &str) -> String 
     )
 }
 
+/// The INI credentials file of short-lived credentials (AWS STS): the `[default]` profile assumes
+/// `role_arn` with the web identity token at `token_path`, through the regional STS endpoint, as
+/// OpenShift writes it.
+pub fn sts_credentials_file(role_arn: &str, token_path: &str) -> String {
+    format!(
+        "[default]\nsts_regional_endpoints = regional\nrole_arn = {role_arn}\nweb_identity_token_file = {token_path}\n"
+    )
+}
+
+/// The Secret of a request for short-lived credentials: only the `credentials` profile of
+/// [`sts_credentials_file`] (no keys), with the label and annotation of every Secret written
+/// for a request.
+pub fn desired_sts_secret(cr: &CredentialsRequest, role_arn: &str) -> Secret {
+    let token_path = cr
+        .spec
+        .cloud_token_path
+        .as_deref()
+        .unwrap_or(DEFAULT_TOKEN_PATH);
+    let mut secret = desired_secret(cr, "", "", None);
+    secret.data = Some(BTreeMap::from([(
+        CREDENTIALS.to_owned(),
+        ByteString(sts_credentials_file(role_arn, token_path).into_bytes()),
+    )]));
+    secret
+}
+
+/// The text under `key` of a Secret, trimmed; `None` when absent or empty.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    std::str::from_utf8(&bytes.0)
+        .ok()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 /// `<namespace>/<name>` of a request.
 pub fn request_key(cr: &CredentialsRequest) -> String {
     format!(
@@ -176,12 +220,7 @@ pub fn desired_secret(
 
 /// The access key ID a Secret holds, if any.
 pub fn secret_key_id(secret: &Secret) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(ACCESS_KEY_ID)?;
-    std::str::from_utf8(&bytes.0)
-        .ok()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    secret_value(secret, ACCESS_KEY_ID)
 }
 
 #[cfg(test)]
@@ -214,10 +253,33 @@ mod tests {
                     ..ProviderSpec::default()
                 },
                 service_account_names: Vec::new(),
+                cloud_token_path: None,
             },
         );
         cr.metadata.namespace = Some("devconf".into());
         cr
+    }
+
+    #[test]
+    fn an_sts_secret_holds_the_role_and_the_token_path_only() {
+        let mut cr = request();
+        let role = "arn:aws:iam::123456789012:role/describer";
+        let secret = desired_sts_secret(&cr, role);
+        let data = secret.data.clone().unwrap_or_default();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["credentials"]);
+        assert_eq!(
+            secret_value(&secret, CREDENTIALS).as_deref(),
+            Some(
+                "[default]\nsts_regional_endpoints = regional\nrole_arn = arn:aws:iam::123456789012:role/describer\nweb_identity_token_file = /var/run/secrets/kubernetes.io/serviceaccount/token"
+            )
+        );
+        assert!(is_for(&secret, &cr));
+        cr.spec.cloud_token_path = Some("/var/run/secrets/openshift/serviceaccount/token".into());
+        let secret = desired_sts_secret(&cr, role);
+        assert!(
+            secret_value(&secret, CREDENTIALS)
+                .is_some_and(|c| c.ends_with("= /var/run/secrets/openshift/serviceaccount/token"))
+        );
     }
 
     #[test]

@@ -371,7 +371,8 @@ async fn a_crash_after_recording_the_name_never_orphans_or_duplicates_a_user() -
     let iam = f.iam().await;
     iam.create_user(
         &recorded("after-create"),
-        ("kubernetes.io/cluster/x", "owned"),
+        &[("kubernetes.io/cluster/x".into(), "owned".into())],
+        None,
     )
     .await?;
 
@@ -406,16 +407,36 @@ async fn foreign_secrets_and_other_clouds_are_left_alone() -> Result<()> {
     let c = f
         .wait_condition("clash", cond::PROVISION_FAILURE, "True")
         .await?;
+    let message = c.message.unwrap_or_default();
     ensure!(
-        c.message
-            .unwrap_or_default()
-            .contains("not written for this request"),
-        "message"
+        message.contains("not written for this request")
+            && message.contains(&format!(
+                "annotating it {}={}/clash",
+                mint::SECRET_ANNOTATION,
+                f.ns
+            )),
+        "the message must say what to do: {message}"
     );
     let after = f.secrets().get("taken").await?;
     ensure!(
         after.resource_version() == foreign.resource_version(),
         "the foreign Secret was modified"
+    );
+
+    // Turned into another cloud's request, it is ignored, and its failure no longer stands
+    // (OpenShift clears the failure conditions of an ignored request).
+    let mut clash = f.requests().get("clash").await?;
+    clash.spec.provider_spec.kind = "GCPProviderSpec".into();
+    f.requests()
+        .replace("clash", &PostParams::default(), &clash)
+        .await?;
+    f.wait_condition("clash", cond::IGNORED, "True").await?;
+    let c = f
+        .wait_condition("clash", cond::PROVISION_FAILURE, "False")
+        .await?;
+    ensure!(
+        c.reason.as_deref() == Some("InfrastructureMismatch"),
+        "{c:?}"
     );
 
     let mut gcp = f.sample("gcp", "gcp-creds", None)?;

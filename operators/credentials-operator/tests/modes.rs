@@ -13,7 +13,7 @@ use operon_envtest::wait;
 async fn passthrough_copies_the_root_credentials() -> Result<()> {
     let f = Fixture::new("cred-pass").await?;
     let settings = Settings {
-        mode: Mode::Passthrough,
+        mode: Some(Mode::Passthrough),
         ..f.settings()
     };
     let _op = f.operator_with(settings).await?;
@@ -58,7 +58,7 @@ async fn passthrough_copies_the_root_credentials() -> Result<()> {
 async fn manual_mode_does_nothing() -> Result<()> {
     let f = Fixture::new("cred-manual").await?;
     let settings = Settings {
-        mode: Mode::Manual,
+        mode: Some(Mode::Manual),
         ..f.settings()
     };
     let op = f.operator_with(settings).await?;
