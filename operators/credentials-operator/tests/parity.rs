@@ -5,11 +5,19 @@
 //!
 //! moto has no `SimulatePrincipalPolicy`: a passthrough that must simulate fails there, which is
 //! what this tests (a failed simulation is an error); the simulation's pages and region context
-//! can't be exercised against it.
+//! can't be exercised against it. It has STS's `AssumeRoleWithWebIdentity`, which the STS
+//! profile is checked against with the AWS SDK's own profile provider.
 
 mod common;
 
 use anyhow::{Result, ensure};
+use aws_config::Region;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_runtime::env_config::file::{
+    EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles,
+};
 use common::{Fixture, condition, data};
 use credentials_operator::api::condition as cond;
 use credentials_operator::controller::{Mode, Settings};
@@ -394,6 +402,56 @@ async fn manual_mode_writes_short_lived_profiles_for_sts_requests() -> Result<()
     ensure!(
         matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("stsIAMRoleARN must be an IAM role ARN")),
         "{refused:?}"
+    );
+
+    // The profile works as the AWS SDK reads it: with the token at cloudTokenPath, the SDK's own
+    // profile provider exchanges it at STS (moto) for the role's short-lived credentials.
+    let dir = tempfile::tempdir()?;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "header.payload.signature")?;
+    let mut live = manifest.clone();
+    live["metadata"]["name"] = json!("sts-live");
+    live["spec"]["secretRef"]["name"] = json!("sts-live-creds");
+    live["spec"]["cloudTokenPath"] = json!(token.to_string_lossy());
+    f.requests()
+        .patch("sts-live", &strict, &Patch::Apply(&live))
+        .await?;
+    let secret = f
+        .wait_for(
+            &f.secrets(),
+            "sts-live-creds",
+            "the STS profile",
+            |_| Ok(()),
+        )
+        .await?;
+    std::fs::write(dir.path().join("credentials"), data(&secret, CREDENTIALS)?)?;
+    // Only the endpoint is the test's: STS is moto.
+    std::fs::write(
+        dir.path().join("config"),
+        format!("[default]\nendpoint_url = {}\n", f.moto.endpoint()),
+    )?;
+    let files = ProfileFiles::builder()
+        .with_file(ProfileFileKind::Credentials, dir.path().join("credentials"))
+        .with_file(ProfileFileKind::Config, dir.path().join("config"))
+        .build();
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let provider = ProfileFileCredentialsProvider::builder()
+        .profile_files(files)
+        .configure(
+            &ProviderConfig::without_region()
+                .with_region(Some(Region::new("us-east-1")))
+                .with_http_client(http),
+        )
+        .build();
+    let credentials = provider.provide_credentials().await?;
+    ensure!(
+        credentials.session_token().is_some() && credentials.access_key_id().starts_with("ASIA"),
+        "short-lived credentials expected, got key {}",
+        credentials.access_key_id()
     );
 
     // Deleted with its request.
