@@ -456,7 +456,16 @@ impl Context {
         if let Some(role) = sts_role.filter(|_| self.settings.mode == Some(Mode::Manual)) {
             // Short-lived credentials: no root credentials, no cloud call.
             let result = self.sts(cr, &role).await;
-            return self.record(cr, status, result, None).await;
+            let unchanged = status.provisioned
+                && status.last_sync_generation == cr.metadata.generation.unwrap_or_default()
+                && !is_condition_true(&status, condition::PROVISION_FAILURE);
+            if matches!(result, Ok(false)) && unchanged {
+                // Nothing written, nothing to record (a restart writes nothing).
+                return Ok(Action::requeue(
+                    self.settings.resync_period.min(MAX_REQUEUE),
+                ));
+            }
+            return self.record(cr, status, result.map(|_| ()), None).await;
         }
 
         let root = match self.root_credentials().await {
@@ -700,12 +709,12 @@ impl Context {
     }
 
     /// Manual mode with `stsIAMRoleARN`: the Secret holds a profile that assumes the role with
-    /// the workload's service account token (no keys).
-    async fn sts(&self, cr: &CredentialsRequest, role: &str) -> Result<(), Error> {
+    /// the workload's service account token (no keys). Whether it had to be written.
+    async fn sts(&self, cr: &CredentialsRequest, role: &str) -> Result<bool, Error> {
         let existing = self.target_secret(cr).await?;
         let desired = mint::desired_sts_secret(cr, role);
         if existing.as_ref().is_some_and(|s| s.data == desired.data) {
-            return Ok(());
+            return Ok(false);
         }
         self.write_secret(existing, desired).await?;
         self.events
@@ -719,7 +728,7 @@ impl Context {
                 ),
             )
             .await;
-        Ok(())
+        Ok(true)
     }
 
     /// `Some(wait)` when nothing changed since a recent successful sync (OpenShift's rule):

@@ -334,7 +334,7 @@ async fn manual_mode_writes_short_lived_profiles_for_sts_requests() -> Result<()
         mode: Some(Mode::Manual),
         ..f.settings()
     };
-    let _op = f.operator_with(settings).await?;
+    let op = f.operator_with(settings.clone()).await?;
     let role = "arn:aws:iam::123456789012:role/describer";
     // An upstream manifest with cloudTokenPath and stsIAMRoleARN, applied with strict field
     // validation: no field is unknown, none is dropped.
@@ -453,6 +453,19 @@ async fn manual_mode_writes_short_lived_profiles_for_sts_requests() -> Result<()
         "short-lived credentials expected, got key {}",
         credentials.access_key_id()
     );
+
+    // A restart over the written profiles writes nothing.
+    f.wait_provisioned("sts-live").await?;
+    op.stop().await?;
+    let op = f.operator_with(settings).await?;
+    wait::until("both requests reconciled", common::TIMEOUT, || async {
+        match op.metrics.reconciles() {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} reconciles")),
+        }
+    })
+    .await?;
+    ensure!(op.requests().writes() == 0, "writes: {}", op.requests());
 
     // Deleted with its request.
     f.requests().delete("sts", &DeleteParams::default()).await?;
