@@ -71,6 +71,23 @@ impl Fixture {
         .await?)
     }
 
+    /// Waits until `api`'s object `name` is gone (deleted, finalizers done).
+    pub async fn wait_gone<K>(&self, api: &Api<K>, name: &str, what: &str) -> Result<(), Error>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        Ok(wait::until(what, TIMEOUT, || async {
+            match api.get_opt(name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(object) => Err(format!(
+                    "{name} still exists, finalizers {:?}",
+                    object.meta().finalizers
+                )),
+            }
+        })
+        .await?)
+    }
+
     /// `(reason, note)` of the Events in namespace `ns` about the `kind` named `name`.
     pub async fn events(
         &self,

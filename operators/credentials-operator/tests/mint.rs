@@ -284,18 +284,7 @@ async fn deletion_removes_everything_and_survives_an_emulator_outage() -> Result
     f.requests()
         .delete("gone", &DeleteParams::default())
         .await?;
-    wait::until("request gone", common::TIMEOUT, || async {
-        match f
-            .requests()
-            .get_opt("gone")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(cr) => Err(format!("finalizers {:?}", cr.finalizers())),
-        }
-    })
-    .await?;
+    f.wait_gone(&f.requests(), "gone", "request gone").await?;
     let iam = f.iam().await;
     ensure!(
         iam.user_arn(&user).await?.is_none(),
@@ -550,18 +539,8 @@ async fn churn_through_an_emulator_outage_converges_without_duplicates() -> Resu
     for i in 0..6 {
         f.wait_provisioned(&format!("late-{i}")).await?;
     }
-    wait::until("early-0 deleted", common::TIMEOUT, || async {
-        match f
-            .requests()
-            .get_opt("early-0")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
-    .await?;
+    f.wait_gone(&f.requests(), "early-0", "early-0 deleted")
+        .await?;
     let users = f.iam_users().await?;
     let mut expected: Vec<String> = f
         .requests()

@@ -469,17 +469,7 @@ async fn manual_mode_writes_short_lived_profiles_for_sts_requests() -> Result<()
 
     // Deleted with its request.
     f.requests().delete("sts", &DeleteParams::default()).await?;
-    wait::until("the profile gone", common::TIMEOUT, || async {
-        match f
-            .secrets()
-            .get_opt("sts-creds")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(s) => Err(format!("still there: {}", s.name_any())),
-        }
-    })
-    .await?;
+    f.wait_gone(&f.secrets(), "sts-creds", "the profile gone")
+        .await?;
     Ok(())
 }

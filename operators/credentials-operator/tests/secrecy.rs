@@ -81,18 +81,8 @@ async fn no_secret_material_in_logs_events_or_status() -> Result<()> {
     .await?;
     let status = serde_json::to_string(&f.requests().get("quiet").await?.status)?;
     f.moto.resume().await?;
-    wait::until("request deleted", common::TIMEOUT, || async {
-        match f
-            .requests()
-            .get_opt("quiet")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(_) => Err("still there".to_string()),
-        }
-    })
-    .await?;
+    f.wait_gone(&f.requests(), "quiet", "request deleted")
+        .await?;
     op.stop().await?;
 
     let logs = String::from_utf8_lossy(&captured.0.lock()).to_string();

@@ -561,20 +561,10 @@ async fn secrets_go_with_their_service() -> Result<()> {
     f.services()
         .delete("gone", &DeleteParams::default())
         .await?;
-    let secrets = f.secrets();
-    wait::until(
+    f.wait_gone(
+        &f.secrets(),
+        "gone-tls",
         "Secret gone-tls garbage-collected",
-        common::TIMEOUT,
-        || async {
-            match secrets
-                .get_opt("gone-tls")
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                None => Ok(()),
-                Some(_) => Err("still there".to_string()),
-            }
-        },
     )
     .await?;
     Ok(())
