@@ -239,6 +239,16 @@ pub mod condition {
 }
 
 impl CredentialsRequest {
+    /// The IAM user minted for this request, as recorded in its status.
+    pub fn minted_user(&self) -> Option<&str> {
+        self.status
+            .as_ref()?
+            .provider_status
+            .as_ref()
+            .map(|p| p.user.as_str())
+            .filter(|u| !u.is_empty())
+    }
+
     /// The AWS statements, when this is an AWS request.
     pub fn aws_statements(&self) -> Option<&[StatementEntry]> {
         (self.spec.provider_spec.kind == AWS_PROVIDER_SPEC)

@@ -663,7 +663,7 @@ impl Context {
         if self.settings.mode.is_some_and(|m| m != Mode::Mint) || !status.provisioned {
             return None;
         }
-        let user = status.provider_status.as_ref().map(|p| p.user.clone())?;
+        let user = cr.minted_user()?.to_owned();
         let secret_ref = &cr.spec.secret_ref;
         let secret = self
             .secrets
@@ -711,23 +711,29 @@ impl Context {
     /// Manual mode with `stsIAMRoleARN`: the Secret holds a profile that assumes the role with
     /// the workload's service account token (no keys). Whether it had to be written.
     async fn sts(&self, cr: &CredentialsRequest, role: &str) -> Result<bool, Error> {
-        let existing = self.target_secret(cr).await?;
         let desired = mint::desired_sts_secret(cr, role);
+        let what = format!("Wrote the profile assuming {role}");
+        self.put_secret(cr, desired, "CredentialsWritten", &what)
+            .await
+    }
+
+    /// Writes `desired` to the request's Secret unless it holds that data already, and says so
+    /// in an Event (`<what> to Secret <ns>/<name>`). Whether it wrote.
+    async fn put_secret(
+        &self,
+        cr: &CredentialsRequest,
+        desired: Secret,
+        reason: &str,
+        what: &str,
+    ) -> Result<bool, Error> {
+        let existing = self.target_secret(cr).await?;
         if existing.as_ref().is_some_and(|s| s.data == desired.data) {
             return Ok(false);
         }
         self.write_secret(existing, desired).await?;
-        self.events
-            .normal(
-                cr,
-                "CredentialsWritten",
-                "Provision",
-                format!(
-                    "Wrote the profile assuming {role} to Secret {}/{}",
-                    cr.spec.secret_ref.namespace, cr.spec.secret_ref.name
-                ),
-            )
-            .await;
+        let r = &cr.spec.secret_ref;
+        let note = format!("{what} to Secret {}/{}", r.namespace, r.name);
+        self.events.normal(cr, reason, "Provision", note).await;
         Ok(true)
     }
 
@@ -1032,23 +1038,14 @@ impl Context {
                 return Err(Error::InsufficientRoot(denied));
             }
         }
-        let existing = self.target_secret(cr).await?;
         let desired = mint::desired_secret(cr, &root.access_key_id, &root.secret_access_key, None);
-        let same = existing.as_ref().is_some_and(|s| s.data == desired.data);
-        if !same {
-            self.write_secret(existing, desired).await?;
-            self.events
-                .normal(
-                    cr,
-                    "CredentialsCopied",
-                    "Provision",
-                    format!(
-                        "Copied the root credentials to Secret {}/{}",
-                        cr.spec.secret_ref.namespace, cr.spec.secret_ref.name
-                    ),
-                )
-                .await;
-        }
+        self.put_secret(
+            cr,
+            desired,
+            "CredentialsCopied",
+            "Copied the root credentials",
+        )
+        .await?;
         Ok(())
     }
 

@@ -55,12 +55,7 @@ async fn the_binary_follows_the_sdks_environment() -> Result<()> {
     f.create(&f.sample("from-env", "from-env-creds", None)?)
         .await?;
     let cr = f.wait_provisioned("from-env").await?;
-    let user = cr
-        .status
-        .unwrap_or_default()
-        .provider_status
-        .unwrap_or_default()
-        .user;
+    let user = cr.minted_user().unwrap_or_default().to_owned();
     ensure!(user.starts_with("binary-from-env-"), "{user}");
     ensure!(
         f.iam_users().await? == [user],

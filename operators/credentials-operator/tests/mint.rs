@@ -142,12 +142,7 @@ async fn lost_secrets_lost_keys_and_spec_changes_are_repaired() -> Result<()> {
     let _op = f.operator_with(settings).await?;
     f.create(&f.sample("app", "app-creds", None)?).await?;
     let cr = f.wait_provisioned("app").await?;
-    let user = cr
-        .status
-        .unwrap_or_default()
-        .provider_status
-        .unwrap_or_default()
-        .user;
+    let user = cr.minted_user().unwrap_or_default().to_owned();
     let iam = f.iam().await;
     let first = data(&f.secrets().get("app-creds").await?, ACCESS_KEY_ID)?;
 
@@ -274,12 +269,7 @@ async fn deletion_removes_everything_and_survives_an_emulator_outage() -> Result
     f.create(&f.sample("outage", "outage-creds", None)?).await?;
     let gone = f.wait_provisioned("gone").await?;
     f.wait_provisioned("outage").await?;
-    let user = gone
-        .status
-        .unwrap_or_default()
-        .provider_status
-        .unwrap_or_default()
-        .user;
+    let user = gone.minted_user().unwrap_or_default().to_owned();
 
     f.requests()
         .delete("gone", &DeleteParams::default())
@@ -465,12 +455,7 @@ async fn keys_are_replaced_after_the_rotation_period() -> Result<()> {
     f.create(&f.sample("rotating", "rotating-creds", None)?)
         .await?;
     let cr = f.wait_provisioned("rotating").await?;
-    let user = cr
-        .status
-        .unwrap_or_default()
-        .provider_status
-        .unwrap_or_default()
-        .user;
+    let user = cr.minted_user().unwrap_or_default().to_owned();
     let first = data(&f.secrets().get("rotating-creds").await?, ACCESS_KEY_ID)?;
     let second = wait::until("the key rotated", common::TIMEOUT, || async {
         let s = f

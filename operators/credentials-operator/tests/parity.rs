@@ -118,19 +118,12 @@ async fn minted_requests_stay_healthy_after_the_root_credentials_are_removed() -
     f.secrets().create(&PostParams::default(), &root).await?;
     f.wait_provisioned("app").await?;
     f.wait_provisioned("late").await?;
-    let user = f
-        .requests()
-        .get("app")
-        .await?
-        .status
-        .unwrap_or_default()
-        .provider_status
-        .unwrap_or_default()
-        .user;
+    let app = f.requests().get("app").await?;
+    let user = app.minted_user().unwrap_or_default();
     let policy = f
         .iam()
         .await
-        .user_policy(&user, &format!("{user}-policy"))
+        .user_policy(user, &format!("{user}-policy"))
         .await?
         .unwrap_or_default();
     ensure!(policy.contains("ec2:DescribeRegions"), "{policy}");
@@ -274,12 +267,7 @@ async fn minted_users_get_the_configured_tags_and_they_are_repaired() -> Result<
     let _op = f.operator_with(settings).await?;
     f.create(&f.sample("app", "app-creds", None)?).await?;
     let cr = f.wait_provisioned("app").await?;
-    let user = cr
-        .status
-        .unwrap_or_default()
-        .provider_status
-        .unwrap_or_default()
-        .user;
+    let user = cr.minted_user().unwrap_or_default().to_owned();
     // moto drops a user's permissions boundary (CreateUser ignores it), so that the minted user
     // gets the root user's is checked on the request itself, in `src/iam.rs`'s unit tests; here
     // a root user with a boundary must not stop minting.
