@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use operon_envtest::{KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, default_bin_dir};
+use operon_assets::{KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, default_bin_dir};
 
+use crate::go::go;
 use crate::{elapsed, repo_root};
 
-/// `(output binary, Go package)`, smallest first so progress shows early.
+/// `(output binary, Go package)`.
 const BINARIES: &[(&str, &str)] = &[
     ("etcd", "go.etcd.io/etcd/server/v3"),
     ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
@@ -47,64 +48,12 @@ const KWOK_STAGES: &[&str] = &[
     "kustomize/stage/pod/fast/pod-delete.yaml",
 ];
 
-const GO_VERSION_MIN: (u32, u32) = (1, 26);
-
 pub fn module_dir() -> PathBuf {
     repo_root().join("tools").join("k8s")
 }
 
 pub fn coredns_module_dir() -> PathBuf {
     repo_root().join("tools").join("coredns")
-}
-
-/// Where `.ci/install-prerequisites` installs Go when the machine's is missing or too old.
-fn installed_go() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    Some(Path::new(&home).join(".cache/operon/go/bin/go"))
-}
-
-/// The first Go on PATH (else the one `.ci/install-prerequisites` installs) that is recent
-/// enough for the Kubernetes modules.
-pub fn go() -> Result<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join("go"))
-        .chain(installed_go())
-        .filter(|p| p.is_file())
-        .collect();
-    if candidates.is_empty() {
-        bail!(
-            "Go is not installed (no `go` on PATH). The Kubernetes binaries are built from Go \
-             modules and need Go {}.{} or newer: `bash .ci/install-prerequisites` installs it \
-             into ~/.cache/operon/go from the Go module proxy (Debian's `golang` package is too \
-             old on Debian 12). Alternatively set KUBEBUILDER_ASSETS to a directory holding \
-             etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.",
-            GO_VERSION_MIN.0,
-            GO_VERSION_MIN.1
-        );
-    }
-    let mut too_old = Vec::new();
-    for go in candidates {
-        let out = Command::new(&go).arg("env").arg("GOVERSION").output()?;
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let mut parts = version.trim_start_matches("go").split('.');
-        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if (major, minor) >= GO_VERSION_MIN {
-            return Ok(go);
-        }
-        too_old.push(format!("{version} ({})", go.display()));
-    }
-    bail!(
-        "Kubernetes {KUBERNETES_VERSION} needs Go {}.{} or newer; found {}. \
-         `bash .ci/install-prerequisites` installs a current Go into ~/.cache/operon/go, where \
-         this finds it.",
-        GO_VERSION_MIN.0,
-        GO_VERSION_MIN.1,
-        too_old.join(", ")
-    )
 }
 
 fn go_cmd(go: &Path) -> Command {
@@ -313,6 +262,8 @@ impl Fnv64 {
 const STAMP_FILE: &str = ".build-stamp";
 
 /// Where the binaries are (building them first when needed). Honours `KUBEBUILDER_ASSETS`.
+/// Two callers at once don't both build: the second waits for the first's lock, then finds
+/// the binaries up to date.
 pub fn ensure_built(force: bool) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
@@ -336,97 +287,87 @@ pub fn ensure_built(force: bool) -> Result<PathBuf> {
     }
     let bin = default_bin_dir();
     let stamp = stamp()?;
-    let complete = BINARIES.iter().all(|(b, _)| bin.join(b).is_file())
-        && bin.join(COREDNS.0).is_file()
-        && bin.join(KWOK_STAGES_FILE).is_file();
-    if !force
-        && complete
-        && std::fs::read_to_string(bin.join(STAMP_FILE))
-            .ok()
-            .as_deref()
-            == Some(stamp.as_str())
-    {
+    let up_to_date = || {
+        BINARIES.iter().all(|(b, _)| bin.join(b).is_file())
+            && bin.join(COREDNS.0).is_file()
+            && bin.join(KWOK_STAGES_FILE).is_file()
+            && std::fs::read_to_string(bin.join(STAMP_FILE))
+                .ok()
+                .as_deref()
+                == Some(stamp.as_str())
+    };
+    if !force && up_to_date() {
         println!(
             "k8s: {KUBERNETES_VERSION} binaries up to date in {}",
             bin.display()
         );
         return Ok(bin);
     }
+    std::fs::create_dir_all(&bin)?;
+    let lock = std::fs::File::create(bin.join(".build-lock"))?;
+    if lock.try_lock().is_err() {
+        println!("k8s: another build of the binaries is running; waiting for it");
+        lock.lock()?;
+    }
+    if !force && up_to_date() {
+        println!(
+            "k8s: {KUBERNETES_VERSION} binaries built in {}",
+            bin.display()
+        );
+        return Ok(bin);
+    }
+    let _ = std::fs::remove_file(bin.join(STAMP_FILE));
     build(&bin)?;
     std::fs::write(bin.join(STAMP_FILE), stamp)?;
     Ok(bin)
 }
 
-fn build(bin: &Path) -> Result<()> {
-    let go = go()?;
-    let t0 = Instant::now();
-    std::fs::create_dir_all(bin)?;
-    println!(
-        "k8s: building Kubernetes {KUBERNETES_VERSION}, etcd and kwok {KWOK_VERSION} into {}",
-        bin.display()
-    );
-    println!("k8s: a cold build takes 10-15 minutes on 2 cores; later builds reuse Go's caches");
+/// The file name `go build -o <dir>/` gives a main package: its last path element, or the one
+/// before a major-version suffix (`go.etcd.io/etcd/server/v3` → `server`).
+fn exec_name(pkg: &str) -> &str {
+    let mut elems = pkg.rsplit('/');
+    let last = elems.next().unwrap_or(pkg);
+    let is_major =
+        last.len() > 1 && last.starts_with('v') && last[1..].chars().all(|c| c.is_ascii_digit());
+    if is_major {
+        elems.next().unwrap_or(last)
+    } else {
+        last
+    }
+}
 
-    phase(t0, "downloading Go modules");
-    let status = go_cmd(&go)
-        .args(["mod", "download"])
-        .status()
-        .context("go mod download")?;
-    ensure!(status.success(), "go mod download failed");
+/// One `go build` of several main packages of one module into `out`, in the background;
+/// `compiled` counts packages as `-v` names them.
+struct GoBuild {
+    what: String,
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
 
-    let status = go_cmd_in(&go, &coredns_module_dir())
-        .args(["mod", "download"])
-        .status()
-        .context("go mod download (tools/coredns)")?;
-    ensure!(status.success(), "go mod download (tools/coredns) failed");
-
-    let ldflags = ldflags();
-    let all: Vec<(&str, &str, PathBuf)> = BINARIES
-        .iter()
-        .map(|(name, pkg)| (*name, *pkg, module_dir()))
-        .chain([(COREDNS.0, COREDNS.1, coredns_module_dir())])
-        .collect();
-    for (i, (name, pkg, dir)) in all.iter().enumerate() {
-        phase(t0, &format!("building {name} ({}/{})", i + 1, all.len()));
-        let tmp = bin.join(format!(".{name}.tmp"));
-        // The version stamps are Kubernetes's; CoreDNS carries its own version.
-        let flags = if *name == COREDNS.0 {
-            "-s -w"
-        } else {
-            ldflags.as_str()
-        };
-        let mut child = go_cmd_in(&go, dir)
-            .args(["build", "-v", "-trimpath", "-ldflags", flags, "-o"])
-            .arg(&tmp)
-            .arg(pkg)
+impl GoBuild {
+    fn start(
+        go: &Path,
+        dir: &Path,
+        ldflags: &str,
+        out: &Path,
+        pkgs: &[&str],
+        compiled: &Arc<AtomicUsize>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(out)?;
+        let what = format!("go build ({})", dir.display());
+        let mut child = go_cmd_in(go, dir)
+            .args(["build", "-v", "-trimpath", "-ldflags", ldflags, "-o"])
+            // A trailing slash: a directory, one binary per package.
+            .arg(format!("{}/", out.display()))
+            .args(pkgs)
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("go build {pkg}"))?;
-        let name = *name;
-        let compiled = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (compiled, done, name) = (compiled.clone(), done.clone(), name.to_string());
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let mut last = Instant::now();
-                while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if last.elapsed() >= Duration::from_secs(15) {
-                        last = Instant::now();
-                        println!(
-                            "k8s:   … {name}: {} packages compiled, {} for this binary, {} total",
-                            compiled.load(Ordering::Relaxed),
-                            elapsed(started),
-                            elapsed(t0)
-                        );
-                    }
-                }
-            })
-        };
-        let mut errors = Vec::new();
-        if let Some(stderr) = child.stderr.take() {
+            .with_context(|| format!("starting {what}"))?;
+        let stderr = child.stderr.take().context("go build's stderr")?;
+        let compiled = compiled.clone();
+        let reader = std::thread::spawn(move || {
+            let mut errors = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // `-v` prints each package as it is compiled; anything else is a diagnostic.
                 if line.contains(' ') || line.starts_with('#') {
@@ -435,16 +376,110 @@ fn build(bin: &Path) -> Result<()> {
                     compiled.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        }
-        let status = child.wait()?;
-        done.store(true, Ordering::Relaxed);
-        let _ = ticker.join();
-        if !status.success() {
-            let _ = std::fs::remove_file(&tmp);
-            bail!("go build {pkg} failed:\n{}", errors.join("\n"));
-        }
-        std::fs::rename(&tmp, bin.join(name))?;
+            errors
+        });
+        Ok(GoBuild {
+            what,
+            child,
+            reader,
+        })
     }
+
+    fn wait(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        let errors = self.reader.join().unwrap_or_default();
+        if !status.success() {
+            bail!("{} failed ({status}):\n{}", self.what, errors.join("\n"));
+        }
+        Ok(())
+    }
+}
+
+fn build(bin: &Path) -> Result<()> {
+    let go = go()?;
+    let t0 = Instant::now();
+    println!(
+        "k8s: building Kubernetes {KUBERNETES_VERSION}, etcd, kwok {KWOK_VERSION} and CoreDNS \
+         into {}",
+        bin.display()
+    );
+    println!(
+        "k8s: a cold build takes about 8 minutes on 2 cores (Go's own caches make later ones \
+         quick)"
+    );
+
+    phase(t0, "downloading Go modules");
+    for dir in [module_dir(), coredns_module_dir()] {
+        let status = go_cmd_in(&go, &dir)
+            .args(["mod", "download"])
+            .status()
+            .with_context(|| format!("go mod download ({})", dir.display()))?;
+        ensure!(
+            status.success(),
+            "go mod download ({}) failed",
+            dir.display()
+        );
+    }
+
+    // Both modules in one go each, at once: Go compiles one binary's packages while it links
+    // another, so neither core waits on a single-threaded link.
+    phase(
+        t0,
+        "compiling (Go prints nothing until a binary fails; counts follow)",
+    );
+    let staging = bin.join(".staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    let compiled = Arc::new(AtomicUsize::new(0));
+    let k8s_pkgs: Vec<&str> = BINARIES.iter().map(|(_, pkg)| *pkg).collect();
+    let kube = GoBuild::start(
+        &go,
+        &module_dir(),
+        &ldflags(),
+        &staging,
+        &k8s_pkgs,
+        &compiled,
+    )?;
+    // The version stamps are Kubernetes's; CoreDNS carries its own version.
+    let coredns = GoBuild::start(
+        &go,
+        &coredns_module_dir(),
+        "-s -w",
+        &staging.join("coredns"),
+        &[COREDNS.1],
+        &compiled,
+    )?;
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (compiled, done) = (compiled.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if last.elapsed() >= Duration::from_secs(15) {
+                    last = Instant::now();
+                    println!(
+                        "k8s:   … {} Go packages compiled ({})",
+                        compiled.load(Ordering::Relaxed),
+                        elapsed(t0)
+                    );
+                }
+            }
+        })
+    };
+    let result = kube.wait().and(coredns.wait());
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    result?;
+    for (name, pkg) in BINARIES {
+        std::fs::rename(staging.join(exec_name(pkg)), bin.join(name))
+            .with_context(|| format!("installing {name}"))?;
+    }
+    std::fs::rename(
+        staging.join("coredns").join(exec_name(COREDNS.1)),
+        bin.join(COREDNS.0),
+    )
+    .context("installing coredns")?;
+    let _ = std::fs::remove_dir_all(&staging);
 
     phase(t0, "installing kwok stages");
     let kwok = download(&go, &format!("sigs.k8s.io/kwok@{KWOK_VERSION}"))?;
@@ -515,6 +550,21 @@ mod tests {
             assert_eq!(count, 1, "{module} replaced {count} times");
         }
         Ok(())
+    }
+
+    #[test]
+    fn exec_names_are_gos() {
+        assert_eq!(exec_name("go.etcd.io/etcd/server/v3"), "server");
+        assert_eq!(exec_name("k8s.io/kubernetes/cmd/kubectl"), "kubectl");
+        assert_eq!(exec_name("operon.dev/tools/coredns"), "coredns");
+        let mut names: Vec<&str> = BINARIES.iter().map(|(_, p)| exec_name(p)).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            BINARIES.len(),
+            "two binaries would share a file name"
+        );
     }
 
     #[test]

@@ -1,150 +1,35 @@
-//! Project automation, in the spirit of operator-sdk's Makefile targets.
+//! `cargo xtask`'s front: checks the machine first, then builds and runs.
 
-mod bench;
-mod cluster;
-mod demo;
-mod deploy;
-mod fuzz;
-mod k8s;
-mod manifests;
-mod moto;
-
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitCode, Stdio};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use xtask::cli::{Cli, ClusterCmd, Cmd, K8sCmd, LOCAL_IMAGE_PROFILE, MotoCmd};
+use xtask::{OPERATORS, cargo, elapsed, fuzz, helm, k8s, moto, prereq, repo_root, report, run};
 
-#[derive(Parser)]
-#[command(name = "cargo xtask", about = "Operon project tasks")]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = cli.verbose;
+    report::exit(dispatch(cli.command), verbose)
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// The Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-    /// kubectl, kwok, kubelet, kube-proxy) and CoreDNS, built from Go modules.
-    K8s {
-        #[command(subcommand)]
-        command: K8sCmd,
-    },
-    /// moto's server, the AWS (IAM) emulator, installed from PyPI into a virtualenv.
-    Moto {
-        #[command(subcommand)]
-        command: MotoCmd,
-    },
-    /// A local control plane for a person: kubectl, operators and demos run against it.
-    Cluster {
-        #[command(subcommand)]
-        command: ClusterCmd,
-    },
-    /// Runs the project: a local control plane with a real node, the operators deployed from
-    /// their images, and the talk's samples, until Ctrl-C.
-    Up(demo::UpArgs),
-    /// Deploys the operators into a cluster with a real node: builds their images, pushes them
-    /// to the cluster's registry, `kubectl apply -k config/default`.
-    Deploy {
-        /// The cluster (default: the running `cargo xtask cluster up`'s, else $KUBECONFIG).
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-    },
-    /// Writes the generated deployment files under config/ from the Rust types.
-    Manifests,
-    /// Builds an operator's container image (static binary, FROM scratch) as an OCI archive,
-    /// without a container engine (buildah).
-    Image {
-        /// The operator: a workspace package with a binary of the same name.
-        #[arg(default_value = "pod-operator")]
-        operator: String,
-        /// The OCI archive to write (default: target/images/<operator>.oci.tar).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Runs every test (builds the control plane binaries first if needed).
-    Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// Formatting, clippy with warnings denied, and generated files in sync.
-    Lint,
-    /// Runs the cargo-fuzz targets under fuzz/ (libFuzzer, stable toolchain, no sanitizer).
-    Fuzz {
-        /// Targets to run (default: all): certificates.
-        targets: Vec<String>,
-        /// Seconds per target.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-    },
-    /// Runs benchmarks on the local control plane (release builds): `pod` compares pod-operator
-    /// with a controller-runtime peer and with creating the Pods directly, and writes a report to
-    /// bench/results (docs/performance.md); `service-ca` prints ratios against its own baseline
-    /// (docs/benchmarks.md). `--quick` is CI's regression check of request counts.
-    Bench {
-        /// Benchmarks to run (default: all): pod, service-ca.
-        names: Vec<String>,
-        #[command(flatten)]
-        options: bench::Options,
-    },
-}
-
-#[derive(Subcommand)]
-enum K8sCmd {
-    /// Builds the binaries into ~/.cache/operon/k8s/<version>/bin (instant when up to date).
-    Build {
-        /// Rebuild even when the cache is up to date.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Regenerates tools/k8s/go.mod from the pinned k8s.io/kubernetes release's go.mod.
-    GenMod,
-    /// Prints the directory holding the binaries.
-    Path,
-}
-
-#[derive(Subcommand)]
-enum MotoCmd {
-    /// Installs moto[server] into ~/.cache/operon/moto/<version>/venv (instant when up to date).
-    Install,
-    /// Prints the path of the moto_server executable.
-    Path,
-}
-
-#[derive(Subcommand)]
-enum ClusterCmd {
-    /// Starts the control plane with a real node and a kwok Node (in the background unless
-    /// --attach) and writes .operon/kubeconfig.
-    Up {
-        /// Run in the foreground until Ctrl-C.
-        #[arg(long)]
-        attach: bool,
-        #[command(flatten)]
-        shape: cluster::Shape,
-    },
-    /// Stops the control plane and removes its state.
-    Down,
-    /// Tells whether it runs, and its nodes.
-    Status,
-}
-
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // kube's client logs each failed readiness probe as an error; those are expected.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,kube_client=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+fn dispatch(command: Cmd) -> Result<()> {
+    // Everything the command will need, in its first seconds: never after a long build.
+    prereq::ensure(&command_line(), &command.uses())?;
+    if command.is_kube() {
+        return kube(&command);
+    }
+    match command {
+        Cmd::Setup { check } => prereq::setup(check),
         Cmd::K8s { command } => match command {
             K8sCmd::Build { force } => k8s::ensure_built(force).map(|_| ()),
             K8sCmd::GenMod => k8s::gen_mod(),
             K8sCmd::Path => {
-                println!("{}", operon_envtest::default_bin_dir().display());
+                println!("{}", operon_assets::default_bin_dir().display());
                 Ok(())
             }
         },
@@ -155,67 +40,172 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
-        Cmd::Cluster { command } => match command {
-            ClusterCmd::Up { attach, shape } => cluster::up(attach, shape),
-            ClusterCmd::Down => cluster::down(),
-            ClusterCmd::Status => cluster::status(),
-        },
-        Cmd::Up(args) => demo::up(args),
-        Cmd::Deploy { kubeconfig } => {
-            let kubeconfig = deploy::kubeconfig(kubeconfig)?;
-            tokio::runtime::Runtime::new()?.block_on(deploy::deploy(&kubeconfig))
-        }
-        Cmd::Manifests => manifests::generate(false),
-        Cmd::Image { operator, out } => {
-            operon::image::build(&repo_root(), &operator, out.as_deref())?;
-            Ok(())
-        }
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
-        Cmd::Bench { names, options } => bench::bench(&names, &options),
         Cmd::Fuzz { targets, seconds } => fuzz::run(&targets, seconds),
+        Cmd::Cluster { .. }
+        | Cmd::Up(_)
+        | Cmd::Deploy { .. }
+        | Cmd::Manifests
+        | Cmd::Image { .. }
+        | Cmd::Bench { .. } => bail!("{command:?} runs in xtask-kube"),
     }
 }
 
-/// The workspace root (xtask lives one level below it).
-pub fn repo_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+/// `cargo xtask <subcommand words>`, for messages.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .take(2)
+        .collect();
+    format!("`cargo xtask {}`", words.join(" "))
 }
 
-pub fn elapsed(since: Instant) -> String {
-    let secs = since.elapsed().as_secs();
-    if secs >= 60 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{:.1}s", since.elapsed().as_secs_f64())
+/// A step that runs in the background while the foreground builds Rust.
+struct Background<T>(&'static str, JoinHandle<Result<T>>);
+
+impl<T: Send + 'static> Background<T> {
+    fn start(what: &'static str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Self {
+        Background(what, std::thread::spawn(f))
+    }
+
+    fn join(self) -> Result<T> {
+        match self.1.join() {
+            Ok(result) => result.with_context(|| self.0),
+            Err(_) => bail!("{} panicked", self.0),
+        }
     }
 }
 
-pub fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(repo_root());
-    cmd
+/// Runs a command of `xtask-kube`: the Go build and moto's install it needs run in the
+/// background while `xtask-kube` (and, for `up` and `deploy`, the operators' release images)
+/// compile, so that both cores stay busy; then this process becomes `xtask-kube`.
+fn kube(command: &Cmd) -> Result<()> {
+    let needs_k8s = match command {
+        Cmd::Cluster { command } => matches!(command, ClusterCmd::Up { .. }),
+        Cmd::Up(_) | Cmd::Deploy { .. } | Cmd::Bench { .. } => true,
+        _ => false,
+    };
+    let k8s = needs_k8s.then(|| {
+        Background::start("building the Kubernetes binaries", || {
+            k8s::ensure_built(false)
+        })
+    });
+    let moto = matches!(command, Cmd::Up(_))
+        .then(|| Background::start("installing moto", moto::ensure_installed));
+    let images = match command {
+        Cmd::Up(args) => !args.local(),
+        Cmd::Deploy { .. } => true,
+        _ => false,
+    };
+    let built = build_kube();
+    let built = built.and_then(|kube| {
+        if images {
+            println!(
+                "xtask: building the operators' images (release builds for the musl target: \
+                 about 8 minutes the first time on 2 cores, while Go builds)"
+            );
+            let status = Command::new(&kube)
+                .args(["image", "--profile", LOCAL_IMAGE_PROFILE])
+                .args(OPERATORS)
+                .status()
+                .context("running xtask-kube image")?;
+            ensure!(
+                status.success(),
+                "building the operators' images failed ({status})"
+            );
+        }
+        Ok(kube)
+    });
+    // Wait for the background steps even when the foreground failed: their output would
+    // otherwise run on after this process ends.
+    let k8s = k8s.map(Background::join).transpose();
+    let moto = moto.map(Background::join).transpose();
+    let kube = built?;
+    k8s?;
+    moto?;
+    exec(&kube)
 }
 
-pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
+/// Builds `xtask-kube` with cargo's progress showing; returns the executable.
+fn build_kube() -> Result<PathBuf> {
     let t0 = Instant::now();
-    let status = cmd.status().with_context(|| format!("running {what}"))?;
-    ensure!(status.success(), "{what} failed ({status})");
-    println!("xtask: {what} passed in {}", elapsed(t0));
-    Ok(())
+    println!(
+        "xtask: building xtask-kube (kube-rs and the operators' crates: about 3 minutes the \
+         first time on 2 cores)"
+    );
+    let mut child = cargo()
+        .args([
+            "build",
+            "--package",
+            "xtask-kube",
+            "--bin",
+            "xtask-kube",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
+    let stdout = child.stdout.take().context("cargo's stdout")?;
+    let mut executable = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "xtask-kube"
+            && let Some(path) = message["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(path));
+        }
+    }
+    let status = child.wait()?;
+    ensure!(status.success(), "building xtask-kube failed ({status})");
+    let executable = executable.context("cargo build named no xtask-kube executable")?;
+    if t0.elapsed().as_secs() >= 5 {
+        println!("xtask: xtask-kube built in {}", elapsed(t0));
+    }
+    Ok(executable)
+}
+
+/// Becomes `program` with this process's arguments (signals such as Ctrl-C then reach it
+/// directly).
+fn exec(program: &std::path::Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let error = Command::new(program).args(args).exec();
+    Err(error).with_context(|| format!("running {}", program.display()))
 }
 
 fn test(args: &[String]) -> Result<()> {
     let t0 = Instant::now();
-    k8s::ensure_built(false)?;
-    let moto_server = moto::ensure_installed()?;
+    // Go's builds and moto's install run while cargo compiles the tests.
+    let go = Background::start("building the Kubernetes binaries and Helm", || {
+        k8s::ensure_built(false)?;
+        helm::ensure_built()
+    });
+    let moto = Background::start("installing moto", moto::ensure_installed);
+    let compiled = run(
+        "cargo test --no-run (compiling the tests)",
+        cargo()
+            .args(["test", "--workspace", "--all-targets", "--no-run"])
+            .args(args.iter().take_while(|a| *a != "--")),
+    );
+    let helm = go.join();
+    let moto = moto.join();
+    compiled?;
+    let helm = helm?;
+    let moto_server = moto?;
     run(
         "cargo test --workspace",
         cargo()
             .args(["test", "--workspace", "--all-targets"])
             .args(args)
-            .env(operon_envtest::moto::SERVER_ENV, &moto_server),
+            .env(operon_assets::MOTO_SERVER_ENV, &moto_server)
+            .env("HELM", &helm),
     )?;
     println!("xtask: all tests passed in {}", elapsed(t0));
     Ok(())
@@ -239,7 +229,11 @@ fn lint() -> Result<()> {
     )?;
     k8s::gen_mod()?;
     k8s::check_coredns_mod()?;
-    manifests::generate(false)?;
+    let kube = build_kube()?;
+    run(
+        "cargo xtask manifests",
+        Command::new(kube).arg("manifests").current_dir(repo_root()),
+    )?;
     run(
         "generated files in sync",
         Command::new("git").current_dir(repo_root()).args([

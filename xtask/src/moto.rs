@@ -10,7 +10,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use operon_envtest::moto::{MOTO_VERSION, SERVER_ENV, default_server, default_venv};
+use operon_assets::{
+    MOTO_SERVER_ENV as SERVER_ENV, MOTO_VERSION, is_executable, moto_server as default_server,
+    moto_venv as default_venv,
+};
 
 use crate::elapsed;
 
@@ -67,13 +70,6 @@ fn stamp(python: &Path) -> Result<String> {
     Ok(format!("{} {version}\n", requirement()))
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
 /// The `moto_server` to use, installing the pinned moto first when needed. Honours
 /// `OPERON_MOTO_SERVER`.
 pub fn ensure_installed() -> Result<PathBuf> {
@@ -109,9 +105,7 @@ pub fn ensure_installed() -> Result<PathBuf> {
     // Two installs at once (two `cargo xtask test`) would write the same virtualenv.
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let lock = File::create(dir.join(LOCK_FILE))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .context("locking the moto install")?;
+    lock.lock().context("locking the moto install")?;
     if up_to_date() {
         println!("moto: {MOTO_VERSION} up to date in {}", venv.display());
         return Ok(server);

@@ -22,11 +22,19 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// `cargo run` of the project's binary with `args`, in the project directory.
+/// `cargo run` of the project's binary with `args`, in the project directory. Cargo's progress
+/// shows: the first build compiles kube-rs and the runtime, which takes minutes.
 fn run_binary(project: &Project, args: &[&str]) -> Result<()> {
+    println!(
+        "operon: building {} to run `{} {}` (the first build compiles its dependencies: a few \
+         minutes on 2 cores)",
+        project.name,
+        project.name,
+        args.first().copied().unwrap_or_default()
+    );
     let mut cmd = cargo();
     cmd.current_dir(&project.root)
-        .args(["run", "--quiet", "--bin", &project.name, "--"])
+        .args(["run", "--bin", &project.name, "--"])
         .args(args);
     run(&format!("{} {}", project.name, args.join(" ")), &mut cmd)
 }

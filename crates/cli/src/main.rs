@@ -17,6 +17,9 @@ struct Cli {
     /// The project directory (default: the current directory).
     #[arg(long, short = 'C', global = true, default_value = ".")]
     dir: PathBuf,
+    /// On failure, also print the error's backtrace (with RUST_BACKTRACE=1).
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -136,8 +139,25 @@ enum Add {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
+    let result = dispatch(cli);
+    let Err(error) = result else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    // An expected failure is its message and causes; a backtrace only on request.
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if verbose && error.backtrace().status() == std::backtrace::BacktraceStatus::Captured {
+        eprintln!("\nbacktrace:\n{}", error.backtrace());
+    }
+    std::process::ExitCode::FAILURE
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::New {
             name,

@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
-/// The Kubernetes release the control plane is built from (the `k8s.io/kubernetes` module version).
-pub const KUBERNETES_VERSION: &str = "v1.36.3";
-/// kwok release providing fake Nodes (and Pods that reach Running without a kubelet).
-pub const KWOK_VERSION: &str = "v0.8.0";
-/// File, next to the binaries, holding the kwok Stage definitions (node and pod lifecycles).
-pub const KWOK_STAGES_FILE: &str = "kwok-stages.yaml";
+pub use operon_assets::{
+    KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, cache_root, default_bin_dir,
+};
 
 /// One control plane binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,26 +63,6 @@ impl Component {
             self.binary().to_uppercase().replace('-', "_")
         )
     }
-}
-
-/// Root of Operon's cache: `$OPERON_CACHE_DIR`, else `$XDG_CACHE_HOME/operon`, else `~/.cache/operon`.
-pub fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("OPERON_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("operon");
-    }
-    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-    home.join(".cache").join("operon")
-}
-
-/// The directory `cargo xtask k8s build` writes the binaries to for [`KUBERNETES_VERSION`].
-pub fn default_bin_dir() -> PathBuf {
-    cache_root()
-        .join("k8s")
-        .join(KUBERNETES_VERSION)
-        .join("bin")
 }
 
 /// Resolved locations of the binaries.
@@ -157,10 +134,7 @@ impl Assets {
 }
 
 fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    operon_assets::is_executable(path)
 }
 
 #[cfg(test)]

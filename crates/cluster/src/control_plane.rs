@@ -84,7 +84,7 @@ impl Builder {
     }
 
     /// Also run a real worker Node (kubelet, containerd, kube-proxy, CoreDNS, a local registry;
-    /// see [`Node`]). Needs root and the packages `.ci/install-prerequisites` installs. kwok
+    /// see [`Node`]). Needs root and the packages `cargo xtask setup` installs. kwok
     /// Nodes then carry the [`KWOK_TAINT`] taint.
     pub fn real_node(mut self, on: bool) -> Self {
         self.real_node = on;

@@ -25,16 +25,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Error;
-use crate::cache_root;
 use crate::process::{Process, RunDir, reap_stale_runs};
 use crate::tail;
 
-/// The moto release `cargo xtask moto install` installs (`moto[server]==<this>` from PyPI).
-pub const MOTO_VERSION: &str = "5.2.5";
+pub use operon_assets::MOTO_VERSION;
 
 /// Path of a `moto_server` executable to use instead of the installed one. `cargo xtask test`
 /// sets it for the tests it runs.
-pub const SERVER_ENV: &str = "OPERON_MOTO_SERVER";
+pub const SERVER_ENV: &str = operon_assets::MOTO_SERVER_ENV;
 
 /// How long moto may take to answer HTTP after being started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,17 +43,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `~/.cache/operon/moto`: one directory per installed version.
 pub fn cache_dir() -> PathBuf {
-    cache_root().join("moto")
+    operon_assets::moto_cache_dir()
 }
 
 /// The virtualenv `cargo xtask moto install` creates for [`MOTO_VERSION`].
 pub fn default_venv() -> PathBuf {
-    cache_dir().join(MOTO_VERSION).join("venv")
+    operon_assets::moto_venv()
 }
 
 /// `moto_server` in [`default_venv`].
 pub fn default_server() -> PathBuf {
-    default_venv().join("bin").join("moto_server")
+    operon_assets::moto_server()
 }
 
 /// The `moto_server` to run: [`SERVER_ENV`] when set, else the pinned version's install, else
@@ -103,10 +101,7 @@ fn version_key(version: &str) -> Vec<u64> {
 }
 
 fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    operon_assets::is_executable(path)
 }
 
 /// How to exec `server`: `moto_server` is a Python script, run through the interpreter of its

@@ -2,7 +2,7 @@
 //! `test rules` on unit tests written against them (each alert fires on the series that should
 //! fire it, and not on the others).
 //!
-//! Needs `promtool` on PATH (Debian: `apt-get install prometheus`; `.ci/install-prerequisites`
+//! Needs `promtool` on PATH (Debian: `apt-get install prometheus`; `cargo xtask setup`
 //! installs it). Without it the check fails: it never skips.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub fn promtool() -> PathBuf {
         Some(p) => p,
         None => panic!(
             "promtool is not installed (no `promtool` on PATH); alert tests need it. Install it \
-             with `bash .ci/install-prerequisites` or `apt-get install prometheus` (Debian), or \
+             with `cargo xtask setup` or `apt-get install prometheus` (Debian), or \
              put Prometheus's promtool on PATH."
         ),
     }

@@ -1,7 +1,7 @@
 //! The alerting rules of `operon_manifests::alerts`, unit-tested by Prometheus's own `promtool test
 //! rules`: each alert fires on the series that should fire it, and not on those that shouldn't.
 //!
-//! Needs `promtool` (Debian: `apt-get install prometheus`; `.ci/install-prerequisites` installs
+//! Needs `promtool` (Debian: `apt-get install prometheus`; `cargo xtask setup` installs
 //! it). Without it the test fails: it never skips.
 
 use std::path::Path;

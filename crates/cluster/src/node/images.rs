@@ -42,7 +42,7 @@ fn busybox_binary() -> Result<PathBuf, Error> {
     operon_image::operator::ensure_static(&path).map_err(|e| {
         Error::Node(format!(
             "{e}. The images need a static busybox: install Debian's busybox-static \
-             (.ci/install-prerequisites does)"
+             (`cargo xtask setup` does)"
         ))
     })?;
     Ok(path)

@@ -91,7 +91,7 @@ fn check_host() -> Result<(), Error> {
             all.push("/usr/lib/cni/bridge (Debian: containernetworking-plugins)".into());
         }
         return Err(Error::Node(format!(
-            "the real node needs {}; `.ci/install-prerequisites` installs them",
+            "the real node needs {}; `cargo xtask setup` installs them",
             all.join(", ")
         )));
     }

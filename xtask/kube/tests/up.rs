@@ -34,7 +34,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
 /// `xtask up <args>` with its state in `state`; its output once it is ready (or an error with
 /// what it printed).
 fn start_up(state: &Path, args: &[&str], timeout: Duration) -> Result<(Up, String)> {
-    let mut child = Up(Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let mut child = Up(Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
         .arg("up")
         .args(args)
         .env("OPERON_STATE_DIR", state)
@@ -191,7 +191,7 @@ async fn up_deploys_the_operators_and_the_talks_pod_greets() -> Result<()> {
 #[tokio::test]
 async fn up_with_local_operators_runs_the_talk_demo_and_ctrl_c_stops_everything() -> Result<()> {
     let state = tempfile::tempdir()?;
-    let xtask = PathBuf::from(env!("CARGO_BIN_EXE_xtask"));
+    let xtask = PathBuf::from(env!("CARGO_BIN_EXE_xtask-kube"));
     let bin_dir = xtask.parent().context("xtask has no directory")?;
     ensure!(
         bin_dir.join("pod-operator").is_file(),

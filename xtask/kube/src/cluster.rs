@@ -16,7 +16,8 @@ use nix::unistd::Pid;
 use operon_envtest::ControlPlane;
 use serde::{Deserialize, Serialize};
 
-use crate::{elapsed, repo_root};
+use xtask::cli::Shape;
+use xtask::{elapsed, repo_root};
 
 /// Per-checkout state: kubeconfig, control plane data and logs (git-ignored).
 /// `OPERON_STATE_DIR` moves it (tests use this to stay apart from a developer's cluster).
@@ -98,18 +99,6 @@ pub fn running() -> Option<ClusterInfo> {
     alive(info.pid).then_some(info)
 }
 
-/// What `cluster up` starts.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct Shape {
-    /// Number of kwok (fake) Nodes.
-    #[arg(long, default_value_t = 1)]
-    pub nodes: usize,
-    /// No real node: only kwok's fake Nodes (no root needed; Pods say Running but nothing
-    /// runs).
-    #[arg(long)]
-    pub kwok_only: bool,
-}
-
 pub fn up(attach: bool, shape: Shape) -> Result<()> {
     if let Some(info) = running() {
         println!(
@@ -119,7 +108,7 @@ pub fn up(attach: bool, shape: Shape) -> Result<()> {
         print_usage(&info);
         return Ok(());
     }
-    crate::k8s::ensure_built(false)?;
+    xtask::k8s::ensure_built(false)?;
     if attach {
         return serve(shape);
     }

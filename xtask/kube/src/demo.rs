@@ -18,7 +18,8 @@ use operon_envtest::wait;
 use pod_operator::api::PodRequest;
 
 use crate::cluster::{self, ClusterInfo};
-use crate::{cargo, elapsed, repo_root};
+use xtask::cli::UpArgs;
+use xtask::{cargo, elapsed, repo_root};
 
 const MANAGER: &str = "operon-demo";
 const SAMPLE: &str = "config/pod-operator/samples/podrequest.yaml";
@@ -26,10 +27,26 @@ const DEMO_NAMESPACE: &str = "pod-operator";
 const SERVICE_CA_SAMPLE: &str = "config/service-ca-operator/samples/devconf.yaml";
 /// Where the talk's annotated Service and ConfigMap go.
 const SERVICE_CA_DEMO_NAMESPACE: &str = "devconf";
-/// The operator's namespace, holding the signing CA.
-const SERVICE_CA_NAMESPACE: &str = service_ca_operator::deploy::NAMESPACE;
+
 const CREDENTIALS_SAMPLE: &str = "config/credentials-operator/samples/credentialsrequest.yaml";
-const CREDENTIALS_NAMESPACE: &str = credentials_operator::deploy::NAMESPACE;
+
+/// The namespace an operator is deployed into, as its generated config/ says (service-ca's
+/// holds the signing CA; credentials-operator's, moto's Service).
+fn operator_namespace(operator: &str) -> Result<String> {
+    let path = repo_root()
+        .join("config")
+        .join(operator)
+        .join("manager")
+        .join("namespace.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let namespace: serde_json::Value =
+        serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    namespace["metadata"]["name"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("{} names no Namespace", path.display()))
+}
 
 /// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.
 struct OperatorProcess {
@@ -104,20 +121,6 @@ pub fn target_dir() -> Result<PathBuf> {
     Ok(metadata.target_directory.into_std_path_buf())
 }
 
-/// `cargo xtask up`'s options.
-#[derive(Debug, clap::Args)]
-pub struct UpArgs {
-    #[command(flatten)]
-    pub shape: cluster::Shape,
-    /// Run the operators as processes on this machine (debug builds) instead of deploying their
-    /// images into the cluster; implied by --kwok-only (no node runs images).
-    #[arg(long)]
-    pub local_operators: bool,
-    /// With --local-operators: the operator binaries' directory (default: build them).
-    #[arg(long)]
-    pub operator_bin_dir: Option<PathBuf>,
-}
-
 /// How the operators run.
 enum Operators {
     /// Deployed from their images (`(operator, OCI archive)`), as a user deploys them.
@@ -128,8 +131,8 @@ enum Operators {
 
 pub fn up(args: UpArgs) -> Result<()> {
     let t0 = Instant::now();
-    crate::k8s::ensure_built(false)?;
-    let moto_server = crate::moto::ensure_installed()?;
+    xtask::k8s::ensure_built(false)?;
+    let moto_server = xtask::moto::ensure_installed()?;
     let local = args.local_operators || args.shape.kwok_only;
     let operators = if local {
         Operators::Local(local_binaries(args.operator_bin_dir)?)
@@ -211,7 +214,7 @@ fn local_binaries(dir: Option<PathBuf>) -> Result<Binaries> {
         Some(dir) => dir,
         None => {
             println!("up: building the operators");
-            crate::run(
+            xtask::run(
                 "cargo build (operators)",
                 cargo().args([
                     "build",
@@ -265,6 +268,8 @@ struct LocalOperators {
 
 impl LocalOperators {
     fn start(binaries: &Binaries, kubeconfig: &Path, iam_endpoint: &str) -> Result<Self> {
+        let service_ca_namespace = operator_namespace("service-ca-operator")?;
+        let credentials_namespace = operator_namespace("credentials-operator")?;
         let pod =
             OperatorProcess::start("pod-operator", &binaries.pod_operator, &["run"], kubeconfig)?;
         let service_ca = OperatorProcess::start(
@@ -273,9 +278,9 @@ impl LocalOperators {
             &[
                 "run",
                 "--signing-namespace",
-                SERVICE_CA_NAMESPACE,
+                &service_ca_namespace,
                 "--leader-election-namespace",
-                SERVICE_CA_NAMESPACE,
+                &service_ca_namespace,
                 // pod-operator has the default admin port.
                 "--admin-bind-address",
                 "127.0.0.1:8081",
@@ -292,7 +297,7 @@ impl LocalOperators {
                 "--region",
                 "us-east-1",
                 "--leader-election-namespace",
-                CREDENTIALS_NAMESPACE,
+                &credentials_namespace,
                 "--admin-bind-address",
                 "127.0.0.1:8082",
             ],
@@ -344,7 +349,8 @@ async fn demo(
                 crate::deploy::kubectl(&config, &["apply", "-k", "config/default"])
             })
             .await??;
-            let url = moto.expose(client, CREDENTIALS_NAMESPACE).await?;
+            let credentials_namespace = operator_namespace("credentials-operator")?;
+            let url = moto.expose(client, &credentials_namespace).await?;
             let config = kubeconfig.to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 crate::deploy::kubectl(
@@ -353,7 +359,7 @@ async fn demo(
                         "set",
                         "env",
                         "-n",
-                        CREDENTIALS_NAMESPACE,
+                        &credentials_namespace,
                         "deployment/credentials-operator-controller-manager",
                         &format!("AWS_ENDPOINT_URL_IAM={url}"),
                     ],
@@ -527,8 +533,18 @@ async fn install_all_but_deployments(client: &Client, kubeconfig: &Path) -> Resu
 
 /// The talk's slides 41–44 done: the request is provisioned and its Secret written.
 async fn wait_for_credentials(client: &Client, check_alive: &dyn Fn() -> Result<()>) -> Result<()> {
-    use credentials_operator::api::CredentialsRequest;
-    let requests: Api<CredentialsRequest> = Api::namespaced(client.clone(), "devconf");
+    // Read as a dynamic object: xtask-kube doesn't compile credentials-operator (and the AWS
+    // SDK) just to read one status field.
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(
+            "cloudcredential.openshift.io",
+            "v1",
+            "CredentialsRequest",
+        ),
+        "credentialsrequests",
+    );
+    let requests: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), "devconf", &resource);
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "devconf");
     wait::until(
@@ -540,8 +556,9 @@ async fn wait_for_credentials(client: &Client, check_alive: &dyn Fn() -> Result<
                 .get("aws-creds-to-describe-all-instances")
                 .await
                 .map_err(|e| e.to_string())?;
-            if !cr.status.as_ref().is_some_and(|s| s.provisioned) {
-                return Err(format!("status {:?}", cr.status));
+            let status = &cr.data["status"];
+            if status["provisioned"] != serde_json::Value::Bool(true) {
+                return Err(format!("status {status}"));
             }
             secrets
                 .get_opt("secret-to-store-credentials")

@@ -14,49 +14,12 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::{cargo, demo, elapsed, k8s, repo_root, run};
+use crate::demo;
+use xtask::cli::BenchOptions as Options;
+use xtask::{cargo, elapsed, k8s, repo_root, run};
 
 /// Every benchmark, in the order a plain `cargo xtask bench` runs them.
 pub const BENCHES: &[&str] = &["pod", "service-ca"];
-
-#[derive(clap::Args, Debug, Default)]
-pub struct Options {
-    /// service-ca: objects (`OPERON_BENCH_N`; default 1000).
-    #[arg(long)]
-    pub n: Option<usize>,
-    /// pod: small CI run (N=200, pod-operator and direct only, debug build); fails when request
-    /// counts regress.
-    #[arg(long)]
-    pub quick: bool,
-    /// pod: burst sizes (default 1000,5000).
-    #[arg(long, value_delimiter = ',')]
-    pub sizes: Vec<usize>,
-    /// pod: fixed arrival rates per second (default 50,200).
-    #[arg(long, value_delimiter = ',')]
-    pub rates: Vec<f64>,
-    /// pod: create calls in flight and reconciles at once (default 10).
-    #[arg(long)]
-    pub concurrency: Option<u16>,
-    /// pod: requests in the cluster for the memory reading (default 10000).
-    #[arg(long)]
-    pub memory_objects: Option<usize>,
-    /// pod: which peers (default direct,operon,go,go-tuned,kube-rs; --quick: direct,operon;
-    /// operon-mimalloc, pod-operator with mimalloc, on request).
-    #[arg(long, value_delimiter = ',')]
-    pub peers: Vec<String>,
-    /// pod: runs of every peer, interleaved (default 3; --quick: 1).
-    #[arg(long)]
-    pub runs: Option<usize>,
-    /// pod: skip the failover measurement.
-    #[arg(long)]
-    pub no_failover: bool,
-    /// pod: skip the update, delete and recreate phases.
-    #[arg(long)]
-    pub no_churn: bool,
-    /// pod: where the report goes (default bench/results; --quick: <target>/bench-quick).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
 
 /// Runs the benchmarks called `names` (all when empty).
 pub fn bench(names: &[String], options: &Options) -> Result<()> {
@@ -97,7 +60,7 @@ pub fn bench(names: &[String], options: &Options) -> Result<()> {
 
 /// Builds the controller-runtime peer into `<target>/go-peer/go-peer`.
 pub fn build_go_peer() -> Result<PathBuf> {
-    let go = k8s::go()?;
+    let go = xtask::go::go()?;
     let out = demo::target_dir()?.join("go-peer").join("go-peer");
     let mut cmd = std::process::Command::new(go);
     cmd.current_dir(repo_root().join("bench").join("go-peer"))

@@ -7,22 +7,24 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::{elapsed, manifests, repo_root};
+use crate::manifests;
+use xtask::cli::LOCAL_IMAGE_PROFILE;
+use xtask::{OPERATORS, elapsed, repo_root};
 
-/// The repository's operators, each a package with a binary of the same name.
-pub const OPERATORS: [&str; 3] = [
-    "pod-operator",
-    "service-ca-operator",
-    "credentials-operator",
-];
-
-/// The operators' images as OCI archives, `(operator, archive)`: static release binaries, one
-/// `cargo build` for all three.
+/// The operators' images as OCI archives, `(operator, archive)`: static binaries of the
+/// local-image profile, one `cargo build` for all three.
 pub fn build_images() -> Result<Vec<(&'static str, PathBuf)>> {
     let t0 = Instant::now();
-    println!("deploy: building the operators' images (static release binaries)");
-    let archives = operon_image::operator::build_many(&repo_root(), &OPERATORS, None)
-        .context("building the operators' images")?;
+    println!(
+        "deploy: building the operators' images (static binaries, {LOCAL_IMAGE_PROFILE} profile)"
+    );
+    let archives = operon_image::operator::build_many_with_profile(
+        &repo_root(),
+        &OPERATORS,
+        None,
+        LOCAL_IMAGE_PROFILE,
+    )
+    .context("building the operators' images")?;
     println!("deploy: images built in {}", elapsed(t0));
     Ok(OPERATORS.into_iter().zip(archives).collect())
 }

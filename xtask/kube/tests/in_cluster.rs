@@ -32,10 +32,7 @@ struct Deployed {
 static DEPLOYED: OnceCell<Result<Deployed, String>> = OnceCell::const_new();
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    xtask::repo_root()
 }
 
 /// `kubectl <args>` as admin; stdout, or an error with the output.
@@ -83,7 +80,7 @@ async fn deploy() -> Result<Deployed> {
         "in-cluster-test",
     )
     .await?;
-    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
         .args(["deploy", "--kubeconfig"])
         .arg(&kubeconfig)
         .status()?;

@@ -1,0 +1,107 @@
+//! The external programs Operon runs, their pinned versions, and where they are cached.
+//!
+//! Everything here is plain `std`: `cargo xtask` checks a machine's prerequisites with it before
+//! any long build, and the cluster and test crates find the same binaries through it.
+
+use std::path::PathBuf;
+
+/// The Kubernetes release the control plane is built from (the `k8s.io/kubernetes` module version).
+pub const KUBERNETES_VERSION: &str = "v1.36.3";
+/// kwok release providing fake Nodes (and Pods that reach Running without a kubelet).
+pub const KWOK_VERSION: &str = "v0.8.0";
+/// File, next to the binaries, holding the kwok Stage definitions (node and pod lifecycles).
+pub const KWOK_STAGES_FILE: &str = "kwok-stages.yaml";
+/// The moto release `cargo xtask moto install` installs (`moto[server]==<this>` from PyPI).
+pub const MOTO_VERSION: &str = "5.2.5";
+/// Path of a `moto_server` executable to use instead of the installed one. `cargo xtask test`
+/// sets it for the tests it runs.
+pub const MOTO_SERVER_ENV: &str = "OPERON_MOTO_SERVER";
+/// The Helm release built from the Go module proxy for the chart tests.
+pub const HELM_VERSION: &str = "v3.22.0";
+/// The Go toolchain installed from the Go module proxy when the machine has none (or an older
+/// one than [`GO_MIN`]).
+pub const GO_VERSION: &str = "1.26.8";
+/// The oldest Go that builds the pinned Kubernetes release.
+pub const GO_MIN: (u32, u32) = (1, 26);
+
+/// Root of Operon's cache: `$OPERON_CACHE_DIR`, else `$XDG_CACHE_HOME/operon`, else `~/.cache/operon`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OPERON_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("operon");
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".cache").join("operon")
+}
+
+/// The directory `cargo xtask k8s build` writes the binaries to for [`KUBERNETES_VERSION`].
+pub fn default_bin_dir() -> PathBuf {
+    cache_root()
+        .join("k8s")
+        .join(KUBERNETES_VERSION)
+        .join("bin")
+}
+
+/// `~/.cache/operon/moto`: one directory per installed moto version.
+pub fn moto_cache_dir() -> PathBuf {
+    cache_root().join("moto")
+}
+
+/// The virtualenv `cargo xtask moto install` creates for [`MOTO_VERSION`].
+pub fn moto_venv() -> PathBuf {
+    moto_cache_dir().join(MOTO_VERSION).join("venv")
+}
+
+/// `moto_server` in [`moto_venv`].
+pub fn moto_server() -> PathBuf {
+    moto_venv().join("bin").join("moto_server")
+}
+
+/// The Helm binary built for [`HELM_VERSION`].
+pub fn helm_binary() -> PathBuf {
+    cache_root()
+        .join("helm")
+        .join(HELM_VERSION)
+        .join("bin")
+        .join("helm")
+}
+
+/// Where Go is installed when the machine has none: `~/.cache/operon/go`.
+pub fn go_root() -> PathBuf {
+    cache_root().join("go")
+}
+
+/// Whether `path` is a file anyone may execute.
+pub fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first `name` on `PATH` that is executable.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caches_live_under_the_root() {
+        let root = cache_root();
+        for path in [default_bin_dir(), moto_server(), helm_binary(), go_root()] {
+            assert!(
+                path.starts_with(&root),
+                "{} not under {}",
+                path.display(),
+                root.display()
+            );
+        }
+        assert!(default_bin_dir().ends_with(format!("k8s/{KUBERNETES_VERSION}/bin")));
+    }
+}

@@ -1,0 +1,281 @@
+//! `cargo xtask`'s command line, shared by the front (`xtask`, which checks the machine and
+//! runs the builds) and `xtask-kube` (the commands built on kube-rs and the operators' crates).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::prereq::Use;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Operon project tasks")]
+pub struct Cli {
+    /// On failure, also print the error's backtrace (with RUST_BACKTRACE=1).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Checks the machine for everything the project needs and installs what is missing
+    /// (Debian packages, Go, Rust components); every other command does this for its own part.
+    Setup {
+        /// Only list what is there and what is missing; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+    /// kubectl, kwok, kubelet, kube-proxy) and CoreDNS, built from Go modules.
+    K8s {
+        #[command(subcommand)]
+        command: K8sCmd,
+    },
+    /// moto's server, the AWS (IAM) emulator, installed from PyPI into a virtualenv.
+    Moto {
+        #[command(subcommand)]
+        command: MotoCmd,
+    },
+    /// A local control plane for a person: kubectl, operators and demos run against it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// Runs the project: a local control plane with a real node, the operators deployed from
+    /// their images, and the talk's samples, until Ctrl-C.
+    Up(UpArgs),
+    /// Deploys the operators into a cluster with a real node: builds their images, pushes them
+    /// to the cluster's registry, `kubectl apply -k config/default`.
+    Deploy {
+        /// The cluster (default: the running `cargo xtask cluster up`'s, else $KUBECONFIG).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Writes the generated deployment files under config/ from the Rust types.
+    Manifests,
+    /// Builds operators' container images (static binary, FROM scratch) as OCI archives,
+    /// without a container engine (buildah).
+    Image {
+        /// The operators: workspace packages with a binary of the same name.
+        #[arg(default_value = "pod-operator")]
+        operators: Vec<String>,
+        /// The OCI archive to write, for one operator (default: target/images/<operator>.oci.tar).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The Cargo profile of the binaries: `release` (published images) or `local-image`
+        /// (what `up` and `deploy` run on the local cluster: quicker to build, see Cargo.toml).
+        #[arg(long, default_value = "release")]
+        profile: String,
+    },
+    /// Runs every test (installs what is missing and builds the control plane binaries first).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Formatting, clippy with warnings denied, and generated files in sync.
+    Lint,
+    /// Runs the cargo-fuzz targets under fuzz/ (libFuzzer, stable toolchain, no sanitizer).
+    Fuzz {
+        /// Targets to run (default: all): certificates.
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Runs benchmarks on the local control plane (release builds): `pod` compares pod-operator
+    /// with a controller-runtime peer and with creating the Pods directly, and writes a report to
+    /// bench/results (docs/performance.md); `service-ca` prints ratios against its own baseline
+    /// (docs/benchmarks.md). `--quick` is CI's regression check of request counts.
+    Bench {
+        /// Benchmarks to run (default: all): pod, service-ca.
+        names: Vec<String>,
+        #[command(flatten)]
+        options: BenchOptions,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCmd {
+    /// Builds the binaries into ~/.cache/operon/k8s/<version>/bin (instant when up to date).
+    Build {
+        /// Rebuild even when the cache is up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Regenerates tools/k8s/go.mod from the pinned k8s.io/kubernetes release's go.mod.
+    GenMod,
+    /// Prints the directory holding the binaries.
+    Path,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MotoCmd {
+    /// Installs moto[server] into ~/.cache/operon/moto/<version>/venv (instant when up to date).
+    Install,
+    /// Prints the path of the moto_server executable.
+    Path,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Starts the control plane with a real node and a kwok Node (in the background unless
+    /// --attach) and writes .operon/kubeconfig.
+    Up {
+        /// Run in the foreground until Ctrl-C.
+        #[arg(long)]
+        attach: bool,
+        #[command(flatten)]
+        shape: Shape,
+    },
+    /// Stops the control plane and removes its state.
+    Down,
+    /// Tells whether it runs, and its nodes.
+    Status,
+}
+
+/// What `cluster up` starts.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Shape {
+    /// Number of kwok (fake) Nodes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// No real node: only kwok's fake Nodes (no root needed; Pods say Running but nothing
+    /// runs).
+    #[arg(long)]
+    pub kwok_only: bool,
+}
+
+/// The Cargo profile of the images `up`, `deploy` and the tests run on the local cluster.
+pub const LOCAL_IMAGE_PROFILE: &str = "local-image";
+
+/// `cargo xtask up`'s options.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub shape: Shape,
+    /// Run the operators as processes on this machine (debug builds) instead of deploying their
+    /// images into the cluster; implied by --kwok-only (no node runs images).
+    #[arg(long)]
+    pub local_operators: bool,
+    /// With --local-operators: the operator binaries' directory (default: build them).
+    #[arg(long)]
+    pub operator_bin_dir: Option<PathBuf>,
+}
+
+impl UpArgs {
+    /// Whether the operators run as processes here rather than from their images.
+    pub fn local(&self) -> bool {
+        self.local_operators || self.shape.kwok_only
+    }
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct BenchOptions {
+    /// service-ca: objects (`OPERON_BENCH_N`; default 1000).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// pod: small CI run (N=200, pod-operator and direct only, debug build); fails when request
+    /// counts regress.
+    #[arg(long)]
+    pub quick: bool,
+    /// pod: burst sizes (default 1000,5000).
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    /// pod: fixed arrival rates per second (default 50,200).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// pod: create calls in flight and reconciles at once (default 10).
+    #[arg(long)]
+    pub concurrency: Option<u16>,
+    /// pod: requests in the cluster for the memory reading (default 10000).
+    #[arg(long)]
+    pub memory_objects: Option<usize>,
+    /// pod: which peers (default direct,operon,go,go-tuned,kube-rs; --quick: direct,operon;
+    /// operon-mimalloc, pod-operator with mimalloc, on request).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// pod: runs of every peer, interleaved (default 3; --quick: 1).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// pod: skip the failover measurement.
+    #[arg(long)]
+    pub no_failover: bool,
+    /// pod: skip the update, delete and recreate phases.
+    #[arg(long)]
+    pub no_churn: bool,
+    /// pod: where the report goes (default bench/results; --quick: <target>/bench-quick).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl Cmd {
+    /// What the command needs from the machine, so that all of it is checked (and installed)
+    /// before anything long starts.
+    pub fn uses(&self) -> Vec<Use> {
+        match self {
+            Cmd::Setup { .. } | Cmd::Fuzz { .. } => Vec::new(),
+            Cmd::K8s { command } => match command {
+                K8sCmd::Build { .. } | K8sCmd::GenMod => vec![Use::Go],
+                K8sCmd::Path => Vec::new(),
+            },
+            Cmd::Moto { command } => match command {
+                MotoCmd::Install => vec![Use::Moto],
+                MotoCmd::Path => Vec::new(),
+            },
+            Cmd::Cluster { command } => match command {
+                ClusterCmd::Up { shape, .. } if shape.kwok_only => vec![Use::Go],
+                ClusterCmd::Up { .. } => vec![Use::Go, Use::Node],
+                ClusterCmd::Down | ClusterCmd::Status => Vec::new(),
+            },
+            Cmd::Up(args) if args.shape.kwok_only => vec![Use::Go, Use::Moto],
+            Cmd::Up(args) if args.local() => vec![Use::Go, Use::Moto, Use::Node],
+            Cmd::Up(_) => vec![Use::Go, Use::Moto, Use::Node, Use::Images],
+            Cmd::Deploy { .. } => vec![Use::Go, Use::Images],
+            Cmd::Manifests => Vec::new(),
+            Cmd::Image { .. } => vec![Use::Images],
+            Cmd::Test { .. } => Use::ALL.to_vec(),
+            Cmd::Lint => vec![Use::Go, Use::Lint],
+            // The Go peer and the control plane's binaries; the benchmark runs kwok Nodes.
+            Cmd::Bench { .. } => vec![Use::Go],
+        }
+    }
+
+    /// Whether `xtask-kube` (kube-rs and the operators' crates) runs the command.
+    pub fn is_kube(&self) -> bool {
+        matches!(
+            self,
+            Cmd::Cluster { .. }
+                | Cmd::Up(_)
+                | Cmd::Deploy { .. }
+                | Cmd::Manifests
+                | Cmd::Image { .. }
+                | Cmd::Bench { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uses(args: &[&str]) -> Vec<Use> {
+        let cli = Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cli.command.uses()
+    }
+
+    #[test]
+    fn each_command_checks_what_it_will_need() {
+        assert_eq!(uses(&["test"]), Use::ALL.to_vec());
+        assert!(uses(&["up"]).contains(&Use::Images));
+        assert!(uses(&["up"]).contains(&Use::Node));
+        assert!(!uses(&["up", "--local-operators"]).contains(&Use::Images));
+        assert!(!uses(&["up", "--kwok-only"]).contains(&Use::Node));
+        assert!(!uses(&["cluster", "up", "--kwok-only"]).contains(&Use::Node));
+        assert!(uses(&["cluster", "up"]).contains(&Use::Node));
+        assert!(uses(&["-v", "image", "pod-operator"]).contains(&Use::Images));
+        assert!(uses(&["cluster", "down"]).is_empty());
+    }
+}
