@@ -404,8 +404,8 @@ fn build(bin: &Path) -> Result<()> {
         bin.display()
     );
     println!(
-        "k8s: a cold build takes about 8 minutes on 2 cores (Go's own caches make later ones \
-         quick)"
+        "k8s: a first build takes about 12 minutes on 2 cores beside Rust's (Go's own caches \
+         make later ones quick)"
     );
 
     phase(t0, "downloading Go modules");

@@ -79,7 +79,7 @@ impl<T: Send + 'static> Background<T> {
 }
 
 /// Runs a command of `xtask-kube`: the Go build and moto's install it needs run in the
-/// background while `xtask-kube` (and, for `up` and `deploy`, the operators' release images)
+/// background while `xtask-kube` (and, for `up` and `deploy`, the operators' images)
 /// compile, so that both cores stay busy; then this process becomes `xtask-kube`.
 fn kube(command: &Cmd) -> Result<()> {
     let needs_k8s = match command {
@@ -103,8 +103,8 @@ fn kube(command: &Cmd) -> Result<()> {
     let built = built.and_then(|kube| {
         if images {
             println!(
-                "xtask: building the operators' images (release builds for the musl target: \
-                 about 8 minutes the first time on 2 cores, while Go builds)"
+                "xtask: building the operators' images ({LOCAL_IMAGE_PROFILE} profile, musl: \
+                 a first build takes about 6 minutes on 2 cores beside Go's, seconds after)"
             );
             let status = Command::new(&kube)
                 .args(["image", "--profile", LOCAL_IMAGE_PROFILE])
@@ -120,6 +120,12 @@ fn kube(command: &Cmd) -> Result<()> {
     });
     // Wait for the background steps even when the foreground failed: their output would
     // otherwise run on after this process ends.
+    if built.is_err() && k8s.is_some() {
+        println!(
+            "xtask: the Rust build failed (below); waiting for the Go build to finish, as its \
+             work is kept for the next run (Ctrl-C stops it)"
+        );
+    }
     let k8s = k8s.map(Background::join).transpose();
     let moto = moto.map(Background::join).transpose();
     let kube = built?;
@@ -132,8 +138,8 @@ fn kube(command: &Cmd) -> Result<()> {
 fn build_kube() -> Result<PathBuf> {
     let t0 = Instant::now();
     println!(
-        "xtask: building xtask-kube (kube-rs and the operators' crates: about 3 minutes the \
-         first time on 2 cores)"
+        "xtask: building xtask-kube (kube-rs and the cluster crates: a first build takes about \
+         6 minutes on 2 cores beside Go's, seconds after)"
     );
     let mut child = cargo()
         .args([
@@ -194,6 +200,12 @@ fn test(args: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--all-targets", "--no-run"])
             .args(args.iter().take_while(|a| *a != "--")),
     );
+    if compiled.is_err() {
+        println!(
+            "xtask: compiling the tests failed (below); waiting for the Go builds to finish, as \
+             their work is kept for the next run (Ctrl-C stops them)"
+        );
+    }
     let helm = go.join();
     let moto = moto.join();
     compiled?;

@@ -285,6 +285,17 @@ impl Machine {
             .find(|p| operon_assets::is_executable(p))
     }
 
+    /// [`Machine::on_path`], or in the system directories a user's PATH often lacks (where
+    /// Debian puts iptables and the like); the node runs as root, whose PATH has them.
+    fn installed(&self, name: &str) -> Option<PathBuf> {
+        self.on_path(name).or_else(|| {
+            ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+                .iter()
+                .map(|dir| Path::new(dir).join(name))
+                .find(|p| operon_assets::is_executable(p))
+        })
+    }
+
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         if let Some(path) = &self.path {
@@ -299,7 +310,7 @@ impl Machine {
     /// Whether `check` holds on this machine.
     pub fn has(&self, check: Check) -> bool {
         match check {
-            Check::Command(name) => self.on_path(name).is_some(),
+            Check::Command(name) => self.installed(name).is_some(),
             Check::File(path) => operon_assets::is_executable(Path::new(path)),
             Check::PythonVenv => self.on_path("python3").is_some_and(|python| {
                 self.command(python)
@@ -314,7 +325,11 @@ impl Machine {
                     .status()
                     .is_ok_and(|s| s.success())
             }),
-            Check::MuslTarget => musl_target_installed(&self.rustc, self.path.as_deref()),
+            Check::MuslTarget => operon_assets::rust_target_installed(
+                &self.rustc,
+                self.path.as_deref(),
+                &musl_triple(),
+            ),
             Check::Root => self.root,
         }
     }
@@ -344,25 +359,6 @@ fn is_root() -> bool {
 /// The musl target triple of this machine.
 pub fn musl_triple() -> String {
     format!("{}-unknown-linux-musl", std::env::consts::ARCH)
-}
-
-fn musl_target_installed(rustc: &Path, path: Option<&std::ffi::OsStr>) -> bool {
-    let mut cmd = Command::new(rustc);
-    if let Some(path) = path {
-        cmd.env("PATH", path);
-    }
-    cmd.args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .is_some_and(|sysroot| {
-            sysroot
-                .join("lib/rustlib")
-                .join(musl_triple())
-                .join("lib")
-                .is_dir()
-        })
 }
 
 /// How the missing prerequisites would be installed here, or why they can't be.
@@ -435,13 +431,11 @@ pub fn plan(missing: &[&'static Prerequisite], installers: Installers, root: boo
             Install::Go => plan.go = true,
             Install::RustupComponent(c) if installers.rustup => plan.components.push(c),
             Install::RustupComponent(c) => plan.blockers.push(format!(
-                "{} ({}): install Rust's `{c}` component (rustup component add {c})",
-                p.name, p.why
+                "{}: install Rust's `{c}` component (rustup component add {c})",
+                p.name
             )),
             Install::RustupTarget => plan.musl_target = installers.rustup,
-            Install::User(what) => plan
-                .blockers
-                .push(format!("{} ({}): {what}", p.name, p.why)),
+            Install::User(what) => plan.blockers.push(format!("{}: {what}", p.name)),
         }
     }
     // Go's download needs curl and python3; when those are missing too they come from Debian
@@ -455,7 +449,7 @@ pub fn plan(missing: &[&'static Prerequisite], installers: Installers, root: boo
         let names: Vec<String> = missing
             .iter()
             .filter_map(|p| match p.install {
-                Install::Debian(pkg) => Some(format!("  - {} ({}; Debian: {pkg})", p.name, p.why)),
+                Install::Debian(pkg) => Some(format!("      {} (Debian: {pkg})", p.name)),
                 _ => None,
             })
             .collect();
@@ -503,7 +497,12 @@ pub struct Unmet(String);
 impl Unmet {
     fn new(command: &str, missing: &[&Prerequisite], plan: &Plan) -> Self {
         let mut text = format!("{command} needs what this machine lacks:\n");
-        for p in missing {
+        // The musl target is optional (glibc is linked statically without it): never a reason
+        // to stop.
+        for p in missing
+            .iter()
+            .filter(|p| p.install != Install::RustupTarget)
+        {
             text.push_str(&format!("  - {}: {}\n", p.name, p.why));
         }
         if !plan.blockers.is_empty() {

@@ -87,6 +87,31 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
+/// Whether `rustc` (run with `path` as its PATH when given) has the standard library for
+/// `triple` installed (`rustup target add`).
+pub fn rust_target_installed(
+    rustc: &std::path::Path,
+    path: Option<&std::ffi::OsStr>,
+    triple: &str,
+) -> bool {
+    let mut cmd = std::process::Command::new(rustc);
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    cmd.args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|sysroot| {
+            sysroot
+                .join("lib/rustlib")
+                .join(triple)
+                .join("lib")
+                .is_dir()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +128,13 @@ mod tests {
             );
         }
         assert!(default_bin_dir().ends_with(format!("k8s/{KUBERNETES_VERSION}/bin")));
+    }
+
+    #[test]
+    fn the_host_target_is_installed_and_a_made_up_one_is_not() {
+        let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let rustc = std::path::Path::new("rustc");
+        assert!(rust_target_installed(rustc, None, &host));
+        assert!(!rust_target_installed(rustc, None, "no-such-target"));
     }
 }

@@ -217,19 +217,7 @@ fn package_info(manifest_dir: &Path, package: &str) -> Result<Package> {
 /// Whether the Rust standard library for `triple` is installed (`rustup target add`).
 fn rust_target_installed(triple: &str) -> bool {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .is_some_and(|sysroot| {
-            sysroot
-                .join("lib/rustlib")
-                .join(triple)
-                .join("lib")
-                .is_dir()
-        })
+    operon_assets::rust_target_installed(Path::new(&rustc), None, triple)
 }
 
 /// Builds `packages` statically linked into `<target_dir>/static`; returns the target triple
