@@ -517,6 +517,8 @@ impl Unmet {
                 "to install them: `cargo xtask setup` (as root, or with sudo), or {}\n",
                 plan.apt_command()
             ));
+        } else if plan.go || !plan.components.is_empty() {
+            text.push_str("to install them: `cargo xtask setup`\n");
         }
         Unmet(text.trim_end().to_string())
     }
@@ -540,9 +542,11 @@ fn install(plan: &Plan, uses: &[Use]) -> Result<()> {
             why.join(", "),
             plan.debian.join(" ")
         );
+        if plan.sudo {
+            println!("setup: through sudo, as apt-get needs root");
+        }
         let apt = |args: &[&str]| -> Result<()> {
             let mut cmd = if plan.sudo {
-                println!("setup: (through sudo, as apt-get needs root)");
                 let mut c = Command::new("sudo");
                 c.arg("apt-get");
                 c
@@ -622,9 +626,9 @@ pub fn setup(check_only: bool) -> Result<()> {
             return Ok(());
         }
         let plan = plan(&missing, Installers::of(&machine), machine.root);
-        bail!(Unmet::new("cargo xtask setup", &missing, &plan));
+        bail!(Unmet::new("`cargo xtask setup`", &missing, &plan));
     }
-    ensure("cargo xtask setup", &Use::ALL)
+    ensure("`cargo xtask setup`", &Use::ALL)
 }
 
 #[cfg(test)]

@@ -104,7 +104,8 @@ pub fn build_many_with_profile(
     crate::buildah::Buildah::new(&target_dir.join("buildah"))?;
     let (triple, binaries) = build_static(manifest_dir, packages, &target_dir, profile)?;
     for (((package, info), binary), out) in packages.iter().zip(&infos).zip(&binaries).zip(&outs) {
-        image_of(package, info, binary).build(&target_dir.join("buildah"), out)?;
+        // An archive already built from the same binary and configuration is kept as it is.
+        image_of(package, info, binary).build_cached(&target_dir.join("buildah"), out)?;
         let binary_size = file_size(binary)?;
         let archive_size = file_size(out)?;
         println!(
