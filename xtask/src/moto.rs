@@ -30,21 +30,15 @@ fn requirement() -> String {
 fn python() -> Result<PathBuf> {
     let python = match std::env::var_os("OPERON_PYTHON").filter(|p| !p.is_empty()) {
         Some(p) => PathBuf::from(p),
-        None => std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| d.join("python3"))
-            .find(|p| p.is_file())
-            .with_context(|| {
-                format!(
-                    "Python is not installed (no `python3` on PATH). moto, the AWS emulator, is a \
+        None => operon_assets::on_path("python3").with_context(|| {
+            format!(
+                "Python is not installed (no `python3` on PATH). moto, the AWS emulator, is a \
                      Python package and needs Python {}.{} or newer with venv (Debian: \
                      `apt-get install python3 python3-venv`). Alternatively set {SERVER_ENV} to a \
                      moto_server executable.",
-                    PYTHON_MIN.0, PYTHON_MIN.1
-                )
-            })?,
+                PYTHON_MIN.0, PYTHON_MIN.1
+            )
+        })?,
     };
     let out = Command::new(&python)
         .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])

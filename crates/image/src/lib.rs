@@ -286,12 +286,7 @@ impl Image {
 }
 
 pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    operon_assets::on_path(name)
 }
 
 /// Runs `cmd` to completion (`what` names it in errors): its output when it succeeds.
