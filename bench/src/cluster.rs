@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, CustomResourceExt};
-use operon_envtest::ControlPlane;
+use operon_cluster::ControlPlane;
 use serde::Deserialize;
 
 /// Namespace of the peers' ServiceAccount and Lease.
@@ -79,7 +79,7 @@ impl Cluster {
         let startup = t0.elapsed();
         let admin = plane.client().await?;
         let crd = pod_operator::api::PodRequest::crd();
-        operon_envtest::apply::apply_crd(&admin, &crd, "operon-bench").await?;
+        operon_cluster::apply::apply_crd(&admin, &crd, "operon-bench").await?;
         let peer_kubeconfig = dir.path().join("peer.kubeconfig");
         let cluster = Cluster {
             plane,
@@ -146,7 +146,7 @@ impl Cluster {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        let token = operon_envtest::service_account_token(
+        let token = operon_cluster::service_account_token(
             &self.admin,
             SYSTEM_NAMESPACE,
             PEER_ACCOUNT,
@@ -155,16 +155,16 @@ impl Cluster {
         .await?;
         let ca = self.peer_kubeconfig.with_file_name("ca.crt");
         std::fs::write(&ca, self.plane.ca_pem())?;
-        let kubeconfig = operon_envtest::kubeconfig::single(
+        let kubeconfig = operon_cluster::kubeconfig::single(
             "bench",
             self.plane.server(),
-            operon_envtest::kubeconfig::Ca::File(&ca),
-            operon_envtest::kubeconfig::Credentials::Token(&token),
+            operon_cluster::kubeconfig::Ca::File(&ca),
+            operon_cluster::kubeconfig::Credentials::Token(&token),
             Some(SYSTEM_NAMESPACE),
         );
         std::fs::write(
             &self.peer_kubeconfig,
-            operon_envtest::kubeconfig::to_text(&kubeconfig)?,
+            operon_cluster::kubeconfig::to_text(&kubeconfig)?,
         )?;
         Ok(())
     }

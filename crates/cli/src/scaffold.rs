@@ -521,7 +521,7 @@ pub fn add_controller(
         owned_kinds.push(format!("(\"{}\", \"{}\")", o.kind, o.version));
         children_fields.push_str(&format!("\n    {f}: Children<{}>,", o.kind));
         children_new.push_str(&format!(
-            "\n    let ({f}, {f}_watch) = Children::<{}>::new(client.clone(), MANAGER);",
+            "\n    let ({f}, {f}_watch) = Children::<{}>::new(manager);",
             o.kind
         ));
         children_init.push_str(&format!("\n        {f},"));
@@ -630,7 +630,7 @@ pub fn add_controller(
     plan.insert(
         module,
         "operon:scaffold:controllers",
-        format!("{snake}::controller(&settings),"),
+        format!("{snake}::register(manager, settings);"),
     );
     plan.apply(&project.root, Some(updated.render()))?;
     if manifests {

@@ -114,7 +114,8 @@ const DEPENDENCIES: &[(&str, Option<&str>)] = &[
     ("tokio", None),
     ("tracing", None),
 ];
-const DEV_DEPENDENCIES: &[(&str, Option<&str>)] = &[("operon-envtest", None)];
+const DEV_DEPENDENCIES: &[(&str, Option<&str>)] =
+    &[("operon-cluster", None), ("operon-envtest", None)];
 
 fn workspace_dependencies() -> Result<Table> {
     let doc: DocumentMut = WORKSPACE_MANIFEST.parse()?;
@@ -129,6 +130,7 @@ fn dependency(name: &str, fallback: Option<&str>, source: &Source, deps: &Table)
     let operon_crate = match name {
         "operon-manifests" => Some("crates/manifests"),
         "operon-runtime" => Some("crates/runtime"),
+        "operon-cluster" => Some("crates/cluster"),
         "operon-envtest" => Some("crates/envtest"),
         _ => None,
     };

@@ -5,7 +5,9 @@
 //!   wanted, and garbage-collected with the {{Kind}}; a change to one wakes its {{Kind}}.
 //! - [`cleanup`] runs before a {{Kind}} goes away: a finalizer holds the deletion until it
 //!   succeeds.
-//! - The `Ready` condition tells users the outcome; Events tell what was done.
+//! - The `Ready` condition tells users the outcome; Events tell what was done. A reconcile
+//!   that fails (an API error, a child the API server rejects) shows as `Ready=False` with the
+//!   error and a Warning Event (`ReconcileError`), from the runtime, until it succeeds.
 //!
 //! Errors are retried per object with exponential backoff; reconciles, errors and their
 //! durations are on `/metrics` under controller-runtime's names.
@@ -18,18 +20,16 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use operon_manifests::Rule;
 use operon_runtime::conditions::{self, Desired};
-use operon_runtime::controller::{self, Action, Controller};
+use operon_runtime::controller::{self, Action, Cause, Controller};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
+use operon_runtime::manager::Manager;
 use operon_runtime::owned::{{{owned_uses}}};
-use operon_runtime::reconciler::Cause;
 use serde_json::json;
 {{owned_imports}}
-use super::{Settings, Started};
+use super::Settings;
 use crate::api::{{kind_snake}}::{condition, {{Kind}}};
 
-/// Field manager of its writes, and reporter of its Events.
-const MANAGER: &str = "{{name}}";
 /// Held on every {{Kind}} until [`cleanup`] succeeded.
 pub const FINALIZER: &str = "{{group}}/finalizer";
 /// When a {{Kind}} whose objects' names are taken is looked at again.
@@ -48,7 +48,7 @@ pub enum Error {
 }
 
 impl Cause for Error {
-    /// Label for `controller_runtime_reconcile_errors_total`.
+    /// The `cause` label of `operon_reconcile_errors_by_cause_total`.
     fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
@@ -104,27 +104,24 @@ fn fingerprint(obj: &{{Kind}}) -> u64 {
     ))
 }
 
-/// The controller, ready to run: it watches every {{Kind}}{{owned_doc}}, and
-/// reconciles once this replica leads and the caches are filled.
-pub fn controller(settings: &Settings) -> Started {
-    let client = settings.client.clone();
-    let objects = controller::reflect(
+/// Registers the controller: it watches every {{Kind}}{{owned_doc}}, and reconciles once
+/// this replica leads and the caches are filled.
+pub fn register(manager: &mut Manager, settings: &Settings) {
+    let client = manager.client();
+    let objects = manager.reflect(
         Api::<{{Kind}}>::all(client.clone()),
         watcher::Config::default(),
         controller::trim_managed_fields,
     );{{children_new}}
     let context = Arc::new(Context {
-        events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
+        events: manager.events(),
         client,{{children_init}}
     });
-    let controller = Controller::new(
-        "{{kind_lower}}",
-        objects,
-        settings.metrics.controller("{{kind_lower}}"),
-    )
-    .filter(fingerprint){{owns_streams}}
-    .workers(settings.concurrency.into());
-    Started::new(move |gates| controller.run(context, reconcile, gates))
+    let controller = Controller::new("{{kind_lower}}", objects)
+        .filter(fingerprint){{owns_streams}}
+        .workers(settings.concurrency.into())
+        .ready_condition();
+    manager.add(controller, context, reconcile);
 }
 
 async fn reconcile(obj: Arc<{{Kind}}>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result};
 use futures::FutureExt;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
-use operon_envtest::{apply, wait};
-use operon_runtime::metrics::Metrics;
+use operon_cluster::{apply, wait};
+use operon_runtime::manager::Manager;
 use {{crate}}::api::{{kind_snake}}::{{{Kind}}, condition};
 use {{crate}}::controller::{self, {{kind_snake}}::FINALIZER};
 use {{crate}}::{api, deploy};
@@ -37,15 +37,9 @@ async fn {{kind_snake}}_gets_ready_and_is_cleaned_up_on_deletion() -> Result<()>
         .service_account_client(&operator.namespace, account)
         .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let settings = controller::Settings {
-        client,
-        concurrency: 2,
-        metrics: Metrics::new(),
-        instance: None,
-        stop: controller::stop_on(stopped.map(|_| ())),
-        leading: None,
-    };
-    let running = tokio::spawn(controller::run(settings, None));
+    let mut manager = Manager::new("{{name}}", client).stop(stopped.map(|_| ()));
+    controller::register(&mut manager, &controller::Settings { concurrency: 2 });
+    let running = tokio::spawn(manager.run());
 
 {{test_api}}
     let (_, sample) = deploy::SAMPLES

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use operon_runtime::operator::{self, RunArgs};
+use operon_runtime::command::{self, RunArgs};
 use {{crate}}::{controller, deploy};
 
 #[derive(Parser)]
@@ -32,16 +32,10 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             let RunCommand { concurrency, run } = *args;
-            operator::run("{{name}}", &run, |rt| async move {
-                let settings = controller::Settings {
-                    client: rt.client,
-                    concurrency,
-                    metrics: rt.metrics,
-                    instance: rt.instance,
-                    stop: controller::stop_on(rt.stop),
-                    leading: Some(rt.leading),
-                };
-                controller::run(settings, Some(rt.readiness)).await
+            let settings = controller::Settings { concurrency };
+            command::run("{{name}}", &run, |manager| {
+                controller::register(manager, &settings);
+                Ok::<_, std::convert::Infallible>(())
             })
             .await?;
         }

@@ -18,7 +18,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
 use operon::deploy;
 use operon::kustomize;
-use operon_envtest::{Assets, Component, random_suffix, wait};
+use operon_cluster::{Assets, Component, wait};
+use operon_envtest::random_suffix;
 use operon_manifests::{ADMIN_PORT, OperatorManifests, Rule};
 use serde_json::{Value, json};
 

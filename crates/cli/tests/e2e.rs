@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const PATCH: &str = concat!(
@@ -377,6 +377,57 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         }
     })
     .await?;
+
+    // A child the API server rejects (a container name the CRD's schema lets through, a Pod's
+    // doesn't): the user sees it on the PodRequest, not only in the operator's log.
+    let mut rejected = request.clone();
+    rejected.metadata.name = Some("rejected".into());
+    rejected.data["spec"]["name"] = serde_json::json!("Not_A_DNS_Label");
+    requests.create(&PostParams::default(), &rejected).await?;
+    let message = wait::until("PodRequest rejected: Ready=False", TIMEOUT, || async {
+        let r = requests.get("rejected").await.map_err(|e| e.to_string())?;
+        let conditions = r.data["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conditions
+            .iter()
+            .find(|c| c["type"] == "Ready" && c["status"] == "False")
+            .and_then(|c| c["message"].as_str().map(str::to_owned))
+            .ok_or(format!("conditions {conditions:?}"))
+    })
+    .await?;
+    ensure!(
+        message.contains("Not_A_DNS_Label") && message.contains("Invalid value"),
+        "the Ready condition doesn't carry the API server's message: {message}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    wait::until(
+        "a Warning Event about the rejected PodRequest",
+        TIMEOUT,
+        || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("ReconcileError")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("rejected")
+                        && e.note
+                            .as_deref()
+                            .is_some_and(|n| n.contains("Not_A_DNS_Label"))
+                })
+                .map(|_| ())
+                .ok_or(format!("{} Events, none about it", list.items.len()))
+        },
+    )
+    .await?;
+    requests
+        .delete("rejected", &DeleteParams::default())
+        .await?;
 
     // Slide 65: clean up the Pod when the custom resource is deleted.
     requests.delete("busybox", &DeleteParams::default()).await?;

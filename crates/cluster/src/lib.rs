@@ -6,7 +6,8 @@
 //! worker [`Node`] (kubelet, containerd, kube-proxy, CoreDNS and a local registry). Certificates,
 //! ports and data directories are made per run; readiness is awaited on the components' own
 //! health endpoints, never on fixed sleeps. [`apply`] puts objects into any cluster the way
-//! `kubectl apply --server-side` does.
+//! `kubectl apply --server-side` does; [`service_account_token`] and [`kubeconfig`] let a
+//! process outside the cluster act as a ServiceAccount.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), operon_cluster::Error> {
@@ -22,6 +23,7 @@ pub mod kubeconfig;
 pub mod node;
 mod pki;
 pub mod process;
+mod token;
 pub mod wait;
 
 use std::path::PathBuf;
@@ -37,6 +39,7 @@ pub use control_plane::{
 };
 pub use node::Node;
 pub use pki::{CertKey, NodeAddresses, NodeCerts, Pki};
+pub use token::service_account_token;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,4 +93,6 @@ pub enum Error {
     Invalid(String),
     #[error("real node: {0}")]
     Node(String),
+    #[error("the TokenRequest returned no token")]
+    NoToken,
 }

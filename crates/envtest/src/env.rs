@@ -12,14 +12,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::AuthInfo;
 use kube::{Client, Config};
+use operon_cluster::{ControlPlane, apply, default_bin_dir, node, service_account_token, wait};
 use tokio::sync::OnceCell;
 
-use crate::{ControlPlane, Error, wait};
+use crate::Error;
 
 /// Set to `true` to use the cluster of the current kubeconfig instead of starting one.
 pub const USE_EXISTING_CLUSTER_ENV: &str = "USE_EXISTING_CLUSTER";
@@ -51,10 +51,10 @@ pub async fn shared() -> Result<&'static TestEnv, Error> {
         .map_err(|e| Error::SharedStart(e.clone()))
 }
 
-/// Like [`shared`], with a real worker node (see [`crate::Node`]): Pods run for real, images
-/// are pushed with [`TestEnv::push`]. With `USE_EXISTING_CLUSTER`, the cluster must announce
-/// its local registry (`kube-public/local-registry-hosting`), as `cargo xtask cluster up`'s
-/// does.
+/// Like [`shared`], with a real worker node (see [`operon_cluster::Node`]): Pods run for real,
+/// images are pushed with [`TestEnv::push`]. With `USE_EXISTING_CLUSTER`, the cluster must
+/// announce its local registry (`kube-public/local-registry-hosting`), as `cargo xtask cluster
+/// up`'s does.
 pub async fn shared_with_node() -> Result<&'static TestEnv, Error> {
     SHARED_WITH_NODE
         .get_or_init(|| async {
@@ -128,9 +128,9 @@ impl TestEnv {
     /// `kubectl` (the one built with the control plane) against this cluster, as admin.
     pub fn kubectl(&self) -> std::process::Command {
         match self.control_plane() {
-            Some(cp) => crate::apply::kubectl(cp.kubeconfig_path()),
+            Some(cp) => apply::kubectl(cp.kubeconfig_path()),
             // The current kubeconfig, as for the tests' own clients.
-            None => std::process::Command::new(crate::default_bin_dir().join("kubectl")),
+            None => std::process::Command::new(default_bin_dir().join("kubectl")),
         }
     }
 
@@ -139,7 +139,7 @@ impl TestEnv {
         if let Some(node) = self.control_plane().and_then(ControlPlane::node) {
             return Ok(node.registry().to_string());
         }
-        Ok(crate::node::announced_registry(&self.client().await?).await?)
+        Ok(node::announced_registry(&self.client().await?).await?)
     }
 
     /// Pushes the OCI archive `archive` under `reference` (as Pods name it, e.g.
@@ -147,7 +147,7 @@ impl TestEnv {
     pub async fn push(&self, archive: &std::path::Path, reference: &str) -> Result<(), Error> {
         let registry = self.registry().await?;
         let (archive, reference) = (archive.to_path_buf(), reference.to_string());
-        tokio::task::spawn_blocking(move || crate::node::push_to(&registry, &archive, &reference))
+        tokio::task::spawn_blocking(move || node::push_to(&registry, &archive, &reference))
             .await
             .map_err(|e| Error::Node(format!("pushing {e}")))??;
         Ok(())
@@ -292,43 +292,6 @@ fn sanitize(prefix: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// A token of ServiceAccount `namespace/name` (created if missing) from the TokenRequest API,
-/// valid for `seconds`. `admin` must be allowed to create both.
-pub async fn service_account_token(
-    admin: &Client,
-    namespace: &str,
-    name: &str,
-    seconds: i64,
-) -> Result<String, Error> {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    if sas.get_opt(name).await?.is_none() {
-        let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match sas.create(&PostParams::default(), &sa).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(seconds),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    sas.create_token_request(name, &PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .ok_or(Error::NoToken)
 }
 
 /// Five lowercase hex digits, different on every call.

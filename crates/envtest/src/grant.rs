@@ -1,9 +1,9 @@
 //! RBAC for the users tests act as.
 
 use kube::Client;
+use operon_cluster::apply::apply;
 
 use crate::Error;
-use crate::apply::apply;
 
 /// Grants `user` the RBAC `rules` (a JSON array of PolicyRules) in `namespace`, through a Role
 /// and RoleBinding both named `name` (server-side applied, so calling it again updates them).

@@ -9,6 +9,9 @@ use x509_parser::prelude::*;
 
 use crate::Error;
 
+/// How long the loopback server of [`handshake`] may take to finish after the client's echo.
+const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn invalid(what: impl std::fmt::Display) -> Error {
     Error::Certificate(what.to_string())
 }
@@ -178,7 +181,7 @@ pub async fn handshake(
     .await;
     match result {
         Ok(byte) if &byte == b"x" => {
-            match tokio::time::timeout(crate::operator::TIMEOUT, server_task).await {
+            match tokio::time::timeout(SERVER_TIMEOUT, server_task).await {
                 Ok(Ok(Ok(()))) => Ok(()),
                 other => Err(invalid(format!("the server side failed: {other:?}"))),
             }

@@ -15,7 +15,7 @@ use kube::api::{
     PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::Status;
-use operon_envtest::wait;
+use operon_cluster::wait;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::{Assets, ClusterError as Error, ControlPlane, wait};
+use operon_cluster::{Assets, ControlPlane, Error, wait};
 
 fn alive(pid: u32) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
@@ -27,7 +27,7 @@ async fn minimal_plane_starts_reports_timing_and_stops_without_leftovers() -> Re
 
     let client = cp.client().await?;
     let version = client.apiserver_version().await?;
-    assert_eq!(version.git_version, operon_envtest::KUBERNETES_VERSION);
+    assert_eq!(version.git_version, operon_cluster::KUBERNETES_VERSION);
 
     let pids = cp.pids();
     let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
@@ -125,6 +125,6 @@ async fn children_die_with_a_killed_owner() -> Result<()> {
     })
     .await?;
     // The next run reaps the dead owner's run directory.
-    operon_envtest::process::reap_stale_runs();
+    operon_cluster::process::reap_stale_runs();
     Ok(())
 }

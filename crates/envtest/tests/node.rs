@@ -7,7 +7,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Client;
 use kube::api::{Api, LogParams, PostParams};
-use operon_envtest::{TestEnv, wait};
+use operon_cluster::wait;
+use operon_envtest::TestEnv;
 use serde_json::json;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -101,7 +102,7 @@ async fn the_talks_pod_runs_logs_and_takes_exec() -> Result {
     let spec = pod.spec.clone().unwrap_or_default();
     assert_eq!(
         spec.node_name.as_deref(),
-        Some(operon_envtest::node::NODE_NAME)
+        Some(operon_cluster::node::NODE_NAME)
     );
     let status = pod.status.unwrap_or_default();
     let container = status.container_statuses.unwrap_or_default();
@@ -152,7 +153,7 @@ async fn pods_reach_services_and_the_api_server_by_name() -> Result {
         }),
     )
     .await?;
-    operon_envtest::apply::apply(
+    operon_cluster::apply::apply(
         &client,
         &json!({
             "apiVersion": "v1", "kind": "Service",
@@ -278,7 +279,7 @@ async fn kwok_nodes_stay_for_scale_beside_the_real_one() -> Result {
     assert!(
         taints
             .iter()
-            .any(|t| t.key == operon_envtest::KWOK_TAINT && t.effect == "NoSchedule"),
+            .any(|t| t.key == operon_cluster::KWOK_TAINT && t.effect == "NoSchedule"),
         "{taints:?}"
     );
     // Only Pods that tolerate the taint go there, and kwok runs them (on paper).
@@ -290,7 +291,7 @@ async fn kwok_nodes_stay_for_scale_beside_the_real_one() -> Result {
             "metadata": { "name": "fake" },
             "spec": {
                 "nodeSelector": { "type": "kwok" },
-                "tolerations": [{ "key": operon_envtest::KWOK_TAINT, "operator": "Exists" }],
+                "tolerations": [{ "key": operon_cluster::KWOK_TAINT, "operator": "Exists" }],
                 "containers": [{ "name": "fake", "image": "does-not-exist.example/fake" }],
             },
         }),
@@ -317,7 +318,7 @@ async fn every_registry_host_is_served_by_the_local_registry() -> Result {
     // An image "from" a registry on the internet: the node asks only its own registry.
     let image = "registry.example.com/tools/busybox:1";
     let busybox = tokio::task::spawn_blocking(|| {
-        operon_envtest::node::images::busybox().and_then(|i| i.archive())
+        operon_cluster::node::images::busybox().and_then(|i| i.archive())
     })
     .await??;
     env.push(&busybox, image).await?;

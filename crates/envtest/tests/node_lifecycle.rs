@@ -12,8 +12,8 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::node::host;
-use operon_envtest::{ControlPlane, wait};
+use operon_cluster::node::host;
+use operon_cluster::{ControlPlane, wait};
 use serde_json::json;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;

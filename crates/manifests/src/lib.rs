@@ -2,9 +2,11 @@
 //! Deployment, Service, NetworkPolicy, Prometheus rules), OLM bundle and Helm chart; and the
 //! audit of a running operator's permissions against that declaration.
 //!
-//! Apart from [`operon_runtime`](../operon_runtime/index.html), which runs operators, as
-//! kubebuilder keeps controller-tools apart from controller-runtime: an operator's binary links
-//! this crate only for its generation commands ([`Command`]), the same in every operator.
+//! Apart from [`operon_runtime`], which runs operators, as kubebuilder keeps controller-tools
+//! apart from controller-runtime: an operator's binary links this crate only for its generation
+//! commands ([`Command`]), the same in every operator. It reads the runtime only for the RBAC
+//! rules the runtime declares its own calls need ([`operon_runtime::rbac`]: Events, the
+//! leader-election Lease, metrics auth), which every operator's generated RBAC grants.
 //!
 //! - the crate root: [`OperatorManifests`], the declaration, and the objects it yields;
 //! - [`admission`]: ValidatingAdmissionPolicies against privilege escalation through an operator;
@@ -18,10 +20,10 @@ pub mod admission;
 pub mod alerts;
 pub mod audit;
 mod command;
+mod deployment;
 pub mod generate;
 pub mod helm;
 pub mod olm;
-mod operator;
 
 pub use command::{Command, Declaration};
-pub use operator::*;
+pub use deployment::*;

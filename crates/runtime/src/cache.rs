@@ -1,4 +1,5 @@
-//! Knowing when a reflector cache has its initial list, from any number of tasks.
+//! Caches: knowing when a reflector has its initial list ([`Synced`]), from any number of
+//! tasks; and reading one's own writes through a cache that lags behind them ([`Writes`]).
 //!
 //! kube-runtime's `Store::wait_until_ready` keeps a single waker (a oneshot receiver
 //! underneath): when several tasks wait at once — the controller's own runner among them — only
@@ -6,7 +7,11 @@
 //! keep the controller itself from starting. [`Synced`] is set from the watch stream instead
 //! (after the event has reached the store) and wakes every waiter.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use kube::runtime::watcher;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 /// Set once the cache has applied its initial list; cheap to clone, any number of waiters.
@@ -56,8 +61,86 @@ impl Synced {
     }
 }
 
+/// Whether a cached object at resourceVersion `cached` still predates a write that replaced
+/// version `replaced`: the cache hasn't caught up with it. resourceVersions are opaque (API
+/// conventions), so they are only compared for equality: any other version is newer.
+pub fn lags(cached: Option<&str>, replaced: Option<&str>) -> bool {
+    cached.is_some() && cached == replaced
+}
+
+/// What a controller last wrote per object, and the resourceVersion each write replaced: the
+/// cache lags behind a controller's own writes, and a reconcile that reads an older copy must
+/// not act on it (write the same thing again, or undo its own write).
+pub struct Writes<Key, T> {
+    written: Mutex<HashMap<Key, (Option<String>, T)>>,
+}
+
+impl<Key, T> Default for Writes<Key, T> {
+    fn default() -> Self {
+        Writes {
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<Key: Eq + Hash, T: Clone> Writes<Key, T> {
+    /// `value` was written over the object's version `replaced` (`None`: created).
+    pub fn record(&self, key: Key, replaced: Option<String>, value: T) {
+        self.written.lock().insert(key, (replaced, value));
+    }
+
+    /// What was last written, if the cached copy at `cached` predates that write.
+    pub fn newer_than_cache(&self, key: &Key, cached: Option<&str>) -> Option<T> {
+        let written = self.written.lock();
+        let (replaced, value) = written.get(key)?;
+        lags(cached, replaced.as_deref()).then(|| value.clone())
+    }
+
+    pub fn forget(&self, key: &Key) {
+        self.written.lock().remove(key);
+    }
+
+    /// Keeps only the entries `keep` accepts, once there are more than `limit` (deleted objects
+    /// are forgotten now and then rather than on every write).
+    pub fn prune(&self, limit: usize, keep: impl Fn(&Key) -> bool) {
+        let mut written = self.written.lock();
+        if written.len() > limit {
+            written.retain(|key, _| keep(key));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.written.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cache_lags_only_while_it_shows_the_replaced_version() {
+        assert!(lags(Some("9"), Some("9")));
+        assert!(!lags(Some("10"), Some("9")));
+        // Opaque: a "smaller" version is just another version.
+        assert!(!lags(Some("8"), Some("9")));
+        assert!(!lags(None, Some("9")));
+        assert!(!lags(None, None));
+    }
+
+    #[test]
+    fn a_write_counts_until_the_cache_shows_a_newer_version() {
+        let writes = Writes::<&str, u64>::default();
+        assert_eq!(writes.newer_than_cache(&"a", Some("1")), None);
+        writes.record("a", Some("1".into()), 7);
+        assert_eq!(writes.newer_than_cache(&"a", Some("1")), Some(7));
+        assert_eq!(writes.newer_than_cache(&"a", Some("2")), None);
+        writes.prune(0, |k| *k != "a");
+        assert!(writes.is_empty());
+    }
+
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
 

@@ -186,6 +186,11 @@ fn verb_for(method: &Method, uri: &http::Uri, named: bool) -> &'static str {
     }
 }
 
+/// Whether `error` is the API server's answer with HTTP status `code` (404 gone, 409 conflict…).
+pub fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

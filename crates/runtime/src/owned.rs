@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::controller::{self, Reflected};
+use crate::manager::Manager;
 
 /// Annotation holding a hash of the child as last applied.
 pub const APPLIED_HASH: &str = "operon.dev/applied-hash";
@@ -112,11 +113,13 @@ where
         + Sync
         + 'static,
 {
-    /// A cache of every `K` in the cluster, and its watch to give to
-    /// [`Controller::owns`](crate::controller::Controller::owns) (which drives it: the cache
-    /// fills as the watch is polled). `manager` is the field manager of applies.
-    pub fn new(client: Client, manager: &str) -> (Self, Reflected<K>) {
-        let reflected = controller::reflect(
+    /// A cache of every `K` in the cluster (the Manager's: one watch for every controller
+    /// that owns `K`s), and its changes to give to
+    /// [`Controller::owns`](crate::controller::Controller::owns). Applies are made as the
+    /// Manager's field manager.
+    pub fn new(manager: &mut Manager) -> (Self, Reflected<K>) {
+        let client = manager.client();
+        let reflected = manager.reflect(
             Api::<K>::all(client.clone()),
             watcher::Config::default(),
             controller::trim_managed_fields,
@@ -124,7 +127,7 @@ where
         let children = Children {
             client,
             store: reflected.store.clone(),
-            manager: manager.to_string(),
+            manager: manager.name().to_owned(),
         };
         (children, reflected)
     }

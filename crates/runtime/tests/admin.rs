@@ -9,7 +9,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use operon_runtime::admin::{AdminServer, Readiness};
 use operon_runtime::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use operon_envtest::wait;
+use operon_cluster::wait;
+use operon_runtime::controller::Cause;
 use operon_runtime::controller::{self, Action, Controller, Gates};
 use operon_runtime::metrics::ControllerMetrics;
-use operon_runtime::reconciler::Cause;
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
@@ -180,7 +180,9 @@ fn start(client: &Client, ns: &str, workers: usize, standby: bool) -> Running {
     } else {
         None
     };
-    let controller = Controller::new("engine-test", primary, metrics.clone()).workers(workers);
+    let controller = Controller::new("engine-test", primary)
+        .metrics(metrics.clone())
+        .workers(workers);
     let task = tokio::spawn(controller.run(seen.clone(), reconcile, gates));
     Running {
         seen,

@@ -7,7 +7,7 @@ use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use operon_runtime::events::{Events, MAX_PENDING};
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use operon_runtime::finalizers;
 use serde_json::json;
 

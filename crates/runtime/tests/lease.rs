@@ -9,7 +9,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use operon_envtest::{TestEnv, wait};
+use operon_cluster::wait;
+use operon_envtest::TestEnv;
 use operon_runtime::lease::{LeaderElector, LeaderHandle, LeaseConfig};
 use serde_json::json;
 

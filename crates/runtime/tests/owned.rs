@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
-use operon_envtest::wait;
+use operon_cluster::wait;
+use operon_runtime::manager::Manager;
 use operon_runtime::owned::{self, Children};
 
 fn config_map(name: &str, value: &str) -> ConfigMap {
@@ -65,9 +65,11 @@ async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone
         .create(&PostParams::default(), &config_map("taken", "theirs"))
         .await?;
 
-    let (children, watch) = Children::<ConfigMap>::new(client.clone(), "owned-test");
+    // The Manager drives the children's watch; this test reads only the cache.
+    let mut manager = Manager::new("owned-test", client.clone());
+    let (children, watch) = Children::<ConfigMap>::new(&mut manager);
     let synced = watch.synced.clone();
-    let drive = tokio::spawn(watch.changes.for_each(|_| async {}));
+    let drive = tokio::spawn(manager.run());
     tokio::time::timeout(Duration::from_secs(30), synced.wait())
         .await
         .context("cache not synced")?;

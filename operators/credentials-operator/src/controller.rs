@@ -1,44 +1,43 @@
-//! The CredentialsRequest controller (OpenShift's cloud-credential-operator loop, AWS).
+//! The CredentialsRequest controller (OpenShift's cloud-credential-operator loop, AWS): the
+//! watches and the API calls. What to do is decided in [`plan`](crate::plan), the conditions in
+//! [`conditions`](crate::conditions), the Secrets in [`secret`](crate::secret) and
+//! [`mint`](crate::mint); the IAM calls are [`iam`](crate::iam)'s.
 //!
 //! Triggers: request changes (generation, deletion, finalizers — not the operator's own status
 //! writes), events of the Secrets it wrote (label-selected, mapped by their annotation), the
-//! appearance of a missing target namespace, any change of the root credentials Secret (every
-//! request), and a periodic re-sync.
+//! appearance of a missing target namespace, any change of the root credentials Secret,
+//! re-lists included (every request), and a periodic re-sync.
 //!
 //! Crash safety: the IAM user and policy names are written to `status.providerStatus` before
 //! either is created, and creation is idempotent by name, so a restart at any point adopts
 //! what an earlier attempt created instead of minting a second identity.
 
-use operon_manifests::Rule;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::{StreamExt, future};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use operon_runtime::admin::Readiness;
-use operon_runtime::controller::{self, Action, Controller, Gates, ReadyWhenSynced};
+use operon_manifests::Rule;
+use operon_runtime::client::is_status;
+use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
-use operon_runtime::metrics::ControllerMetrics;
-use operon_runtime::operator::Leading;
+use operon_runtime::manager::Manager;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::api::{
-    AWS_PROVIDER_STATUS, AwsProviderStatus, CredentialsRequest, CredentialsRequestCondition,
-    CredentialsRequestStatus, PROVIDER_API_VERSION, condition,
-};
-use crate::iam::{self, CloudError, Endpoint, Iam};
+use crate::api::{CredentialsRequest, CredentialsRequestStatus, StatementEntry};
+use crate::conditions::{self, same_status};
+use crate::iam::{CloudError, Endpoint, Iam};
 use crate::mint::{self, FINALIZER};
+pub use crate::plan::Mode;
+use crate::plan::{self, Keys, Path, Plan, Provision, Resync};
+use crate::secret::{self, RootCredentials};
 
 /// Exactly the API calls this controller makes, for its ClusterRole: requests watched, their
 /// finalizer patched and status server-side applied; Secrets watched (its own, by label; the root Secret by
@@ -68,8 +67,8 @@ pub fn rules() -> Vec<Rule> {
 
 /// Field manager and Event reporter.
 pub const MANAGER: &str = "credentials-operator";
-/// Longest requeue (the re-sync period is usually shorter).
-const MAX_REQUEUE: Duration = Duration::from_secs(12 * 3600);
+/// The controller's name (its metrics' `controller` label).
+pub const CONTROLLER: &str = "credentialsrequest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,8 +90,8 @@ pub enum Error {
     NoNamespace(String),
 }
 
-impl operon_runtime::reconciler::Cause for Error {
-    /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
+impl controller::Cause for Error {
+    /// Label for metrics (`operon_reconcile_errors_by_cause_total`).
     fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
@@ -107,23 +106,10 @@ impl operon_runtime::reconciler::Cause for Error {
     }
 }
 
-/// How requests are satisfied (OpenShift's credentials modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// A new IAM user per request, with exactly the requested permissions.
-    #[default]
-    Mint,
-    /// The root credentials are copied, after checking they allow the requested actions.
-    Passthrough,
-    /// Nothing: an administrator provides the Secrets.
-    Manual,
-}
-
-/// How the operator runs.
+/// What the operator does (the Manager owns the namespaces served, metrics, readiness and
+/// leadership).
 #[derive(Clone)]
 pub struct Settings {
-    /// Namespaces whose requests are served; empty means all.
-    pub namespaces: Vec<String>,
     /// `--mode`: overrides the root Secret's [`mint::MODE_ANNOTATION`]. `None`: the annotation
     /// decides, mint when it is absent. An explicit passthrough trusts the root credentials
     /// (no simulation), as OpenShift's explicit passthrough mode does.
@@ -143,17 +129,11 @@ pub struct Settings {
     /// Replace access keys older than this.
     pub key_rotation: Option<Duration>,
     pub concurrency: u16,
-    pub instance: Option<String>,
-    pub metrics: Arc<ControllerMetrics>,
-    pub readiness: Option<Readiness>,
-    /// Reconcile only once this resolves (leadership); the caches fill before. `None`: at once.
-    pub leading: Option<Leading>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            namespaces: Vec::new(),
             mode: None,
             resource_tags: Vec::new(),
             root_secret_namespace: "kube-system".into(),
@@ -163,147 +143,46 @@ impl Default for Settings {
             resync_period: Duration::from_secs(3600),
             key_rotation: None,
             concurrency: 10,
-            instance: None,
-            metrics: Arc::default(),
-            readiness: None,
-            leading: None,
         }
     }
 }
 
-struct Context {
-    client: Client,
-    settings: Settings,
-    sdk: aws_config::SdkConfig,
-    secrets: Store<Secret>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    events: Events,
-    /// IAM client for the root credentials, by the root Secret's resourceVersion.
-    root: Mutex<Option<(String, Iam)>>,
-}
-
-fn request_fingerprint(cr: &CredentialsRequest) -> u64 {
-    let mut h = DefaultHasher::new();
-    cr.metadata.generation.hash(&mut h);
-    cr.metadata.deletion_timestamp.is_some().hash(&mut h);
-    cr.finalizers().hash(&mut h);
-    h.finish()
-}
-
-fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// OpenShift's condition rules: a True condition is added or updated; a False one only
-/// updates an existing entry. `lastTransitionTime` moves when the status does.
-pub fn set_condition(
-    conditions: &mut Vec<CredentialsRequestCondition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-) {
-    let status_str = if status { "True" } else { "False" };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status_str {
-                c.last_transition_time = Some(now());
-            }
-            c.status = status_str.to_owned();
-            c.reason = Some(reason.to_owned());
-            c.message = Some(message.to_owned());
-            c.last_probe_time = Some(now());
-        }
-        None if status => conditions.push(CredentialsRequestCondition {
-            type_: type_.to_owned(),
-            status: status_str.to_owned(),
-            last_probe_time: Some(now()),
-            last_transition_time: Some(now()),
-            reason: Some(reason.to_owned()),
-            message: Some(message.to_owned()),
-        }),
-        None => {}
-    }
-}
-
-fn is_condition_true(status: &CredentialsRequestStatus, type_: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
-}
-
-/// Equal but for the probe and transition times.
-fn same_status(a: &CredentialsRequestStatus, b: &CredentialsRequestStatus) -> bool {
-    let strip = |s: &CredentialsRequestStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_probe_time = None;
-            c.last_transition_time = None;
-        }
-        s
-    };
-    strip(a) == strip(b)
-}
-
-/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. One
-/// controller per served namespace (or one for all), so caches and watches stay in scope.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let sdk = iam::load_sdk_config().await;
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
-    let shutdown = future::FutureExt::shared(Box::pin(shutdown));
-    let ready = ReadyWhenSynced::new(settings.readiness.clone(), scopes.len());
-    let controllers = scopes.into_iter().map(|scope| {
-        let requests_api: Api<CredentialsRequest> = match scope.as_deref() {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        // Requests by generation, deletion and finalizers (not the operator's status writes).
-        let requests = controller::reflect(
-            requests_api,
+/// Adds the CredentialsRequest controller to `manager`, one per served namespace; `sdk` is the
+/// AWS SDK's shared configuration ([`crate::iam::load_sdk_config`]). The cluster-wide watches (the
+/// operator's Secrets, Namespaces) and the root Secret's are asked for identically in every
+/// scope, so the Manager opens each once.
+pub fn register(manager: &mut Manager, settings: &Settings, sdk: &aws_config::SdkConfig) {
+    let client = manager.client();
+    for scope in manager.scopes() {
+        let requests = manager.reflect(
+            scope.api::<CredentialsRequest>(client.clone()),
             watcher::Config::default(),
             controller::trim_managed_fields,
         );
         // Only the Secrets this operator wrote, mapped back by their annotation.
-        let secrets = controller::reflect(
+        let secrets = manager.reflect(
             Api::<Secret>::all(client.clone()),
             watcher::Config::default().labels(&format!("{}=true", mint::SECRET_LABEL)),
             controller::trim_managed_fields,
         );
         // A missing target namespace appearing wakes the requests waiting for it.
-        let namespaces = controller::reflect(
+        let namespaces = manager.reflect(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
-            |_: &mut PartialObjectMeta<Namespace>| {},
+            keep_namespace,
         );
-        // Any change of the root credentials: every request.
-        let root_changes = kube::runtime::watcher(
+        // Any change of the root credentials, also one seen only in a re-list: every request.
+        let root = manager.reflect(
             Api::<Secret>::namespaced(client.clone(), &settings.root_secret_namespace),
             watcher::Config::default()
                 .fields(&format!("metadata.name={}", settings.root_secret_name)),
-        )
-        .default_backoff()
-        .filter_map(|event| {
-            future::ready(matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(()))
-        });
-        let secret_mapper = {
+            forget_keys,
+        );
+        let by_annotation = {
             let requests = requests.store.clone();
-            move |secret: Secret| {
-                let key = secret.annotations().get(mint::SECRET_ANNOTATION)?.clone();
-                let (ns, name) = key.split_once('/')?;
-                let r = ObjectRef::<CredentialsRequest>::new(name).within(ns);
-                requests.get(&r).map(|_| r)
-            }
+            move |secret: Secret| secret::request_of(&secret).filter(|r| requests.get(r).is_some())
         };
-        let namespace_mapper = {
+        let targeting = {
             let requests = requests.store.clone();
             move |ns: PartialObjectMeta<Namespace>| {
                 let name = ns.name_any();
@@ -317,60 +196,60 @@ pub async fn run(
         };
         let ctx = Arc::new(Context {
             client: client.clone(),
-            events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
+            events: manager.events(),
             settings: settings.clone(),
             sdk: sdk.clone(),
             secrets: secrets.store.clone(),
             namespaces: namespaces.store.clone(),
             root: Mutex::new(None),
         });
-        // Ready once every scope's caches have their initial lists.
-        let gates = ready.count(Gates::new(shutdown.clone()).leading_opt(settings.leading.clone()));
-        tracing::info!(mode = ?settings.mode, namespace = scope.as_deref().unwrap_or("<all>"), "starting CredentialsRequest controller");
-        Controller::new("credentialsrequest", requests, settings.metrics.clone())
+        tracing::info!(mode = ?settings.mode, namespace = %scope, "registering the CredentialsRequest controller");
+        let controller = Controller::new(CONTROLLER, requests)
             .filter(request_fingerprint)
-            .watches(secrets.changes, secret_mapper)
-            .waits_for(secrets.synced)
-            .watches(namespaces.changes, namespace_mapper)
-            .waits_for(namespaces.synced)
-            .reconcile_all_on(root_changes)
-            .workers(settings.concurrency.into())
-            .run(ctx, reconcile, gates)
-    });
-    future::join_all(controllers).await;
+            .watches(secrets, by_annotation)
+            .watches(namespaces, targeting)
+            .waits_for(root.synced)
+            .reconcile_all_on(root.changes.map(|_| ()))
+            .workers(settings.concurrency.into());
+        manager.add(controller, ctx, reconcile);
+    }
+}
+
+/// Requests by generation, deletion and finalizers (not the operator's status writes).
+fn request_fingerprint(cr: &CredentialsRequest) -> u64 {
+    let meta = cr.meta();
+    controller::fingerprint(&(
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        cr.finalizers(),
+    ))
+}
+
+/// Namespaces are cached as metadata, all of which is kept.
+fn keep_namespace(_: &mut PartialObjectMeta<Namespace>) {}
+
+/// The root Secret's watch only triggers (reconciles read the Secret itself): its keys are not
+/// kept in the cache.
+fn forget_keys(secret: &mut Secret) {
+    secret.data = None;
+    secret.string_data = None;
+    secret.metadata.managed_fields = None;
+}
+
+struct Context {
+    client: Client,
+    settings: Settings,
+    sdk: aws_config::SdkConfig,
+    secrets: Store<Secret>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    events: Events,
+    /// IAM client for the root credentials, by the root Secret's resourceVersion.
+    root: Mutex<Option<(String, Iam)>>,
 }
 
 async fn reconcile(cr: Arc<CredentialsRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.reconcile(&cr).await
 }
-
-/// Root credentials: resourceVersion, keys, and the mode annotation.
-struct RootCredentials {
-    resource_version: String,
-    access_key_id: String,
-    secret_access_key: String,
-    /// [`mint::MODE_ANNOTATION`], when set.
-    mode: Option<String>,
-}
-
-/// What to do with a request, from `--mode` or the root Secret's annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    Mint,
-    /// `simulate`: check the root credentials allow the requested actions first (passthrough
-    /// chosen by the annotation; an explicit `--mode passthrough` trusts them).
-    Passthrough {
-        simulate: bool,
-    },
-}
-
-/// The failure conditions, cleared (set False where present) when a request is ignored.
-const FAILURE_CONDITIONS: [&str; 4] = [
-    condition::PROVISION_FAILURE,
-    condition::DEPROVISION_FAILURE,
-    condition::INSUFFICIENT_CLOUD_CREDS,
-    condition::MISSING_TARGET_NAMESPACE,
-];
 
 impl Context {
     fn api(&self, cr: &CredentialsRequest) -> Result<Api<CredentialsRequest>, Error> {
@@ -380,162 +259,57 @@ impl Context {
         Ok(Api::namespaced(self.client.clone(), &ns))
     }
 
+    fn requeue(&self) -> Action {
+        Action::requeue(plan::requeue(self.settings.resync_period))
+    }
+
     async fn reconcile(&self, cr: &CredentialsRequest) -> Result<Action, Error> {
         if cr.metadata.deletion_timestamp.is_some() {
             return self.finalize(cr).await;
         }
         let mut status = cr.status.clone().unwrap_or_default();
-        let Some(statements) = cr.aws_statements() else {
-            let message = format!(
-                "providerSpec kind {:?} is not AWSProviderSpec: this operator provisions AWS credentials only",
-                cr.spec.provider_spec.kind
-            );
-            set_condition(
-                &mut status.conditions,
-                condition::IGNORED,
-                true,
-                "InfrastructureMismatch",
-                &message,
-            );
-            // An ignored request is nobody's failure (OpenShift clears them the same way).
-            for type_ in FAILURE_CONDITIONS {
-                set_condition(
-                    &mut status.conditions,
-                    type_,
-                    false,
-                    "InfrastructureMismatch",
-                    &message,
-                );
+        let provision = match plan::path(cr, self.settings.mode) {
+            Path::Ignored { message } => {
+                conditions::ignored(&mut status, &message);
+                self.write_status(cr, &status).await?;
+                return Ok(Action::await_change());
             }
-            self.write_status(cr, &status).await?;
-            return Ok(Action::await_change());
-        };
-        let sts_role = cr.spec.provider_spec.sts_iam_role_arn.clone();
-        if self.settings.mode == Some(Mode::Manual) && sts_role.is_none() {
             // An administrator provides the Secret.
-            return Ok(Action::await_change());
-        }
-        set_condition(
-            &mut status.conditions,
-            condition::IGNORED,
-            false,
-            "InfrastructureMatch",
-            "",
-        );
+            Path::HandsOff => return Ok(Action::await_change()),
+            Path::Provision(provision) => provision,
+        };
+        conditions::not_ignored(&mut status);
 
         // The finalizer first: no cloud call before the identity can be cleaned up.
         let api = self.api(cr)?;
-        let cr = match finalizers::add(&api, cr, FINALIZER).await? {
+        let cr = &match finalizers::add(&api, cr, FINALIZER).await? {
             Some(updated) => updated,
             None => cr.clone(),
         };
-        let cr = &cr;
 
         let target_ns = &cr.spec.secret_ref.namespace;
-        if self.namespaces.get(&ObjectRef::new(target_ns)).is_none() {
-            set_condition(
-                &mut status.conditions,
-                condition::MISSING_TARGET_NAMESPACE,
-                true,
-                "NamespaceMissing",
-                &format!(
-                    "target namespace {target_ns} does not exist; the credentials are provisioned once it does"
-                ),
-            );
+        let exists = self.namespaces.get(&ObjectRef::new(target_ns)).is_some();
+        conditions::target_namespace(&mut status, target_ns, exists);
+        if !exists {
             self.write_status(cr, &status).await?;
             return Ok(Action::await_change());
         }
-        set_condition(
-            &mut status.conditions,
-            condition::MISSING_TARGET_NAMESPACE,
-            false,
-            "NamespaceExists",
-            &format!("target namespace {target_ns} exists"),
-        );
 
-        if let Some(role) = sts_role.filter(|_| self.settings.mode == Some(Mode::Manual)) {
-            // Short-lived credentials: no root credentials, no cloud call.
-            let result = self.sts(cr, &role).await;
-            let unchanged = status.provisioned
-                && status.last_sync_generation == cr.metadata.generation.unwrap_or_default()
-                && !is_condition_true(&status, condition::PROVISION_FAILURE);
-            if matches!(result, Ok(false)) && unchanged {
-                // Nothing written, nothing to record (a restart writes nothing).
-                return Ok(Action::requeue(
-                    self.settings.resync_period.min(MAX_REQUEUE),
-                ));
-            }
-            return self.record(cr, status, result.map(|_| ()), None).await;
-        }
-
+        let statements = match provision {
+            Provision::Sts { role } => return self.sync_sts(cr, status, &role).await,
+            Provision::Cloud { statements } => statements,
+        };
         let root = match self.root_credentials().await {
             Ok(root) => root,
             Err(e) => return self.without_root(cr, status, statements, e).await,
         };
-        let plan = match (self.settings.mode, root.mode.as_deref()) {
-            (Some(Mode::Passthrough), _) => Plan::Passthrough { simulate: false },
-            (Some(_), _) | (None, None | Some(mint::MODE_MINT)) => Plan::Mint,
-            (None, Some(mint::MODE_PASSTHROUGH)) => Plan::Passthrough { simulate: true },
-            (None, Some(mint::MODE_INSUFFICIENT)) => {
-                // The administrator (or OpenShift's annotator) says these credentials can't
-                // serve requests. Waits for the root Secret to change.
-                let message = format!(
-                    "cloud credentials insufficient to satisfy credentials request: Secret {}/{} is annotated {}={}",
-                    self.settings.root_secret_namespace,
-                    self.settings.root_secret_name,
-                    mint::MODE_ANNOTATION,
-                    mint::MODE_INSUFFICIENT
-                );
-                set_condition(
-                    &mut status.conditions,
-                    condition::INSUFFICIENT_CLOUD_CREDS,
-                    true,
-                    "CloudCredsInsufficient",
-                    &message,
-                );
-                set_condition(
-                    &mut status.conditions,
-                    condition::PROVISION_FAILURE,
-                    false,
-                    "CredentialsProvisionSuccess",
-                    "",
-                );
-                status.provisioned = false;
-                self.write_status(cr, &status).await?;
-                self.events
-                    .warning(cr, "CloudCredsInsufficient", "Provision", message)
-                    .await;
-                return Ok(Action::await_change());
-            }
-            (None, Some(other)) => {
-                let message = format!(
-                    "unexpected value {other:?} of annotation {} on Secret {}/{}: use {}, {} or {}",
-                    mint::MODE_ANNOTATION,
-                    self.settings.root_secret_namespace,
-                    self.settings.root_secret_name,
-                    mint::MODE_MINT,
-                    mint::MODE_PASSTHROUGH,
-                    mint::MODE_INSUFFICIENT
-                );
-                set_condition(
-                    &mut status.conditions,
-                    condition::PROVISION_FAILURE,
-                    true,
-                    "CredentialsProvisionFailure",
-                    &message,
-                );
-                status.provisioned = false;
-                self.write_status(cr, &status).await?;
-                self.events
-                    .warning(cr, "CredentialsProvisionFailure", "Provision", message)
-                    .await;
-                return Ok(Action::await_change());
-            }
+        let plan = match plan::plan(self.settings.mode, root.mode.as_deref()) {
+            Ok(plan) => plan,
+            Err(refusal) => return self.refuse(cr, status, &refusal).await,
         };
         if let Some(wait) = self.fresh(cr, &status, &root) {
             return Ok(Action::requeue(wait));
         }
-
         let result = match plan {
             Plan::Passthrough { simulate } => {
                 self.passthrough(cr, statements, &root, simulate).await
@@ -543,6 +317,52 @@ impl Context {
             Plan::Mint => self.mint(cr, &mut status, statements, &root).await,
         };
         self.record(cr, status, result, Some(&root)).await
+    }
+
+    /// Manual mode with `stsIAMRoleARN`: the Secret holds a profile that assumes the role with
+    /// the workload's service account token (no keys, no root credentials, no cloud call).
+    async fn sync_sts(
+        &self,
+        cr: &CredentialsRequest,
+        status: CredentialsRequestStatus,
+        role: &str,
+    ) -> Result<Action, Error> {
+        let desired = mint::desired_sts_secret(cr, role);
+        let what = format!("Wrote the profile assuming {role}");
+        let result = self
+            .put_secret(cr, desired, "CredentialsWritten", &what)
+            .await;
+        let generation = cr.metadata.generation.unwrap_or_default();
+        if matches!(result, Ok(false)) && plan::sts_unchanged(&status, generation) {
+            // Nothing written, nothing to record (a restart writes nothing).
+            return Ok(self.requeue());
+        }
+        self.record(cr, status, result.map(|_| ()), None).await
+    }
+
+    /// The root Secret's annotation says its credentials serve no request; waits for it to
+    /// change.
+    async fn refuse(
+        &self,
+        cr: &CredentialsRequest,
+        mut status: CredentialsRequestStatus,
+        refusal: &plan::Refusal,
+    ) -> Result<Action, Error> {
+        let s = &self.settings;
+        let message = refusal.message(&s.root_secret_namespace, &s.root_secret_name);
+        let reason = match refusal {
+            plan::Refusal::Insufficient => {
+                conditions::insufficient(&mut status, &message);
+                conditions::INSUFFICIENT
+            }
+            plan::Refusal::UnknownMode(_) => {
+                conditions::invalid_mode(&mut status, &message);
+                conditions::PROVISION_FAILED
+            }
+        };
+        self.write_status(cr, &status).await?;
+        self.events.warning(cr, reason, "Provision", message).await;
+        Ok(Action::await_change())
     }
 
     /// Records the outcome of a sync in the status (and an Event on failure).
@@ -555,54 +375,18 @@ impl Context {
     ) -> Result<Action, Error> {
         match result {
             Ok(()) => {
-                set_condition(
-                    &mut status.conditions,
-                    condition::PROVISION_FAILURE,
-                    false,
-                    "CredentialsProvisionSuccess",
-                    "successfully granted credentials request",
-                );
-                set_condition(
-                    &mut status.conditions,
-                    condition::INSUFFICIENT_CLOUD_CREDS,
-                    false,
-                    "CloudCredsSufficient",
-                    "",
-                );
-                status.provisioned = true;
-                status.last_sync_timestamp = Some(now());
-                status.last_sync_generation = cr.metadata.generation.unwrap_or_default();
-                if let Some(root) = root {
-                    status.last_sync_cloud_creds_secret_resource_version =
-                        Some(root.resource_version.clone());
-                }
+                let generation = cr.metadata.generation.unwrap_or_default();
+                let root_version = root.map(|r| r.resource_version.as_str());
+                conditions::synced(&mut status, generation, root_version);
                 self.write_status(cr, &status).await?;
-                Ok(Action::requeue(
-                    self.settings.resync_period.min(MAX_REQUEUE),
-                ))
+                Ok(self.requeue())
             }
             Err(e) => {
-                // Every failure to provision is CredentialsProvisionFailure, as in OpenShift
-                // (InsufficientCloudCreds is the root Secret's `insufficient` annotation only).
-                let reason = "CredentialsProvisionFailure";
-                let message = iam::scrub(&format!("failed to grant creds: {e}"));
-                set_condition(
-                    &mut status.conditions,
-                    condition::PROVISION_FAILURE,
-                    true,
-                    reason,
-                    &message,
-                );
-                set_condition(
-                    &mut status.conditions,
-                    condition::INSUFFICIENT_CLOUD_CREDS,
-                    false,
-                    "CloudCredsSufficient",
-                    "",
-                );
-                status.provisioned = false;
+                let message = conditions::provision_failed(&mut status, &e);
                 self.write_status(cr, &status).await?;
-                self.events.warning(cr, reason, "Provision", message).await;
+                self.events
+                    .warning(cr, conditions::PROVISION_FAILED, "Provision", message)
+                    .await;
                 Err(e)
             }
         }
@@ -616,7 +400,7 @@ impl Context {
         &self,
         cr: &CredentialsRequest,
         mut status: CredentialsRequestStatus,
-        statements: &[crate::api::StatementEntry],
+        statements: &[StatementEntry],
         missing: Error,
     ) -> Result<Action, Error> {
         let error = match self.check_with_minted(cr, &status, statements).await {
@@ -624,21 +408,12 @@ impl Context {
                 let note = format!(
                     "The root credentials are unavailable ({missing}); checked with the minted credentials: valid and up to date, so the root credentials are not needed until something changes"
                 );
-                set_condition(
-                    &mut status.conditions,
-                    condition::PROVISION_FAILURE,
-                    false,
-                    "CredentialsProvisionSuccess",
-                    &note,
-                );
-                status.last_sync_timestamp = Some(now());
+                conditions::checked_without_root(&mut status, &note);
                 self.write_status(cr, &status).await?;
                 self.events
                     .normal(cr, "CheckedWithoutRootCredentials", "Check", note)
                     .await;
-                return Ok(Action::requeue(
-                    self.settings.resync_period.min(MAX_REQUEUE),
-                ));
+                return Ok(self.requeue());
             }
             Some(Err(change)) => {
                 Error::NeedsRoot(format!("{missing}; {change} needs the root credentials"))
@@ -658,19 +433,14 @@ impl Context {
         &self,
         cr: &CredentialsRequest,
         status: &CredentialsRequestStatus,
-        statements: &[crate::api::StatementEntry],
+        statements: &[StatementEntry],
     ) -> Option<Result<(), String>> {
-        if self.settings.mode.is_some_and(|m| m != Mode::Mint) || !status.provisioned {
+        if !plan::checkable_without_root(self.settings.mode, status) {
             return None;
         }
         let user = cr.minted_user()?.to_owned();
-        let secret_ref = &cr.spec.secret_ref;
-        let secret = self
-            .secrets
-            .get(&ObjectRef::new(&secret_ref.name).within(&secret_ref.namespace))
-            .filter(|s| mint::is_for(s, cr))?;
-        let key_id = mint::secret_key_id(&secret)?;
-        let secret_key = mint::secret_value(&secret, mint::SECRET_ACCESS_KEY)?;
+        let secret = self.cached_secret(cr).filter(|s| mint::is_for(s, cr))?;
+        let (key_id, secret_key) = secret::minted_credentials(&secret)?;
         if status.last_sync_generation != cr.metadata.generation.unwrap_or_default() {
             return Some(Err("applying the changed spec".into()));
         }
@@ -679,98 +449,50 @@ impl Context {
             Ok(me) => me,
             Err(e) => return Some(Err(format!("replacing the access key IAM refuses ({e})"))),
         };
-        if me.name != user {
-            return Some(Err(format!(
-                "replacing the access key of another user ({})",
-                me.name
-            )));
-        }
-        let tags = self.user_tags();
-        if let Some(tag) = tags.iter().find(|t| !me.tags.contains(t)) {
-            return Some(Err(format!("tagging the user with {}={}", tag.0, tag.1)));
-        }
-        let document = mint::policy_document(statements, &me.arn);
         let recorded = secret.annotations().get(mint::POLICY_ANNOTATION);
-        if !recorded.is_some_and(|r| mint::same_policy(r, &document)) {
-            return Some(Err("putting the requested policy".into()));
-        }
-        Some(Ok(()))
+        Some(plan::check_minted(
+            &me,
+            &user,
+            &self.user_tags(),
+            statements,
+            recorded.map(String::as_str),
+        ))
     }
 
-    /// The tags every minted user carries: the cluster's ownership tag, then the configured
-    /// resource tags.
     fn user_tags(&self) -> Vec<(String, String)> {
-        let mut tags = vec![(
-            format!("kubernetes.io/cluster/{}", self.settings.cluster_id),
-            "owned".to_owned(),
-        )];
-        tags.extend(self.settings.resource_tags.iter().cloned());
-        tags
+        plan::user_tags(&self.settings.cluster_id, &self.settings.resource_tags)
     }
 
-    /// Manual mode with `stsIAMRoleARN`: the Secret holds a profile that assumes the role with
-    /// the workload's service account token (no keys). Whether it had to be written.
-    async fn sts(&self, cr: &CredentialsRequest, role: &str) -> Result<bool, Error> {
-        let desired = mint::desired_sts_secret(cr, role);
-        let what = format!("Wrote the profile assuming {role}");
-        self.put_secret(cr, desired, "CredentialsWritten", &what)
-            .await
-    }
-
-    /// Writes `desired` to the request's Secret unless it holds that data already, and says so
-    /// in an Event (`<what> to Secret <ns>/<name>`). Whether it wrote.
-    async fn put_secret(
-        &self,
-        cr: &CredentialsRequest,
-        desired: Secret,
-        reason: &str,
-        what: &str,
-    ) -> Result<bool, Error> {
-        let existing = self.target_secret(cr).await?;
-        if existing.as_ref().is_some_and(|s| s.data == desired.data) {
-            return Ok(false);
-        }
-        self.write_secret(existing, desired).await?;
+    /// The request's Secret as the cache has it.
+    fn cached_secret(&self, cr: &CredentialsRequest) -> Option<Arc<Secret>> {
         let r = &cr.spec.secret_ref;
-        let note = format!("{what} to Secret {}/{}", r.namespace, r.name);
-        self.events.normal(cr, reason, "Provision", note).await;
-        Ok(true)
+        self.secrets
+            .get(&ObjectRef::new(&r.name).within(&r.namespace))
     }
 
-    /// `Some(wait)` when nothing changed since a recent successful sync (OpenShift's rule):
-    /// same generation, synced within the re-sync period, same root credentials, the Secret
-    /// present, no failure.
+    /// See [`plan::fresh`].
     fn fresh(
         &self,
         cr: &CredentialsRequest,
         status: &CredentialsRequestStatus,
         root: &RootCredentials,
     ) -> Option<Duration> {
-        if !status.provisioned
-            || status.last_sync_generation != cr.metadata.generation.unwrap_or_default()
-            || status
-                .last_sync_cloud_creds_secret_resource_version
-                .as_deref()
-                != Some(root.resource_version.as_str())
-            || is_condition_true(status, condition::PROVISION_FAILURE)
-            || is_condition_true(status, condition::INSUFFICIENT_CLOUD_CREDS)
-        {
-            return None;
-        }
-        let secret_ref = &cr.spec.secret_ref;
-        let cached = self
-            .secrets
-            .get(&ObjectRef::new(&secret_ref.name).within(&secret_ref.namespace))?;
-        if !mint::is_for(&cached, cr) || mint::secret_key_id(&cached).is_none() {
-            return None;
-        }
-        let last = status.last_sync_timestamp.as_ref()?;
-        let age = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()?
-            .checked_sub(Duration::from_secs(last.0.as_second().max(0) as u64))?;
-        let key_due = self.settings.key_rotation.is_some_and(|p| age >= p);
-        (age < self.settings.resync_period && !key_due).then(|| self.settings.resync_period - age)
+        let holds_key = self
+            .cached_secret(cr)
+            .is_some_and(|s| mint::is_for(&s, cr) && mint::secret_key_id(&s).is_some());
+        let resync = Resync {
+            period: self.settings.resync_period,
+            key_rotation: self.settings.key_rotation,
+        };
+        let generation = cr.metadata.generation.unwrap_or_default();
+        plan::fresh(
+            status,
+            generation,
+            &root.resource_version,
+            holds_key,
+            resync,
+            SystemTime::now(),
+        )
     }
 
     async fn root_credentials(&self) -> Result<RootCredentials, Error> {
@@ -780,24 +502,8 @@ impl Context {
         );
         let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
             .get_opt(name)
-            .await?
-            .ok_or_else(|| Error::RootCredentials(format!("Secret {ns}/{name} not found")))?;
-        let value = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|b| std::str::from_utf8(&b.0).ok())
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| Error::RootCredentials(format!("Secret {ns}/{name} has no {key}")))
-        };
-        Ok(RootCredentials {
-            resource_version: secret.resource_version().unwrap_or_default(),
-            access_key_id: value(mint::ACCESS_KEY_ID)?,
-            secret_access_key: value(mint::SECRET_ACCESS_KEY)?,
-            mode: secret.annotations().get(mint::MODE_ANNOTATION).cloned(),
-        })
+            .await?;
+        secret::root_credentials(secret.as_ref(), ns, name).map_err(Error::RootCredentials)
     }
 
     fn iam(&self, root: &RootCredentials) -> Iam {
@@ -846,25 +552,13 @@ impl Context {
         let existing = Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
             .get_opt(&r.name)
             .await?;
-        match existing {
-            Some(s) if !mint::is_for(&s, cr) => Err(Error::ForeignSecret(format!(
-                "Secret {}/{} exists and was not written for this request; it is left untouched. \
-                 Delete it, point secretRef at another name, or hand it over by annotating it \
-                 {}={}",
-                r.namespace,
-                r.name,
-                mint::SECRET_ANNOTATION,
-                mint::request_key(cr)
-            ))),
-            other => Ok(other),
-        }
+        secret::owned(existing, cr).map_err(Error::ForeignSecret)
     }
 
-    /// Writes `desired` over `existing` (keeping the user's labels and annotations) or creates it.
+    /// Writes `desired` over `existing` (see [`secret::merged`]) or creates it.
     async fn write_secret(&self, existing: Option<Secret>, desired: Secret) -> Result<(), Error> {
-        let r_ns = desired.metadata.namespace.clone().unwrap_or_default();
-        let name = desired.metadata.name.clone().unwrap_or_default();
-        let api = Api::<Secret>::namespaced(self.client.clone(), &r_ns);
+        let ns = desired.metadata.namespace.clone().unwrap_or_default();
+        let api = Api::<Secret>::namespaced(self.client.clone(), &ns);
         let pp = PostParams {
             field_manager: Some(MANAGER.to_owned()),
             ..PostParams::default()
@@ -873,59 +567,64 @@ impl Context {
             None => {
                 api.create(&pp, &desired).await?;
             }
-            Some(mut s) => {
-                s.metadata.managed_fields = None;
-                s.labels_mut()
-                    .extend(desired.metadata.labels.clone().unwrap_or_default());
-                s.annotations_mut()
-                    .extend(desired.metadata.annotations.clone().unwrap_or_default());
-                s.type_ = desired.type_.clone();
-                s.data = desired.data.clone();
-                s.string_data = None;
-                api.replace(&name, &pp, &s).await?;
+            Some(existing) => {
+                let name = desired.name_any();
+                api.replace(&name, &pp, &secret::merged(existing, &desired))
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// Writes `desired` to the request's Secret unless it holds that data already, and says so
+    /// in an Event (`<what> to Secret <ns>/<name>`). Whether it wrote.
+    async fn put_secret(
+        &self,
+        cr: &CredentialsRequest,
+        desired: Secret,
+        reason: &str,
+        what: &str,
+    ) -> Result<bool, Error> {
+        let existing = self.target_secret(cr).await?;
+        if secret::holds(existing.as_ref(), &desired) {
+            return Ok(false);
+        }
+        self.write_secret(existing, desired).await?;
+        let r = &cr.spec.secret_ref;
+        let note = format!("{what} to Secret {}/{}", r.namespace, r.name);
+        self.events.normal(cr, reason, "Provision", note).await;
+        Ok(true)
     }
 
     async fn mint(
         &self,
         cr: &CredentialsRequest,
         status: &mut CredentialsRequestStatus,
-        statements: &[crate::api::StatementEntry],
+        statements: &[StatementEntry],
         root: &RootCredentials,
     ) -> Result<(), Error> {
         let iam = self.iam(root);
         // Names first, persisted before anything exists in the cloud.
-        let provider = match status
-            .provider_status
-            .clone()
-            .filter(|p| !p.user.is_empty())
-        {
+        let provider = match plan::recorded_identity(status) {
             Some(p) => p,
             None => {
-                let user = mint::user_name(
+                let provider = plan::new_identity(
                     &self.settings.cluster_id,
                     &cr.name_any(),
                     mint::random_suffix(),
                 );
-                let provider = AwsProviderStatus {
-                    api_version: Some(PROVIDER_API_VERSION.to_owned()),
-                    kind: Some(AWS_PROVIDER_STATUS.to_owned()),
-                    policy: mint::policy_name(&user),
-                    user,
-                };
                 status.provider_status = Some(provider.clone());
                 self.write_status(cr, status).await?;
                 provider
             }
         };
         let (user, policy) = (&provider.user, &provider.policy);
+        let request = mint::request_key(cr);
         let tags = self.user_tags();
         let arn = match iam.user_arn(user).await? {
             Some(arn) => {
                 if iam.ensure_tags(user, &tags).await? {
-                    tracing::info!(request = %mint::request_key(cr), %user, "repaired the IAM user's tags");
+                    tracing::info!(%request, %user, "repaired the IAM user's tags");
                 }
                 arn
             }
@@ -935,7 +634,7 @@ impl Context {
                 let root_user = iam.caller().await?;
                 let boundary = root_user.permissions_boundary.as_deref();
                 let arn = iam.create_user(user, &tags, boundary).await?;
-                tracing::info!(request = %mint::request_key(cr), %user, ?boundary, "created IAM user");
+                tracing::info!(%request, %user, ?boundary, "created IAM user");
                 arn
             }
         };
@@ -946,84 +645,47 @@ impl Context {
             .is_some_and(|c| mint::same_policy(c, &document))
         {
             iam.put_user_policy(user, policy, &document).await?;
-            tracing::info!(request = %mint::request_key(cr), %user, "put the user policy");
+            tracing::info!(%request, %user, "put the user policy");
         }
 
         let existing = self.target_secret(cr).await?;
         let keys = iam.list_access_keys(user).await?;
         let in_secret = existing.as_ref().and_then(mint::secret_key_id);
-        let current_key = keys.iter().find(|k| Some(&k.id) == in_secret.as_ref());
-        let expired = |k: &iam::AccessKey| {
-            self.settings.key_rotation.is_some_and(|period| {
-                k.created
-                    .and_then(|c| SystemTime::now().duration_since(c).ok())
-                    .is_some_and(|age| age >= period)
-            })
-        };
-        match current_key {
-            Some(k) if !expired(k) => {
+        let rotation = self.settings.key_rotation;
+        match plan::keys(&keys, in_secret.as_deref(), rotation, SystemTime::now()) {
+            Keys::Keep => {
                 // Valid key: only the recorded policy may need an update.
-                let recorded = existing
+                if let Some(updated) = existing
                     .as_ref()
-                    .and_then(|s| s.annotations().get(mint::POLICY_ANNOTATION).cloned());
-                if recorded.as_deref() != Some(document.as_str())
-                    && let Some(secret) = existing
+                    .and_then(|s| secret::recording_policy(s, &document))
                 {
-                    let mut updated = secret.clone();
-                    updated
-                        .annotations_mut()
-                        .insert(mint::POLICY_ANNOTATION.to_owned(), document);
-                    self.write_secret(Some(secret), updated).await?;
+                    self.write_secret(existing, updated).await?;
                 }
-                Ok(())
             }
-            _ => {
-                // The Secret is missing, holds no key, a key IAM no longer has, or one past its
-                // rotation period: start over with exactly one key.
+            Keys::Replace { rotated } => {
                 for k in &keys {
                     iam.delete_access_key(user, &k.id).await?;
                 }
                 let key = iam.create_access_key(user).await?;
                 let desired = mint::desired_secret(cr, &key.id, &key.secret, Some(&document));
-                let rotated = in_secret.is_some();
                 self.write_secret(existing, desired).await?;
-                let (reason, note) = if rotated {
-                    (
-                        "AccessKeyReplaced",
-                        format!(
-                            "Replaced the access key of IAM user {user} in Secret {}/{}",
-                            cr.spec.secret_ref.namespace, cr.spec.secret_ref.name
-                        ),
-                    )
-                } else {
-                    (
-                        "CredentialsMinted",
-                        format!(
-                            "Minted IAM user {user} and stored its access key in Secret {}/{}",
-                            cr.spec.secret_ref.namespace, cr.spec.secret_ref.name
-                        ),
-                    )
-                };
+                let r = &cr.spec.secret_ref;
+                let (reason, note) = plan::key_event(rotated, user, &r.namespace, &r.name);
                 self.events.normal(cr, reason, "Provision", note).await;
-                Ok(())
             }
         }
+        Ok(())
     }
 
     async fn passthrough(
         &self,
         cr: &CredentialsRequest,
-        statements: &[crate::api::StatementEntry],
+        statements: &[StatementEntry],
         root: &RootCredentials,
         simulate: bool,
     ) -> Result<(), Error> {
         if simulate {
             let iam = self.iam(root);
-            let wanted: Vec<String> = statements
-                .iter()
-                .filter(|s| s.effect == crate::api::Effect::Allow)
-                .flat_map(|s| s.action.iter().cloned())
-                .collect();
             let region = self
                 .settings
                 .endpoint
@@ -1031,7 +693,7 @@ impl Context {
                 .clone()
                 .or_else(|| self.sdk.region().map(|r| r.to_string()));
             let denied = iam
-                .denied_actions(&wanted, region.as_deref())
+                .denied_actions(&plan::wanted_actions(statements), region.as_deref())
                 .await
                 .map_err(Error::Simulation)?;
             if !denied.is_empty() {
@@ -1062,17 +724,10 @@ impl Context {
             }
             Err(e) => {
                 let mut status = cr.status.clone().unwrap_or_default();
-                let message = iam::scrub(&format!("failed to deprovision: {e}"));
-                set_condition(
-                    &mut status.conditions,
-                    condition::DEPROVISION_FAILURE,
-                    true,
-                    "CloudCredDeprovisionFailure",
-                    &message,
-                );
+                let message = conditions::deprovision_failed(&mut status, &e);
                 self.write_status(cr, &status).await?;
                 self.events
-                    .warning(cr, "CloudCredDeprovisionFailure", "Deprovision", message)
+                    .warning(cr, conditions::DEPROVISION_FAILED, "Deprovision", message)
                     .await;
                 Err(e)
             }
@@ -1080,24 +735,17 @@ impl Context {
     }
 
     async fn deprovision(&self, cr: &CredentialsRequest) -> Result<(), Error> {
-        let user = cr
-            .status
-            .as_ref()
-            .and_then(|s| s.provider_status.clone())
-            .filter(|p| !p.user.is_empty());
         // Whatever the mode now: a user minted before a switch away from mint goes too.
-        if let Some(provider) = user {
+        if let Some(provider) = cr.status.as_ref().and_then(plan::recorded_identity) {
             let root = self.root_credentials().await?;
             let iam = self.iam(&root);
             iam.delete_user_policy(&provider.user, &provider.policy)
                 .await?;
-            for key in iam.list_access_keys(&provider.user).await.or_else(|e| {
-                if e.is_no_such_entity() {
-                    Ok(Vec::new())
-                } else {
-                    Err(e)
-                }
-            })? {
+            let keys = match iam.list_access_keys(&provider.user).await {
+                Err(e) if e.is_no_such_entity() => Vec::new(),
+                keys => keys?,
+            };
+            for key in keys {
                 iam.delete_access_key(&provider.user, &key.id).await?;
             }
             iam.delete_user(&provider.user).await?;
@@ -1115,11 +763,80 @@ impl Context {
                 ..DeleteParams::default()
             };
             match api.delete(&r.name, &dp).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) if !is_status(&e, 404) && !is_status(&e, 409) => return Err(e.into()),
+                _ => {}
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manager serving `namespaces`, on a client that never connects (registering opens no
+    /// connection).
+    fn manager(namespaces: &[&str]) -> Result<Manager, kube::Error> {
+        let config = kube::Config::new(http::Uri::from_static("http://127.0.0.1:9"));
+        let client = Client::try_from(config)?;
+        Ok(Manager::new(MANAGER, client).namespaces(namespaces.iter().copied()))
+    }
+
+    #[tokio::test]
+    async fn the_cluster_wide_and_root_watches_are_opened_once_for_every_scope()
+    -> Result<(), kube::Error> {
+        let sdk = aws_config::SdkConfig::builder().build();
+        for namespaces in [&[][..], &["a"], &["a", "b", "c"]] {
+            let mut manager = manager(namespaces)?;
+            register(&mut manager, &Settings::default(), &sdk);
+            let scopes = namespaces.len().max(1);
+            // A request watch per scope; the operator's Secrets, Namespaces and the root
+            // Secret once.
+            assert_eq!(manager.watch_count(), scopes + 3, "{namespaces:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn only_generation_deletion_and_finalizers_trigger_a_request() {
+        let spec = crate::api::CredentialsRequestSpec {
+            secret_ref: crate::api::SecretReference {
+                name: "s".into(),
+                namespace: "ns".into(),
+            },
+            provider_spec: crate::api::ProviderSpec::default(),
+            service_account_names: Vec::new(),
+            cloud_token_path: None,
+        };
+        let mut cr = CredentialsRequest::new("r", spec);
+        cr.metadata.generation = Some(1);
+        let first = request_fingerprint(&cr);
+        cr.status = Some(CredentialsRequestStatus {
+            provisioned: true,
+            ..CredentialsRequestStatus::default()
+        });
+        cr.metadata.resource_version = Some("2".into());
+        assert_eq!(request_fingerprint(&cr), first, "a status write");
+        cr.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let finalized = request_fingerprint(&cr);
+        assert_ne!(finalized, first);
+        cr.metadata.generation = Some(2);
+        assert_ne!(request_fingerprint(&cr), finalized);
+    }
+
+    #[test]
+    fn the_root_secrets_cache_keeps_no_keys() {
+        let mut root = Secret {
+            data: Some([("aws_secret_access_key".into(), Default::default())].into()),
+            string_data: Some([("k".into(), "v".into())].into()),
+            ..Secret::default()
+        };
+        root.metadata.name = Some("aws-creds".into());
+        root.metadata.managed_fields = Some(Vec::new());
+        forget_keys(&mut root);
+        assert!(root.data.is_none() && root.string_data.is_none());
+        assert!(root.metadata.managed_fields.is_none());
+        assert_eq!(root.metadata.name.as_deref(), Some("aws-creds"));
     }
 }

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use credentials_operator::controller::{self, Mode, Settings};
-use credentials_operator::iam::Endpoint;
-use operon_runtime::operator::{self, RunArgs, parse_duration};
+use credentials_operator::iam::{self, Endpoint};
+use operon_runtime::command::{self, RunArgs, parse_duration};
 
 #[derive(Parser)]
 #[command(
@@ -37,14 +37,6 @@ enum ModeArg {
 
 #[derive(clap::Args)]
 struct Args {
-    /// Namespace whose requests are served (repeatable); all when absent.
-    #[arg(
-        long = "namespace",
-        short = 'n',
-        env = "WATCH_NAMESPACE",
-        value_delimiter = ','
-    )]
-    namespaces: Vec<String>,
     /// How requests are satisfied; overrides the root Secret's `cloudcredential.openshift.io/mode`
     /// annotation (mint, passthrough after simulating the requested actions, or insufficient),
     /// which decides when this is absent (mint without it either).
@@ -114,7 +106,6 @@ async fn main() -> anyhow::Result<()> {
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .ok_or_else(|| anyhow::anyhow!("--root-secret must be <namespace>/<name>"))?;
     let settings = Settings {
-        namespaces: args.namespaces,
         mode: args.mode.map(|mode| match mode {
             ModeArg::Mint => Mode::Mint,
             ModeArg::Passthrough => Mode::Passthrough,
@@ -131,17 +122,12 @@ async fn main() -> anyhow::Result<()> {
         resync_period: args.resync_period,
         key_rotation: args.key_rotation_period,
         concurrency: args.concurrency,
-        ..Settings::default()
     };
-    operator::run("credentials-operator", &args.run, |rt| async move {
-        let settings = Settings {
-            instance: rt.instance,
-            metrics: rt.metrics.controller("credentialsrequest"),
-            readiness: Some(rt.readiness),
-            leading: Some(rt.leading),
-            ..settings
-        };
-        controller::run(rt.client, settings, rt.stop).await
+    // The AWS SDK's configuration from the environment (read once, shared by every IAM client).
+    let sdk = iam::load_sdk_config().await;
+    command::run(controller::MANAGER, &args.run, |manager| {
+        controller::register(manager, &settings, &sdk);
+        Ok::<_, std::convert::Infallible>(())
     })
     .await?;
     Ok(())

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use common::Fixture;
 use kube::api::PostParams;
 use operon_envtest::grant;
-use operon_envtest::operator::{Delegation, audit_rbac};
+use operon_harness::{Delegation, audit_rbac};
 use serde_json::json;
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use common::Fixture;
 use kube::api::ListParams;
+use operon_cluster::wait;
 use operon_envtest::hostile::{nested, post_all, sample, text};
-use operon_envtest::wait;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -13,7 +13,7 @@ use credentials_operator::mint::{self, ACCESS_KEY_ID, CREDENTIALS, SECRET_ACCESS
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use common::{Fixture, ROOT_KEY_ID, ROOT_SECRET, data};
 use credentials_operator::controller::{Mode, Settings};
 use credentials_operator::mint::{ACCESS_KEY_ID, CREDENTIALS, SECRET_ACCESS_KEY};
 use kube::ResourceExt;
-use operon_envtest::wait;
+use operon_cluster::wait;
 
 #[tokio::test]
 async fn passthrough_copies_the_root_credentials() -> Result<()> {

@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::params::ValidationDirective;
-use operon_envtest::wait;
+use operon_cluster::wait;
 use serde_json::json;
 
 /// Sets (or with `None` removes) the root Secret's mode annotation.

@@ -14,7 +14,7 @@ use common::{Fixture, ROOT_SECRET, data};
 use credentials_operator::mint::SECRET_ACCESS_KEY;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

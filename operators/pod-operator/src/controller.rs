@@ -5,8 +5,6 @@
 //! trigger), and every Pod event mapped to the PodRequest of the same name — owned Pods and
 //! foreign ones alike, so a conflicting Pod's deletion wakes its PodRequest at once.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -18,13 +16,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use operon_manifests::Rule;
-use operon_runtime::admin::Readiness;
+use operon_runtime::cache::Writes;
+use operon_runtime::client::is_status;
 use operon_runtime::conditions::{self, Desired};
-use operon_runtime::controller::{self, Action, Controller, Gates, ReadyWhenSynced};
+use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
-use operon_runtime::metrics::ControllerMetrics;
-use operon_runtime::operator::Leading;
-use parking_lot::Mutex;
+use operon_runtime::manager::Manager;
 use serde_json::json;
 
 use crate::api::{PodRequest, PodRequestStatus, condition};
@@ -58,8 +55,8 @@ pub enum Error {
     NoNamespace(String),
 }
 
-impl operon_runtime::reconciler::Cause for Error {
-    /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
+impl operon_runtime::controller::Cause for Error {
+    /// The `cause` label of `operon_reconcile_errors_by_cause_total`.
     fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
@@ -69,33 +66,17 @@ impl operon_runtime::reconciler::Cause for Error {
     }
 }
 
-/// How the operator runs.
-#[derive(Clone)]
+/// How the operator runs (the namespaces it serves, metrics, readiness and leadership are the
+/// [`Manager`]'s).
+#[derive(Clone, Debug)]
 pub struct Settings {
-    /// Namespaces to serve; empty means all.
-    pub namespaces: Vec<String>,
     /// Reconciles running at once (each object is reconciled by one at a time).
     pub concurrency: u16,
-    /// Reported in Events as the controller instance (the Pod name in a cluster).
-    pub instance: Option<String>,
-    /// Reconcile and work-queue metrics (controller-runtime names).
-    pub metrics: Arc<ControllerMetrics>,
-    /// Set ready once every cache has its initial list.
-    pub readiness: Option<Readiness>,
-    /// Reconcile only once this resolves (leadership); the caches fill before. `None`: at once.
-    pub leading: Option<Leading>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            namespaces: Vec::new(),
-            concurrency: 10,
-            instance: None,
-            metrics: Arc::default(),
-            readiness: None,
-            leading: None,
-        }
+        Settings { concurrency: 10 }
     }
 }
 
@@ -104,80 +85,55 @@ pub struct Context {
     client: Client,
     pods: Store<CachedPod>,
     events: Events,
-    /// A fingerprint of the status last written per PodRequest UID. The cache can lag behind
-    /// the operator's own writes; comparing with this keeps a lagging cache from causing a
-    /// second, identical write. (A hash, not the status: it is kept for every request.)
-    written: Mutex<HashMap<String, u64>>,
+    /// A fingerprint of the status last written per PodRequest UID, for as long as the cache
+    /// shows the version that write replaced: a lagging cache doesn't cause a second, identical
+    /// write. (A hash, not the status: it is kept for every request.)
+    written: Writes<String, u64>,
     requests: Store<PodRequest>,
 }
 
-/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. One
-/// controller per namespace scope: watches and caches are per scope, so a restricted operator
-/// needs no cluster-wide permissions.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let ready = ReadyWhenSynced::new(settings.readiness.clone(), scopes.len());
-    let controllers = scopes.into_iter().map(|namespace| {
-        let ns = namespace.as_deref();
-        // Watch the PodRequests' spec (generation), and the Pods by what a reconcile reads of them.
-        let requests = controller::reflect(
-            scoped::<PodRequest>(&client, ns),
+/// The talk's slide: watch PodRequests (their spec) and Pods, map a Pod to the PodRequest of
+/// its name (a foreign Pod of that name matters too), reconcile — in each namespace the
+/// operator serves.
+pub fn register(manager: &mut Manager, settings: &Settings) {
+    for scope in manager.scopes() {
+        let requests = manager.reflect(
+            scope.api::<PodRequest>(manager.client()),
             watcher::Config::default(),
             controller::trim_managed_fields,
         );
-        let pods = controller::reflect(
-            scoped::<CachedPod>(&client, ns),
-            watcher::Config::default(),
-            |_| {},
-        )
-        .only_changed(pod_fingerprint);
+        let pods = manager
+            .reflect(
+                scope.api::<CachedPod>(manager.client()),
+                watcher::Config::default(),
+                keep_whole_pod,
+            )
+            .only_changed(pod_fingerprint);
         let ctx = Arc::new(Context {
-            client: client.clone(),
+            client: manager.client(),
             pods: pods.store.clone(),
-            events: Events::new(client.clone(), MANAGER, settings.instance.clone()),
-            written: Mutex::default(),
+            events: manager.events(),
+            written: Writes::default(),
             requests: requests.store.clone(),
         });
-        // The Pod of a PodRequest has its name; a foreign Pod of that name matters too.
-        let requests_store = requests.store.clone();
-        let mapper = move |pod: CachedPod| {
-            let key = ObjectRef::<PodRequest>::new(&pod.name_any()).within(&pod.namespace()?);
-            requests_store.get(&key).map(|_| key)
+        let by_name = {
+            let requests = requests.store.clone();
+            move |pod: CachedPod| {
+                let key = ObjectRef::<PodRequest>::new(&pod.name_any()).within(&pod.namespace()?);
+                requests.get(&key).map(|_| key)
+            }
         };
-        // Ready once every scope's caches have their initial lists.
-        let gates = ready.count(Gates::new(shutdown.clone()).leading_opt(settings.leading.clone()));
-        tracing::info!(
-            namespace = ns.unwrap_or("<all>"),
-            "starting PodRequest controller"
-        );
-        Controller::new("podrequest", requests, settings.metrics.clone())
+        let controller = Controller::new("podrequest", requests)
             .filter(|pr: &PodRequest| pr.meta().generation.unwrap_or_default() as u64)
-            .watches(pods.changes, mapper)
-            .waits_for(pods.synced)
+            .watches(pods, by_name)
             .workers(settings.concurrency.into())
-            .run(ctx, reconcile, gates)
-    });
-    futures::future::join_all(controllers).await;
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+            .ready_condition();
+        manager.add(controller, ctx, reconcile);
     }
 }
+
+/// A [`CachedPod`] holds only what reconciles read already.
+fn keep_whole_pod(_: &mut CachedPod) {}
 
 async fn reconcile(request: Arc<PodRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     request.reconcile(&ctx).await
@@ -239,9 +195,8 @@ impl PodRequest {
         let key = self.metadata.uid.clone().unwrap_or_default();
         let already_written = ctx
             .written
-            .lock()
-            .get(&key)
-            .is_some_and(|w| *w == fingerprint(&status));
+            .newer_than_cache(&key, self.metadata.resource_version.as_deref())
+            == Some(fingerprint(&status));
         if self.status.as_ref() != Some(&status) && !already_written {
             // A JSON merge patch of the whole status: no conflicts (only this controller writes
             // status), and cheaper for the apiserver than server-side apply, which matters when
@@ -262,17 +217,20 @@ impl PodRequest {
                 Err(e) if is_status(&e, 404) => return Ok(Action::await_change()),
                 Err(e) => return Err(e.into()),
             }
-            let mut written = ctx.written.lock();
-            written.insert(key, fingerprint(&status));
+            ctx.written.record(
+                key,
+                self.metadata.resource_version.clone(),
+                fingerprint(&status),
+            );
             // Forget deleted requests now and then; the check is cheap next to the writes.
-            if written.len() > 1024 && written.len() > 2 * ctx.requests.len() {
+            if ctx.written.len() > 1024 && ctx.written.len() > 2 * ctx.requests.len() {
                 let live: std::collections::HashSet<String> = ctx
                     .requests
                     .state()
                     .iter()
                     .filter_map(|r| r.metadata.uid.clone())
                     .collect();
-                written.retain(|uid, _| live.contains(uid));
+                ctx.written.prune(0, |uid| live.contains(uid));
             }
         }
         match observed {
@@ -603,10 +561,6 @@ fn pod_ready(pod: &CachedPod) -> Desired<'static> {
             format!("Pod {name} is {phase}"),
         )
     }
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
 #[cfg(test)]

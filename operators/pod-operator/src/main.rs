@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use operon_runtime::operator::{self, RunArgs};
+use operon_runtime::command::{self, RunArgs};
 use pod_operator::controller::{self, Settings};
 
 #[cfg(feature = "mimalloc")]
@@ -27,14 +27,6 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Args {
-    /// Namespace to serve (repeatable); all namespaces when absent.
-    #[arg(
-        long = "namespace",
-        short = 'n',
-        env = "WATCH_NAMESPACE",
-        value_delimiter = ','
-    )]
-    namespaces: Vec<String>,
     /// Reconciles running at once (one at a time per object).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
@@ -50,21 +42,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let Args {
-                namespaces,
-                concurrency,
-                run,
-            } = *args;
-            operator::run("pod-operator", &run, |rt| async move {
-                let settings = Settings {
-                    namespaces,
-                    concurrency,
-                    instance: rt.instance,
-                    metrics: rt.metrics.controller("podrequest"),
-                    readiness: Some(rt.readiness),
-                    leading: Some(rt.leading),
-                };
-                controller::run(rt.client, settings, rt.stop).await
+            let settings = Settings {
+                concurrency: args.concurrency,
+            };
+            command::run("pod-operator", &args.run, |manager| {
+                controller::register(manager, &settings);
+                Ok::<_, std::convert::Infallible>(())
             })
             .await?;
             Ok(())

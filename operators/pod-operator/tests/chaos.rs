@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use common::{Fixture, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT};
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{ListParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use pod_operator::api::{PodRequest, PodRequestSpec};
 use serde_json::json;
 
@@ -113,7 +113,7 @@ async fn a_squeezed_api_priority_level_is_backed_off_and_converges() -> Result<(
         }),
     ];
     for obj in &objects {
-        operon_envtest::apply::apply(&f.client, obj, "pod-operator-tests").await?;
+        operon_cluster::apply::apply(&f.client, obj, "pod-operator-tests").await?;
     }
     let op = f.operator().await?;
     create_many(&f, "squeezed", 150).await?;

@@ -13,7 +13,8 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use operon_envtest::{ControlPlane, wait};
+use operon_cluster::{ControlPlane, wait};
+use operon_runtime::manager::Manager;
 use pod_operator::api::{PodRequest, PodRequestSpec};
 use pod_operator::controller::{self, Settings};
 use tokio::sync::oneshot;
@@ -129,7 +130,7 @@ async fn the_operator_rides_out_apiserver_restarts_compaction_and_an_etcd_outage
         .await?;
     eprintln!("chaos: control plane in {}", cp.dir().display());
     let client = cp.client().await?;
-    operon_envtest::apply::apply_crd(&client, &PodRequest::crd(), "chaos").await?;
+    operon_cluster::apply::apply_crd(&client, &PodRequest::crd(), "chaos").await?;
     let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": NS } }))?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
@@ -149,13 +150,13 @@ async fn the_operator_rides_out_apiserver_restarts_compaction_and_an_etcd_outage
     .await?;
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let settings = Settings {
-        namespaces: vec![NS.into()],
-        ..Settings::default()
-    };
-    let operator = tokio::spawn(controller::run(client.clone(), settings, async move {
-        let _ = stopped.await;
-    }));
+    let mut manager = Manager::new(controller::MANAGER, client.clone())
+        .namespaces([NS])
+        .stop(async move {
+            let _ = stopped.await;
+        });
+    controller::register(&mut manager, &Settings::default());
+    let operator = tokio::spawn(manager.run());
 
     // 1. kube-apiserver restarted in the middle of a burst of 200.
     let created = Arc::new(AtomicUsize::new(0));

@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use pod_operator::api::{PodRequest, PodRequestSpec};
 use serde_json::json;
 

@@ -11,7 +11,7 @@ use common::{Fixture, OPERATOR_NAMESPACE, TIMEOUT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 
 fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
@@ -27,7 +27,7 @@ async fn kubeconfig(f: &Fixture) -> Result<PathBuf> {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    let out = operon_envtest::apply::kubectl(kubeconfig)
+    let out = operon_cluster::apply::kubectl(kubeconfig)
         .args(args)
         .output()?;
     ensure!(

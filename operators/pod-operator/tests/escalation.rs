@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Result;
 use common::Fixture;
-use operon_envtest::operator::Delegation;
+use operon_harness::Delegation;
 use serde_json::json;
 
 #[tokio::test]

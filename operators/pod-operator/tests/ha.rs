@@ -14,8 +14,8 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::service_account_token;
-use operon_envtest::wait;
+use operon_cluster::service_account_token;
+use operon_cluster::wait;
 use pod_operator::api::{PodRequest, PodRequestSpec};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,15 +42,15 @@ async fn token_kubeconfig(f: &Fixture, dir: &Path, token: &str) -> Result<PathBu
         })
         .collect();
     let server = config.cluster_url.to_string();
-    let kubeconfig = operon_envtest::kubeconfig::single(
+    let kubeconfig = operon_cluster::kubeconfig::single(
         "test",
         server.trim_end_matches('/'),
-        operon_envtest::kubeconfig::Ca::Pem(&ca.concat()),
-        operon_envtest::kubeconfig::Credentials::Token(token),
+        operon_cluster::kubeconfig::Ca::Pem(&ca.concat()),
+        operon_cluster::kubeconfig::Credentials::Token(token),
         None,
     );
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, operon_envtest::kubeconfig::to_text(&kubeconfig)?)?;
+    std::fs::write(&path, operon_cluster::kubeconfig::to_text(&kubeconfig)?)?;
     Ok(path)
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use pod_operator::api::{PodRequest, PodRequestSpec};
 use serde_json::json;
 
@@ -227,7 +227,7 @@ async fn the_declared_rbac_matches_the_authorizer_on_sensitive_resources() -> Re
     let m = pod_operator::deploy::manifests("test")?;
     let user_roles = m.user_roles().into_iter().map(|(_, role)| role).collect();
     let namespaces = [f.ns.as_str(), OPERATOR_NAMESPACE];
-    Ok(operon_envtest::operator::audit_rbac(&f, &m, user_roles, &namespaces).await?)
+    Ok(operon_harness::audit_rbac(&f, &m, user_roles, &namespaces).await?)
 }
 
 /// `pod-operator audit`, as an administrator runs it against a cluster: all as declared after

@@ -99,7 +99,7 @@ async fn token_with_role(f: &Fixture, sa: &str, cluster_role: &str) -> Result<St
         "subjects": [{ "kind": "ServiceAccount", "name": sa, "namespace": f.ns }],
     });
     let config = f.env.service_account_config(&f.ns, sa).await?;
-    operon_envtest::apply::apply(&f.client, &binding, "pod-operator-tests").await?;
+    operon_cluster::apply::apply(&f.client, &binding, "pod-operator-tests").await?;
     use secrecy::ExposeSecret;
     Ok(config
         .auth_info
@@ -130,7 +130,7 @@ async fn podrequests_are_a_rest_api_with_authentication_and_rbac() -> Result<()>
 
     // The aggregated edit role reaches PodRequests (RBAC may take a moment to see the binding).
     let created =
-        operon_envtest::wait::until("edit user creates over HTTPS", common::TIMEOUT, || async {
+        operon_cluster::wait::until("edit user creates over HTTPS", common::TIMEOUT, || async {
             let r = rest
                 .call(
                     "POST",

@@ -33,6 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use nix::time::{ClockId, clock_gettime};
 use operon_runtime::admin::Readiness;
 use operon_runtime::client::{RequestCounter, RequestCounts, counted_client};
+use operon_runtime::manager::Manager;
 use operon_runtime::metrics::Metrics;
 use service_ca_operator::controller::{self, Settings};
 use service_ca_operator::pki::{
@@ -377,17 +378,18 @@ async fn phases(
     let metrics = Metrics::new();
     let settings = Settings {
         namespace: ns_signer.clone(),
-        namespaces: vec![ns_services.clone()],
         inject_cluster_scoped: false,
         concurrency: CONCURRENCY as u16,
         key_algorithm: key,
-        instance: Some("bench".into()),
-        metrics: metrics.clone(),
-        readiness: Some(readiness.clone()),
         ..Settings::default()
     };
+    let manager = Manager::new(controller::MANAGER, client)
+        .namespaces([ns_services.clone()])
+        .instance(Some("bench".into()))
+        .metrics(metrics.clone())
+        .readiness(readiness.clone());
     let t_start = Instant::now();
-    let operator = OperatorTask::start(client, settings);
+    let operator = OperatorTask::start(manager, settings);
     // Ready: the CA is generated and stored, and every cache has its initial list.
     poll_until(
         "the operator's CA and caches",
@@ -634,11 +636,16 @@ struct OperatorTask {
 }
 
 impl OperatorTask {
-    fn start(client: Client, settings: Settings) -> OperatorTask {
+    fn start(manager: Manager, settings: Settings) -> OperatorTask {
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client, settings, async move {
+        let mut manager = manager.stop(async move {
             let _ = rx.await;
-        }));
+        });
+        let task = tokio::spawn(async move {
+            controller::register(&mut manager, &settings)?;
+            manager.run().await;
+            Ok(())
+        });
         OperatorTask {
             stop: Some(tx),
             task,

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
-use operon_runtime::operator::{self, RunArgs, parse_duration};
+use operon_runtime::command::{self, RunArgs, parse_duration};
 use service_ca_operator::controller::{self, Settings};
 use service_ca_operator::pki::{self, KeyAlgorithm};
 
@@ -38,14 +38,6 @@ struct Args {
     /// Namespace of the signing CA Secret and the bundle ConfigMap (default: the operator's).
     #[arg(long)]
     signing_namespace: Option<String>,
-    /// Namespace whose Services and ConfigMaps are served (repeatable); all when absent.
-    #[arg(
-        long = "namespace",
-        short = 'n',
-        env = "WATCH_NAMESPACE",
-        value_delimiter = ','
-    )]
-    namespaces: Vec<String>,
     /// Inject into APIServices, CRDs and webhook configurations (cluster-scoped).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     inject_cluster_scoped: bool,
@@ -90,7 +82,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut settings = Settings {
         namespace: String::new(),
-        namespaces: args.namespaces,
         inject_cluster_scoped: args.inject_cluster_scoped,
         cluster_domain: args.cluster_domain,
         key_algorithm: match args.key_algorithm {
@@ -108,19 +99,14 @@ async fn main() -> anyhow::Result<()> {
     // Checked before anything starts: a bad flag is an error, not a crash loop later.
     settings.validate().context("invalid flags")?;
     let signing_namespace = args.signing_namespace;
-    let mut result = Ok(());
-    operator::run("service-ca-operator", &args.run, |rt| {
-        settings.namespace = signing_namespace.unwrap_or(rt.namespace);
-        settings.instance = rt.instance;
-        settings.metrics = rt.metrics;
-        settings.readiness = Some(rt.readiness);
-        settings.leading = Some(rt.leading);
-        settings.cluster_ca_pem = service_ca_operator::inject::pem_certificates(&rt.cluster_ca);
-        let result = &mut result;
-        async move {
-            *result = controller::run(rt.client, settings, rt.stop).await;
-        }
+    command::run("service-ca-operator", &args.run, |manager| {
+        settings.namespace = signing_namespace
+            .or_else(|| manager.own_namespace_name().map(str::to_owned))
+            .unwrap_or_default();
+        settings.cluster_ca_pem =
+            service_ca_operator::inject::pem_certificates(manager.cluster_certificates());
+        controller::register(manager, &settings)
     })
     .await?;
-    Ok(result?)
+    Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use common::Fixture;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
-use operon_envtest::operator::Delegation;
+use operon_harness::Delegation;
 use serde_json::json;
 
 fn service(name: &str, secret: Option<&str>) -> Result<Service> {

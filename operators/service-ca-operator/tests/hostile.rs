@@ -11,7 +11,7 @@ use common::Fixture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use serde_json::json;
 use service_ca_operator::*;
 

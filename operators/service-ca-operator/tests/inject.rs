@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use serde_json::{Value, json};
 use service_ca_operator::controller::Settings;
 use service_ca_operator::*;

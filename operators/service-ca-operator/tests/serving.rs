@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use operon_envtest::wait;
+use operon_cluster::wait;
 use serde_json::json;
 use service_ca_operator::pki::{KeyAlgorithm, ServingCertRequest};
 use service_ca_operator::*;

@@ -27,7 +27,7 @@ async fn ca_ski(f: &Fixture) -> Result<Vec<u8>> {
 async fn wait_new_ca(f: &Fixture, old: &[u8]) -> Result<Vec<u8>> {
     let api = Api::<Secret>::namespaced(f.client.clone(), &f.signer_ns);
     Ok(
-        operon_envtest::wait::until("a new signing CA", common::TIMEOUT, || async {
+        operon_cluster::wait::until("a new signing CA", common::TIMEOUT, || async {
             let secret = api
                 .get(SIGNING_SECRET_NAME)
                 .await
@@ -353,7 +353,7 @@ async fn an_unusable_ca_is_kept_and_reported_until_a_replacement_is_asked_for() 
     f.wait_issued("web-tls").await?;
     // The expiry metric follows the new CA.
     let not_after = parse_leaf(&data(&replaced, TLS_CERT_KEY)?)?.not_after;
-    operon_envtest::wait::until("the expiry metric", common::TIMEOUT, || async {
+    operon_cluster::wait::until("the expiry metric", common::TIMEOUT, || async {
         match reported_expiry(&op) {
             Some(v) if v == not_after => Ok(()),
             other => Err(format!("{other:?}, want {not_after}")),
@@ -397,7 +397,7 @@ async fn a_ca_without_ski_signs_and_its_leaves_stay_valid() -> Result<()> {
     let op = f.operator().await?;
     f.wait_ready(&op).await?;
     let service = op.metrics.metrics.controller("service");
-    operon_envtest::wait::until("the Service checked again", common::TIMEOUT, || async {
+    operon_cluster::wait::until("the Service checked again", common::TIMEOUT, || async {
         match service.reconciles() {
             0 => Err("not yet".to_string()),
             _ => Ok(()),
@@ -437,7 +437,7 @@ async fn the_signing_key_is_out_of_reach_of_namespace_admins() -> Result<()> {
         .impersonating("alice", &["system:authenticated"])
         .await?;
     // She can read Secrets of her namespace (so the denial below is about the CA alone)...
-    let mine = operon_envtest::wait::until(
+    let mine = operon_cluster::wait::until(
         "alice's role binding in effect",
         common::TIMEOUT,
         || async {
@@ -473,5 +473,5 @@ async fn the_service_account_can_do_exactly_what_is_declared() -> Result<()> {
     let f = Fixture::new("sca-canimatrix").await?;
     let manifests = deploy::manifests("test")?;
     let namespaces = [f.ns.as_str(), common::OPERATOR_NAMESPACE];
-    Ok(operon_envtest::operator::audit_rbac(&f, &manifests, Vec::new(), &namespaces).await?)
+    Ok(operon_harness::audit_rbac(&f, &manifests, Vec::new(), &namespaces).await?)
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::ControlPlane;
+use operon_cluster::ControlPlane;
 use serde::{Deserialize, Serialize};
 
 use xtask::cli::Shape;
@@ -172,8 +172,8 @@ fn print_usage(info: &ClusterInfo) {
     println!("  export KUBECONFIG={kubeconfig}");
     println!(
         "  export PATH={}:$PATH   # kubectl {}",
-        operon_envtest::default_bin_dir().display(),
-        operon_envtest::KUBERNETES_VERSION
+        operon_cluster::default_bin_dir().display(),
+        operon_cluster::KUBERNETES_VERSION
     );
     println!("  kubectl get nodes");
     println!();
@@ -246,11 +246,11 @@ pub fn down() -> Result<()> {
         _ => println!("cluster: not running"),
     }
     // Whatever a crashed supervisor left behind.
-    let killed = operon_envtest::process::kill_recorded(&data_dir());
+    let killed = operon_cluster::process::kill_recorded(&data_dir());
     if killed > 0 {
         println!("cluster: killed {killed} leftover processes");
     }
-    let cleaned = operon_envtest::node::host::reap_stale_slots();
+    let cleaned = operon_cluster::node::host::reap_stale_slots();
     if cleaned > 0 {
         println!("cluster: cleaned {cleaned} real node(s) left by a run that is gone");
     }

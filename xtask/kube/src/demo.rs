@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use operon_envtest::wait;
+use operon_cluster::wait;
 use pod_operator::api::PodRequest;
 
 use crate::cluster::{self, ClusterInfo};
@@ -160,7 +160,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         let client = client(&kubeconfig).await?;
         // The real node's registry, on the host's address on the node's link, which Pods reach:
         // moto listens there too.
-        let registry = operon_envtest::node::announced_registry(&client).await.ok();
+        let registry = operon_cluster::node::announced_registry(&client).await.ok();
         let node_host = registry
             .as_deref()
             .and_then(|r| r.split(':').next())
@@ -171,7 +171,7 @@ pub fn up(args: UpArgs) -> Result<()> {
                  (`cargo xtask cluster down`) or add --local-operators"
             );
         }
-        let moto = operon_envtest::moto::Moto::start_on(
+        let moto = operon_moto::Moto::start_on(
             &moto_server,
             node_host.unwrap_or(std::net::Ipv4Addr::LOCALHOST),
         )
@@ -321,12 +321,12 @@ async fn demo(
     kubeconfig: &Path,
     client: &Client,
     operators: Operators,
-    moto: &operon_envtest::moto::Moto,
+    moto: &operon_moto::Moto,
     real_node: bool,
     t0: Instant,
 ) -> Result<()> {
     // Root credentials for the emulator (it accepts any).
-    operon_envtest::apply::apply(
+    operon_cluster::apply::apply(
         client,
         &serde_json::json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -498,7 +498,7 @@ async fn wait_for_greeting(client: &Client) -> Result<String> {
 /// Everything `config/default` holds but the operators' Deployments (CRDs, namespaces, RBAC
 /// with the aggregated roles, admission policies, Services), for operators run locally.
 async fn install_all_but_deployments(client: &Client, kubeconfig: &Path) -> Result<()> {
-    let out = operon_envtest::apply::kubectl(kubeconfig)
+    let out = operon_cluster::apply::kubectl(kubeconfig)
         .args(["kustomize", "config/default"])
         .current_dir(repo_root())
         .output()
@@ -523,7 +523,7 @@ async fn install_all_but_deployments(client: &Client, kubeconfig: &Path) -> Resu
     let (namespaces, rest): (Vec<_>, Vec<_>) =
         rest.into_iter().partition(|d| d["kind"] == "Namespace");
     for doc in namespaces.into_iter().chain(rest) {
-        operon_envtest::apply::apply(client, &doc, MANAGER)
+        operon_cluster::apply::apply(client, &doc, MANAGER)
             .await
             .with_context(|| format!("applying {} {}", doc["kind"], doc["metadata"]["name"]))?;
     }
@@ -602,7 +602,7 @@ async fn wait_for_service_ca(client: &Client, check_alive: &dyn Fn() -> Result<(
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) {
-    let status = operon_envtest::apply::kubectl(kubeconfig)
+    let status = operon_cluster::apply::kubectl(kubeconfig)
         .args(args)
         .status();
     if let Err(e) = status {
@@ -611,7 +611,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) {
 }
 
 fn print_next_steps(kubeconfig: &Path, local: bool, real_node: bool) {
-    let bin = operon_envtest::default_bin_dir();
+    let bin = operon_cluster::default_bin_dir();
     let node = if real_node {
         "a real node (kubelet, containerd)"
     } else {
@@ -688,7 +688,7 @@ Ctrl-C stops everything."#,
 }
 
 async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()> {
-    operon_envtest::apply::apply_crd(client, crd, MANAGER).await?;
+    operon_cluster::apply::apply_crd(client, crd, MANAGER).await?;
     println!("up: CRD {} installed", crd.name_any());
     Ok(())
 }
@@ -713,7 +713,7 @@ async fn apply_yaml(client: &Client, path: &Path, namespace: Option<&str>) -> Re
         if let Some(ns) = namespace {
             doc["metadata"]["namespace"] = serde_json::json!(ns);
         }
-        operon_envtest::apply::apply(client, &doc, MANAGER)
+        operon_cluster::apply::apply(client, &doc, MANAGER)
             .await
             .with_context(|| format!("applying {} {}", doc["kind"], doc["metadata"]["name"]))?;
         println!(

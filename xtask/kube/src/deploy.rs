@@ -32,14 +32,14 @@ pub fn build_images() -> Result<Vec<(&'static str, PathBuf)>> {
 /// Pushes the images to the registry the cluster announces, under the names its Deployments
 /// use (`localhost/operon/<operator>:v<version>`).
 pub async fn push(client: &kube::Client, archives: &[(&'static str, PathBuf)]) -> Result<()> {
-    let registry = operon_envtest::node::announced_registry(client)
+    let registry = operon_cluster::node::announced_registry(client)
         .await
         .context("finding the cluster's registry")?;
     for (operator, archive) in archives {
         let reference = manifests::image(operator);
         let (to, archive, shown) = (registry.clone(), archive.clone(), reference.clone());
         tokio::task::spawn_blocking(move || {
-            operon_envtest::node::push_to(&to, &archive, &reference)
+            operon_cluster::node::push_to(&to, &archive, &reference)
         })
         .await??;
         println!("deploy: pushed {shown} to {registry}");
@@ -50,7 +50,7 @@ pub async fn push(client: &kube::Client, archives: &[(&'static str, PathBuf)]) -
 /// `kubectl <args>` against `kubeconfig`, echoed; fails on a non-zero exit.
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<()> {
     println!("deploy: kubectl {}", args.join(" "));
-    let status = operon_envtest::apply::kubectl(kubeconfig)
+    let status = operon_cluster::apply::kubectl(kubeconfig)
         .args(args)
         .current_dir(repo_root())
         .status()

@@ -50,7 +50,7 @@ fn cluster_up_gives_a_real_and_a_kwok_node_and_down_leaves_nothing() -> Result<(
         .context("no registry address in the output")?
         .to_string();
 
-    let kubectl = operon_envtest::default_bin_dir().join("kubectl");
+    let kubectl = operon_cluster::default_bin_dir().join("kubectl");
     let out = Command::new(kubectl)
         .args(["get", "nodes", "--no-headers"])
         .env("KUBECONFIG", state.join("kubeconfig"))

@@ -13,8 +13,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, LogParams};
-use operon_envtest::moto::Moto;
-use operon_envtest::{TestEnv, wait};
+use operon_cluster::wait;
+use operon_envtest::TestEnv;
+use operon_moto::Moto;
 use pod_operator::api::PodRequest;
 use serde_json::json;
 use tokio::sync::OnceCell;
@@ -37,7 +38,7 @@ fn repo_root() -> PathBuf {
 
 /// `kubectl <args>` as admin; stdout, or an error with the output.
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    let out = operon_envtest::apply::kubectl(kubeconfig)
+    let out = operon_cluster::apply::kubectl(kubeconfig)
         .args(args)
         .current_dir(repo_root())
         .output()?;
@@ -68,8 +69,8 @@ async fn deploy() -> Result<Deployed> {
     let node = cp.node().context("no real node")?;
     let kubeconfig = cp.kubeconfig_path().to_path_buf();
     let client = env.client().await?;
-    let moto = Moto::start_on(operon_envtest::moto::find_server()?, node.host_ip()).await?;
-    operon_envtest::apply::apply(
+    let moto = Moto::start_on(operon_moto::find_server()?, node.host_ip()).await?;
+    operon_cluster::apply::apply(
         &client,
         &json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -143,7 +144,7 @@ async fn the_talks_podrequest_runs_for_real() -> Result<()> {
         std::fs::read_to_string(repo_root().join("config/pod-operator/samples/podrequest.yaml"))?;
     let mut request: serde_json::Value = serde_saphyr::from_str(&sample)?;
     request["metadata"]["namespace"] = json!(&*ns);
-    operon_envtest::apply::apply(&client, &request, "kubectl").await?;
+    operon_cluster::apply::apply(&client, &request, "kubectl").await?;
 
     let log = wait::until(
         "kubectl logs busybox shows the greeting",
@@ -190,7 +191,7 @@ async fn the_talks_podrequest_runs_for_real() -> Result<()> {
     )
     .await?;
     ensure!(
-        after.spec.and_then(|s| s.node_name).as_deref() == Some(operon_envtest::node::NODE_NAME)
+        after.spec.and_then(|s| s.node_name).as_deref() == Some(operon_cluster::node::NODE_NAME)
     );
     wait::until(
         "the new container greets",
@@ -247,7 +248,7 @@ async fn pod_operator_fails_over_between_its_replicas() -> Result<()> {
             .and_then(|c| c.env.clone())
             .unwrap_or_default();
         ensure!(env.iter().all(|e| e.name != "KUBECONFIG"), "{env:?}");
-        ensure!(spec.node_name.as_deref() == Some(operon_envtest::node::NODE_NAME));
+        ensure!(spec.node_name.as_deref() == Some(operon_cluster::node::NODE_NAME));
     }
     let old_leader = wait::until("a leader", Duration::from_secs(60), || leader(&leases)).await?;
     ensure!(
@@ -346,14 +347,14 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&sample)?;
     for mut doc in docs {
         doc["metadata"]["namespace"] = json!(&*ns);
-        operon_envtest::apply::apply(&client, &doc, "kubectl").await?;
+        operon_cluster::apply::apply(&client, &doc, "kubectl").await?;
     }
     let node = d
         .env
         .control_plane()
         .and_then(|cp| cp.node())
         .context("no node")?;
-    let openssl = operon_envtest::node::images::openssl()?;
+    let openssl = operon_cluster::node::images::openssl()?;
     let image = openssl.references[0].clone();
     let archive = tokio::task::spawn_blocking(move || openssl.archive()).await??;
     d.env.push(&archive, &image).await?;
@@ -375,7 +376,7 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
             "volumes": [{ "name": "certs", "secret": { "secretName": "devconf-service-certs" } }],
         },
     });
-    operon_envtest::apply::apply(&client, &server, "kubectl").await?;
+    operon_cluster::apply::apply(&client, &server, "kubectl").await?;
 
     // A client that trusts only what a ConfigMap holds: first the injected service CA bundle,
     // then another CA (the cluster's own, in kube-root-ca.crt).
@@ -427,7 +428,7 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
             .map(|phase| (phase, pods))
         }
     };
-    operon_envtest::apply::apply(
+    operon_cluster::apply::apply(
         &client,
         &client_pod("trusting", "devconf-service-cabundle", "service-ca.crt"),
         "kubectl",
@@ -441,7 +442,7 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
     );
     ensure!(log.contains("Verification: OK"), "{log}");
 
-    operon_envtest::apply::apply(
+    operon_cluster::apply::apply(
         &client,
         &client_pod("foreign", "kube-root-ca.crt", "ca.crt"),
         "kubectl",
@@ -471,7 +472,7 @@ async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result
     let mut request: serde_json::Value = serde_saphyr::from_str(&sample)?;
     request["metadata"]["namespace"] = json!(&*ns);
     request["spec"]["secretRef"]["namespace"] = json!(&*ns);
-    operon_envtest::apply::apply(&client, &request, "kubectl").await?;
+    operon_cluster::apply::apply(&client, &request, "kubectl").await?;
     let name = request["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -633,7 +634,7 @@ async fn the_generated_deployments_limits_are_enforced() -> Result<()> {
         "spec": { "containers": [{ "name": "hog", "image": "busybox",
                                    "command": ["tail", "/dev/zero"], "resources": resources }] },
     });
-    operon_envtest::apply::apply(&client, &hog, "kubectl").await?;
+    operon_cluster::apply::apply(&client, &hog, "kubectl").await?;
     wait::until(
         "the hog OOM-killed and restarted",
         Duration::from_secs(120),
@@ -669,7 +670,7 @@ async fn a_user_with_the_edit_role_may_request_pods() -> Result<()> {
     let admin = d.env.client().await?;
     // The built-in `edit` role, bound in the namespace: config/'s aggregated roles add
     // PodRequests to it, and the admission policy lets a user who may create Pods request one.
-    operon_envtest::apply::apply(&admin, &json!({
+    operon_cluster::apply::apply(&admin, &json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": { "name": "alice-edit", "namespace": &*ns },
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit" },

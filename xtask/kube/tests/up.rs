@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::wait;
+use operon_cluster::wait;
 use pod_operator::api::PodRequest;
 
 fn alive(pid: i32) -> bool {
@@ -20,7 +20,7 @@ fn alive(pid: i32) -> bool {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    let out = operon_envtest::apply::kubectl(kubeconfig)
+    let out = operon_cluster::apply::kubectl(kubeconfig)
         .args(args)
         .output()?;
     ensure!(
@@ -162,7 +162,7 @@ async fn up_deploys_the_operators_and_the_talks_pod_greets() -> Result<()> {
             "jsonpath={.spec.nodeName}",
         ],
     )?;
-    ensure!(nodes == operon_envtest::node::NODE_NAME, "{nodes}");
+    ensure!(nodes == operon_cluster::node::NODE_NAME, "{nodes}");
     let children: Vec<i32> =
         std::fs::read_to_string(state.path().join("cluster").join("children.pids"))?
             .lines()

@@ -2,18 +2,21 @@
 //! keys in a [`WorkQueue`], and N workers reconcile the keys.
 //!
 //! ```ignore
-//! let requests = controller::reflect(Api::<PodRequest>::all(client.clone()), Default::default(), trim);
-//! let pods = controller::reflect(Api::<Pod>::all(client.clone()), Default::default(), trim_pod)
+//! // In an operator's `register`, for each of the Manager's scopes:
+//! let requests = manager.reflect(scope.api::<PodRequest>(manager.client()), Config::default(), trim_managed_fields);
+//! let pods = manager.reflect(scope.api::<Pod>(manager.client()), Config::default(), trim_pod)
 //!     .only_changed(pod_fingerprint);
 //! let ctx = Arc::new(Context { pods: pods.store.clone(), .. });
-//! Controller::new("podrequest", requests, metrics)
+//! let controller = Controller::new("podrequest", requests)
 //!     .filter(|pr| pr.meta().generation.unwrap_or_default() as u64)   // spec changes only
-//!     .watches(pods.changes, |pod| owner_key(&pod))
-//!     .waits_for(pods.synced)
+//!     .watches(pods, |pod| owner_key(&pod))
 //!     .workers(10)
-//!     .run(ctx, reconcile, gates)
-//!     .await;
+//!     .ready_condition();
+//! manager.add(controller, ctx, reconcile);
 //! ```
+//!
+//! [`crate::manager::Manager`] runs it; [`Controller::run`] is the engine underneath, for a
+//! controller run alone.
 //!
 //! - The reflectors run, and keys queue up, from the start; the workers start once every cache
 //!   has its initial list **and** [`Gates::leading`] resolves. A standby replica so keeps its
@@ -29,10 +32,14 @@
 //!   with controller-runtime's metric names (reconcile totals, errors by cause, duration,
 //!   active workers) beside client-go's workqueue ones (depth, adds, queue duration,
 //!   retries).
+//! - A failing reconcile is a Warning Event on its object and, with
+//!   [`Controller::ready_condition`], `Ready=False` with the error in its status (see
+//!   [`report`](self::report)); the next success clears it.
 //! - [`Gates::stop`]: no new keys are handed out; reconciles in flight finish, then `run`
 //!   returns.
 
 pub mod queue;
+mod report;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -53,10 +60,12 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::cache::Synced;
+use crate::events::Events;
 use crate::metrics::ControllerMetrics;
-use crate::reconciler::Cause;
+use report::{Failures, ToJson};
 
 pub use queue::WorkQueue;
+pub use report::{Cause, READY, REASON, REPEAT_AFTER, clear_patch, not_ready_patch};
 
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,56 +245,10 @@ impl Gates {
         self
     }
 
-    /// [`leading`](Self::leading) when there is such a gate (`None`: lead at once).
-    pub fn leading_opt(self, leading: Option<impl Future<Output = ()> + Send + 'static>) -> Gates {
-        match leading {
-            Some(leading) => self.leading(leading),
-            None => self,
-        }
-    }
-
     /// Called once the caches are synced (readiness).
     pub fn on_synced(mut self, synced: impl FnOnce() + Send + 'static) -> Gates {
         self.synced = Some(Box::new(synced));
         self
-    }
-}
-
-/// Readiness for an operator of several controllers (or namespace scopes): ready once each of
-/// `n` has its caches synced.
-#[derive(Clone)]
-pub struct ReadyWhenSynced {
-    remaining: Arc<std::sync::atomic::AtomicUsize>,
-    readiness: Option<crate::admin::Readiness>,
-}
-
-impl ReadyWhenSynced {
-    /// `readiness` (if any) is set once `n` controllers are synced; `n = 0` sets it at once.
-    pub fn new(readiness: Option<crate::admin::Readiness>, n: usize) -> Self {
-        if n == 0
-            && let Some(r) = &readiness
-        {
-            r.set_ready(true);
-        }
-        ReadyWhenSynced {
-            remaining: Arc::new(std::sync::atomic::AtomicUsize::new(n)),
-            readiness,
-        }
-    }
-
-    /// `gates` that count one controller toward readiness when its caches are synced.
-    pub fn count(&self, gates: Gates) -> Gates {
-        let this = self.clone();
-        gates.on_synced(move || {
-            let before = this
-                .remaining
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            if before == 1
-                && let Some(r) = &this.readiness
-            {
-                r.set_ready(true);
-            }
-        })
     }
 }
 
@@ -313,6 +276,10 @@ where
     workers: usize,
     /// Keys reconciled at start whether or not their object exists.
     always: Vec<ObjectRef<K>>,
+    /// The objects carry a `Ready` condition that a failing reconcile sets to False.
+    ready: Option<ToJson<K>>,
+    /// Events (and the condition) for failing reconciles; set by the Manager.
+    failures: Option<Failures<K>>,
 }
 
 impl<K> Controller<K>
@@ -321,18 +288,63 @@ where
 {
     /// A controller named `name` (its metrics' `controller` label) of the objects `primary`
     /// watches; each change of one triggers its reconcile.
-    pub fn new(name: &str, primary: Reflected<K>, metrics: Arc<ControllerMetrics>) -> Self {
+    pub fn new(name: &str, primary: Reflected<K>) -> Self {
         Controller {
             name: name.to_string(),
             store: primary.store,
             synced: vec![primary.synced],
             primary: primary.changes,
             triggers: SelectAll::new(),
-            metrics,
+            metrics: Arc::default(),
             backoff: Backoff::default(),
             workers: 1,
             always: Vec::new(),
+            ready: None,
+            failures: None,
         }
+    }
+
+    /// The controller's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where its reconciles are counted (the Manager gives each controller name its own).
+    pub fn metrics(mut self, metrics: Arc<ControllerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The objects have `status.conditions` (`metav1.Condition`) with a `Ready` condition: a
+    /// failing reconcile sets it to False with the error (the Manager's controllers only;
+    /// see [`report`](self::report)).
+    pub fn ready_condition(mut self) -> Self
+    where
+        K: serde::Serialize,
+    {
+        let to_json: ToJson<K> = Box::new(|obj: &K| serde_json::to_value(obj).ok());
+        self.failures = self
+            .failures
+            .map(|f| f.with_ready(Box::new(|obj: &K| serde_json::to_value(obj).ok())));
+        self.ready = Some(to_json);
+        self
+    }
+
+    /// Failing reconciles become Warning Events from `events` (and the `Ready` condition,
+    /// written as `field_manager`).
+    pub fn report_failures(
+        mut self,
+        events: Events,
+        client: kube::Client,
+        field_manager: &str,
+    ) -> Self {
+        self.failures = Some(Failures::new(
+            events,
+            client,
+            field_manager,
+            self.ready.take(),
+        ));
+        self
     }
 
     /// Reconciles `key` at start even if no such object exists (with
@@ -351,18 +363,21 @@ where
         self
     }
 
-    /// Each change in `changes` triggers the reconciles of the keys `mapper` gives for the
-    /// changed object.
+    /// Each change of what `watched` reflects triggers the reconciles of the keys `mapper`
+    /// gives for the changed object; workers wait for its cache too.
     pub fn watches<S, I>(
         mut self,
-        changes: impl Stream<Item = Change<S>> + Send + 'static,
+        watched: Reflected<S>,
         mapper: impl Fn(S) -> I + Send + Sync + 'static,
     ) -> Self
     where
-        S: Send + 'static,
+        S: Resource<DynamicType = ()> + Send + 'static,
         I: IntoIterator<Item = ObjectRef<K>>,
         I::IntoIter: Send + 'static,
     {
+        let Reflected {
+            changes, synced, ..
+        } = watched;
         let keys = changes
             .flat_map(move |change| {
                 let listed = matches!(change, Change::Listed(_));
@@ -373,6 +388,7 @@ where
             })
             .boxed();
         self.triggers.push(keys);
+        self.synced.push(synced);
         self
     }
 
@@ -383,19 +399,7 @@ where
         C: Resource<DynamicType = ()> + Send + 'static,
     {
         let store = self.store.clone();
-        let Reflected {
-            changes, synced, ..
-        } = children;
-        self.watches(changes, move |child: C| owner_key(&child, &store))
-            .waits_for(synced)
-    }
-
-    /// Keeps the cache of `changes` up to date without triggering anything.
-    pub fn keeps<S: Send + 'static>(
-        self,
-        changes: impl Stream<Item = Change<S>> + Send + 'static,
-    ) -> Self {
-        self.watches(changes, |_| None)
+        self.watches(children, move |child: C| owner_key(&child, &store))
     }
 
     /// Each item of `trigger` reconciles every object in the cache.
@@ -420,11 +424,6 @@ where
     pub fn backoff(mut self, backoff: Backoff<K>) -> Self {
         self.backoff = backoff;
         self
-    }
-
-    /// The cache of the primary objects.
-    pub fn store(&self) -> Store<K> {
-        self.store.clone()
     }
 
     /// Runs until `gates.stop`, reconciling the objects of the cache: see the module docs.
@@ -473,6 +472,8 @@ where
             backoff,
             workers,
             always,
+            ready: _,
+            failures,
         } = self;
         let queue = WorkQueue::<ObjectRef<K>>::new(metrics.clone());
         for key in always {
@@ -543,6 +544,7 @@ where
                 backoff,
                 metrics,
                 absent,
+                failures,
             });
             for _ in 0..workers {
                 tasks.spawn(worker.clone().work());
@@ -575,6 +577,7 @@ where
     /// Reconcile keys whose object is not in the cache (else they are skipped: deleted, and
     /// finalizers keep the objects that need cleanup).
     absent: bool,
+    failures: Option<Failures<K>>,
 }
 
 impl<K, Ctx, F> Worker<K, Ctx, F>
@@ -594,6 +597,8 @@ where
             if obj.is_some() || self.absent {
                 let span = tracing::info_span!("reconcile", controller = %self.name, object = %key);
                 self.reconcile_one(&key, obj).instrument(span).await;
+            } else if let Some(failures) = &self.failures {
+                failures.forget(&key);
             }
             self.queue.done(&key);
         }
@@ -606,7 +611,7 @@ where
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
         let timer = self.metrics.begin();
-        let work = (self.reconcile)(key.clone(), obj, self.ctx.clone());
+        let work = (self.reconcile)(key.clone(), obj.clone(), self.ctx.clone());
         // A panicking reconcile is an error to retry, not a lost worker.
         let outcome = std::panic::AssertUnwindSafe(work).catch_unwind().await;
         match outcome {
@@ -614,18 +619,32 @@ where
                 self.backoff.succeeded_key(key);
                 self.metrics.finished(timer, None);
                 self.queue.reschedule(key.clone(), action.requeue_after());
+                tracing::debug!("reconciled");
+                if let Some(failures) = &self.failures {
+                    failures.succeeded(key, obj.as_deref()).await;
+                }
             }
             Ok(Err(error)) => {
                 let delay = self.backoff.failed_key(key);
                 self.metrics.finished(timer, Some(error.cause()));
                 self.queue.retry_after(key.clone(), delay);
                 tracing::warn!(retry_in = ?delay, cause = error.cause(), "{error}");
+                if let Some(failures) = &self.failures {
+                    let message = error.to_string();
+                    failures
+                        .failed(key, obj.as_deref(), error.cause(), &message)
+                        .await;
+                }
             }
             Err(_) => {
                 let delay = self.backoff.failed_key(key);
                 self.metrics.finished(timer, Some("panic"));
                 self.queue.retry_after(key.clone(), delay);
                 tracing::error!(retry_in = ?delay, "the reconcile panicked");
+                if let Some(failures) = &self.failures {
+                    let message = "the reconcile panicked (a bug in the operator; see its log)";
+                    failures.failed(key, obj.as_deref(), "panic", message).await;
+                }
             }
         }
     }

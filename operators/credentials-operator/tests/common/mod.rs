@@ -1,4 +1,4 @@
-//! credentials-operator's side of the shared harness (`operon_envtest::operator`): the CRD and a
+//! credentials-operator's side of the shared harness (`operon_harness`): the CRD and a
 //! root credentials Secret in each test's namespace, its own moto IAM emulator, the operator
 //! serving that namespace, and an IAM client to check what exists in the "cloud".
 
@@ -11,12 +11,14 @@ use credentials_operator::api::{CredentialsRequest, CredentialsRequestCondition}
 use credentials_operator::controller::{self, Settings};
 use credentials_operator::iam::{Endpoint, Iam};
 use k8s_openapi::api::core::v1::Secret;
-use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
-use operon_envtest::moto::Moto;
-use operon_envtest::operator::{self, InProcess};
-pub use operon_envtest::operator::{TIMEOUT, secret_text as data};
-use operon_runtime::metrics::ControllerMetrics;
+use kube::{Client, CustomResourceExt};
+pub use operon_envtest::secret_text as data;
+pub use operon_harness::TIMEOUT;
+use operon_harness::{self as operator, InProcess};
+use operon_moto::Moto;
+use operon_runtime::manager::Manager;
+use operon_runtime::metrics::{ControllerMetrics, Metrics};
 use serde_json::json;
 
 const MANAGER: &str = "credentials-operator-tests";
@@ -44,25 +46,23 @@ impl Fixture {
     pub async fn new(prefix: &str) -> Result<Fixture> {
         let base = operator::Fixture::new(prefix).await?;
         let crd = CredentialsRequest::crd();
-        operon_envtest::apply::apply_crd(&base.client, &crd, MANAGER).await?;
+        operon_cluster::apply::apply_crd(&base.client, &crd, MANAGER).await?;
         let root = json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": { "name": "aws-creds", "namespace": base.ns },
             "stringData": { "aws_access_key_id": ROOT_KEY_ID, "aws_secret_access_key": ROOT_SECRET },
         });
-        operon_envtest::apply::apply(&base.client, &root, MANAGER).await?;
+        operon_cluster::apply::apply(&base.client, &root, MANAGER).await?;
         let moto = Moto::start().await?;
         Ok(Fixture { base, moto })
     }
 
     pub fn settings(&self) -> Settings {
         Settings {
-            namespaces: vec![self.ns.clone()],
             root_secret_namespace: self.ns.clone(),
             root_secret_name: "aws-creds".into(),
             cluster_id: CLUSTER_ID.into(),
             endpoint: self.endpoint(),
-            instance: Some("test".into()),
             ..Settings::default()
         }
     }
@@ -78,14 +78,33 @@ impl Fixture {
         self.operator_with(self.settings()).await
     }
 
-    /// credentials-operator with `settings`, as its own ServiceAccount.
-    pub async fn operator_with(&self, mut settings: Settings) -> Result<Operator> {
+    /// credentials-operator with `settings`, serving this test's namespace, as its own
+    /// ServiceAccount.
+    pub async fn operator_with(&self, settings: Settings) -> Result<Operator> {
+        self.operator_via(settings, |client| client).await
+    }
+
+    /// Like [`operator_with`](Self::operator_with), with the client the operator uses made by
+    /// `connect` from its ServiceAccount's (e.g. one through a proxy the test controls).
+    pub async fn operator_via(
+        &self,
+        settings: Settings,
+        connect: impl FnOnce(Client) -> Client,
+    ) -> Result<Operator> {
         let manifests = credentials_operator::deploy::manifests("test")?;
-        let metrics = Arc::new(ControllerMetrics::default());
-        settings.metrics = metrics.clone();
+        let registry = Metrics::new();
+        let metrics = registry.controller(controller::CONTROLLER);
+        let sdk = credentials_operator::iam::load_sdk_config().await;
+        let ns = self.ns.clone();
         Ok(
             InProcess::start(self.env, &manifests, Vec::new(), metrics, |client, stop| {
-                controller::run(client, settings, stop)
+                let mut manager = Manager::new(controller::MANAGER, connect(client))
+                    .namespaces([ns])
+                    .instance(Some("test".into()))
+                    .metrics(registry)
+                    .stop(stop);
+                controller::register(&mut manager, &settings, &sdk);
+                manager.run()
             })
             .await?,
         )

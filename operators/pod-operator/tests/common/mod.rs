@@ -1,4 +1,4 @@
-//! pod-operator's side of the shared harness (`operon_envtest::operator`): the CRD installed in
+//! pod-operator's side of the shared harness (`operon_harness`): the CRD installed in
 //! each test's namespace, the talk's sample, the operator serving that namespace, and waits on
 //! PodRequests.
 
@@ -10,10 +10,11 @@ use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::{Client, CustomResourceExt};
-pub use operon_envtest::operator::TIMEOUT;
-use operon_envtest::operator::{self, InProcess};
+pub use operon_harness::TIMEOUT;
+use operon_harness::{self as operator, InProcess};
 use operon_runtime::conditions;
-use operon_runtime::metrics::ControllerMetrics;
+use operon_runtime::manager::Manager;
+use operon_runtime::metrics::{ControllerMetrics, Metrics};
 use pod_operator::api::PodRequest;
 use pod_operator::controller::{self, Settings};
 
@@ -44,7 +45,7 @@ impl Fixture {
     pub async fn new(prefix: &str) -> Result<Fixture> {
         let f = operator::Fixture::new(prefix).await?;
         let crd = PodRequest::crd();
-        operon_envtest::apply::apply_crd(&f.client, &crd, "pod-operator-tests").await?;
+        operon_cluster::apply::apply_crd(&f.client, &crd, "pod-operator-tests").await?;
         Ok(Fixture(f))
     }
 
@@ -58,18 +59,20 @@ impl Fixture {
 
     /// pod-operator serving this namespace, as its own ServiceAccount.
     pub async fn operator(&self) -> Result<Operator> {
-        let metrics = Arc::new(ControllerMetrics::default());
-        let settings = Settings {
-            namespaces: vec![self.ns.clone()],
-            instance: Some("test".into()),
-            metrics: metrics.clone(),
-            ..Settings::default()
-        };
+        let registry = Metrics::new();
+        let metrics = registry.controller("podrequest");
+        let ns = self.ns.clone();
         let manifests = pod_operator::deploy::manifests("test")?;
         let user_roles = manifests.user_roles().into_iter().map(|(_, r)| r).collect();
         Ok(
             InProcess::start(self.env, &manifests, user_roles, metrics, |client, stop| {
-                controller::run(client, settings, stop)
+                let mut manager = Manager::new(controller::MANAGER, client)
+                    .namespaces([ns])
+                    .instance(Some("test".into()))
+                    .metrics(registry)
+                    .stop(stop);
+                controller::register(&mut manager, &Settings::default());
+                manager.run()
             })
             .await?,
         )

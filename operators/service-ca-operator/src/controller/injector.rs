@@ -6,8 +6,6 @@
 //! bundle plus the cluster's CA), as OpenShift keeps it for clusters migrated from old releases.
 
 use std::fmt::Debug;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use k8s_openapi::api::admissionregistration::v1::{
@@ -20,14 +18,13 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use operon_runtime::controller::{self, Action, Controller, Gates};
+use operon_runtime::controller::{self, Action, Controller};
+use operon_runtime::manager::{Manager, Scope};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{CaWatch, Error, MANAGER, Settings, ca_changes, current_ca};
 use crate::inject::{self, Target};
-
-type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Context<K: Resource<DynamicType = ()>> {
     client: Client,
@@ -39,83 +36,59 @@ struct Context<K: Resource<DynamicType = ()>> {
     api_for: fn(Client, Option<String>) -> Api<K>,
 }
 
-/// The ConfigMap injector for one namespace scope (`None`: all).
-pub fn configmaps(
-    client: Client,
-    namespace: Option<&str>,
-    settings: &Settings,
-    ca: CaWatch,
-    gates: Gates,
-) -> Task {
-    let api: Api<ConfigMap> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+/// The ConfigMap injector for one namespace scope.
+pub fn register_configmaps(manager: &mut Manager, scope: &Scope, settings: &Settings, ca: CaWatch) {
+    let api = scope.api::<ConfigMap>(manager.client());
     let api_for: fn(Client, Option<String>) -> Api<ConfigMap> =
         |client, ns| Api::namespaced(client, ns.as_deref().unwrap_or_default());
-    injector(client, api, Target::ConfigMap, api_for, settings, ca, gates)
+    register(manager, api, Target::ConfigMap, api_for, settings, ca);
 }
 
-/// How many injectors [`cluster_scoped`] runs.
-pub const CLUSTER_SCOPED: usize = 4;
-
-/// The injectors of the cluster-scoped kinds, each with the gates `gates` makes.
-pub fn cluster_scoped(
-    client: Client,
-    settings: &Settings,
-    ca: CaWatch,
-    gates: impl Fn() -> Gates,
-) -> Vec<Task> {
-    vec![
-        injector(
-            client.clone(),
-            Api::<APIService>::all(client.clone()),
-            Target::ApiService,
-            |client, _| Api::all(client),
-            settings,
-            ca.clone(),
-            gates(),
-        ),
-        injector(
-            client.clone(),
-            Api::<CustomResourceDefinition>::all(client.clone()),
-            Target::Crd,
-            |client, _| Api::all(client),
-            settings,
-            ca.clone(),
-            gates(),
-        ),
-        injector(
-            client.clone(),
-            Api::<MutatingWebhookConfiguration>::all(client.clone()),
-            Target::MutatingWebhook,
-            |client, _| Api::all(client),
-            settings,
-            ca.clone(),
-            gates(),
-        ),
-        injector(
-            client.clone(),
-            Api::<ValidatingWebhookConfiguration>::all(client),
-            Target::ValidatingWebhook,
-            |client, _| Api::all(client),
-            settings,
-            ca,
-            gates(),
-        ),
-    ]
+/// The injectors of the cluster-scoped kinds.
+pub fn register_cluster_scoped(manager: &mut Manager, settings: &Settings, ca: CaWatch) {
+    let client = manager.client();
+    register(
+        manager,
+        Api::<APIService>::all(client.clone()),
+        Target::ApiService,
+        |client, _| Api::all(client),
+        settings,
+        ca.clone(),
+    );
+    register(
+        manager,
+        Api::<CustomResourceDefinition>::all(client.clone()),
+        Target::Crd,
+        |client, _| Api::all(client),
+        settings,
+        ca.clone(),
+    );
+    register(
+        manager,
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        Target::MutatingWebhook,
+        |client, _| Api::all(client),
+        settings,
+        ca.clone(),
+    );
+    register(
+        manager,
+        Api::<ValidatingWebhookConfiguration>::all(client),
+        Target::ValidatingWebhook,
+        |client, _| Api::all(client),
+        settings,
+        ca,
+    );
 }
 
-fn injector<K>(
-    client: Client,
+fn register<K>(
+    manager: &mut Manager,
     api: Api<K>,
     target: Target,
     api_for: fn(Client, Option<String>) -> Api<K>,
     settings: &Settings,
     ca: CaWatch,
-    gates: Gates,
-) -> Task
-where
+) where
     K: Resource<DynamicType = ()>
         + Clone
         + Debug
@@ -126,25 +99,22 @@ where
         + 'static,
 {
     let kind = K::kind(&()).to_ascii_lowercase();
-    let objects = controller::reflect(
+    let objects = manager.reflect(
         api,
         watcher::Config::default(),
         controller::trim_managed_fields,
     );
     let ctx = Arc::new(Context {
-        client,
+        client: manager.client(),
         target,
         ca: ca.clone(),
         cluster_ca_pem: settings.cluster_ca_pem.clone(),
         api_for,
     });
-    tracing::info!(%kind, "starting CA bundle injector");
-    Box::pin(
-        Controller::new(&kind, objects, settings.metrics.controller(&kind))
-            .reconcile_all_on(ca_changes(ca))
-            .workers(settings.concurrency.into())
-            .run(ctx, reconcile::<K>, gates),
-    )
+    let controller = Controller::new(&kind, objects)
+        .reconcile_all_on(ca_changes(ca))
+        .workers(settings.concurrency.into());
+    manager.add(controller, ctx, reconcile::<K>);
 }
 
 async fn reconcile<K>(obj: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, Error>

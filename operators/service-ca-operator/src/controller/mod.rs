@@ -10,18 +10,11 @@ pub mod serving;
 pub mod signer;
 
 use operon_manifests::Rule;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{self, FutureExt, Shared};
 use futures::{Stream, StreamExt};
-use kube::Client;
-use operon_runtime::admin::Readiness;
-use operon_runtime::controller::{Gates, ReadyWhenSynced};
-use operon_runtime::metrics::Metrics;
-use operon_runtime::operator::Leading;
+use operon_runtime::manager::Manager;
 
 use crate::pki::{
     self, DEFAULT_CA_LIFETIME, DEFAULT_CLUSTER_DOMAIN, DEFAULT_REFRESH_MARGIN,
@@ -97,8 +90,8 @@ pub enum Error {
     InvalidSigningCa(String),
 }
 
-impl operon_runtime::reconciler::Cause for Error {
-    /// Label for metrics (`controller_runtime_reconcile_errors_total` by cause).
+impl operon_runtime::controller::Cause for Error {
+    /// The `cause` label of `operon_reconcile_errors_by_cause_total`.
     fn cause(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
@@ -114,13 +107,12 @@ impl operon_runtime::reconciler::Cause for Error {
     }
 }
 
-/// How the operator runs.
-#[derive(Clone)]
+/// How the operator runs (the namespaces whose Services and ConfigMaps it serves, metrics,
+/// readiness and leadership are the [`Manager`]'s).
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Namespace of the signing Secret and the bundle ConfigMap (the operator's own).
     pub namespace: String,
-    /// Namespaces whose Services and ConfigMaps are served; empty means all.
-    pub namespaces: Vec<String>,
     /// Inject into APIServices, CRDs and webhook configurations (cluster-scoped).
     pub inject_cluster_scoped: bool,
     /// The cluster's DNS domain (`<svc>.<ns>.svc.<domain>`).
@@ -142,21 +134,12 @@ pub struct Settings {
     /// bundle ([`crate::INJECT_VULNERABLE_LEGACY_CABUNDLE`]) appends. Empty: legacy injection
     /// fails with an error.
     pub cluster_ca_pem: String,
-    /// Reported in Events as the controller instance (the Pod name in a cluster).
-    pub instance: Option<String>,
-    /// Reconcile and work-queue metrics, one controller name per kind.
-    pub metrics: Arc<Metrics>,
-    /// Set ready once every cache has its initial list.
-    pub readiness: Option<Readiness>,
-    /// Reconcile only once this resolves (leadership); the caches fill before. `None`: at once.
-    pub leading: Option<Leading>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             namespace: crate::deploy::NAMESPACE.to_owned(),
-            namespaces: Vec::new(),
             inject_cluster_scoped: true,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             key_algorithm: KeyAlgorithm::default(),
@@ -167,10 +150,6 @@ impl Default for Settings {
             force_rotation_reason: None,
             concurrency: 10,
             cluster_ca_pem: String::new(),
-            instance: None,
-            metrics: Metrics::new(),
-            readiness: None,
-            leading: None,
         }
     }
 }
@@ -198,80 +177,31 @@ impl Settings {
     }
 }
 
-/// What the controllers stop on.
-pub(crate) type Stop = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
-
-/// Runs every controller until `shutdown` resolves; in-flight reconciles finish first.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), Error> {
+/// Registers every controller: the signer, and in each served namespace the serving-cert
+/// controller and the ConfigMap injector, and the cluster-scoped injectors.
+pub fn register(manager: &mut Manager, settings: &Settings) -> Result<(), Error> {
     settings.validate()?;
     if settings.namespace.is_empty() {
         return Err(Error::InvalidSettings(
             "the signing namespace must not be empty".into(),
         ));
     }
-    let boxed: Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
-    let stop: Stop = boxed.shared();
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
-    // Ready once every controller's caches have their initial lists: the signer's, and per
-    // scope the serving and ConfigMap controllers', and the cluster-scoped injectors'.
-    let controllers = 1
-        + 2 * scopes.len()
-        + if settings.inject_cluster_scoped {
-            injector::CLUSTER_SCOPED
-        } else {
-            0
-        };
-    let ready = ReadyWhenSynced::new(settings.readiness.clone(), controllers);
-    let gates = || ready.count(Gates::new(stop.clone()).leading_opt(settings.leading.clone()));
-
-    let signer = signer::Signer::new(client.clone(), &settings);
+    let signer = signer::Signer::new(manager, settings);
     let ca = signer.subscribe();
-    let mut tasks: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
-    tasks.push(Box::pin(signer.controller(
-        client.clone(),
-        &settings,
-        gates(),
-    )));
-    for scope in &scopes {
-        tasks.push(Box::pin(serving::controller(
-            client.clone(),
-            scope.as_deref(),
-            &settings,
-            ca.clone(),
-            gates(),
-        )));
-        tasks.push(injector::configmaps(
-            client.clone(),
-            scope.as_deref(),
-            &settings,
-            ca.clone(),
-            gates(),
-        ));
+    signer.register(manager, settings);
+    for scope in manager.scopes() {
+        serving::register(manager, &scope, settings, ca.clone());
+        injector::register_configmaps(manager, &scope, settings, ca.clone());
     }
     if settings.inject_cluster_scoped {
-        tasks.extend(injector::cluster_scoped(
-            client.clone(),
-            &settings,
-            ca,
-            gates,
-        ));
+        injector::register_cluster_scoped(manager, settings, ca);
     }
     tracing::info!(
         namespace = %settings.namespace,
-        serving = ?scopes,
+        serving = ?manager.scopes(),
         cluster_scoped = settings.inject_cluster_scoped,
-        "starting service-ca controllers"
+        "service-ca controllers registered"
     );
-    future::join_all(tasks).await;
-    tracing::info!("service-ca controllers stopped");
     Ok(())
 }
 
@@ -292,30 +222,9 @@ pub(crate) async fn current_ca(ca: &CaWatch) -> Option<Arc<CaState>> {
     state.clone()
 }
 
-/// Whether the cache still shows the version of an object that this operator's write replaced
-/// (`replaced`): it hasn't caught up with the write yet. resourceVersions are opaque (API
-/// conventions), so they are only compared for equality: any other version is newer.
-pub(crate) fn cache_lags(cached: Option<&str>, replaced: Option<&str>) -> bool {
-    cached.is_some() && cached == replaced
-}
-
-pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cache_lags_only_while_it_shows_the_replaced_version() {
-        assert!(cache_lags(Some("9"), Some("9")));
-        assert!(!cache_lags(Some("10"), Some("9")));
-        // Opaque: a "smaller" version is just another version.
-        assert!(!cache_lags(Some("8"), Some("9")));
-        assert!(!cache_lags(None, Some("9")));
-        assert!(!cache_lags(None, None));
-    }
 
     #[test]
     fn settings_validation() {

@@ -14,23 +14,21 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Future;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use operon_runtime::controller::{self, Action, Controller, Gates};
+use operon_runtime::client::is_status;
+use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
+use operon_runtime::manager::{Manager, Scope};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{
-    CaState, CaWatch, Error, MANAGER, MAX_REQUEUE, Settings, ca_changes, cache_lags, current_ca,
-    is_status,
-};
+use super::{CaState, CaWatch, Error, MANAGER, MAX_REQUEUE, Settings, ca_changes, current_ca};
 use crate::pki::{KeyAlgorithm, ServingCertRequest};
 use crate::serving::{self as rules, SecretCheck};
 use crate::{
@@ -65,7 +63,7 @@ struct Written<T> {
 impl<T> Written<T> {
     /// Whether a cached copy at `cached` predates this write.
     fn lagged_by(&self, cached: Option<&str>) -> bool {
-        cache_lags(cached, self.replaced.as_deref())
+        operon_runtime::cache::lags(cached, self.replaced.as_deref())
     }
 }
 
@@ -99,34 +97,28 @@ fn service_fingerprint(svc: &Service) -> u64 {
     h.finish()
 }
 
-/// The serving controller for one namespace scope (`None`: all).
-pub fn controller(
-    client: Client,
-    namespace: Option<&str>,
-    settings: &Settings,
-    ca: CaWatch,
-    gates: Gates,
-) -> impl Future<Output = ()> + Send + 'static {
-    let services = controller::reflect::<Service>(
-        scoped(&client, namespace),
+/// The serving controller for one namespace scope.
+pub fn register(manager: &mut Manager, scope: &Scope, settings: &Settings, ca: CaWatch) {
+    let services = manager.reflect(
+        scope.api::<Service>(manager.client()),
         watcher::Config::default(),
         controller::trim_managed_fields,
     );
     // Only the Secrets this operator wrote: the operator never needs the others' contents.
-    let secrets = controller::reflect::<Secret>(
-        scoped(&client, namespace),
+    let secrets = manager.reflect(
+        scope.api::<Secret>(manager.client()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
         controller::trim_managed_fields,
     );
-    let mapper = |secret: Secret| {
+    let by_annotation = |secret: Secret| {
         let service = secret.annotations().get(ORIGINATING_SERVICE_NAME)?.clone();
         Some(ObjectRef::<Service>::new(&service).within(&secret.namespace()?))
     };
     let ctx = Arc::new(Context {
-        client: client.clone(),
+        client: manager.client(),
         ca: ca.clone(),
         secrets: secrets.store.clone(),
-        events: Events::new(client, MANAGER, settings.instance.clone()),
+        events: manager.events(),
         cluster_domain: settings.cluster_domain.clone(),
         lifetime: settings.serving_cert_lifetime,
         margin: settings.refresh_margin,
@@ -134,31 +126,16 @@ pub fn controller(
         written: Mutex::default(),
         signed: Mutex::default(),
     });
-    tracing::info!(
-        namespace = namespace.unwrap_or("<all>"),
-        "starting serving-cert controller"
-    );
-    Controller::new("service", services, settings.metrics.controller("service"))
+    let controller = Controller::new("service", services)
         .filter(service_fingerprint)
-        .watches(secrets.changes, mapper)
-        .waits_for(secrets.synced)
+        .watches(secrets, by_annotation)
         .reconcile_all_on(ca_changes(ca))
-        .workers(settings.concurrency.into())
-        .run(ctx, reconcile, gates)
+        .workers(settings.concurrency.into());
+    manager.add(controller, ctx, reconcile);
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.reconcile(&svc).await
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 impl Context {

@@ -11,25 +11,26 @@
 //! would break every client at once. The current CA's NotAfter is `service_ca_expiry_time_seconds`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 use operon_runtime::backoff::Backoff;
-use operon_runtime::controller::{self, Action, Controller, Gates};
+use operon_runtime::client::is_status;
+use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
+use operon_runtime::manager::Manager;
 use operon_runtime::metrics::Gauge;
 use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{Error, MANAGER, MAX_REQUEUE, Settings, is_status};
+use super::{Error, MANAGER, MAX_REQUEUE, Settings};
 use crate::pki::{self, KeyAlgorithm, SigningCa};
 use crate::{
     CA_BUNDLE_KEY, DESCRIPTION, FORCE_ROTATION_REASON, FORCED_ROTATION_REASON, INTERMEDIATE_CA_KEY,
@@ -151,17 +152,20 @@ fn wait_until(at: OffsetDateTime) -> Duration {
 }
 
 impl Signer {
-    pub fn new(client: Client, settings: &Settings) -> Signer {
+    pub fn new(manager: &mut Manager, settings: &Settings) -> Signer {
         let (tx, _) = watch::channel(None);
+        let client = manager.client();
         Signer {
             secrets: Api::namespaced(client.clone(), &settings.namespace),
-            configmaps: Api::namespaced(client.clone(), &settings.namespace),
-            events: Events::new(client, MANAGER, settings.instance.clone()),
+            configmaps: Api::namespaced(client, &settings.namespace),
+            events: manager.events(),
             key: settings.key_algorithm,
             ca_lifetime: settings.ca_lifetime,
             rotation_margin: settings.ca_rotation_margin,
             forced_reason: settings.force_rotation_reason.clone(),
-            expiry: settings.metrics.gauge(EXPIRY_METRIC, EXPIRY_METRIC_HELP),
+            expiry: manager
+                .metrics_registry()
+                .gauge(EXPIRY_METRIC, EXPIRY_METRIC_HELP),
             tx,
             written: Mutex::new(None),
         }
@@ -171,26 +175,21 @@ impl Signer {
         self.tx.subscribe()
     }
 
-    /// The signer as a controller of the signing Secret in `namespace`, until `gates` stop it.
-    pub fn controller(
-        self,
-        client: Client,
-        settings: &Settings,
-        gates: Gates,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let secret = controller::reflect(
-            Api::<Secret>::namespaced(client, &settings.namespace),
+    /// The signer as a controller of the signing Secret in the signing namespace.
+    pub fn register(self, manager: &mut Manager, settings: &Settings) {
+        let secret = manager.reflect(
+            Api::<Secret>::namespaced(manager.client(), &settings.namespace),
             watcher::Config::default().fields(&format!("metadata.name={SIGNING_SECRET_NAME}")),
             controller::trim_managed_fields,
         );
-        Controller::new("signer", secret, settings.metrics.controller("signer"))
+        let controller = Controller::new("signer", secret)
             // Also when it doesn't exist: the signer creates it.
             .always(ObjectRef::new(SIGNING_SECRET_NAME).within(&settings.namespace))
             .backoff(Backoff::new(
                 Duration::from_millis(100),
                 Duration::from_secs(60),
-            ))
-            .run_keyed(Arc::new(self), reconcile, gates)
+            ));
+        manager.add_keyed(controller, Arc::new(self), reconcile);
     }
 
     /// The cached signing Secret, unless it is older than the one this signer last wrote.

@@ -1,4 +1,4 @@
-//! service-ca-operator's side of the shared harness (`operon_envtest::operator`): a namespace per
+//! service-ca-operator's side of the shared harness (`operon_harness`): a namespace per
 //! test for its Services and one for its signer (so every test has its own CA), the operator
 //! serving them, and waits on Secrets, Services and bundles. Certificates are checked with
 //! `operon_envtest::tls`.
@@ -11,11 +11,13 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use operon_envtest::operator::{self, InProcess};
-pub use operon_envtest::operator::{TIMEOUT, secret_text as data};
+use operon_cluster::wait;
+pub use operon_envtest::secret_text as data;
 pub use operon_envtest::tls::{handshake, parse_leaf, pem_ders, subject_key_id};
-use operon_envtest::wait;
+pub use operon_harness::TIMEOUT;
+use operon_harness::{self as operator, InProcess};
 use operon_runtime::admin::Readiness;
+use operon_runtime::manager::Manager;
 use operon_runtime::metrics::Metrics;
 use serde_json::{Value, json};
 use service_ca_operator::controller::{self, Settings};
@@ -63,9 +65,7 @@ impl Fixture {
     pub fn settings(&self) -> Settings {
         Settings {
             namespace: self.signer_ns.clone(),
-            namespaces: vec![self.ns.clone()],
             inject_cluster_scoped: false,
-            instance: Some("test".into()),
             ..Settings::default()
         }
     }
@@ -75,20 +75,34 @@ impl Fixture {
     }
 
     /// service-ca-operator with `settings`, as its own ServiceAccount.
-    pub async fn operator_with(&self, mut settings: Settings) -> Result<Operator> {
+    pub async fn operator_with(&self, settings: Settings) -> Result<Operator> {
         let manifests = service_ca_operator::deploy::manifests("test")?;
         let extra = signer_rbac(&settings.namespace)?;
         let (metrics, readiness) = (Metrics::new(), Readiness::new());
         readiness.set_not_ready("starting");
-        settings.metrics = metrics.clone();
-        settings.readiness = Some(readiness.clone());
-        let observed = Observed { metrics, readiness };
-        Ok(
-            InProcess::start(self.env, &manifests, extra, observed, |client, stop| {
-                controller::run(client, settings, stop)
-            })
-            .await?,
+        let observed = Observed {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        };
+        let ns = self.ns.clone();
+        Ok(InProcess::start(
+            self.env,
+            &manifests,
+            extra,
+            observed,
+            |client, stop| async move {
+                let mut manager = Manager::new(controller::MANAGER, client)
+                    .namespaces([ns])
+                    .instance(Some("test".into()))
+                    .metrics(metrics)
+                    .readiness(readiness)
+                    .stop(stop);
+                controller::register(&mut manager, &settings)?;
+                manager.run().await;
+                Ok::<_, controller::Error>(())
+            },
         )
+        .await?)
     }
 
     /// `op` ready (every cache synced), a successful pass of its signer, and the bundle of the

@@ -17,11 +17,8 @@
 //! [`OperatorManifests::files`] lays them out kustomize-style (crd, rbac, manager,
 //! network-policy, prometheus, samples, default).
 
+use operon_runtime::rbac;
 use serde_json::{Value, json};
-
-/// What leader election does with Leases: read, create, renew; a standby watches its Lease so
-/// that it takes over the moment the leader releases it.
-pub const LEASE_VERBS: [&str; 5] = ["get", "list", "watch", "create", "update"];
 
 /// A custom resource users work with (for the aggregated roles).
 #[derive(Debug, Clone)]
@@ -51,16 +48,23 @@ impl Rule {
     fn to_json(&self) -> Value {
         json!({ "apiGroups": [self.group], "resources": self.resources, "verbs": self.verbs })
     }
+
+    fn allows(&self, group: &str, resource: &str, verb: &str) -> bool {
+        self.group == group && self.resources.contains(&resource) && self.verbs.contains(&verb)
+    }
 }
 
-/// Rules the shared runtime itself needs of every operator: Events about the objects it
-/// reconciles (the recorder creates them and patches repeats into a series).
+/// A rule the runtime declares ([`operon_runtime::rbac`]).
+impl From<rbac::Rule> for Rule {
+    fn from(rule: rbac::Rule) -> Self {
+        Rule::new(rule.group, rule.resources, rule.verbs)
+    }
+}
+
+/// Rules the shared runtime itself needs of every operator wherever its controllers work, as
+/// the runtime declares them ([`operon_runtime::rbac`]): Events about the objects it reconciles.
 pub fn runtime_rules() -> Vec<Rule> {
-    vec![Rule::new(
-        "events.k8s.io",
-        &["events"],
-        &["create", "patch"],
-    )]
+    vec![rbac::EVENTS.into()]
 }
 
 /// What an operator declares; everything else is derived.
@@ -146,15 +150,11 @@ impl OperatorManifests {
     /// (`resource/subresource` for subresources): by its cluster-wide rules anywhere, by its
     /// namespace rules only in its own namespace. What RBAC tests compare the authorizer with.
     pub fn allows(&self, namespace: &str, group: &str, resource: &str, verb: &str) -> bool {
-        let matches = |r: &Rule| {
-            r.group == group && r.resources.contains(&resource) && r.verbs.contains(&verb)
-        };
+        let matches = |r: &Rule| r.allows(group, resource, verb);
         self.manager_rules().iter().any(matches)
-            || (namespace == self.namespace && self.namespace_rules.iter().any(matches))
             || (namespace == self.namespace
-                && group == "coordination.k8s.io"
-                && resource == "leases"
-                && LEASE_VERBS.contains(&verb))
+                && (self.namespace_rules.iter().any(matches)
+                    || matches(&rbac::LEADER_ELECTION.into())))
     }
 
     /// The operator's own rules plus the runtime's.
@@ -189,12 +189,13 @@ impl OperatorManifests {
         )
     }
 
-    /// Leases in the operator's namespace only ([`LEASE_VERBS`]).
+    /// Leases in the operator's namespace only, as the runtime's leader election declares them
+    /// ([`operon_runtime::rbac::LEADER_ELECTION`]).
     pub fn leader_election_role(&self) -> Value {
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": self.meta(&format!("{}-leader-election-role", self.name), true),
-            "rules": [Rule::new("coordination.k8s.io", &["leases"], &LEASE_VERBS).to_json()],
+            "rules": [Rule::from(rbac::LEADER_ELECTION).to_json()],
         })
     }
 
@@ -257,14 +258,17 @@ impl OperatorManifests {
         objects
     }
 
+    /// TokenReviews and SubjectAccessReviews, as the runtime's admin server declares them
+    /// ([`operon_runtime::rbac::METRICS_AUTH`]).
     pub fn metrics_auth_role(&self) -> Value {
+        let rules: Vec<Value> = rbac::METRICS_AUTH
+            .into_iter()
+            .map(|rule| Rule::from(rule).to_json())
+            .collect();
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": self.meta(&format!("{}-metrics-auth-role", self.name), false),
-            "rules": [
-                Rule::new("authentication.k8s.io", &["tokenreviews"], &["create"]).to_json(),
-                Rule::new("authorization.k8s.io", &["subjectaccessreviews"], &["create"]).to_json(),
-            ],
+            "rules": rules,
         })
     }
 

@@ -1,8 +1,14 @@
-//! The one harness every operator's tests use (feature `operator`): a namespace per test with an
-//! admin client ([`Fixture`]), the operator's generated RBAC installed ([`install_rbac`]), and the
-//! operator running in this process as its own ServiceAccount ([`InProcess`]), so that every test
-//! also proves the generated RBAC sufficient. What is left to an operator's `tests/common` is its
-//! domain: its resources, samples and waits.
+//! The one harness every operator's tests use: a namespace per test with an admin client
+//! ([`Fixture`]), the operator's generated RBAC installed ([`install_rbac`]), and the operator
+//! running in this process as its own ServiceAccount ([`InProcess`]), so that every test also
+//! proves the generated RBAC sufficient; the RBAC audit ([`audit_rbac`]) and escalation
+//! ([`Delegation`]) suites, one call per operator. What is left to an operator's `tests/common` is
+//! its domain: its resources, samples and waits.
+//!
+//! Built on [`operon_envtest`] (the shared control plane, a namespace per test) with the
+//! operator's own crates, [`operon_runtime`] (request counting, logs) and [`operon_manifests`]
+//! (the generated RBAC and its audit): a crate of its own, used only as a dev-dependency, so that
+//! neither the runtime's nor the generators' tests depend on themselves through it.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -14,6 +20,8 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
+use operon_cluster::wait;
+use operon_envtest::TestEnv;
 use operon_manifests::OperatorManifests;
 use operon_runtime::client::{RequestCounter, RequestCounts, counted_client};
 use serde::de::DeserializeOwned;
@@ -21,7 +29,22 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{Error, TestEnv, wait};
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The test environment (the shared control plane, a namespace, a client).
+    #[error(transparent)]
+    Env(#[from] operon_envtest::Error),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Wait(#[from] wait::Timeout),
+    #[error(transparent)]
+    Apply(#[from] operon_cluster::apply::ApplyError),
+    #[error("the operator under test: {0}")]
+    Operator(String),
+    #[error("{0}")]
+    Audit(String),
+}
 
 /// How long a test waits for the operator to act.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,7 +59,7 @@ pub struct Fixture {
 impl Fixture {
     /// A fresh namespace named after `prefix` on the shared control plane.
     pub async fn new(prefix: &str) -> Result<Fixture, Error> {
-        let env = crate::shared().await?;
+        let env = operon_envtest::shared().await?;
         let ns = env.namespace(prefix).await?.name().to_string();
         let client = env.client().await?;
         Ok(Fixture { env, ns, client })
@@ -147,7 +170,7 @@ pub async fn install_rbac(
     objects.extend(manifests.operator_rbac());
     objects.extend(extra);
     for object in objects {
-        crate::apply::apply(client, &object, "operon-envtest").await?;
+        operon_cluster::apply::apply(client, &object, "operon-envtest").await?;
     }
     Ok(())
 }
@@ -321,13 +344,13 @@ impl Delegation {
             + std::fmt::Debug,
     {
         for object in &self.policy {
-            crate::apply::apply(&f.client, object, "operon-envtest").await?;
+            operon_cluster::apply::apply(&f.client, object, "operon-envtest").await?;
         }
         let (resource, delegated) = (self.resource_rule, self.delegated_rule);
         let only = serde_json::json!([resource.clone()]);
-        crate::grant(&f.client, &f.ns, "eve", "resource-only", only).await?;
+        operon_envtest::grant(&f.client, &f.ns, "eve", "resource-only", only).await?;
         let both = serde_json::json!([resource, delegated]);
-        crate::grant(&f.client, &f.ns, "alice", "resource-and-delegated", both).await?;
+        operon_envtest::grant(&f.client, &f.ns, "alice", "resource-and-delegated", both).await?;
         let as_user = |user: &'static str| async move {
             let client = f.env.impersonating(user, &["system:authenticated"]).await?;
             Ok::<_, Error>(Api::<K>::namespaced(client, &f.ns))
@@ -367,21 +390,6 @@ impl Delegation {
         })?;
         Ok(users)
     }
-}
-
-/// The text under `key` of a Secret.
-pub fn secret_text(
-    secret: &k8s_openapi::api::core::v1::Secret,
-    key: &str,
-) -> Result<String, Error> {
-    let name = secret.metadata.name.as_deref().unwrap_or_default();
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .ok_or_else(|| Error::Audit(format!("Secret {name} has no {key}")))?;
-    String::from_utf8(bytes.0.clone())
-        .map_err(|e| Error::Audit(format!("Secret {name} {key} is not text: {e}")))
 }
 
 impl Fixture {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_envtest::moto::Moto;
-use operon_envtest::wait;
+use operon_cluster::wait;
+use operon_moto::Moto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// SigV4 shape without a valid signature: moto reads the region and access key from it and does
@@ -185,7 +185,7 @@ async fn the_crash_reaper_recognises_moto() -> Result<()> {
     let dir = moto.log().parent().context("log has no dir")?;
     // What the next run does for a run whose owner died: kill the recorded pids that still run
     // the recorded binary (moto_server's interpreter, not the script).
-    let killed = operon_envtest::process::kill_recorded(dir);
+    let killed = operon_cluster::process::kill_recorded(dir);
     ensure!(killed == 1, "the reaper killed {killed} processes");
     wait::until("moto killed", Duration::from_secs(10), || async {
         if alive(pid) || moto.is_running() {
@@ -255,6 +255,6 @@ async fn moto_dies_with_a_killed_owner() -> Result<()> {
         }
     })
     .await?;
-    operon_envtest::process::reap_stale_runs();
+    operon_cluster::process::reap_stale_runs();
     Ok(())
 }

@@ -1,17 +1,18 @@
 //! The `run` command every operator binary shares: flags, client, admin server, leader election
-//! on a Lease, graceful shutdown. An operator supplies only its controllers:
+//! on a Lease, graceful shutdown, and the [`Manager`] its controllers register with. An
+//! operator supplies only its controllers:
 //!
 //! ```ignore
 //! #[derive(clap::Parser)]
-//! struct Cli { #[command(flatten)] run: operon_runtime::operator::RunArgs }
-//! operon_runtime::operator::run("pod-operator", &cli.run, |rt| async move {
-//!     controller::run(rt.client, settings(rt.metrics, rt.readiness), rt.stop).await
+//! struct Cli { #[command(flatten)] run: operon_runtime::command::RunArgs }
+//! operon_runtime::command::run("pod-operator", &cli.run, |manager| {
+//!     controller::register(manager, &settings)
 //! }).await?;
 //! ```
 //!
 //! Lifecycle: the admin server (`/healthz`, `/readyz`, `/metrics`) starts first; the controllers
 //! start at once, leader or not — their caches fill and they are ready once synced, but they
-//! reconcile only once [`Runtime::leading`] resolves (a warm standby, controller-runtime's
+//! reconcile only once this replica leads (a warm standby, controller-runtime's
 //! warmup: taking over costs a resync, not a cold list). On SIGTERM the controllers stop taking
 //! work, in-flight reconciles get `--shutdown-timeout`, then the Lease is released so a standby
 //! takes over at once. A leader that loses its Lease stops with [`Error::LeadershipLost`] so that
@@ -21,17 +22,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::ArgAction;
 use futures::FutureExt;
-use futures::future::Shared;
-use kube::Client;
 
 use crate::admin::{self, AdminServer, Readiness};
 use crate::client::counted_client;
 use crate::lease::{self, LeaderElector, LeaseConfig};
+use crate::manager::Manager;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
@@ -53,6 +52,8 @@ pub enum Error {
     Lease(#[from] lease::Error),
     #[error("leadership lost; exiting so that a standby takes over")]
     LeadershipLost,
+    #[error("{0}")]
+    Register(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Parses a duration as Go users type it: `500ms`, `30s`, `2m`, `1h30m`, `36h`, `7d`
@@ -69,6 +70,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Flags of every operator's `run` command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
+    /// Namespace to serve (repeatable, or comma-separated); all namespaces when absent.
+    #[arg(
+        long = "namespace",
+        short = 'n',
+        env = "WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -108,33 +117,6 @@ pub struct RunArgs {
     pub shutdown_timeout: Duration,
 }
 
-/// Resolves when the controllers must stop (SIGTERM/SIGINT, or leadership lost).
-pub type Stop = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
-
-/// Resolves when this replica leads (at once without leader election).
-pub type Leading = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
-
-/// What the controllers get from [`run`].
-pub struct Runtime {
-    /// Counts its own requests (logged at exit).
-    pub client: Client,
-    /// Registry behind `/metrics`; take a [`Metrics::controller`] per controller.
-    pub metrics: Arc<Metrics>,
-    /// Set ready once the caches are synced.
-    pub readiness: Readiness,
-    /// The Pod name in a cluster (for Events).
-    pub instance: Option<String>,
-    /// Resolves when the controllers must stop taking work.
-    pub stop: Stop,
-    /// Resolves when this replica leads: reconcile only then (the caches may fill before).
-    pub leading: Leading,
-    /// Namespace the operator runs in (`POD_NAMESPACE`, else the kubeconfig's).
-    pub namespace: String,
-    /// The certificates (DER) the client trusts for the API server: in a cluster, the service
-    /// account's `ca.crt`.
-    pub cluster_ca: Vec<Vec<u8>>,
-}
-
 /// Builds a client configuration from `--kubeconfig` or the environment.
 pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, Error> {
     match kubeconfig.filter(|p| !p.as_os_str().is_empty()) {
@@ -164,13 +146,13 @@ fn identity(name: &str) -> String {
     })
 }
 
-/// Runs operator `name` until SIGTERM/SIGINT: see the module docs. `controllers` is started
-/// when this replica leads (at once without `--leader-elect`) and must return once
-/// [`Runtime::stop`] resolved and its in-flight work finished.
-pub async fn run<F, Fut>(name: &str, args: &RunArgs, controllers: F) -> Result<(), Error>
+/// Runs operator `name` until SIGTERM/SIGINT: see the module docs. `register` adds the
+/// operator's controllers to the [`Manager`] (its error, such as invalid settings, stops the
+/// operator before anything starts).
+pub async fn run<F, E>(name: &str, args: &RunArgs, register: F) -> Result<(), Error>
 where
-    F: FnOnce(Runtime) -> Fut,
-    Fut: Future<Output = ()> + Send,
+    F: FnOnce(&mut Manager) -> Result<(), E>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     telemetry::init(args.log_format, &args.log_level);
     let config = client_config(args.kubeconfig.as_ref()).await?;
@@ -186,6 +168,16 @@ where
     let signal: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
         Box::pin(crate::shutdown::signal());
     let shutdown = signal.shared();
+
+    let mut manager = Manager::new(name, client.clone())
+        .namespaces(args.namespaces.iter().cloned())
+        .metrics(metrics.clone())
+        .readiness(readiness.clone())
+        .instance(std::env::var("POD_NAME").ok())
+        .own_namespace(namespace.clone())
+        .cluster_ca(cluster_ca);
+    register(&mut manager).map_err(|e| Error::Register(e.into()))?;
+
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let mut admin = AdminServer::new(metrics.clone(), readiness.clone());
     if args.metrics_auth.unwrap_or(in_cluster) {
@@ -197,16 +189,6 @@ where
     tracing::info!(%addr, "admin server listening (/healthz, /readyz, /metrics)");
     let admin_task = tokio::spawn(serve);
 
-    let runtime = |stop: Stop, leading: Leading| Runtime {
-        client: client.clone(),
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-        instance: std::env::var("POD_NAME").ok(),
-        stop,
-        leading,
-        namespace: namespace.clone(),
-        cluster_ca: cluster_ca.clone(),
-    };
     let result = if args.leader_elect {
         let lease_name = args
             .leader_election_id
@@ -248,12 +230,8 @@ where
         let stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
             Box::pin(futures::future::select(shutdown.clone(), lost).map(|_| ()));
         let stop = stop.shared();
-        run_until(
-            controllers(runtime(stop.clone(), leading.clone())),
-            stop,
-            args.shutdown_timeout,
-        )
-        .await;
+        let manager = manager.leading(leading.clone()).stop(stop.clone());
+        run_until(manager.run(), stop, args.shutdown_timeout).await;
         let led = leading.peek().is_some();
         metrics.set_leader(&lease_name, false);
         if shutdown.peek().is_some() || !led {
@@ -268,15 +246,8 @@ where
             Err(Error::LeadershipLost)
         }
     } else {
-        let stop = shutdown.clone();
-        let leading: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
-            Box::pin(futures::future::ready(()));
-        run_until(
-            controllers(runtime(stop.clone(), leading.shared())),
-            stop,
-            args.shutdown_timeout,
-        )
-        .await;
+        let manager = manager.stop(shutdown.clone());
+        run_until(manager.run(), shutdown, args.shutdown_timeout).await;
         Ok(())
     };
     readiness.set_not_ready("shutting down");
@@ -286,7 +257,11 @@ where
 }
 
 /// Drives `controllers` until `stop`, then gives in-flight work `timeout` to finish.
-async fn run_until(controllers: impl Future<Output = ()>, stop: Stop, timeout: Duration) {
+async fn run_until(
+    controllers: impl Future<Output = ()>,
+    stop: impl Future<Output = ()>,
+    timeout: Duration,
+) {
     tokio::pin!(controllers);
     tokio::select! {
         _ = &mut controllers => return,

@@ -3,36 +3,57 @@
 //! `cargo xtask moto install` installs the pinned [`MOTO_VERSION`] from PyPI into a virtualenv at
 //! `~/.cache/operon/moto/<version>/venv`; [`Moto::start`] runs its `moto_server` on a free
 //! loopback port with the same process machinery as the control plane (own process group,
-//! parent-death signal, killed on drop, reaped after a crash) and returns once it answers HTTP.
+//! parent-death signal, killed on drop, reaped after a crash; [`operon_cluster::process`]) and
+//! returns once it answers HTTP.
 //!
 //! moto keeps everything in memory: [`Moto::restart`] and [`Moto::resume`] bring back an empty
 //! emulator on the same endpoint (what a real outage followed by a fresh emulator looks like to a
 //! client); [`Moto::reset`] empties it without a restart.
 //!
+//! Used by credentials-operator's tests and by `cargo xtask up`'s demo (xtask-kube), which points
+//! the in-cluster operator at it ([`Moto::expose`]).
+//!
 //! ```no_run
-//! # async fn demo() -> Result<(), operon_envtest::Error> {
-//! let moto = operon_envtest::moto::Moto::start().await?;
+//! # async fn demo() -> Result<(), operon_moto::Error> {
+//! let moto = operon_moto::Moto::start().await?;
 //! let endpoint = moto.endpoint(); // http://127.0.0.1:<port>, for the AWS SDK's endpoint_url
 //! moto.pause();                   // connections are refused now
 //! moto.resume().await?;           // same endpoint, empty state
 //! # let _ = endpoint; Ok(()) }
 //! ```
 
-use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use operon_cluster::process::{Process, RunDir, reap_stale_runs};
+use operon_cluster::tail;
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::Error;
-use crate::process::{Process, RunDir, reap_stale_runs};
-use crate::tail;
 
 pub use operon_assets::MOTO_VERSION;
 
 /// Path of a `moto_server` executable to use instead of the installed one. `cargo xtask test`
 /// sets it for the tests it runs.
 pub const SERVER_ENV: &str = operon_assets::MOTO_SERVER_ENV;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "moto_server (the AWS emulator) not found (looked at: {}). Install it with `cargo xtask moto install`, or point {} at a moto_server executable",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        SERVER_ENV
+    )]
+    NotInstalled { searched: Vec<PathBuf> },
+    /// Starting, watching or stopping the process (the control plane's process machinery).
+    #[error(transparent)]
+    Cluster(#[from] operon_cluster::Error),
+    /// Making moto reachable from Pods ([`Moto::expose`]).
+    #[error(transparent)]
+    Apply(#[from] operon_cluster::apply::ApplyError),
+    /// moto answered, but not as expected.
+    #[error("moto: {0}")]
+    Moto(String),
+}
 
 /// How long moto may take to answer HTTP after being started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,7 +85,7 @@ pub fn find_server() -> Result<PathBuf, Error> {
         return if is_executable(&path) {
             Ok(path)
         } else {
-            Err(Error::MotoNotInstalled {
+            Err(Error::NotInstalled {
                 searched: vec![path],
             })
         };
@@ -87,7 +108,7 @@ pub fn find_server() -> Result<PathBuf, Error> {
     installed
         .pop()
         .map(|(_, server)| server)
-        .ok_or_else(|| Error::MotoNotInstalled {
+        .ok_or_else(|| Error::NotInstalled {
             searched: vec![pinned, cache_dir().join("*/venv/bin/moto_server")],
         })
 }
@@ -152,7 +173,7 @@ impl Moto {
     ) -> Result<Moto, Error> {
         let server = server.into();
         if !is_executable(&server) {
-            return Err(Error::MotoNotInstalled {
+            return Err(Error::NotInstalled {
                 searched: vec![server],
             });
         }
@@ -274,7 +295,7 @@ impl Moto {
             "ports": [{ "name": "http", "port": self.port, "protocol": "TCP" }],
         });
         for object in [service, slice] {
-            crate::apply::apply(client, &object, "operon-envtest").await?;
+            operon_cluster::apply::apply(client, &object, "operon-envtest").await?;
         }
         Ok(format!("http://moto.{namespace}.svc"))
     }
