@@ -187,30 +187,83 @@ where
     let synced = Synced::new();
     let (store, writer) = reflector::store::<S>();
     let kind = S::kind(&());
+    let mut relist = Relist::default();
+    let listed = store.clone();
     let changes = watcher(api, config)
         .default_backoff()
         .modify(trim)
         .reflect(writer)
         .inspect_ok(synced.on_event())
-        .filter_map(move |result| {
-            let change = match result {
-                Ok(watcher::Event::InitApply(obj)) => Some(Change::Listed(obj)),
-                Ok(watcher::Event::Apply(obj)) => Some(Change::Applied(obj)),
-                Ok(watcher::Event::Delete(obj)) => Some(Change::Deleted(obj)),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+        .flat_map(move |result| {
+            let changes = match result {
+                Ok(event) => relist.changes(event, &listed),
                 Err(e) => {
                     // The watcher retries with backoff by itself; an error is only worth a line.
                     tracing::warn!(%kind, "watch error: {e}");
-                    None
+                    Vec::new()
                 }
             };
-            futures::future::ready(change)
+            futures::stream::iter(changes)
         })
         .boxed();
     Reflected {
         store,
         synced,
         changes,
+    }
+}
+
+/// Turns a reflector's events into changes. A (re)list reports every object as listed; an
+/// object the cache held before a re-list and the new listing lacks was deleted while the watch
+/// was down, and is reported as deleted (client-go's informers do the same), so that a controller
+/// mapping it to keys learns about it.
+struct Relist<S: Resource<DynamicType = ()>> {
+    /// The cache's objects when the listing began.
+    before: Vec<Arc<S>>,
+    /// What the listing has shown so far.
+    seen: std::collections::HashSet<ObjectRef<S>>,
+}
+
+impl<S: Resource<DynamicType = ()>> Default for Relist<S> {
+    fn default() -> Self {
+        Relist {
+            before: Vec::new(),
+            seen: std::collections::HashSet::new(),
+        }
+    }
+}
+
+impl<S> Relist<S>
+where
+    S: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// The changes `event` makes, once `store` (which the reflector updates first) has it.
+    fn changes(&mut self, event: watcher::Event<S>, store: &Store<S>) -> Vec<Change<S>> {
+        match event {
+            // The store swaps in the new listing only at InitDone: it still holds the old one.
+            watcher::Event::Init => {
+                self.before = store.state();
+                self.seen.clear();
+                Vec::new()
+            }
+            watcher::Event::InitApply(obj) => {
+                if !self.before.is_empty() {
+                    self.seen.insert(ObjectRef::from_obj(&obj));
+                }
+                vec![Change::Listed(obj)]
+            }
+            watcher::Event::InitDone => {
+                let before = std::mem::take(&mut self.before);
+                let seen = std::mem::take(&mut self.seen);
+                before
+                    .into_iter()
+                    .filter(|obj| !seen.contains(&ObjectRef::from_obj(obj.as_ref())))
+                    .map(|obj| Change::Deleted(obj.as_ref().clone()))
+                    .collect()
+            }
+            watcher::Event::Apply(obj) => vec![Change::Applied(obj)],
+            watcher::Event::Delete(obj) => vec![Change::Deleted(obj)],
+        }
     }
 }
 
@@ -679,4 +732,89 @@ pub fn fingerprint(value: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn names(changes: &[Change<ConfigMap>]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| {
+                let kind = match c {
+                    Change::Listed(_) => "listed",
+                    Change::Applied(_) => "applied",
+                    Change::Deleted(_) => "deleted",
+                };
+                format!(
+                    "{kind} {}",
+                    c.object().metadata.name.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Feeds `events` through a store writer and the tracker, as `reflect` does.
+    fn run(
+        relist: &mut Relist<ConfigMap>,
+        writer: &mut reflector::store::Writer<ConfigMap>,
+        store: &Store<ConfigMap>,
+        events: Vec<watcher::Event<ConfigMap>>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for event in events {
+            writer.apply_watcher_event(&event);
+            out.extend(names(&relist.changes(event, store)));
+        }
+        out
+    }
+
+    #[test]
+    fn an_object_missing_from_a_relist_is_reported_deleted() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let mut relist = Relist::default();
+        use watcher::Event::{Apply, Init, InitApply, InitDone};
+        let first = run(
+            &mut relist,
+            &mut writer,
+            &store,
+            vec![
+                Init,
+                InitApply(cm("a")),
+                InitApply(cm("b")),
+                InitDone,
+                Apply(cm("c")),
+            ],
+        );
+        assert_eq!(first, ["listed a", "listed b", "applied c"]);
+        // The watch was down: b was deleted and d created meanwhile.
+        let second = run(
+            &mut relist,
+            &mut writer,
+            &store,
+            vec![
+                Init,
+                InitApply(cm("a")),
+                InitApply(cm("c")),
+                InitApply(cm("d")),
+                InitDone,
+            ],
+        );
+        assert_eq!(second, ["listed a", "listed c", "listed d", "deleted b"]);
+        assert_eq!(store.state().len(), 3);
+    }
 }
