@@ -24,7 +24,7 @@
 //!   leads;
 //! - **stop**: on its stop signal controllers take no new keys, finish what they have, and
 //!   [`Manager::run`] returns;
-//! - **metrics** (one [`ControllerMetrics`] per controller name) and **Events** (a Warning Event,
+//! - **metrics** (one [`ControllerMetrics`](crate::metrics::ControllerMetrics) per controller name) and **Events** (a Warning Event,
 //!   and `Ready=False` where a controller asks for it, for every failing reconcile).
 
 use std::any::{Any, TypeId};
@@ -47,7 +47,7 @@ use crate::admin::Readiness;
 use crate::cache::Synced;
 use crate::controller::{self, Action, Cause, Change, Controller, Gates, Reflected};
 use crate::events::Events;
-use crate::metrics::{ControllerMetrics, Metrics};
+use crate::metrics::Metrics;
 
 /// A future every controller awaits (the stop signal, the leadership gate).
 pub type Signal = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
@@ -164,8 +164,7 @@ pub struct Manager {
     reflectors: HashMap<WatchKey, Box<dyn Driver>>,
     /// Caches in registration order (readiness waits for all).
     synced: Vec<Synced>,
-    controllers: Vec<(String, Start)>,
-    tasks: Vec<BoxFuture<'static, ()>>,
+    controllers: Vec<Start>,
 }
 
 impl Manager {
@@ -187,7 +186,6 @@ impl Manager {
             reflectors: HashMap::new(),
             synced: Vec::new(),
             controllers: Vec::new(),
-            tasks: Vec::new(),
         }
     }
 
@@ -277,21 +275,12 @@ impl Manager {
         self.metrics.clone()
     }
 
-    pub fn replica(&self) -> Option<String> {
-        self.instance.clone()
-    }
-
     /// Events from this operator (one recorder, shared).
     pub fn events(&mut self) -> Events {
         let (client, name, instance) = (&self.client, &self.name, &self.instance);
         self.events
             .get_or_insert_with(|| Events::new(client.clone(), name, instance.clone()))
             .clone()
-    }
-
-    /// The metrics of controller `name`.
-    pub fn controller_metrics(&self, name: &str) -> Arc<ControllerMetrics> {
-        self.metrics.controller(name)
     }
 
     /// A cache of what `api` lists (with `config`'s selectors), each object passed through
@@ -348,12 +337,10 @@ impl Manager {
         F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
-        let name = controller.name().to_owned();
         let controller = self.equip(controller);
-        self.controllers.push((
-            name,
-            Box::new(move |gates| controller.run(ctx, reconcile, gates).boxed()),
-        ));
+        self.controllers.push(Box::new(move |gates| {
+            controller.run(ctx, reconcile, gates).boxed()
+        }));
     }
 
     /// Like [`add`](Self::add), with keys whose object is absent reconciled too: see
@@ -370,12 +357,10 @@ impl Manager {
         F: Fn(ObjectRef<K>, Option<Arc<K>>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
-        let name = controller.name().to_owned();
         let controller = self.equip(controller);
-        self.controllers.push((
-            name,
-            Box::new(move |gates| controller.run_keyed(ctx, reconcile, gates).boxed()),
-        ));
+        self.controllers.push(Box::new(move |gates| {
+            controller.run_keyed(ctx, reconcile, gates).boxed()
+        }));
     }
 
     /// The manager's metrics, Events and field manager for a controller.
@@ -390,11 +375,6 @@ impl Manager {
             .report_failures(events, self.client.clone(), &self.name)
     }
 
-    /// Runs `task` beside the controllers until they stop (for work that is not a controller).
-    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.push(task.boxed());
-    }
-
     /// Starts every reflector and controller; returns once the stop signal came and every
     /// controller finished its in-flight reconciles.
     pub async fn run(self) {
@@ -403,7 +383,6 @@ impl Manager {
             reflectors,
             synced,
             controllers,
-            tasks,
             readiness,
             leading,
             stop,
@@ -419,9 +398,6 @@ impl Manager {
         for (_, driver) in reflectors {
             background.spawn(driver.drive());
         }
-        for task in tasks {
-            background.spawn(task);
-        }
         if let Some(readiness) = readiness.clone() {
             background.spawn(async move {
                 futures::future::join_all(synced.iter().map(Synced::wait)).await;
@@ -435,7 +411,7 @@ impl Manager {
         }
         let running = controllers
             .into_iter()
-            .map(|(_, start)| start(Gates::new(stop.clone()).leading(leading.clone())));
+            .map(|start| start(Gates::new(stop.clone()).leading(leading.clone())));
         futures::future::join_all(running).await;
         if let Some(readiness) = readiness {
             readiness.set_not_ready("shutting down");
