@@ -5,6 +5,10 @@
 //! at `./staging/…`, which a consumer can't use, so the consumer must replace each of them with
 //! the published `v0.<minor>.<patch>` release. [`gen_mod`] derives that replace block from the
 //! pinned release's own go.mod, so it is never copied by hand.
+//!
+//! `tools/coredns` and `tools/monitoring` (the Prometheus Operator, its config reloader and
+//! kube-state-metrics) are modules of their own, built beside it into the same directory, with
+//! the Prometheus Operator's CRDs.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -15,7 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use operon_assets::{KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION, default_bin_dir};
+use operon_assets::{
+    KUBE_STATE_METRICS_VERSION, KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION,
+    PROMETHEUS_OPERATOR_VERSION, default_bin_dir, prometheus_operator_crd_dir,
+};
 
 use crate::go::go;
 use crate::{elapsed, repo_root};
@@ -38,6 +45,32 @@ const BINARIES: &[(&str, &str)] = &[
 /// Built from `tools/coredns`, a module of its own (CoreDNS pins its own Kubernetes client).
 const COREDNS: (&str, &str) = ("coredns", "operon.dev/tools/coredns");
 
+/// Built from `tools/monitoring`: the Prometheus Operator's two programs, `(installed as, Go
+/// package)`.
+const PROMETHEUS_OPERATOR_BINARIES: &[(&str, &str)] = &[
+    (
+        "prometheus-operator",
+        "github.com/prometheus-operator/prometheus-operator/cmd/operator",
+    ),
+    (
+        "prometheus-config-reloader",
+        "github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader",
+    ),
+];
+
+/// Also from `tools/monitoring`, but linked by a `go build` of its own: it reads its version
+/// from the same variable as the Prometheus Operator's programs.
+const KUBE_STATE_METRICS: (&str, &str) = ("kube-state-metrics", "k8s.io/kube-state-metrics/v2");
+
+const PROMETHEUS_OPERATOR_MODULE: &str = "github.com/prometheus-operator/prometheus-operator";
+
+/// Where the Prometheus Operator's module keeps its CRDs (`monitoring.coreos.com_*.yaml`).
+const PROMETHEUS_OPERATOR_CRDS: &str = "example/prometheus-operator-crd";
+
+/// The version variable of `github.com/prometheus/common`, which both projects' `--version`
+/// print (and the Prometheus Operator tags its default config reloader image with).
+const PROMETHEUS_VERSION_VAR: &str = "github.com/prometheus/common/version.Version";
+
 /// kwok Stage definitions (shipped in kwok's module) that make Nodes Ready with lease heartbeats
 /// and take Pods through Running, completion and deletion.
 const KWOK_STAGES: &[&str] = &[
@@ -54,6 +87,10 @@ pub fn module_dir() -> PathBuf {
 
 pub fn coredns_module_dir() -> PathBuf {
     repo_root().join("tools").join("coredns")
+}
+
+pub fn monitoring_module_dir() -> PathBuf {
+    repo_root().join("tools").join("monitoring")
 }
 
 fn go_cmd(go: &Path) -> Command {
@@ -170,14 +207,23 @@ fn render_go_mod(kubernetes_go_mod: &str) -> Result<String> {
 
 /// Fails when `tools/coredns`'s go.mod or go.sum is not what `go mod tidy` makes of it.
 pub fn check_coredns_mod() -> Result<()> {
+    check_tidy(&coredns_module_dir(), "tools/coredns")
+}
+
+/// Fails when `tools/monitoring`'s go.mod or go.sum is not what `go mod tidy` makes of it.
+pub fn check_monitoring_mod() -> Result<()> {
+    check_tidy(&monitoring_module_dir(), "tools/monitoring")
+}
+
+fn check_tidy(dir: &Path, name: &str) -> Result<()> {
     let go = go()?;
-    let out = go_cmd_in(&go, &coredns_module_dir())
+    let out = go_cmd_in(&go, dir)
         .args(["mod", "tidy", "-diff"])
         .output()
-        .context("go mod tidy -diff (tools/coredns)")?;
+        .with_context(|| format!("go mod tidy -diff ({name})"))?;
     ensure!(
         out.status.success(),
-        "tools/coredns: go.mod/go.sum are not tidy; run `go mod tidy` there:\n{}{}",
+        "{name}: go.mod/go.sum are not tidy; run `go mod tidy` there:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -220,15 +266,47 @@ fn ldflags() -> String {
     .join(" ")
 }
 
+/// The Prometheus Operator's version as its own release builds stamp it (`0.93.0`, no `v`: it
+/// appends this to `:v` for its default config reloader image).
+fn prometheus_operator_ldflags() -> String {
+    let v = PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v');
+    format!("-s -w -X {PROMETHEUS_VERSION_VAR}={v}")
+}
+
+/// kube-state-metrics's version (`v2.20.0`, as its releases print it) and the client-go it was
+/// built with (its `kube_state_metrics_build_info` metric reports it), from `monitoring_go_mod`.
+fn kube_state_metrics_ldflags(monitoring_go_mod: &str) -> Result<String> {
+    let client_go = required_version(monitoring_go_mod, "k8s.io/client-go")
+        .context("tools/monitoring/go.mod does not require k8s.io/client-go")?;
+    Ok(format!(
+        "-s -w -X {PROMETHEUS_VERSION_VAR}={KUBE_STATE_METRICS_VERSION} \
+         -X k8s.io/kube-state-metrics/v2/pkg/app.ClientGoVersion={client_go}"
+    ))
+}
+
+fn monitoring_go_mod() -> Result<String> {
+    let path = monitoring_module_dir().join("go.mod");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
 /// Identifies a build: the module files and flags. A cache with the same stamp is up to date.
 fn stamp() -> Result<String> {
-    let mut parts = vec![ldflags()];
-    for dir in [module_dir(), coredns_module_dir()] {
-        for file in ["go.mod", "go.sum", "main.go"] {
-            let path = dir.join(file);
-            if file == "main.go" && !path.exists() {
-                continue;
-            }
+    let mut parts = vec![
+        ldflags(),
+        prometheus_operator_ldflags(),
+        kube_state_metrics_ldflags(&monitoring_go_mod()?)?,
+    ];
+    for dir in [module_dir(), coredns_module_dir(), monitoring_module_dir()] {
+        let mut files = vec![dir.join("go.mod"), dir.join("go.sum")];
+        let mut sources: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "go"))
+            .collect();
+        // Directory order varies between machines; the stamp must not.
+        sources.sort();
+        files.extend(sources);
+        for path in files {
             parts.push(
                 std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?,
@@ -290,7 +368,11 @@ pub fn ensure_built(force: bool) -> Result<PathBuf> {
     let up_to_date = || {
         BINARIES.iter().all(|(b, _)| bin.join(b).is_file())
             && bin.join(COREDNS.0).is_file()
+            && monitoring_binaries().all(|b| bin.join(b).is_file())
             && bin.join(KWOK_STAGES_FILE).is_file()
+            && prometheus_operator_crd_dir()
+                .join("monitoring.coreos.com_prometheuses.yaml")
+                .is_file()
             && std::fs::read_to_string(bin.join(STAMP_FILE))
                 .ok()
                 .as_deref()
@@ -320,6 +402,14 @@ pub fn ensure_built(force: bool) -> Result<PathBuf> {
     build(&bin)?;
     std::fs::write(bin.join(STAMP_FILE), stamp)?;
     Ok(bin)
+}
+
+/// The names the monitoring stack's Go binaries are installed under.
+fn monitoring_binaries() -> impl Iterator<Item = &'static str> {
+    PROMETHEUS_OPERATOR_BINARIES
+        .iter()
+        .chain([&KUBE_STATE_METRICS])
+        .map(|(name, _)| *name)
 }
 
 /// The file name `go build -o <dir>/` gives a main package: its last path element, or the one
@@ -398,9 +488,11 @@ impl GoBuild {
 fn build(bin: &Path) -> Result<()> {
     let go = go()?;
     let t0 = Instant::now();
+    let ksm_ldflags = kube_state_metrics_ldflags(&monitoring_go_mod()?)?;
     println!(
-        "k8s: building Kubernetes {KUBERNETES_VERSION}, etcd, kwok {KWOK_VERSION} and CoreDNS \
-         into {}",
+        "k8s: building Kubernetes {KUBERNETES_VERSION}, etcd, kwok {KWOK_VERSION}, CoreDNS, \
+         the Prometheus Operator {PROMETHEUS_OPERATOR_VERSION} and kube-state-metrics \
+         {KUBE_STATE_METRICS_VERSION} into {}",
         bin.display()
     );
     println!(
@@ -409,7 +501,7 @@ fn build(bin: &Path) -> Result<()> {
     );
 
     phase(t0, "downloading Go modules");
-    for dir in [module_dir(), coredns_module_dir()] {
+    for dir in [module_dir(), coredns_module_dir(), monitoring_module_dir()] {
         let status = go_cmd_in(&go, &dir)
             .args(["mod", "download"])
             .status()
@@ -421,7 +513,7 @@ fn build(bin: &Path) -> Result<()> {
         );
     }
 
-    // Both modules in one go each, at once: Go compiles one binary's packages while it links
+    // The modules in one go each, at once: Go compiles one binary's packages while it links
     // another, so neither core waits on a single-threaded link.
     phase(
         t0,
@@ -448,6 +540,36 @@ fn build(bin: &Path) -> Result<()> {
         &[COREDNS.1],
         &compiled,
     )?;
+    let monitoring = {
+        let (go, out, compiled) = (go.clone(), staging.join("monitoring"), compiled.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let dir = monitoring_module_dir();
+            let operator: Vec<&str> = PROMETHEUS_OPERATOR_BINARIES
+                .iter()
+                .map(|(_, pkg)| *pkg)
+                .collect();
+            GoBuild::start(
+                &go,
+                &dir,
+                &prometheus_operator_ldflags(),
+                &out,
+                &operator,
+                &compiled,
+            )?
+            .wait()?;
+            // After the operator's build, not beside it: the two share most packages, which
+            // this one then finds in Go's cache instead of compiling them a second time.
+            GoBuild::start(
+                &go,
+                &dir,
+                &ksm_ldflags,
+                &out,
+                &[KUBE_STATE_METRICS.1],
+                &compiled,
+            )?
+            .wait()
+        })
+    };
     let done = Arc::new(AtomicBool::new(false));
     let ticker = {
         let (compiled, done) = (compiled.clone(), done.clone());
@@ -466,7 +588,11 @@ fn build(bin: &Path) -> Result<()> {
             }
         })
     };
-    let result = kube.wait().and(coredns.wait());
+    let result = kube.wait().and(coredns.wait()).and(
+        monitoring
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the monitoring build's thread panicked"))),
+    );
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
     result?;
@@ -479,6 +605,16 @@ fn build(bin: &Path) -> Result<()> {
         bin.join(COREDNS.0),
     )
     .context("installing coredns")?;
+    for (name, pkg) in PROMETHEUS_OPERATOR_BINARIES
+        .iter()
+        .chain([&KUBE_STATE_METRICS])
+    {
+        std::fs::rename(
+            staging.join("monitoring").join(exec_name(pkg)),
+            bin.join(name),
+        )
+        .with_context(|| format!("installing {name}"))?;
+    }
     let _ = std::fs::remove_dir_all(&staging);
 
     phase(t0, "installing kwok stages");
@@ -496,6 +632,9 @@ fn build(bin: &Path) -> Result<()> {
     }
     std::fs::write(bin.join(KWOK_STAGES_FILE), stages)?;
 
+    phase(t0, "installing the Prometheus Operator's CRDs");
+    install_prometheus_operator_crds(&go)?;
+
     phase(t0, "checking versions");
     let out = Command::new(bin.join("kube-apiserver"))
         .arg("--version")
@@ -505,7 +644,70 @@ fn build(bin: &Path) -> Result<()> {
         version == format!("Kubernetes {KUBERNETES_VERSION}"),
         "kube-apiserver --version says {version:?}, expected Kubernetes {KUBERNETES_VERSION}"
     );
+    // kube-state-metrics has a `version` command rather than a flag.
+    for (name, arg, expected) in [
+        (
+            PROMETHEUS_OPERATOR_BINARIES[0].0,
+            "--version",
+            PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v'),
+        ),
+        (KUBE_STATE_METRICS.0, "version", KUBE_STATE_METRICS_VERSION),
+    ] {
+        let out = Command::new(bin.join(name))
+            .arg(arg)
+            .output()
+            .with_context(|| format!("running {name} {arg}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            text.contains(&format!("version {expected} ")),
+            "{name} {arg} says {:?}, expected version {expected}",
+            text.trim()
+        );
+    }
     println!("k8s: done in {}: {version}", elapsed(t0));
+    Ok(())
+}
+
+/// Copies the Prometheus Operator's CRDs from its module (the same release as the binaries)
+/// to [`prometheus_operator_crd_dir`], replacing what was there.
+fn install_prometheus_operator_crds(go: &Path) -> Result<()> {
+    let module = download(
+        go,
+        &format!("{PROMETHEUS_OPERATOR_MODULE}@{PROMETHEUS_OPERATOR_VERSION}"),
+    )?;
+    let source = module
+        .dir
+        .context("go mod download gave no Dir for the Prometheus Operator")?
+        .join(PROMETHEUS_OPERATOR_CRDS);
+    let target = prometheus_operator_crd_dir();
+    let partial = target.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    let mut copied = 0;
+    for entry in
+        std::fs::read_dir(&source).with_context(|| format!("reading {}", source.display()))?
+    {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("monitoring.coreos.com_") && name.ends_with(".yaml") {
+            // Read and written rather than copied: the module cache's files are read-only.
+            let text =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            std::fs::write(partial.join(name), text)?;
+            copied += 1;
+        }
+    }
+    ensure!(
+        copied > 0,
+        "no monitoring.coreos.com_*.yaml in {}",
+        source.display()
+    );
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("installing {}", target.display()))?;
     Ok(())
 }
 
@@ -565,6 +767,41 @@ mod tests {
             BINARIES.len(),
             "two binaries would share a file name"
         );
+    }
+
+    #[test]
+    fn the_monitoring_module_pins_the_assets_versions() -> Result<()> {
+        let go_mod = monitoring_go_mod()?;
+        assert_eq!(
+            required_version(&go_mod, PROMETHEUS_OPERATOR_MODULE).as_deref(),
+            Some(PROMETHEUS_OPERATOR_VERSION)
+        );
+        assert_eq!(
+            required_version(&go_mod, "k8s.io/kube-state-metrics/v2").as_deref(),
+            Some(KUBE_STATE_METRICS_VERSION)
+        );
+        assert!(prometheus_operator_ldflags().ends_with(&format!(
+            "version.Version={}",
+            PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v')
+        )));
+        let ksm = kube_state_metrics_ldflags(&go_mod)?;
+        assert!(ksm.contains(&format!("version.Version={KUBE_STATE_METRICS_VERSION} ")));
+        assert!(ksm.contains("ClientGoVersion=v0."), "{ksm}");
+        // Distinct: they share one staging directory.
+        let names: Vec<&str> = PROMETHEUS_OPERATOR_BINARIES
+            .iter()
+            .chain([&KUBE_STATE_METRICS])
+            .map(|(_, p)| exec_name(p))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "operator",
+                "prometheus-config-reloader",
+                "kube-state-metrics"
+            ]
+        );
+        Ok(())
     }
 
     #[test]

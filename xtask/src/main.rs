@@ -241,6 +241,7 @@ fn lint() -> Result<()> {
     )?;
     k8s::gen_mod()?;
     k8s::check_coredns_mod()?;
+    k8s::check_monitoring_mod()?;
     let kube = build_kube()?;
     run(
         "cargo xtask manifests",

@@ -28,17 +28,20 @@ pub enum Use {
     Images,
     /// `promtool`, the alert rule tests' runner.
     Promtool,
+    /// The monitoring stack's images, made partly from Debian's Prometheus packages.
+    Monitoring,
     /// `cargo fmt` and `cargo clippy`.
     Lint,
 }
 
 impl Use {
-    pub const ALL: [Use; 6] = [
+    pub const ALL: [Use; 7] = [
         Use::Go,
         Use::Moto,
         Use::Node,
         Use::Images,
         Use::Promtool,
+        Use::Monitoring,
         Use::Lint,
     ];
 
@@ -49,6 +52,7 @@ impl Use {
             Use::Node => "the real node",
             Use::Images => "the operators' container images",
             Use::Promtool => "the alert rule tests",
+            Use::Monitoring => "the monitoring stack's images",
             Use::Lint => "formatting and clippy",
         }
     }
@@ -232,10 +236,25 @@ pub const PREREQUISITES: &[Prerequisite] = &[
     },
     Prerequisite {
         name: "promtool",
-        why: "runs the operators' alert rule tests",
+        why: "runs the operators' alert rule tests (its package's prometheus makes the \
+              monitoring stack's Prometheus image)",
         check: Check::Command("promtool"),
         install: Install::Debian("prometheus"),
-        used_by: &[Use::Promtool],
+        used_by: &[Use::Promtool, Use::Monitoring],
+    },
+    Prerequisite {
+        name: "alertmanager",
+        why: "the monitoring stack's Alertmanager image",
+        check: Check::Command("prometheus-alertmanager"),
+        install: Install::Debian("prometheus-alertmanager"),
+        used_by: &[Use::Monitoring],
+    },
+    Prerequisite {
+        name: "node_exporter",
+        why: "the monitoring stack's node_exporter image",
+        check: Check::Command("prometheus-node-exporter"),
+        install: Install::Debian("prometheus-node-exporter"),
+        used_by: &[Use::Monitoring],
     },
     Prerequisite {
         name: "rustfmt",
@@ -532,6 +551,94 @@ impl std::fmt::Display for Unmet {
 
 impl std::error::Error for Unmet {}
 
+/// Debian packages whose maintainer scripts enable and start a service of the same name. Only
+/// their programs are used (promtool, and the binaries copied into images); a service left
+/// running would hold its port (9090, 9093, 9100) and start again at every boot.
+const SERVICE_PACKAGES: &[&str] = &[
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-node-exporter",
+];
+
+/// Stops and disables the services of the [`SERVICE_PACKAGES`] that `plan` just installed
+/// (never those of packages that were already there: someone may use them).
+fn disable_services(plan: &Plan) -> Result<()> {
+    let services: Vec<&str> = plan
+        .debian
+        .iter()
+        .copied()
+        .filter(|p| SERVICE_PACKAGES.contains(p))
+        .collect();
+    if services.is_empty() {
+        return Ok(());
+    }
+    let as_root = |program: &str| {
+        let mut cmd = if plan.sudo {
+            let mut c = Command::new("sudo");
+            c.arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    };
+    println!(
+        "setup: stopping and disabling the services of {} (only their programs are used)",
+        services.join(", ")
+    );
+    if Path::new("/run/systemd/system").is_dir() {
+        // Only units the packages shipped: a unit that doesn't exist fails systemctl.
+        let units: Vec<String> = services
+            .iter()
+            .map(|s| format!("{s}.service"))
+            .filter(|u| {
+                ["/lib/systemd/system", "/usr/lib/systemd/system"]
+                    .iter()
+                    .any(|d| Path::new(d).join(u).exists())
+            })
+            .collect();
+        if units.is_empty() {
+            return Ok(());
+        }
+        let status = as_root("systemctl")
+            .args(["disable", "--now", "--quiet"])
+            .args(&units)
+            .status()
+            .context("running systemctl")?;
+        if !status.success() {
+            bail!(
+                "systemctl disable --now {} failed ({status}); stop them by hand",
+                units.join(" ")
+            );
+        }
+        return Ok(());
+    }
+    // systemd not running: the maintainer scripts started them with invoke-rc.d, which asks
+    // the machine's policy-rc.d (containers often deny every start); stop them the same way.
+    // update-rc.d removes their boot links, and systemd's too when systemctl is installed.
+    for service in services {
+        if !Path::new("/etc/init.d").join(service).exists() {
+            continue;
+        }
+        let _ = as_root("invoke-rc.d")
+            .args(["--quiet", service, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let disabled = as_root("update-rc.d")
+            .args([service, "disable"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !disabled {
+            println!("setup: update-rc.d {service} disable failed; it may start at boot");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `plan`. The Debian packages come first (Go's download needs curl and python3).
 fn install(plan: &Plan, uses: &[Use]) -> Result<()> {
     let t0 = Instant::now();
@@ -571,6 +678,7 @@ fn install(plan: &Plan, uses: &[Use]) -> Result<()> {
         let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
         args.extend(plan.debian.iter().copied());
         apt(&args)?;
+        disable_services(plan)?;
     }
     if plan.go {
         go::install()?;
@@ -649,6 +757,24 @@ mod tests {
         let n = all.len();
         all.dedup();
         assert_eq!(all.len(), n, "a name is listed twice");
+    }
+
+    #[test]
+    fn the_monitoring_images_need_the_three_prometheus_packages() {
+        let debian = |ps: Vec<&Prerequisite>| -> Vec<&'static str> {
+            ps.iter()
+                .filter_map(|p| match p.install {
+                    Install::Debian(package) => Some(package),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            debian(needed(&[Use::Monitoring])),
+            SERVICE_PACKAGES,
+            "every package whose service setup disables is one of these"
+        );
+        assert!(!debian(needed(&[Use::Promtool])).contains(&"prometheus-alertmanager"));
     }
 
     #[test]

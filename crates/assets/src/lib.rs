@@ -24,6 +24,42 @@ pub const GO_VERSION: &str = "1.26.8";
 /// The oldest Go that builds the pinned Kubernetes release.
 pub const GO_MIN: (u32, u32) = (1, 26);
 
+/// The Prometheus Operator release built from `tools/monitoring` (with its config reloader).
+pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.93.0";
+/// The kube-state-metrics release built from `tools/monitoring`.
+pub const KUBE_STATE_METRICS_VERSION: &str = "v2.20.0";
+/// Prometheus as Debian 12 packages it (`prometheus`): its image is made from that package, as
+/// building Prometheus from its Go module costs far more than the rest of the stack together.
+pub const PROMETHEUS_VERSION: &str = "v2.42.0";
+/// Alertmanager as Debian 12 packages it (`prometheus-alertmanager`).
+pub const ALERTMANAGER_VERSION: &str = "v0.25.0";
+/// node_exporter as Debian 12 packages it (`prometheus-node-exporter`).
+pub const NODE_EXPORTER_VERSION: &str = "v1.5.0";
+
+// The monitoring stack's images, as Pods name them once pushed to a real node's registry.
+/// The Prometheus Operator (entrypoint `/bin/operator`).
+pub const PROMETHEUS_OPERATOR_IMAGE: &str = "localhost/operon/prometheus-operator:v0.93.0";
+/// The config reloader sidecar; the Prometheus Operator's `--prometheus-config-reloader`.
+pub const PROMETHEUS_CONFIG_RELOADER_IMAGE: &str =
+    "localhost/operon/prometheus-config-reloader:v0.93.0";
+/// kube-state-metrics (entrypoint `/kube-state-metrics`).
+pub const KUBE_STATE_METRICS_IMAGE: &str = "localhost/operon/kube-state-metrics:v2.20.0";
+/// Prometheus, in upstream's layout (`/bin/prometheus`, `/etc/prometheus`, `/prometheus`).
+pub const PROMETHEUS_IMAGE: &str = "localhost/operon/prometheus:v2.42.0";
+/// Alertmanager, in upstream's layout (`/bin/alertmanager`, `/etc/alertmanager`, `/alertmanager`).
+pub const ALERTMANAGER_IMAGE: &str = "localhost/operon/alertmanager:v0.25.0";
+/// node_exporter (entrypoint `/bin/node_exporter`).
+pub const NODE_EXPORTER_IMAGE: &str = "localhost/operon/node-exporter:v1.5.0";
+/// All six, in the order [`PROMETHEUS_OPERATOR_IMAGE`] … [`NODE_EXPORTER_IMAGE`].
+pub const MONITORING_IMAGES: [&str; 6] = [
+    PROMETHEUS_OPERATOR_IMAGE,
+    PROMETHEUS_CONFIG_RELOADER_IMAGE,
+    KUBE_STATE_METRICS_IMAGE,
+    PROMETHEUS_IMAGE,
+    ALERTMANAGER_IMAGE,
+    NODE_EXPORTER_IMAGE,
+];
+
 /// Root of Operon's cache: `$OPERON_CACHE_DIR`, else `$XDG_CACHE_HOME/operon`, else `~/.cache/operon`.
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("OPERON_CACHE_DIR").filter(|d| !d.is_empty()) {
@@ -42,6 +78,12 @@ pub fn default_bin_dir() -> PathBuf {
         .join("k8s")
         .join(KUBERNETES_VERSION)
         .join("bin")
+}
+
+/// The Prometheus Operator's CRDs (`monitoring.coreos.com_*.yaml`, from its module), which
+/// `cargo xtask k8s build` copies next to the binaries.
+pub fn prometheus_operator_crd_dir() -> PathBuf {
+    default_bin_dir().join("prometheus-operator-crds")
 }
 
 /// `~/.cache/operon/moto`: one directory per installed moto version.
@@ -128,6 +170,22 @@ mod tests {
             );
         }
         assert!(default_bin_dir().ends_with(format!("k8s/{KUBERNETES_VERSION}/bin")));
+    }
+
+    #[test]
+    fn monitoring_images_are_tagged_with_their_versions() {
+        let pinned = [
+            ("prometheus-operator", PROMETHEUS_OPERATOR_VERSION),
+            ("prometheus-config-reloader", PROMETHEUS_OPERATOR_VERSION),
+            ("kube-state-metrics", KUBE_STATE_METRICS_VERSION),
+            ("prometheus", PROMETHEUS_VERSION),
+            ("alertmanager", ALERTMANAGER_VERSION),
+            ("node-exporter", NODE_EXPORTER_VERSION),
+        ];
+        for (image, (name, version)) in MONITORING_IMAGES.iter().zip(pinned) {
+            assert_eq!(*image, format!("localhost/operon/{name}:{version}"));
+        }
+        assert!(prometheus_operator_crd_dir().starts_with(default_bin_dir()));
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl Gadgets {
             replicas: 1,
             admin_port: ADMIN_PORT,
             alerts: Vec::new(),
+            pod_security: "restricted",
         };
         Gadgets {
             name,

@@ -103,6 +103,25 @@ impl Buildah {
         // `<dir>/` copies the directory's contents: the layer holds exactly the staged files.
         let source = format!("{}/", rootfs.display());
         self.run(&["copy", "--quiet", &name, &source, "/"])?;
+        // An empty directory copied with --chown is created with that owner (the copy above
+        // makes everything root's); its parents exist already, so they stay root's.
+        for (i, (path, mode, owner)) in image.owned_dirs().enumerate() {
+            use std::os::unix::fs::PermissionsExt;
+            let empty = self
+                .root
+                .join("tmp")
+                .join(format!("owned-{}-{i}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&empty);
+            std::fs::create_dir_all(&empty)
+                .and_then(|()| {
+                    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(mode))
+                })
+                .map_err(io_err(format!("creating {}", empty.display())))?;
+            let source = empty.display().to_string();
+            let copied = self.run(&["copy", "--quiet", "--chown", owner, &name, &source, path]);
+            let _ = std::fs::remove_dir(&empty);
+            copied?;
+        }
 
         let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
         let arch = match std::env::consts::ARCH {
@@ -114,6 +133,9 @@ impl Buildah {
         config.extend(["--arch".into(), arch.into()]);
         if let Some(user) = &image.user {
             config.extend(["--user".into(), user.clone()]);
+        }
+        if let Some(workdir) = &image.workdir {
+            config.extend(["--workingdir".into(), workdir.clone()]);
         }
         if let Some(entrypoint) = &image.entrypoint {
             config.extend(["--entrypoint".into(), json(entrypoint)]);

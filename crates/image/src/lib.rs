@@ -61,6 +61,8 @@ enum Entry {
     Dir {
         path: String,
         mode: u32,
+        /// `uid:gid`; `None` is root, as every other entry.
+        owner: Option<String>,
     },
     Symlink {
         path: String,
@@ -85,6 +87,7 @@ pub struct Image {
     entrypoint: Option<Vec<String>>,
     cmd: Option<Vec<String>>,
     user: Option<String>,
+    workdir: Option<String>,
     env: Vec<String>,
     labels: Vec<(String, String)>,
     created_by: Option<String>,
@@ -99,6 +102,7 @@ impl Image {
             entrypoint: None,
             cmd: None,
             user: None,
+            workdir: None,
             env: Vec::new(),
             labels: Vec::new(),
             created_by: None,
@@ -119,6 +123,18 @@ impl Image {
         self.entries.push(Entry::Dir {
             path: path.to_string(),
             mode,
+            owner: None,
+        });
+        self
+    }
+
+    /// An empty directory owned by `owner` (`uid:gid`), e.g. one the image's user writes its
+    /// data to. Nothing else may be placed inside it; its parents belong to root.
+    pub fn owned_dir(mut self, path: &str, mode: u32, owner: &str) -> Self {
+        self.entries.push(Entry::Dir {
+            path: path.to_string(),
+            mode,
+            owner: Some(owner.to_string()),
         });
         self
     }
@@ -145,6 +161,12 @@ impl Image {
     /// `uid:gid` the image runs as.
     pub fn user(mut self, user: &str) -> Self {
         self.user = Some(user.to_string());
+        self
+    }
+
+    /// The working directory the image's process starts in.
+    pub fn workdir(mut self, path: &str) -> Self {
+        self.workdir = Some(path.to_string());
         self
     }
 
@@ -182,6 +204,7 @@ impl Image {
                     &self.entrypoint,
                     &self.cmd,
                     &self.user,
+                    &self.workdir,
                     &self.env,
                     &self.labels
                 )
@@ -237,7 +260,20 @@ impl Image {
         std::fs::write(&stamp, fingerprint).map_err(io_err(format!("writing {}", stamp.display())))
     }
 
-    /// Lays the image's files out under `root`.
+    /// The directories of [`owned_dir`](Self::owned_dir): `(path, mode, owner)`. Not staged
+    /// with the rest, whose owner is root; buildah creates each with its owner.
+    pub(crate) fn owned_dirs(&self) -> impl Iterator<Item = (&str, u32, &str)> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Dir {
+                path,
+                mode,
+                owner: Some(owner),
+            } => Some((path.as_str(), *mode, owner.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Lays the image's files out under `root`; of an owned directory only its parents.
     fn stage(&self, root: &Path) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
@@ -255,6 +291,23 @@ impl Image {
             }
             Ok(full)
         };
+        for (owned, _, _) in self.owned_dirs() {
+            let prefix = format!("{}/", owned.trim_end_matches('/'));
+            if let Some(inner) = self.entries.iter().find_map(|e| match e {
+                Entry::File { path, .. }
+                | Entry::Dir { path, .. }
+                | Entry::Symlink { path, .. }
+                    if path.starts_with(&prefix) =>
+                {
+                    Some(path)
+                }
+                _ => None,
+            }) {
+                return Err(Error::Invalid(format!(
+                    "{inner:?} is inside the owned directory {owned:?}, which stays empty"
+                )));
+            }
+        }
         for entry in &self.entries {
             match entry {
                 Entry::File { source, path, mode } => {
@@ -266,7 +319,18 @@ impl Image {
                     std::fs::set_permissions(&to, std::fs::Permissions::from_mode(*mode))
                         .map_err(io_err(format!("setting the mode of {}", to.display())))?;
                 }
-                Entry::Dir { path, mode } => {
+                Entry::Dir {
+                    path,
+                    owner: Some(_),
+                    ..
+                } => {
+                    inside(path)?;
+                }
+                Entry::Dir {
+                    path,
+                    mode,
+                    owner: None,
+                } => {
                     let to = inside(path)?;
                     std::fs::create_dir_all(&to)
                         .map_err(io_err(format!("creating {}", to.display())))?;
@@ -350,6 +414,37 @@ mod tests {
             let e = image.stage(&dir.path().join("root")).expect_err(bad);
             assert!(e.to_string().contains("not a path inside an image"), "{e}");
         }
+    }
+
+    #[test]
+    fn owned_dirs_are_left_to_buildah_and_stay_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let image = Image::new("x:1")
+            .owned_dir("/var/data", 0o750, "65534:65534")
+            .workdir("/var/data");
+        image.stage(&root).expect("stage");
+        assert!(root.join("var").is_dir(), "its parent is staged, root's");
+        assert!(
+            !root.join("var/data").exists(),
+            "buildah creates it with its owner"
+        );
+        assert_eq!(
+            image.owned_dirs().collect::<Vec<_>>(),
+            [("/var/data", 0o750, "65534:65534")]
+        );
+        assert_ne!(
+            image.fingerprint(),
+            image.clone().workdir("/").fingerprint()
+        );
+
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").expect("write");
+        let e = image
+            .file(&file, "/var/data/f", 0o644)
+            .stage(&dir.path().join("other"))
+            .expect_err("a file inside an owned directory");
+        assert!(e.to_string().contains("stays empty"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub async fn rbac_matrix(
         .iter()
         .chain(&manifests.namespace_rules)
     {
+        if rule.non_resource {
+            continue;
+        }
         for r in &rule.resources {
             let entry = (rule.group.to_string(), r.to_string());
             if !resources.contains(&entry) {

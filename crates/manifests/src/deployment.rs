@@ -32,8 +32,11 @@ pub struct UserResource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub group: &'static str,
+    /// Resources, or URL paths for a [`non_resource`](Rule::non_resource) rule.
     pub resources: Vec<&'static str>,
     pub verbs: Vec<&'static str>,
+    /// `resources` are non-resource URLs (`/metrics`).
+    pub non_resource: bool,
 }
 
 impl Rule {
@@ -42,15 +45,32 @@ impl Rule {
             group,
             resources: resources.to_vec(),
             verbs: verbs.to_vec(),
+            non_resource: false,
+        }
+    }
+
+    /// A rule on non-resource URLs (`/metrics`), for an operator that grants them to others.
+    pub fn non_resource(urls: &[&'static str], verbs: &[&'static str]) -> Self {
+        Rule {
+            group: "",
+            resources: urls.to_vec(),
+            verbs: verbs.to_vec(),
+            non_resource: true,
         }
     }
 
     fn to_json(&self) -> Value {
+        if self.non_resource {
+            return json!({ "nonResourceURLs": self.resources, "verbs": self.verbs });
+        }
         json!({ "apiGroups": [self.group], "resources": self.resources, "verbs": self.verbs })
     }
 
     fn allows(&self, group: &str, resource: &str, verb: &str) -> bool {
-        self.group == group && self.resources.contains(&resource) && self.verbs.contains(&verb)
+        !self.non_resource
+            && self.group == group
+            && self.resources.contains(&resource)
+            && self.verbs.contains(&verb)
     }
 }
 
@@ -93,6 +113,9 @@ pub struct OperatorManifests {
     /// Alerts on the operator's own metrics, beside the common ones of
     /// [`rule_groups`](crate::alerts::rule_groups).
     pub alerts: Vec<crate::alerts::Alert>,
+    /// The Pod Security level its namespace enforces: `restricted`, or `privileged` for an
+    /// operator that runs host agents there (monitoring-operator's node_exporter).
+    pub pod_security: &'static str,
 }
 
 /// Port the admin server listens on in a cluster.
@@ -130,7 +153,7 @@ impl OperatorManifests {
     pub fn namespace_object(&self) -> Value {
         let mut labels = self.labels();
         for mode in ["enforce", "audit", "warn"] {
-            labels[format!("pod-security.kubernetes.io/{mode}")] = json!("restricted");
+            labels[format!("pod-security.kubernetes.io/{mode}")] = json!(self.pod_security);
         }
         labels["metrics"] = json!("enabled");
         json!({
@@ -603,6 +626,7 @@ mod tests {
             replicas: 2,
             admin_port: ADMIN_PORT,
             alerts: Vec::new(),
+            pod_security: "restricted",
         }
     }
 

@@ -292,6 +292,7 @@ mod tests {
             replicas: 2,
             admin_port: ADMIN_PORT,
             alerts: Vec::new(),
+            pod_security: "restricted",
         }
     }
 

@@ -7,7 +7,9 @@
 //! - server-side applies the ones whose desired content changed since the last apply (a hash
 //!   of it is kept in the [`APPLIED_HASH`] annotation, so an unchanged child costs no request);
 //! - deletes the children it controls that are no longer desired (with a UID precondition);
-//! - never touches an object of the same name that it does not control: it reports a conflict.
+//! - never touches an object of the same name that it does not control: it reports a conflict;
+//! - with [`Children::restoring_edits`], also re-applies a child whose live content no longer
+//!   holds every field of the desired one (someone edited or removed what the owner set).
 //!
 //! It reads from a cache of the child kind: [`Children::new`] returns the watch for
 //! [`Controller::owns`](crate::controller::Controller::owns), whose workers wait for that
@@ -86,6 +88,7 @@ pub struct Children<K: Resource<DynamicType = ()> + Clone + 'static> {
     client: Client,
     store: Store<K>,
     manager: String,
+    restore_edits: bool,
 }
 
 /// FNV-1a: stable across builds and Rust versions (the hash is stored in the cluster).
@@ -118,18 +121,35 @@ where
     /// [`Controller::owns`](crate::controller::Controller::owns). Applies are made as the
     /// Manager's field manager.
     pub fn new(manager: &mut Manager) -> (Self, Reflected<K>) {
+        let api = Api::<K>::all(manager.client());
+        Self::watching(manager, api, watcher::Config::default())
+    }
+
+    /// Like [`new`](Self::new), with the cache limited to what `api` (e.g. one namespace) and
+    /// `config` (e.g. a label the children carry) list. A child outside it is still never
+    /// taken over: creating it meets the existing object, which is then read and reported.
+    pub fn watching(
+        manager: &mut Manager,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> (Self, Reflected<K>) {
         let client = manager.client();
-        let reflected = manager.reflect(
-            Api::<K>::all(client.clone()),
-            watcher::Config::default(),
-            controller::trim_managed_fields,
-        );
+        let reflected = manager.reflect(api, config, controller::trim_managed_fields);
         let children = Children {
             client,
             store: reflected.store.clone(),
             manager: manager.name().to_owned(),
+            restore_edits: false,
         };
         (children, reflected)
+    }
+
+    /// Children whose live content lost a desired field or value (an edit by someone else) are
+    /// applied again, not only those whose desired content changed. Costs one comparison per
+    /// child per reconcile; fields the owner does not set are left as they are.
+    pub fn restoring_edits(mut self) -> Self {
+        self.restore_edits = true;
+        self
     }
 
     /// The cache.
@@ -199,6 +219,11 @@ where
                 .annotations
                 .get_or_insert_with(Default::default)
                 .insert(APPLIED_HASH.to_string(), hash.clone());
+            let desired_value = if self.restore_edits {
+                Some(serde_json::to_value(&child).map_err(serialize_error)?)
+            } else {
+                None
+            };
 
             let mut cache_key = ObjectRef::<K>::new(&name);
             if let Some(ns) = &namespace {
@@ -223,7 +248,12 @@ where
                     outcome.conflicts.push(format!("{kind} {id}"));
                     continue;
                 }
-                Some(current) if current.annotations().get(APPLIED_HASH) == Some(&hash) => {
+                Some(current)
+                    if current.annotations().get(APPLIED_HASH) == Some(&hash)
+                        && desired_value.as_ref().is_none_or(|desired| {
+                            serde_json::to_value(current).is_ok_and(|live| contains(&live, desired))
+                        }) =>
+                {
                     outcome.unchanged += 1;
                     continue;
                 }
@@ -288,6 +318,23 @@ where
     }
 }
 
+/// Whether `live` holds every field of `desired` with the same value: objects key by key,
+/// arrays element by element (same length), anything else equal. Fields only `live` has (set by
+/// the API server or other controllers) don't matter.
+pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => desired
+            .iter()
+            .all(|(k, d)| live.get(k).is_some_and(|l| contains(l, d))),
+        (Value::Array(live), Value::Array(desired)) => {
+            live.len() == desired.len() && live.iter().zip(desired).all(|(l, d)| contains(l, d))
+        }
+        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
+        (live, desired) => live == desired,
+    }
+}
+
 /// UID of `obj`'s controller (the owner reference with `controller: true`).
 pub fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
     obj.meta()
@@ -301,6 +348,22 @@ pub fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_content_holds_the_desired_fields() {
+        use serde_json::json;
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}], "x": "a"}});
+        let defaulted = json!({"spec": {"replicas": 2.0, "ports": [{"port": 80, "protocol": "TCP"}],
+                                        "x": "a", "y": true}, "status": {}});
+        assert!(contains(&defaulted, &desired));
+        let edited = json!({"spec": {"replicas": 3, "ports": [{"port": 80}], "x": "a"}});
+        assert!(!contains(&edited, &desired));
+        let removed = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        assert!(!contains(&removed, &desired));
+        let added =
+            json!({"spec": {"replicas": 2, "ports": [{"port": 80}, {"port": 81}], "x": "a"}});
+        assert!(!contains(&added, &desired));
+    }
 
     #[test]
     fn hash_is_fnv1a() {

@@ -157,3 +157,68 @@ async fn children_are_created_kept_updated_pruned_and_foreign_objects_left_alone
     drive.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn edited_children_are_restored_and_foreign_ones_outside_the_cache_left_alone() -> Result<()>
+{
+    let env = operon_envtest::shared().await?;
+    let ns = env.namespace("restored").await?;
+    let client = env.client().await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let owner = api
+        .create(&PostParams::default(), &config_map("owner", "-"))
+        .await?;
+    // Outside the cache's label selector: the cache never sees it.
+    let foreign = api
+        .create(&PostParams::default(), &config_map("taken", "theirs"))
+        .await?;
+    let labelled = |name: &str, value: &str| {
+        let mut cm = config_map(name, value);
+        cm.metadata.labels = Some(BTreeMap::from([("child".into(), "yes".into())]));
+        cm
+    };
+
+    let mut manager = Manager::new("restore-test", client.clone());
+    let (children, watch) = Children::<ConfigMap>::watching(
+        &mut manager,
+        api.clone(),
+        kube::runtime::watcher::Config::default().labels("child=yes"),
+    );
+    let children = children.restoring_edits();
+    let synced = watch.synced.clone();
+    let drive = tokio::spawn(manager.run());
+    tokio::time::timeout(Duration::from_secs(30), synced.wait())
+        .await
+        .context("cache not synced")?;
+
+    let desired = || vec![labelled("a", "1"), labelled("taken", "ours")];
+    let first = children.reconcile(&owner, desired()).await?;
+    assert_eq!(first.applied, [format!("ConfigMap {}/a", &*ns)]);
+    assert_eq!(first.conflicts, [format!("ConfigMap {}/taken", &*ns)]);
+    ensure!(
+        api.get("taken").await?.resource_version() == foreign.resource_version(),
+        "the foreign object was modified"
+    );
+    cached(&children, &ns, "a", Some("1")).await?;
+    let unchanged = children.reconcile(&owner, desired()).await?;
+    assert_eq!(unchanged.unchanged, 1, "{unchanged:?}");
+
+    // Someone else edits the value (the applied hash stays): the next reconcile restores it.
+    let mut edited = api.get("a").await?;
+    edited
+        .data
+        .get_or_insert_with(Default::default)
+        .insert("value".into(), "edited".into());
+    api.replace("a", &PostParams::default(), &edited).await?;
+    cached(&children, &ns, "a", Some("edited")).await?;
+    let restored = children.reconcile(&owner, desired()).await?;
+    assert_eq!(restored.applied, [format!("ConfigMap {}/a", &*ns)]);
+    let value = api
+        .get("a")
+        .await?
+        .data
+        .and_then(|d| d.get("value").cloned());
+    ensure!(value.as_deref() == Some("1"), "not restored: {value:?}");
+    drive.abort();
+    Ok(())
+}

@@ -54,6 +54,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         replicas: 2,
         admin_port: ADMIN_PORT,
         alerts: Vec::new(),
+        pod_security: "restricted",
     })
 }
 

@@ -93,6 +93,7 @@ pub fn manifests(image: &str) -> anyhow::Result<OperatorManifests> {
         replicas: 2,
         admin_port: ADMIN_PORT,
         alerts: alerts(),
+        pod_security: "restricted",
     })
 }
 

@@ -1,10 +1,16 @@
 //! Images made on this machine, never downloaded: what the node itself needs (the Pod sandbox,
-//! the DNS add-on), busybox for the talk's Pod, and openssl for TLS checks. Each is built once
-//! with buildah into the cache (`<cache>/images`) and rebuilt when its files change.
+//! the DNS add-on), busybox for the talk's Pod, openssl for TLS checks, and the monitoring
+//! stack ([`monitoring`]). Each is built once with buildah into the cache (`<cache>/images`)
+//! and rebuilt when its files change.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use operon_assets::{
+    ALERTMANAGER_IMAGE, ALERTMANAGER_VERSION, KUBE_STATE_METRICS_IMAGE, KUBE_STATE_METRICS_VERSION,
+    NODE_EXPORTER_IMAGE, NODE_EXPORTER_VERSION, PROMETHEUS_CONFIG_RELOADER_IMAGE, PROMETHEUS_IMAGE,
+    PROMETHEUS_OPERATOR_IMAGE, PROMETHEUS_OPERATOR_VERSION, PROMETHEUS_VERSION,
+};
 use operon_image::Image;
 
 use crate::{Error, cache_root};
@@ -189,6 +195,297 @@ pub fn openssl() -> Result<SystemImage, Error> {
     })
 }
 
+/// The uid:gid upstream's monitoring images run as (`nobody`).
+const NOBODY: &str = "65534:65534";
+
+/// The monitoring stack's six images, tagged as `operon_assets::MONITORING_IMAGES` name them:
+/// the Prometheus Operator, its config reloader and kube-state-metrics from the static Go
+/// binaries `cargo xtask k8s build` puts in `bin_dir`; Prometheus, Alertmanager and
+/// node_exporter from Debian's packages with their shared libraries. Their layouts are
+/// upstream's, which the Prometheus Operator's Pods expect (`/bin/prometheus`,
+/// `/etc/prometheus`, data in `/prometheus`, …).
+pub fn monitoring(bin_dir: &Path) -> Result<Vec<SystemImage>, Error> {
+    Ok(vec![
+        prometheus_operator(bin_dir)?,
+        prometheus_config_reloader(bin_dir)?,
+        kube_state_metrics(bin_dir)?,
+        prometheus()?,
+        alertmanager()?,
+        node_exporter()?,
+    ])
+}
+
+/// The Prometheus Operator (`<bin_dir>/prometheus-operator`) as `/bin/operator`.
+pub fn prometheus_operator(bin_dir: &Path) -> Result<SystemImage, Error> {
+    go_image(
+        bin_dir,
+        "prometheus-operator",
+        "--version",
+        PROMETHEUS_OPERATOR_VERSION,
+        "/bin/operator",
+        PROMETHEUS_OPERATOR_IMAGE,
+    )
+}
+
+/// The config reloader sidecar the Prometheus Operator adds to Prometheus and Alertmanager Pods,
+/// as `/bin/prometheus-config-reloader`.
+pub fn prometheus_config_reloader(bin_dir: &Path) -> Result<SystemImage, Error> {
+    go_image(
+        bin_dir,
+        "prometheus-config-reloader",
+        "--version",
+        PROMETHEUS_OPERATOR_VERSION,
+        "/bin/prometheus-config-reloader",
+        PROMETHEUS_CONFIG_RELOADER_IMAGE,
+    )
+}
+
+/// kube-state-metrics as `/kube-state-metrics`.
+pub fn kube_state_metrics(bin_dir: &Path) -> Result<SystemImage, Error> {
+    go_image(
+        bin_dir,
+        "kube-state-metrics",
+        // A command, not a flag.
+        "version",
+        KUBE_STATE_METRICS_VERSION,
+        "/kube-state-metrics",
+        KUBE_STATE_METRICS_IMAGE,
+    )
+}
+
+/// A static Go binary of `bin_dir` alone at `path`, run as `nobody`.
+fn go_image(
+    bin_dir: &Path,
+    name: &str,
+    version_arg: &str,
+    version: &str,
+    path: &str,
+    reference: &str,
+) -> Result<SystemImage, Error> {
+    let binary = bin_dir.join(name);
+    operon_image::operator::ensure_static(&binary).map_err(|e| {
+        Error::Node(format!(
+            "{e}. The monitoring images need {name} built from tools/monitoring: run \
+             `cargo xtask k8s build`"
+        ))
+    })?;
+    check_version(
+        &binary,
+        version_arg,
+        &format!("{name} (tools/monitoring)"),
+        version,
+    )?;
+    let image = with_nobody(Image::new(format!("{name}:{version}")))?
+        .file(&binary, path, 0o755)
+        .user(NOBODY)
+        .entrypoint(&[path])
+        .created_by(&format!("operon-envtest {name} (tools/monitoring)"));
+    Ok(SystemImage {
+        image,
+        references: vec![reference.into()],
+    })
+}
+
+/// Debian's Prometheus as `/bin/prometheus`, with a minimal configuration (it scrapes itself)
+/// at upstream's `/etc/prometheus/prometheus.yml` and its data in `/prometheus`, `nobody`'s.
+pub fn prometheus() -> Result<SystemImage, Error> {
+    let binary = debian_binary("/usr/bin/prometheus", "prometheus", PROMETHEUS_VERSION)?;
+    let image = with_libraries(
+        Image::new(format!("prometheus:{PROMETHEUS_VERSION}")),
+        &binary,
+    )?
+    .file(&binary, "/bin/prometheus", 0o755)
+    .dir("/etc/prometheus", 0o755)
+    .file(
+        write_etc("prometheus.yml", PROMETHEUS_CONFIG)?,
+        "/etc/prometheus/prometheus.yml",
+        0o644,
+    )
+    .owned_dir("/prometheus", 0o755, NOBODY);
+    let image = with_nobody(image)?
+        .user(NOBODY)
+        .workdir("/prometheus")
+        .entrypoint(&["/bin/prometheus"])
+        .cmd(&[
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+        ])
+        .created_by("operon-envtest prometheus (Debian prometheus and its libraries)");
+    Ok(SystemImage {
+        image,
+        references: vec![PROMETHEUS_IMAGE.into()],
+    })
+}
+
+/// Debian's Alertmanager as `/bin/alertmanager`, with a configuration that drops every alert at
+/// upstream's `/etc/alertmanager/alertmanager.yml` and its data in `/alertmanager`.
+pub fn alertmanager() -> Result<SystemImage, Error> {
+    let binary = debian_binary(
+        "/usr/bin/prometheus-alertmanager",
+        "prometheus-alertmanager",
+        ALERTMANAGER_VERSION,
+    )?;
+    let mut image = with_libraries(
+        Image::new(format!("alertmanager:{ALERTMANAGER_VERSION}")),
+        &binary,
+    )?;
+    // Debian's build reads what upstream's embeds from here: the notification templates
+    // (without default.tmpl it exits on loading any configuration) and the page it serves
+    // in place of the web UI.
+    for file in ALERTMANAGER_SHARED_FILES {
+        let path = Path::new(ALERTMANAGER_SHARED).join(file);
+        if !path.is_file() {
+            return Err(Error::Node(format!(
+                "{} is missing: reinstall Debian's prometheus-alertmanager",
+                path.display()
+            )));
+        }
+        let inside = path.display().to_string();
+        image = image.file(&path, &inside, 0o644);
+    }
+    let image = image
+        .file(&binary, "/bin/alertmanager", 0o755)
+        .dir("/etc/alertmanager", 0o755)
+        .file(
+            write_etc("alertmanager.yml", ALERTMANAGER_CONFIG)?,
+            "/etc/alertmanager/alertmanager.yml",
+            0o644,
+        )
+        .owned_dir("/alertmanager", 0o755, NOBODY);
+    let image = with_nobody(image)?
+        .user(NOBODY)
+        .workdir("/alertmanager")
+        .entrypoint(&["/bin/alertmanager"])
+        .cmd(&[
+            "--config.file=/etc/alertmanager/alertmanager.yml",
+            "--storage.path=/alertmanager",
+        ])
+        .created_by(
+            "operon-envtest alertmanager (Debian prometheus-alertmanager and its libraries)",
+        );
+    Ok(SystemImage {
+        image,
+        references: vec![ALERTMANAGER_IMAGE.into()],
+    })
+}
+
+/// Debian's node_exporter as `/bin/node_exporter`.
+pub fn node_exporter() -> Result<SystemImage, Error> {
+    let binary = debian_binary(
+        "/usr/bin/prometheus-node-exporter",
+        "prometheus-node-exporter",
+        NODE_EXPORTER_VERSION,
+    )?;
+    let image = with_libraries(
+        Image::new(format!("node-exporter:{NODE_EXPORTER_VERSION}")),
+        &binary,
+    )?
+    .file(&binary, "/bin/node_exporter", 0o755);
+    let image = with_nobody(image)?
+        .user(NOBODY)
+        .entrypoint(&["/bin/node_exporter"])
+        .created_by(
+            "operon-envtest node-exporter (Debian prometheus-node-exporter and its libraries)",
+        );
+    Ok(SystemImage {
+        image,
+        references: vec![NODE_EXPORTER_IMAGE.into()],
+    })
+}
+
+/// Where Debian's Alertmanager looks for the files upstream's binary embeds.
+const ALERTMANAGER_SHARED: &str = "/usr/share/prometheus/alertmanager";
+const ALERTMANAGER_SHARED_FILES: &[&str] = &[
+    "default.tmpl",
+    "email.tmpl",
+    "no-ui/index.html",
+    "no-ui/favicon.ico",
+];
+
+/// Prometheus scraping itself: enough to start; the Prometheus Operator passes its own file.
+const PROMETHEUS_CONFIG: &str = "global:\n  scrape_interval: 30s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"localhost:9090\"]\n";
+/// One receiver that sends nowhere: enough to start; the Prometheus Operator passes its own.
+const ALERTMANAGER_CONFIG: &str = "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n";
+
+/// `binary`, a program of the Debian `package`, checked to be `pinned`'s release.
+fn debian_binary(binary: &str, package: &str, pinned: &str) -> Result<PathBuf, Error> {
+    let path = PathBuf::from(binary);
+    if !path.is_file() {
+        return Err(Error::Node(format!(
+            "{binary} is missing: install Debian's {package} (`cargo xtask setup` does)"
+        )));
+    }
+    check_version(&path, "--version", &format!("Debian's {package}"), pinned)?;
+    Ok(path)
+}
+
+/// `/etc/passwd` and `/etc/group` naming `nobody`, the user these images run as.
+fn with_nobody(image: Image) -> Result<Image, Error> {
+    Ok(image
+        .file(write_etc("busybox-passwd", PASSWD)?, "/etc/passwd", 0o644)
+        .file(write_etc("busybox-group", GROUP)?, "/etc/group", 0o644))
+}
+
+/// `binary`'s shared libraries and loader at their paths (none when it is static).
+fn with_libraries(mut image: Image, binary: &Path) -> Result<Image, Error> {
+    if operon_image::operator::ensure_static(binary).is_ok() {
+        return Ok(image);
+    }
+    for library in shared_libraries(binary)? {
+        let path = library.display().to_string();
+        image = image.file(&library, &path, 0o755);
+    }
+    Ok(image)
+}
+
+/// Fails unless `binary <arg>` reports `pinned`'s major.minor release (Debian's packages carry
+/// patch releases and `+ds` suffixes of their own); `what` names it in the message.
+fn check_version(binary: &Path, arg: &str, what: &str, pinned: &str) -> Result<(), Error> {
+    let out = Command::new(binary)
+        .arg(arg)
+        .output()
+        .map_err(|source| Error::Io {
+            context: format!("running {} {arg}", binary.display()),
+            source,
+        })?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let found = reported_version(&text).ok_or_else(|| {
+        Error::Node(format!(
+            "{} {arg} names no version: {:?}",
+            binary.display(),
+            text.trim()
+        ))
+    })?;
+    if major_minor(&found) != major_minor(pinned) {
+        return Err(Error::Node(format!(
+            "{what} is version {found} ({}), but its image is tagged {pinned}: install the \
+             release the image is pinned to, or change the pinned version in operon-assets",
+            binary.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `2.42.0` from `prometheus, version 2.42.0+ds (branch: …` (Prometheus's version banner).
+fn reported_version(text: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "version")?;
+    let version: String = words
+        .next()?
+        .trim_start_matches('v')
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    version
+        .starts_with(|c: char| c.is_ascii_digit())
+        .then_some(version)
+}
+
+fn major_minor(version: &str) -> Vec<&str> {
+    version.trim_start_matches('v').split('.').take(2).collect()
+}
+
 /// The libraries `binary` loads, and its loader, as `ldd` resolves them.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
     let out = Command::new("ldd")
@@ -272,6 +569,61 @@ mod tests {
         );
         assert_eq!(registry_path("quay.io/x/y:1")?, "x/y:1");
         assert!(registry_path("quay.io/").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn versions_come_from_prometheus_banners() {
+        let debian = "prometheus, version 2.42.0+ds (branch: debian/sid, revision: 2.42.0+ds-5)\n  build user: x";
+        assert_eq!(reported_version(debian).as_deref(), Some("2.42.0"));
+        let ksm = "kube-state-metrics, version v2.20.0 (branch: , revision: unknown)";
+        assert_eq!(reported_version(ksm).as_deref(), Some("2.20.0"));
+        assert_eq!(reported_version("no version here"), None);
+        assert_eq!(major_minor("v2.42.0"), major_minor("2.42.1"));
+        assert_ne!(major_minor("v2.42.0"), major_minor("2.43.0"));
+    }
+
+    /// Needs `cargo xtask k8s build`'s binaries, the three Debian packages and buildah (as
+    /// `cargo xtask test` provides); the archives are cached, so only a first run builds them.
+    #[test]
+    fn the_monitoring_images_build_and_their_programs_run() -> Result<(), Error> {
+        let bin = operon_assets::default_bin_dir();
+        let programs = [
+            (bin.join("prometheus-operator"), "--version"),
+            (bin.join("prometheus-config-reloader"), "--version"),
+            (bin.join("kube-state-metrics"), "version"),
+            ("/usr/bin/prometheus".into(), "--version"),
+            ("/usr/bin/prometheus-alertmanager".into(), "--version"),
+            ("/usr/bin/prometheus-node-exporter".into(), "--version"),
+        ];
+        for (program, arg) in &programs {
+            let out = Command::new(program)
+                .arg(arg)
+                .output()
+                .map_err(|source| Error::Io {
+                    context: format!("running {}", program.display()),
+                    source,
+                })?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && reported_version(&text).is_some(),
+                "{} {arg}: {}: {text}",
+                program.display(),
+                out.status
+            );
+        }
+        let images = monitoring(&bin)?;
+        let references: Vec<&str> = images
+            .iter()
+            .flat_map(|i| i.references.iter().map(String::as_str))
+            .collect();
+        assert_eq!(references, operon_assets::MONITORING_IMAGES);
+        for image in &images {
+            let archive = image.archive()?;
+            let size = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 1 << 20, "{} is {size} bytes", archive.display());
+        }
         Ok(())
     }
 

@@ -789,3 +789,16 @@ pub fn push_to(registry: &str, archive: &Path, reference: &str) -> Result<(), Er
     operon_image::push(archive, &format!("{registry}/{path}"))
         .map_err(|e| Error::Node(format!("pushing {reference}: {e}")))
 }
+
+/// Builds (or takes from the cache) the monitoring stack's six images ([`images::monitoring`],
+/// the Go ones from `bin_dir`) and pushes them to `registry` under their references. Blocking.
+/// Not part of a node's start: their first build takes a while, and few clusters need them.
+pub fn push_monitoring_images(registry: &str, bin_dir: &Path) -> Result<(), Error> {
+    for image in images::monitoring(bin_dir)? {
+        let archive = image.archive()?;
+        for reference in &image.references {
+            push_to(registry, &archive, reference)?;
+        }
+    }
+    Ok(())
+}
