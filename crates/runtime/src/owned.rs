@@ -91,8 +91,9 @@ pub struct Children<K: Resource<DynamicType = ()> + Clone + 'static> {
     restore_edits: bool,
 }
 
-/// FNV-1a: stable across builds and Rust versions (the hash is stored in the cluster).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: stable across builds and Rust versions (the hash is stored in the cluster). Public
+/// for operators that keep hashes of objects they manage outside [`Children`] (e.g. CRDs).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -68,19 +68,16 @@ pub fn load(dir: &Path) -> Result<Vec<CustomResourceDefinition>, Error> {
         crd.metadata
             .annotations
             .get_or_insert_with(Default::default)
-            .insert(HASH.into(), format!("{:016x}", fnv1a(&body)));
+            .insert(
+                HASH.into(),
+                format!("{:016x}", operon_runtime::owned::fnv1a(&body)),
+            );
         crds.push(crd);
     }
     if crds.is_empty() {
         return Err(Error::Empty(dir.to_path_buf()));
     }
     Ok(crds)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// What [`ensure`] did.

@@ -77,28 +77,6 @@ pub struct Stack {
     pub alertmanagers: Vec<Alertmanager>,
 }
 
-impl Stack {
-    /// How many objects.
-    pub fn len(&self) -> usize {
-        self.service_accounts.len()
-            + self.services.len()
-            + self.deployments.len()
-            + self.daemon_sets.len()
-            + self.roles.len()
-            + self.role_bindings.len()
-            + self.cluster_roles.len()
-            + self.cluster_role_bindings.len()
-            + self.service_monitors.len()
-            + self.prometheus_rules.len()
-            + self.prometheuses.len()
-            + self.alertmanagers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A built-in object from JSON (the shapes here are fixed, so only a bug fails).
 fn typed<K: DeserializeOwned>(value: Value) -> Result<K, serde_json::Error> {
     serde_json::from_value(value)
