@@ -136,34 +136,33 @@ const ALL: &[&str] = &[
     "deletecollection",
 ];
 
+/// The Prometheus Operator's kinds (and subresources) it manages in its namespace.
+pub const MONITORING_RESOURCES: &[&str] = &[
+    "alertmanagers",
+    "alertmanagers/finalizers",
+    "alertmanagers/status",
+    "alertmanagerconfigs",
+    "prometheuses",
+    "prometheuses/finalizers",
+    "prometheuses/status",
+    "prometheusagents",
+    "prometheusagents/finalizers",
+    "prometheusagents/status",
+    "thanosrulers",
+    "thanosrulers/finalizers",
+    "thanosrulers/status",
+    "scrapeconfigs",
+    "servicemonitors",
+    "podmonitors",
+    "probes",
+    "prometheusrules",
+];
+
 /// The Prometheus Operator's rights in the stack's namespace (upstream's ClusterRole, narrowed
 /// to the one namespace it is told to manage).
 pub fn prometheus_operator_namespace_rules() -> Vec<Value> {
     vec![
-        rule(
-            &["monitoring.coreos.com"],
-            &[
-                "alertmanagers",
-                "alertmanagers/finalizers",
-                "alertmanagers/status",
-                "alertmanagerconfigs",
-                "prometheuses",
-                "prometheuses/finalizers",
-                "prometheuses/status",
-                "prometheusagents",
-                "prometheusagents/finalizers",
-                "prometheusagents/status",
-                "thanosrulers",
-                "thanosrulers/finalizers",
-                "thanosrulers/status",
-                "scrapeconfigs",
-                "servicemonitors",
-                "podmonitors",
-                "probes",
-                "prometheusrules",
-            ],
-            ALL,
-        ),
+        rule(&["monitoring.coreos.com"], MONITORING_RESOURCES, ALL),
         rule(&["apps"], &["statefulsets", "daemonsets"], ALL),
         rule(&[""], &["configmaps", "secrets"], ALL),
         rule(&[""], &["pods"], &["list", "delete"]),
