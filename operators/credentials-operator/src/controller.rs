@@ -435,13 +435,15 @@ impl Context {
         status: &CredentialsRequestStatus,
         statements: &[StatementEntry],
     ) -> Option<Result<(), String>> {
-        if !plan::checkable_without_root(self.settings.mode, status) {
+        let generation = cr.metadata.generation.unwrap_or_default();
+        let what = plan::without_root(self.settings.mode, status, generation);
+        if what == plan::WithoutRoot::Unknown {
             return None;
         }
         let user = cr.minted_user()?.to_owned();
         let secret = self.cached_secret(cr).filter(|s| mint::is_for(s, cr))?;
         let (key_id, secret_key) = secret::minted_credentials(&secret)?;
-        if status.last_sync_generation != cr.metadata.generation.unwrap_or_default() {
+        if what == plan::WithoutRoot::SpecChanged {
             return Some(Err("applying the changed spec".into()));
         }
         let minted = Iam::new(&self.sdk, &self.settings.endpoint, &key_id, &secret_key);

@@ -272,10 +272,35 @@ pub fn wanted_actions(statements: &[StatementEntry]) -> Vec<String> {
         .collect()
 }
 
-/// Whether a request can be checked with its own minted credentials when the root ones are
-/// gone: mint mode (by `--mode` or not overridden) and provisioned.
-pub fn checkable_without_root(mode: Option<Mode>, status: &CredentialsRequestStatus) -> bool {
-    mode.is_none_or(|m| m == Mode::Mint) && status.provisioned
+/// What a minted request's own credentials can tell when the root ones are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithoutRoot {
+    /// Nothing: not mint mode, or never provisioned.
+    Unknown,
+    /// Its spec changed since the last sync: applying it needs the root credentials. This
+    /// stays true after the failure is recorded (which clears `provisioned`), so retries keep
+    /// saying why.
+    SpecChanged,
+    /// Provisioned at this generation: ask IAM with the minted credentials.
+    Check,
+}
+
+/// What can be told about a minted request at `generation` without the root credentials:
+/// mint mode (by `--mode` or not overridden) and synced at some point.
+pub fn without_root(
+    mode: Option<Mode>,
+    status: &CredentialsRequestStatus,
+    generation: i64,
+) -> WithoutRoot {
+    if !mode.is_none_or(|m| m == Mode::Mint) || status.last_sync_generation == 0 {
+        WithoutRoot::Unknown
+    } else if status.last_sync_generation != generation {
+        WithoutRoot::SpecChanged
+    } else if status.provisioned {
+        WithoutRoot::Check
+    } else {
+        WithoutRoot::Unknown
+    }
 }
 
 /// Whether minted user `user`, as its own credentials see it (`me`), is exactly as it should
@@ -587,10 +612,15 @@ mod tests {
         };
         assert!(sts_unchanged(&status, 2));
         assert!(!sts_unchanged(&status, 3));
-        assert!(checkable_without_root(None, &status));
-        assert!(checkable_without_root(Some(Mode::Mint), &status));
-        assert!(!checkable_without_root(Some(Mode::Passthrough), &status));
-        assert!(!checkable_without_root(Some(Mode::Manual), &status));
+        assert_eq!(without_root(None, &status, 2), WithoutRoot::Check);
+        assert_eq!(
+            without_root(Some(Mode::Mint), &status, 2),
+            WithoutRoot::Check
+        );
+        assert_eq!(without_root(None, &status, 3), WithoutRoot::SpecChanged);
+        for mode in [Mode::Passthrough, Mode::Manual] {
+            assert_eq!(without_root(Some(mode), &status, 2), WithoutRoot::Unknown);
+        }
         set_condition(
             &mut status.conditions,
             condition::PROVISION_FAILURE,
@@ -599,8 +629,13 @@ mod tests {
             "m",
         );
         assert!(!sts_unchanged(&status, 2));
+        // A recorded failure clears `provisioned`: a changed spec is still named as the cause.
         status.provisioned = false;
-        assert!(!checkable_without_root(None, &status));
+        assert_eq!(without_root(None, &status, 2), WithoutRoot::Unknown);
+        assert_eq!(without_root(None, &status, 3), WithoutRoot::SpecChanged);
+        // Never synced: nothing to check with.
+        let fresh = CredentialsRequestStatus::default();
+        assert_eq!(without_root(None, &fresh, 1), WithoutRoot::Unknown);
     }
 
     #[test]
