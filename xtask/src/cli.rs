@@ -51,6 +51,10 @@ pub enum Cmd {
         /// The cluster (default: the running `cargo xtask cluster up`'s, else $KUBECONFIG).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// Also monitoring-operator and the monitoring stack it installs (the Prometheus
+        /// Operator, Prometheus, Alertmanager, kube-state-metrics, node_exporter).
+        #[arg(long)]
+        monitoring: bool,
     },
     /// Writes the generated deployment files under config/ from the Rust types.
     Manifests,
@@ -162,12 +166,22 @@ pub struct UpArgs {
     /// With --local-operators: the operator binaries' directory (default: build them).
     #[arg(long)]
     pub operator_bin_dir: Option<PathBuf>,
+    /// Leave out the monitoring stack (monitoring-operator, the Prometheus Operator,
+    /// Prometheus, Alertmanager, kube-state-metrics, node_exporter). It needs the real node, so
+    /// --local-operators and --kwok-only leave it out too.
+    #[arg(long)]
+    pub no_monitoring: bool,
 }
 
 impl UpArgs {
     /// Whether the operators run as processes here rather than from their images.
     pub fn local(&self) -> bool {
         self.local_operators || self.shape.kwok_only
+    }
+
+    /// Whether the monitoring stack is deployed too.
+    pub fn monitoring(&self) -> bool {
+        !self.no_monitoring && !self.local()
     }
 }
 
@@ -231,7 +245,11 @@ impl Cmd {
             },
             Cmd::Up(args) if args.shape.kwok_only => vec![Use::Go, Use::Moto],
             Cmd::Up(args) if args.local() => vec![Use::Go, Use::Moto, Use::Node],
-            Cmd::Up(_) => vec![Use::Go, Use::Moto, Use::Node, Use::Images],
+            Cmd::Up(args) if !args.monitoring() => vec![Use::Go, Use::Moto, Use::Node, Use::Images],
+            Cmd::Up(_) => vec![Use::Go, Use::Moto, Use::Node, Use::Images, Use::Monitoring],
+            Cmd::Deploy {
+                monitoring: true, ..
+            } => vec![Use::Go, Use::Images, Use::Monitoring],
             Cmd::Deploy { .. } => vec![Use::Go, Use::Images],
             Cmd::Manifests => Vec::new(),
             Cmd::Image { .. } => vec![Use::Images],
@@ -271,6 +289,11 @@ mod tests {
         assert_eq!(uses(&["test"]), Use::ALL.to_vec());
         assert!(uses(&["up"]).contains(&Use::Images));
         assert!(uses(&["up"]).contains(&Use::Node));
+        assert!(uses(&["up"]).contains(&Use::Monitoring));
+        assert!(!uses(&["up", "--no-monitoring"]).contains(&Use::Monitoring));
+        assert!(!uses(&["up", "--local-operators"]).contains(&Use::Monitoring));
+        assert!(uses(&["deploy", "--monitoring"]).contains(&Use::Monitoring));
+        assert!(!uses(&["deploy"]).contains(&Use::Monitoring));
         assert!(!uses(&["up", "--local-operators"]).contains(&Use::Images));
         assert!(!uses(&["up", "--kwok-only"]).contains(&Use::Node));
         assert!(!uses(&["cluster", "up", "--kwok-only"]).contains(&Use::Node));

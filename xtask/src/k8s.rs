@@ -8,7 +8,8 @@
 //!
 //! `tools/coredns` and `tools/monitoring` (the Prometheus Operator, its config reloader and
 //! kube-state-metrics) are modules of their own, built beside it into the same directory, with
-//! the Prometheus Operator's CRDs.
+//! the Prometheus Operator's CRDs. Prometheus is built in its own module's directory, with its
+//! own go.mod and only Kubernetes service discovery.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -21,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use operon_assets::{
     KUBE_STATE_METRICS_VERSION, KUBERNETES_VERSION, KWOK_STAGES_FILE, KWOK_VERSION,
-    PROMETHEUS_OPERATOR_VERSION, default_bin_dir, prometheus_operator_crd_dir,
+    PROMETHEUS_MODULE_VERSION, PROMETHEUS_OPERATOR_VERSION, PROMETHEUS_VERSION, default_bin_dir,
+    prometheus_operator_crd_dir,
 };
 
 use crate::go::go;
@@ -61,6 +63,13 @@ const PROMETHEUS_OPERATOR_BINARIES: &[(&str, &str)] = &[
 /// Also from `tools/monitoring`, but linked by a `go build` of its own: it reads its version
 /// from the same variable as the Prometheus Operator's programs.
 const KUBE_STATE_METRICS: (&str, &str) = ("kube-state-metrics", "k8s.io/kube-state-metrics/v2");
+
+/// Prometheus, built as its own module (its go.mod replaces modules, so it can't be a
+/// dependency of ours) with only Kubernetes service discovery: the other discovery mechanisms
+/// would bring the cloud providers' SDKs, four times the download.
+const PROMETHEUS: (&str, &str) = ("prometheus", "./cmd/prometheus");
+const PROMETHEUS_MODULE: &str = "github.com/prometheus/prometheus";
+const PROMETHEUS_TAGS: &str = "remove_all_sd,enable_kubernetes_sd";
 
 const PROMETHEUS_OPERATOR_MODULE: &str = "github.com/prometheus-operator/prometheus-operator";
 
@@ -284,6 +293,12 @@ fn kube_state_metrics_ldflags(monitoring_go_mod: &str) -> Result<String> {
     ))
 }
 
+/// Prometheus's version, as its releases print it (`3.13.1`).
+fn prometheus_ldflags() -> String {
+    let v = PROMETHEUS_VERSION.trim_start_matches('v');
+    format!("-s -w -X {PROMETHEUS_VERSION_VAR}={v}")
+}
+
 fn monitoring_go_mod() -> Result<String> {
     let path = monitoring_module_dir().join("go.mod");
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
@@ -295,6 +310,8 @@ fn stamp() -> Result<String> {
         ldflags(),
         prometheus_operator_ldflags(),
         kube_state_metrics_ldflags(&monitoring_go_mod()?)?,
+        format!("{PROMETHEUS_MODULE}@{PROMETHEUS_MODULE_VERSION} {PROMETHEUS_TAGS}"),
+        prometheus_ldflags(),
     ];
     for dir in [module_dir(), coredns_module_dir(), monitoring_module_dir()] {
         let mut files = vec![dir.join("go.mod"), dir.join("go.sum")];
@@ -443,10 +460,41 @@ impl GoBuild {
         pkgs: &[&str],
         compiled: &Arc<AtomicUsize>,
     ) -> Result<Self> {
+        Self::spawn(go_cmd_in(go, dir), dir, &[], ldflags, out, pkgs, compiled)
+    }
+
+    /// `pkgs` of the module in `dir` (a module cache directory) as that module builds them:
+    /// its own go.mod and go.sum, which must be complete, and build `tags`.
+    fn start_own_module(
+        go: &Path,
+        dir: &Path,
+        tags: &str,
+        ldflags: &str,
+        out: &Path,
+        pkgs: &[&str],
+        compiled: &Arc<AtomicUsize>,
+    ) -> Result<Self> {
+        let mut cmd = go_cmd_in(go, dir);
+        // Its go.work lists directories the module's zip leaves out.
+        cmd.env("GOFLAGS", "-mod=readonly").env("GOWORK", "off");
+        Self::spawn(cmd, dir, &["-tags", tags], ldflags, out, pkgs, compiled)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        dir: &Path,
+        args: &[&str],
+        ldflags: &str,
+        out: &Path,
+        pkgs: &[&str],
+        compiled: &Arc<AtomicUsize>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(out)?;
         let what = format!("go build ({})", dir.display());
-        let mut child = go_cmd_in(go, dir)
-            .args(["build", "-v", "-trimpath", "-ldflags", ldflags, "-o"])
+        let mut child = cmd
+            .args(["build", "-v", "-trimpath"])
+            .args(args)
+            .args(["-ldflags", ldflags, "-o"])
             // A trailing slash: a directory, one binary per package.
             .arg(format!("{}/", out.display()))
             .args(pkgs)
@@ -491,8 +539,8 @@ fn build(bin: &Path) -> Result<()> {
     let ksm_ldflags = kube_state_metrics_ldflags(&monitoring_go_mod()?)?;
     println!(
         "k8s: building Kubernetes {KUBERNETES_VERSION}, etcd, kwok {KWOK_VERSION}, CoreDNS, \
-         the Prometheus Operator {PROMETHEUS_OPERATOR_VERSION} and kube-state-metrics \
-         {KUBE_STATE_METRICS_VERSION} into {}",
+         the Prometheus Operator {PROMETHEUS_OPERATOR_VERSION}, kube-state-metrics \
+         {KUBE_STATE_METRICS_VERSION} and Prometheus {PROMETHEUS_VERSION} into {}",
         bin.display()
     );
     println!(
@@ -567,6 +615,22 @@ fn build(bin: &Path) -> Result<()> {
                 &[KUBE_STATE_METRICS.1],
                 &compiled,
             )?
+            .wait()?;
+            let prometheus = download(
+                &go,
+                &format!("{PROMETHEUS_MODULE}@{PROMETHEUS_MODULE_VERSION}"),
+            )?
+            .dir
+            .context("go mod download gave no Dir for Prometheus")?;
+            GoBuild::start_own_module(
+                &go,
+                &prometheus,
+                PROMETHEUS_TAGS,
+                &prometheus_ldflags(),
+                &out,
+                &[PROMETHEUS.1],
+                &compiled,
+            )?
             .wait()
         })
     };
@@ -607,7 +671,7 @@ fn build(bin: &Path) -> Result<()> {
     .context("installing coredns")?;
     for (name, pkg) in PROMETHEUS_OPERATOR_BINARIES
         .iter()
-        .chain([&KUBE_STATE_METRICS])
+        .chain([&KUBE_STATE_METRICS, &PROMETHEUS])
     {
         std::fs::rename(
             staging.join("monitoring").join(exec_name(pkg)),
@@ -652,6 +716,11 @@ fn build(bin: &Path) -> Result<()> {
             PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v'),
         ),
         (KUBE_STATE_METRICS.0, "version", KUBE_STATE_METRICS_VERSION),
+        (
+            PROMETHEUS.0,
+            "--version",
+            PROMETHEUS_VERSION.trim_start_matches('v'),
+        ),
     ] {
         let out = Command::new(bin.join(name))
             .arg(arg)

@@ -236,11 +236,10 @@ pub const PREREQUISITES: &[Prerequisite] = &[
     },
     Prerequisite {
         name: "promtool",
-        why: "runs the operators' alert rule tests (its package's prometheus makes the \
-              monitoring stack's Prometheus image)",
+        why: "runs the operators' alert rule tests",
         check: Check::Command("promtool"),
         install: Install::Debian("prometheus"),
-        used_by: &[Use::Promtool, Use::Monitoring],
+        used_by: &[Use::Promtool],
     },
     Prerequisite {
         name: "alertmanager",
@@ -760,7 +759,7 @@ mod tests {
     }
 
     #[test]
-    fn the_monitoring_images_need_the_three_prometheus_packages() {
+    fn the_prometheus_packages_are_the_ones_whose_services_are_disabled() {
         let debian = |ps: Vec<&Prerequisite>| -> Vec<&'static str> {
             ps.iter()
                 .filter_map(|p| match p.install {
@@ -769,12 +768,15 @@ mod tests {
                 })
                 .collect()
         };
+        let mut both = debian(needed(&[Use::Promtool, Use::Monitoring]));
+        both.sort_unstable();
         assert_eq!(
-            debian(needed(&[Use::Monitoring])),
-            SERVICE_PACKAGES,
+            both, SERVICE_PACKAGES,
             "every package whose service setup disables is one of these"
         );
-        assert!(!debian(needed(&[Use::Promtool])).contains(&"prometheus-alertmanager"));
+        // Prometheus itself is built from its module: Debian's is for promtool.
+        assert_eq!(debian(needed(&[Use::Promtool])), ["prometheus"]);
+        assert!(!debian(needed(&[Use::Monitoring])).contains(&"prometheus"));
     }
 
     #[test]

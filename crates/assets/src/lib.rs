@@ -28,10 +28,13 @@ pub const GO_MIN: (u32, u32) = (1, 26);
 pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.93.0";
 /// The kube-state-metrics release built from `tools/monitoring`.
 pub const KUBE_STATE_METRICS_VERSION: &str = "v2.20.0";
-/// Prometheus as Debian 12 packages it (`prometheus`): its image is made from that package, as
-/// building Prometheus from its Go module takes twice the CPU of the stack's Go programs
-/// together (about 10 CPU-minutes on a cold cache, and a 2 GB module download).
-pub const PROMETHEUS_VERSION: &str = "v2.42.0";
+/// The Prometheus release built from its Go module ([`PROMETHEUS_MODULE_VERSION`]) with only
+/// Kubernetes service discovery, which the Prometheus Operator's configurations use (Debian's
+/// package leaves that one out, so it can't serve here).
+pub const PROMETHEUS_VERSION: &str = "v3.13.1";
+/// `github.com/prometheus/prometheus`'s module version of [`PROMETHEUS_VERSION`] (Prometheus
+/// 3.x is published as v0.3xx.y), the one the Prometheus Operator is built against.
+pub const PROMETHEUS_MODULE_VERSION: &str = "v0.313.1";
 /// Alertmanager as Debian 12 packages it (`prometheus-alertmanager`).
 pub const ALERTMANAGER_VERSION: &str = "v0.25.0";
 /// node_exporter as Debian 12 packages it (`prometheus-node-exporter`).
@@ -46,7 +49,7 @@ pub const PROMETHEUS_CONFIG_RELOADER_IMAGE: &str =
 /// kube-state-metrics (entrypoint `/kube-state-metrics`).
 pub const KUBE_STATE_METRICS_IMAGE: &str = "localhost/operon/kube-state-metrics:v2.20.0";
 /// Prometheus, in upstream's layout (`/bin/prometheus`, `/etc/prometheus`, `/prometheus`).
-pub const PROMETHEUS_IMAGE: &str = "localhost/operon/prometheus:v2.42.0";
+pub const PROMETHEUS_IMAGE: &str = "localhost/operon/prometheus:v3.13.1";
 /// Alertmanager, in upstream's layout (`/bin/alertmanager`, `/etc/alertmanager`, `/alertmanager`).
 pub const ALERTMANAGER_IMAGE: &str = "localhost/operon/alertmanager:v0.25.0";
 /// node_exporter (entrypoint `/bin/node_exporter`).
@@ -187,6 +190,15 @@ mod tests {
             assert_eq!(*image, format!("localhost/operon/{name}:{version}"));
         }
         assert!(prometheus_operator_crd_dir().starts_with(default_bin_dir()));
+        // v3.13.1 is module v0.313.1.
+        let release: Vec<u32> = PROMETHEUS_VERSION[1..]
+            .split('.')
+            .map(|p| p.parse().unwrap_or(u32::MAX))
+            .collect();
+        assert_eq!(
+            PROMETHEUS_MODULE_VERSION,
+            format!("v0.{}{:02}.{}", release[0], release[1], release[2])
+        );
     }
 
     #[test]

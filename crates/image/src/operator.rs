@@ -76,6 +76,18 @@ pub fn build_many_with_profile(
     outs: Option<Vec<PathBuf>>,
     profile: &str,
 ) -> Result<Vec<PathBuf>> {
+    build_many_with(manifest_dir, packages, outs, profile, &|_, image| Ok(image))
+}
+
+/// [`build_many_with_profile`], with `customize` adding to each package's image (files its
+/// binary reads at run time, say) before it is built.
+pub fn build_many_with(
+    manifest_dir: &Path,
+    packages: &[&str],
+    outs: Option<Vec<PathBuf>>,
+    profile: &str,
+    customize: &dyn Fn(&str, Image) -> Result<Image>,
+) -> Result<Vec<PathBuf>> {
     let t0 = Instant::now();
     if packages.is_empty() {
         return Ok(Vec::new());
@@ -105,7 +117,8 @@ pub fn build_many_with_profile(
     let (triple, binaries) = build_static(manifest_dir, packages, &target_dir, profile)?;
     for (((package, info), binary), out) in packages.iter().zip(&infos).zip(&binaries).zip(&outs) {
         // An archive already built from the same binary and configuration is kept as it is.
-        image_of(package, info, binary).build_cached(&target_dir.join("buildah"), out)?;
+        customize(package, image_of(package, info, binary))?
+            .build_cached(&target_dir.join("buildah"), out)?;
         let binary_size = file_size(binary)?;
         let archive_size = file_size(out)?;
         println!(

@@ -434,10 +434,15 @@ impl OperatorManifests {
         })
     }
 
+    /// Labelled with the Pods' selector labels too, which the ServiceMonitor selects it by.
     pub fn metrics_service(&self) -> Value {
+        let mut meta = self.meta(&format!("{}-metrics", self.name), true);
+        for (k, v) in self.selector().as_object().into_iter().flatten() {
+            meta["labels"][k] = v.clone();
+        }
         json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": self.meta(&format!("{}-metrics", self.name), true),
+            "metadata": meta,
             "spec": {
                 "selector": self.selector(),
                 "ports": [{ "name": "http-metrics", "port": self.admin_port, "targetPort": "admin", "protocol": "TCP" }],
@@ -628,6 +633,25 @@ mod tests {
             alerts: Vec::new(),
             pod_security: "restricted",
         }
+    }
+
+    #[test]
+    fn the_service_monitor_selects_the_metrics_service_and_its_port() {
+        let m = sample();
+        let (service, monitor) = (m.metrics_service(), m.service_monitor());
+        let labels = service["metadata"]["labels"].as_object().cloned();
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .cloned();
+        let (labels, selector) = (labels.unwrap_or_default(), selector.unwrap_or_default());
+        assert!(!selector.is_empty());
+        for (k, v) in &selector {
+            assert_eq!(labels.get(k), Some(v), "the Service lacks {k}={v}");
+        }
+        assert_eq!(
+            monitor["spec"]["endpoints"][0]["port"],
+            service["spec"]["ports"][0]["name"]
+        );
     }
 
     #[test]

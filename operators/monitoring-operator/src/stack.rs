@@ -503,7 +503,6 @@ pub fn desired(config: &Config, settings: &Settings) -> Result<Stack, serde_json
     let collectors = ne_config.collectors.clone().unwrap_or_default();
     let mut args = vec![
         "--web.listen-address=:9100".to_string(),
-        "--path.procfs=/host/proc".into(),
         "--path.sysfs=/host/sys".into(),
         "--path.rootfs=/host/root".into(),
         "--no-collector.wifi".into(),
@@ -525,7 +524,11 @@ pub fn desired(config: &Config, settings: &Settings) -> Result<Stack, serde_json
         });
     }
     let host_path = |name: &str, path: &str| json!({ "name": name, "hostPath": { "path": path } });
-    let mount = |name: &str, path: &str| json!({ "name": name, "mountPath": path, "readOnly": true, "mountPropagation": "HostToContainer" });
+    // With hostPID the container's own /proc is the host's. No mount propagation: containerd
+    // requires the host's `/` to be a shared or slave mount for it, and a node's need not be
+    // (mounts made after node_exporter starts show at its next restart).
+    let mount =
+        |name: &str, path: &str| json!({ "name": name, "mountPath": path, "readOnly": true });
     stack.daemon_sets.push(typed(json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": meta(ne, Some(ns), ne),
@@ -538,6 +541,13 @@ pub fn desired(config: &Config, settings: &Settings) -> Result<Stack, serde_json
                     "hostNetwork": true,
                     "hostPID": true,
                     "tolerations": [{ "operator": "Exists" }],
+                    // Every node but kwok's fake ones (they tolerate nothing real and run no
+                    // containers): their `type: kwok` label is kwok's convention.
+                    "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{ "matchExpressions": [
+                            { "key": "type", "operator": "NotIn", "values": ["kwok"] },
+                        ]}],
+                    }}},
                     "securityContext": { "runAsNonRoot": true, "runAsUser": 65534 },
                     "containers": [{
                         "name": ne,
@@ -547,9 +557,9 @@ pub fn desired(config: &Config, settings: &Settings) -> Result<Stack, serde_json
                         "resources": resources(ne_config.resources.as_ref(), "10m", "32Mi"),
                         "securityContext": { "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                              "capabilities": { "drop": ["ALL"] } },
-                        "volumeMounts": [mount("proc", "/host/proc"), mount("sys", "/host/sys"), mount("root", "/host/root")],
+                        "volumeMounts": [mount("sys", "/host/sys"), mount("root", "/host/root")],
                     }],
-                    "volumes": [host_path("proc", "/proc"), host_path("sys", "/sys"), host_path("root", "/")],
+                    "volumes": [host_path("sys", "/sys"), host_path("root", "/")],
                 },
             },
         },

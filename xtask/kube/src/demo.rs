@@ -29,6 +29,8 @@ const SERVICE_CA_SAMPLE: &str = "config/service-ca-operator/samples/devconf.yaml
 const SERVICE_CA_DEMO_NAMESPACE: &str = "devconf";
 
 const CREDENTIALS_SAMPLE: &str = "config/credentials-operator/samples/credentialsrequest.yaml";
+/// monitoring-operator's configuration, CMO's `cluster-monitoring-config`.
+const MONITORING_SAMPLE: &str = "config/monitoring-operator/samples/cluster-monitoring-config.yaml";
 
 /// The namespace an operator is deployed into, as its generated config/ says (service-ca's
 /// holds the signing CA; credentials-operator's, moto's Service).
@@ -135,9 +137,9 @@ pub fn up(args: UpArgs) -> Result<()> {
     let moto_server = xtask::moto::ensure_installed()?;
     let local = args.local_operators || args.shape.kwok_only;
     let operators = if local {
-        Operators::Local(local_binaries(args.operator_bin_dir)?)
+        Operators::Local(local_binaries(args.operator_bin_dir.clone())?)
     } else {
-        Operators::InCluster(crate::deploy::build_images()?)
+        Operators::InCluster(crate::deploy::build_images(args.monitoring())?)
     };
     std::fs::create_dir_all(cluster::state_dir())?;
 
@@ -187,6 +189,7 @@ pub fn up(args: UpArgs) -> Result<()> {
             operators,
             &moto,
             node_host.is_some(),
+            args.monitoring(),
             t0,
         )
         .await;
@@ -323,6 +326,7 @@ async fn demo(
     operators: Operators,
     moto: &operon_moto::Moto,
     real_node: bool,
+    monitoring: bool,
     t0: Instant,
 ) -> Result<()> {
     // Root credentials for the emulator (it accepts any).
@@ -342,6 +346,9 @@ async fn demo(
     let local = match operators {
         Operators::InCluster(archives) => {
             crate::deploy::push(client, &archives).await?;
+            if monitoring {
+                crate::deploy::push_monitoring_images(client).await?;
+            }
             // The operator reaches the emulator as a user would reach another IAM endpoint:
             // the AWS SDK's AWS_ENDPOINT_URL_IAM, set before the Deployments roll out.
             let config = kubeconfig.to_path_buf();
@@ -364,7 +371,12 @@ async fn demo(
                         &format!("AWS_ENDPOINT_URL_IAM={url}"),
                     ],
                 )?;
-                crate::deploy::wait_available(&config)
+                crate::deploy::wait_available(&config)?;
+                // The stack starts while the talk's samples are served; waited for below.
+                match monitoring {
+                    true => crate::deploy::apply_monitoring(&config),
+                    false => Ok(()),
+                }
             })
             .await??;
             None
@@ -418,6 +430,10 @@ async fn demo(
     } else {
         None
     };
+    if monitoring {
+        apply_yaml(client, &repo_root().join(MONITORING_SAMPLE), None).await?;
+        crate::deploy::wait_monitoring(client, kubeconfig).await?;
+    }
     println!("up: ready in {}\n", elapsed(t0));
     kubectl(
         kubeconfig,
@@ -456,7 +472,7 @@ async fn demo(
     if let Some(log) = greeting {
         println!("\n$ kubectl logs busybox -n {DEMO_NAMESPACE}\n{log}");
     }
-    print_next_steps(kubeconfig, local.is_some(), real_node);
+    print_next_steps(kubeconfig, local.is_some(), real_node, monitoring);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut check = tokio::time::interval(Duration::from_secs(2));
@@ -610,7 +626,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) {
     }
 }
 
-fn print_next_steps(kubeconfig: &Path, local: bool, real_node: bool) {
+fn print_next_steps(kubeconfig: &Path, local: bool, real_node: bool, monitoring: bool) {
     let bin = operon_cluster::default_bin_dir();
     let node = if real_node {
         "a real node (kubelet, containerd)"
@@ -643,6 +659,30 @@ fn print_next_steps(kubeconfig: &Path, local: bool, real_node: bool) {
   kubectl logs -n pod-operator-system deploy/pod-operator-controller-manager   # JSON logs
   kubectl delete pod -n pod-operator-system <leader>       # the other replica takes over"
             .to_string()
+    };
+    let monitoring_steps = if monitoring {
+        format!(
+            r#"
+
+  # monitoring-operator (slides 33-37): it installed and configures the monitoring stack
+  kubectl get clusteroperator monitoring                   # Available, the operands' versions
+  kubectl -n {mon} get prometheus,alertmanager,servicemonitors,prometheusrules,pods
+  kubectl -n {mon} port-forward svc/prometheus-k8s 9090 &        # Prometheus's HTTP API (no web UI)
+  curl -s 'http://localhost:9090/api/v1/query?query=up' | python3 -m json.tool
+                                                # every target, the three operators included
+  curl -s 'http://localhost:9090/api/v1/rules?type=alert' | grep -o '"name":"KubeNode[A-Za-z]*"'
+  kubectl cordon {node}                       # the talk's alert (slide 37) goes pending at
+                                                # /api/v1/alerts, fires after its 1h
+  kubectl uncordon {node}
+  kubectl -n {mon} port-forward svc/alertmanager-main 9093 &     # Alertmanager: /api/v2/alerts
+  kubectl -n {mon} edit configmap cluster-monitoring-config  # e.g. prometheusK8s.retention:
+                                                # rolled out without a restart; a bad key is
+                                                # named in the ClusterOperator's Degraded"#,
+            mon = monitoring_operator::deploy::NAMESPACE,
+            node = operon_cluster::node::NODE_NAME,
+        )
+    } else {
+        String::new()
     };
     println!(
         r#"
@@ -677,7 +717,7 @@ moto). In another terminal:
   kubectl -n devconf get credentialsrequests -o wide         # provisioned, the IAM user
   kubectl -n devconf get secret secret-to-store-credentials -o jsonpath='{{.data.credentials}}' | base64 -d
   kubectl -n devconf delete credentialsrequest aws-creds-to-describe-all-instances
-                                                # the IAM user and the Secret go
+                                                # the IAM user and the Secret go{monitoring_steps}
 
 Ctrl-C stops everything."#,
         kubeconfig = kubeconfig.display(),

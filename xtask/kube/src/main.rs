@@ -37,9 +37,12 @@ fn dispatch(command: Cmd) -> Result<()> {
             ClusterCmd::Status => cluster::status(),
         },
         Cmd::Up(args) => demo::up(args),
-        Cmd::Deploy { kubeconfig } => {
+        Cmd::Deploy {
+            kubeconfig,
+            monitoring,
+        } => {
             let kubeconfig = deploy::kubeconfig(kubeconfig)?;
-            tokio::runtime::Runtime::new()?.block_on(deploy::deploy(&kubeconfig))
+            tokio::runtime::Runtime::new()?.block_on(deploy::deploy(&kubeconfig, monitoring))
         }
         Cmd::Manifests => manifests::generate(false),
         Cmd::Image {
@@ -51,11 +54,12 @@ fn dispatch(command: Cmd) -> Result<()> {
                 bail!("--out names one archive: give one operator");
             }
             let names: Vec<&str> = operators.iter().map(String::as_str).collect();
-            operon_image::operator::build_many_with_profile(
+            operon_image::operator::build_many_with(
                 &repo_root(),
                 &names,
                 out.map(|o| vec![o]),
                 &profile,
+                &deploy::with_runtime_files,
             )?;
             Ok(())
         }

@@ -2,7 +2,11 @@
 //! `cargo xtask deploy` (build, push to the cluster's registry, `kubectl apply -k
 //! config/default`) onto a real node, reaching the API server through the `kubernetes` Service.
 //!
-//! One deployment serves every test here (the first builds the release images: minutes).
+//! One deployment serves every test here (the first builds the release images: minutes),
+//! monitoring-operator and its stack included (`monitoring`).
+
+#[path = "in_cluster/monitoring.rs"]
+mod monitoring;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +22,7 @@ use operon_envtest::TestEnv;
 use operon_moto::Moto;
 use pod_operator::api::PodRequest;
 use serde_json::json;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, RwLock};
 
 const POD_OPERATOR_NS: &str = "pod-operator-system";
 const CREDENTIALS_NS: &str = "credentials-operator-system";
@@ -31,6 +35,10 @@ struct Deployed {
 }
 
 static DEPLOYED: OnceCell<Result<Deployed, String>> = OnceCell::const_new();
+
+/// The real node taking new Pods: tests that schedule Pods hold it shared; a test that
+/// cordons the node, or restarts what others query, holds it alone.
+static NODE: RwLock<()> = RwLock::const_new(());
 
 fn repo_root() -> PathBuf {
     xtask::repo_root()
@@ -82,7 +90,7 @@ async fn deploy() -> Result<Deployed> {
     )
     .await?;
     let status = Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
-        .args(["deploy", "--kubeconfig"])
+        .args(["deploy", "--monitoring", "--kubeconfig"])
         .arg(&kubeconfig)
         .status()?;
     ensure!(status.success(), "cargo xtask deploy failed ({status})");
@@ -137,6 +145,7 @@ fn container_id(pod: &Pod) -> Option<String> {
 #[tokio::test]
 async fn the_talks_podrequest_runs_for_real() -> Result<()> {
     let d = deployed().await?;
+    let _node = NODE.read().await;
     let ns = d.env.namespace("talk").await?;
     let client = d.env.client().await?;
     // The talk's YAML, verbatim but for the namespace.
@@ -228,6 +237,7 @@ async fn leader(leases: &Api<Lease>) -> Result<String, String> {
 #[tokio::test]
 async fn pod_operator_fails_over_between_its_replicas() -> Result<()> {
     let d = deployed().await?;
+    let _node = NODE.read().await;
     let client = d.env.client().await?;
     let operator_pods: Api<Pod> = Api::namespaced(client.clone(), POD_OPERATOR_NS);
     let leases: Api<Lease> = Api::namespaced(client.clone(), POD_OPERATOR_NS);
@@ -338,6 +348,7 @@ async fn pod_operator_fails_over_between_its_replicas() -> Result<()> {
 #[tokio::test]
 async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> {
     let d = deployed().await?;
+    let _node = NODE.read().await;
     let ns = d.env.namespace("https").await?;
     let client = d.env.client().await?;
     // The talk's Service and ConfigMap (slides 48-50), in the test's namespace.
@@ -464,6 +475,7 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
 #[tokio::test]
 async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result<()> {
     let d = deployed().await?;
+    let _node = NODE.read().await;
     let ns = d.env.namespace("creds").await?;
     let client = d.env.client().await?;
     let sample = std::fs::read_to_string(
@@ -595,6 +607,7 @@ fn cgroup_limits(node_cgroup: &str, pod: &Pod) -> Result<(u64, i64)> {
 #[tokio::test]
 async fn the_generated_deployments_limits_are_enforced() -> Result<()> {
     let d = deployed().await?;
+    let _node = NODE.read().await;
     let client = d.env.client().await?;
     let node = d
         .env
@@ -666,6 +679,7 @@ async fn the_generated_deployments_limits_are_enforced() -> Result<()> {
 #[tokio::test]
 async fn a_user_with_the_edit_role_may_request_pods() -> Result<()> {
     let d = deployed().await?;
+    let _node = NODE.read().await;
     let ns = d.env.namespace("edit").await?;
     let admin = d.env.client().await?;
     // The built-in `edit` role, bound in the namespace: config/'s aggregated roles add

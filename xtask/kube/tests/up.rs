@@ -125,10 +125,17 @@ async fn up_deploys_the_operators_and_the_talks_pod_greets() -> Result<()> {
         log.lines().next() == Some("Hello DevConf.CZ 2020!"),
         "{text}"
     );
+    // The monitoring stack, by default: available before the walkthrough, which shows it.
+    ensure!(
+        text.contains("the monitoring stack is available")
+            && text.contains("port-forward svc/prometheus-k8s 9090"),
+        "{text}"
+    );
     for operator in [
         "pod-operator",
         "service-ca-operator",
         "credentials-operator",
+        "monitoring-operator",
     ] {
         // The `kubectl get deployments` table, after kubectl apply's "… created".
         let ready = text

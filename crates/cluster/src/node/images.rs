@@ -209,7 +209,7 @@ pub fn monitoring(bin_dir: &Path) -> Result<Vec<SystemImage>, Error> {
         prometheus_operator(bin_dir)?,
         prometheus_config_reloader(bin_dir)?,
         kube_state_metrics(bin_dir)?,
-        prometheus()?,
+        prometheus(bin_dir)?,
         alertmanager()?,
         node_exporter()?,
     ])
@@ -254,6 +254,29 @@ pub fn kube_state_metrics(bin_dir: &Path) -> Result<SystemImage, Error> {
 }
 
 /// A static Go binary of `bin_dir` alone at `path`, run as `nobody`.
+/// `<bin_dir>/<name>`, static and of `version` (as `<name> <version_arg>` prints it).
+fn go_binary(
+    bin_dir: &Path,
+    name: &str,
+    version_arg: &str,
+    version: &str,
+) -> Result<PathBuf, Error> {
+    let binary = bin_dir.join(name);
+    operon_image::operator::ensure_static(&binary).map_err(|e| {
+        Error::Node(format!(
+            "{e}. The monitoring images need {name} built from its Go module: run \
+             `cargo xtask k8s build`"
+        ))
+    })?;
+    check_version(
+        &binary,
+        version_arg,
+        &format!("{name} (Go module)"),
+        version,
+    )?;
+    Ok(binary)
+}
+
 fn go_image(
     bin_dir: &Path,
     name: &str,
@@ -262,19 +285,7 @@ fn go_image(
     path: &str,
     reference: &str,
 ) -> Result<SystemImage, Error> {
-    let binary = bin_dir.join(name);
-    operon_image::operator::ensure_static(&binary).map_err(|e| {
-        Error::Node(format!(
-            "{e}. The monitoring images need {name} built from tools/monitoring: run \
-             `cargo xtask k8s build`"
-        ))
-    })?;
-    check_version(
-        &binary,
-        version_arg,
-        &format!("{name} (tools/monitoring)"),
-        version,
-    )?;
+    let binary = go_binary(bin_dir, name, version_arg, version)?;
     let image = with_nobody(Image::new(format!("{name}:{version}")))?
         .file(&binary, path, 0o755)
         .user(NOBODY)
@@ -286,22 +297,20 @@ fn go_image(
     })
 }
 
-/// Debian's Prometheus as `/bin/prometheus`, with a minimal configuration (it scrapes itself)
-/// at upstream's `/etc/prometheus/prometheus.yml` and its data in `/prometheus`, `nobody`'s.
-pub fn prometheus() -> Result<SystemImage, Error> {
-    let binary = debian_binary("/usr/bin/prometheus", "prometheus", PROMETHEUS_VERSION)?;
-    let image = with_libraries(
-        Image::new(format!("prometheus:{PROMETHEUS_VERSION}")),
-        &binary,
-    )?
-    .file(&binary, "/bin/prometheus", 0o755)
-    .dir("/etc/prometheus", 0o755)
-    .file(
-        write_etc("prometheus.yml", PROMETHEUS_CONFIG)?,
-        "/etc/prometheus/prometheus.yml",
-        0o644,
-    )
-    .owned_dir("/prometheus", 0o755, NOBODY);
+/// Prometheus (`<bin_dir>/prometheus`, built from its module) as `/bin/prometheus`, with a
+/// minimal configuration (it scrapes itself) at upstream's `/etc/prometheus/prometheus.yml` and
+/// its data in `/prometheus`, `nobody`'s. The Prometheus Operator overrides all three.
+pub fn prometheus(bin_dir: &Path) -> Result<SystemImage, Error> {
+    let binary = go_binary(bin_dir, "prometheus", "--version", PROMETHEUS_VERSION)?;
+    let image = Image::new(format!("prometheus:{PROMETHEUS_VERSION}"))
+        .file(&binary, "/bin/prometheus", 0o755)
+        .dir("/etc/prometheus", 0o755)
+        .file(
+            write_etc("prometheus.yml", PROMETHEUS_CONFIG)?,
+            "/etc/prometheus/prometheus.yml",
+            0o644,
+        )
+        .owned_dir("/prometheus", 0o755, NOBODY);
     let image = with_nobody(image)?
         .user(NOBODY)
         .workdir("/prometheus")
@@ -310,7 +319,7 @@ pub fn prometheus() -> Result<SystemImage, Error> {
             "--config.file=/etc/prometheus/prometheus.yml",
             "--storage.tsdb.path=/prometheus",
         ])
-        .created_by("operon-envtest prometheus (Debian prometheus and its libraries)");
+        .created_by("operon-envtest prometheus (its Go module, Kubernetes discovery only)");
     Ok(SystemImage {
         image,
         references: vec![PROMETHEUS_IMAGE.into()],
