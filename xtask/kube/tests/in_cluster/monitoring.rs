@@ -31,7 +31,14 @@ const ALERT_DEADLINE: Duration = Duration::from_secs(300);
 /// GET `path` of Service `service` (`name:port`) in the monitoring namespace, through the API
 /// server's proxy; the body as JSON.
 async fn proxied(client: &Client, service: &str, path: &str) -> Result<Value, String> {
-    let uri = format!("/api/v1/namespaces/{NAMESPACE}/services/{service}/proxy{path}");
+    get_json(
+        client,
+        format!("/api/v1/namespaces/{NAMESPACE}/services/{service}/proxy{path}"),
+    )
+    .await
+}
+
+async fn get_json(client: &Client, uri: String) -> Result<Value, String> {
     let request = http::Request::get(uri)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
@@ -311,14 +318,7 @@ async fn retentions(client: &Client, replicas: usize) -> Result<Vec<String>, Str
         let uri = format!(
             "/api/v1/namespaces/{NAMESPACE}/pods/prometheus-k8s-{i}:9090/proxy/api/v1/status/runtimeinfo"
         );
-        let request = http::Request::get(uri)
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
-        let text = client
-            .request_text(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let body: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+        let body = get_json(client, uri).await?;
         found.push(
             body["data"]["storageRetention"]
                 .as_str()
