@@ -199,8 +199,11 @@ pub struct RunDir {
 impl RunDir {
     /// A fresh directory under the system temp dir, owned by this process.
     pub fn create() -> Result<RunDir, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        // Private from the start: the reaper trusts no other kind (see `trusted`).
         let dir = tempfile::Builder::new()
             .prefix(RUN_DIR_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(|source| Error::Io {
                 context: "creating the run directory".into(),
@@ -283,7 +286,11 @@ fn alive(pid: i32) -> bool {
 /// Kills children recorded by runs whose owner process is gone, and removes their directories.
 /// Returns how many processes were killed.
 pub fn reap_stale_runs() -> usize {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+    reap_in(&std::env::temp_dir())
+}
+
+fn reap_in(root: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(root) else {
         return 0;
     };
     let mut killed = 0;
@@ -293,6 +300,10 @@ pub fn reap_stale_runs() -> usize {
             continue;
         }
         let dir = entry.path();
+        // The temp dir is shared: another user could plant a directory listing our pids.
+        if !trusted(&dir) {
+            continue;
+        }
         let owner = fs::read_to_string(dir.join(OWNER_FILE))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
@@ -306,6 +317,16 @@ pub fn reap_stale_runs() -> usize {
         let _ = fs::remove_dir_all(&dir);
     }
     killed
+}
+
+/// Whether `dir` is a run directory this user made: a real directory (not a symlink), owned by
+/// the effective user, with no access for anyone else (as `RunDir::create` makes it), so that
+/// nobody else can have written its pid list.
+fn trusted(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0
+    })
 }
 
 /// Kills the processes listed in `dir`'s pid registry that still run the recorded binary.
@@ -377,6 +398,70 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!alive(grandchild), "grandchild {grandchild} survived stop");
+        Ok(())
+    }
+
+    #[test]
+    fn the_reaper_trusts_only_private_directories_of_this_user() -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| Error::Io { context, source }
+        };
+        assert!(
+            trusted(RunDir::create()?.path()),
+            "RunDir::create makes one"
+        );
+        // A root of its own: reaping there can't touch the other tests' runs.
+        let root = tempfile::tempdir().map_err(io("tempdir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix(RUN_DIR_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir_in(root.path())
+            .map_err(io("run dir"))?;
+        let run = RunDir::adopt(dir.keep(), false)?;
+        let mut p = Process::spawn(
+            "sleep",
+            Path::new("/bin/sleep"),
+            &["300".into()],
+            run.path().join("sleep.log"),
+            &run,
+        )?;
+        // A dead owner, so only trust decides.
+        run.write(OWNER_FILE, "2147483646")?;
+        let chmod = |mode| {
+            fs::set_permissions(run.path(), fs::Permissions::from_mode(mode)).map_err(io("chmod"))
+        };
+        // Open to others: someone else may have written its pid list.
+        for mode in [0o755, 0o770, 0o707] {
+            chmod(mode)?;
+            assert!(!trusted(run.path()), "mode {mode:o} trusted");
+            reap_in(root.path());
+            assert!(p.exited().is_none(), "killed from a {mode:o} directory");
+        }
+        chmod(0o700)?;
+        // Another user's directory, however private.
+        if nix::unistd::geteuid().is_root() {
+            let chown = |uid: u32| {
+                nix::unistd::chown(run.path(), Some(nix::unistd::Uid::from_raw(uid)), None)
+                    .map_err(|e| io("chown")(e.into()))
+            };
+            chown(65534)?;
+            assert!(!trusted(run.path()), "another user's directory trusted");
+            reap_in(root.path());
+            assert!(p.exited().is_none(), "killed from another user's directory");
+            chown(0)?;
+        }
+        // A symlink to a trusted directory is not one.
+        let link = root.path().join(format!("{RUN_DIR_PREFIX}link"));
+        std::os::unix::fs::symlink(run.path(), &link).map_err(io("symlink"))?;
+        assert!(!trusted(&link));
+        fs::remove_file(&link).map_err(io("unlink"))?;
+        // Its own and private: reaped.
+        assert!(trusted(run.path()));
+        assert_eq!(reap_in(root.path()), 1);
+        let _ = p.child.wait();
+        assert!(p.exited().is_some());
         Ok(())
     }
 
