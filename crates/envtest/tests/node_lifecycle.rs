@@ -163,6 +163,25 @@ async fn crash_and_wait_for_restart(cp: &ControlPlane, component: &str) -> Resul
     Ok(())
 }
 
+/// Every global setting kubelet's `setupKernelTunables` writes, listed here rather than taken
+/// from the node's own list, so that one dropped from that list shows.
+fn kernel_settings() -> Vec<(String, String)> {
+    [
+        "vm/overcommit_memory",
+        "vm/panic_on_oom",
+        "kernel/panic",
+        "kernel/panic_on_oops",
+        "kernel/keys/root_maxkeys",
+        "kernel/keys/root_maxbytes",
+    ]
+    .iter()
+    .map(|key| {
+        let value = std::fs::read_to_string(Path::new("/proc/sys").join(key)).unwrap_or_default();
+        (key.to_string(), value.trim().to_string())
+    })
+    .collect()
+}
+
 #[tokio::test]
 async fn two_nodes_side_by_side_survive_crashes_and_leave_nothing_behind() -> Result {
     // Another real node on this machine (a developer's `cargo xtask cluster up`) keeps the
@@ -172,7 +191,20 @@ async fn two_nodes_side_by_side_survive_crashes_and_leave_nothing_behind() -> Re
         .flatten()
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with("node-"));
-    let kernel_before = host::kernel_settings();
+    // Settings already at kubelet's values (a machine where an earlier cluster left them) would
+    // hide a missing restore: move the keyring limits away from kubelet's 1000000/25000000.
+    // (The other settings' values differ from kubelet's on a stock kernel; panic_on_oom=1 is
+    // not something to set on a shared machine.)
+    let originals = kernel_settings();
+    if !other_nodes {
+        for (key, value) in [
+            ("kernel/keys/root_maxkeys", "200000"),
+            ("kernel/keys/root_maxbytes", "5000000"),
+        ] {
+            std::fs::write(Path::new("/proc/sys").join(key), value)?;
+        }
+    }
+    let kernel_before = kernel_settings();
     let before = HostState::read();
 
     let (a, b) = tokio::try_join!(start(), start())?;
@@ -223,11 +255,13 @@ async fn two_nodes_side_by_side_survive_crashes_and_leave_nothing_behind() -> Re
     let after = HostState::read();
     assert_eq!(before, after, "the host changed");
     if !other_nodes {
-        assert_eq!(
-            kernel_before,
-            host::kernel_settings(),
-            "kernel settings not restored"
-        );
+        let after = kernel_settings();
+        for (key, value) in &originals {
+            if key.starts_with("kernel/keys/") {
+                std::fs::write(Path::new("/proc/sys").join(key), value)?;
+            }
+        }
+        assert_eq!(kernel_before, after, "kernel settings not restored");
         // Zombies hold nothing, but a machine whose PID 1 never reaps keeps them; only those
         // of earlier runs may remain.
         let leftovers: Vec<String> =

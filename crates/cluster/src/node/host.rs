@@ -11,9 +11,10 @@
 //! - **cgroups** `operon-node-<k>` in every cgroup v1 hierarchy: kubelet's `cgroupRoot`, and
 //!   `…/system` for the node's daemons, so that stopping the node can kill everything it
 //!   started, container shims included, and remove the cgroups;
-//! - the **kernel settings** kubelet writes (`vm.overcommit_memory`, `kernel.panic`,
-//!   `kernel.panic_on_oops`), saved before the first node on the machine starts and restored
-//!   when the last one stops.
+//! - the **kernel settings** kubelet writes (`vm.overcommit_memory`, `vm.panic_on_oom`,
+//!   `kernel.panic`, `kernel.panic_on_oops`, `kernel.keys.root_maxkeys`,
+//!   `kernel.keys.root_maxbytes`), saved before the first node on the machine starts and
+//!   restored when the last one stops.
 
 use std::ffi::CString;
 use std::fs;
@@ -36,8 +37,11 @@ const SLOTS: u8 = 64;
 /// The kernel settings kubelet changes at start (`setupKernelTunables`), which are global.
 const KERNEL_SETTINGS: &[&str] = &[
     "vm/overcommit_memory",
+    "vm/panic_on_oom",
     "kernel/panic",
     "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
 ];
 const SAVED_SETTINGS: &str = "kernel-settings.saved";
 
@@ -290,17 +294,6 @@ fn restore_kernel_settings() {
         }
     }
     let _ = fs::remove_file(saved);
-}
-
-/// Kernel settings as they are now, for tests.
-pub fn kernel_settings() -> Vec<(String, String)> {
-    KERNEL_SETTINGS
-        .iter()
-        .map(|key| {
-            let value = fs::read_to_string(Path::new("/proc/sys").join(key)).unwrap_or_default();
-            (key.to_string(), value.trim().to_string())
-        })
-        .collect()
 }
 
 /// One cgroup, by name, in every cgroup v1 hierarchy of this machine.
