@@ -28,16 +28,8 @@ const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &[
     "get", "list", "watch", "create", "update", "patch", "delete",
 ];
-const ALL: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-];
+/// Every verb (the audit's list).
+const ALL: &[&str] = &operon_manifests::audit::VERBS;
 
 /// Cluster-wide rights.
 pub fn rules() -> Vec<Rule> {

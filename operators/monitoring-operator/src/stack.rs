@@ -125,16 +125,8 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const ALL: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-];
+/// Every verb (the audit's list).
+const ALL: &[&str] = &operon_manifests::audit::VERBS;
 
 /// The Prometheus Operator's kinds (and subresources) it manages in its namespace.
 pub const MONITORING_RESOURCES: &[&str] = &[
