@@ -16,6 +16,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use monitoring_operator::api::ClusterOperator;
 use monitoring_operator::deploy::NAMESPACE;
+use monitoring_operator::resources::{PrometheusRule, ServiceMonitor};
 use operon_cluster::wait;
 use serde_json::{Value, json};
 
@@ -159,15 +160,7 @@ async fn the_talks_alert_fires_on_cordon_and_resolves_on_uncordon() -> Result<()
     let result = cordon_and_uncordon(&client).await;
     // Whatever happened, the node takes Pods again and the copy goes.
     let uncordoned = set_unschedulable(&client, false).await;
-    let rules: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "monitoring.coreos.com",
-            "v1",
-            "PrometheusRule",
-        )),
-    );
+    let rules: Api<PrometheusRule> = Api::namespaced(client.clone(), NAMESPACE);
     let deleted = rules
         .delete("sre-node-unschedulable-quick", &DeleteParams::default())
         .await;
@@ -475,17 +468,9 @@ async fn a_deleted_or_edited_child_is_restored() -> Result<()> {
     .await?;
 
     // A managed ServiceMonitor, edited by hand: put back.
-    let monitors: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "monitoring.coreos.com",
-            "v1",
-            "ServiceMonitor",
-        )),
-    );
+    let monitors: Api<ServiceMonitor> = Api::namespaced(client.clone(), NAMESPACE);
     let name = "kube-state-metrics";
-    let original = monitors.get(name).await?.data["spec"]["endpoints"].clone();
+    let original = monitors.get(name).await?.spec["endpoints"].clone();
     monitors
         .patch(
             name,
@@ -498,7 +483,7 @@ async fn a_deleted_or_edited_child_is_restored() -> Result<()> {
         Duration::from_secs(120),
         || async {
             let now = monitors.get(name).await.map_err(|e| e.to_string())?;
-            let endpoints = &now.data["spec"]["endpoints"];
+            let endpoints = &now.spec["endpoints"];
             match *endpoints == original {
                 true => Ok(()),
                 false => Err(endpoints.to_string()),
