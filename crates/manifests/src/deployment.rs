@@ -108,7 +108,8 @@ pub struct OperatorManifests {
     /// Custom resources users create, for the aggregated roles.
     pub user_resources: Vec<UserResource>,
     pub replicas: i32,
-    /// Port of the admin server (health, readiness, metrics).
+    /// Port of the admin server's probes (`/healthz`, `/readyz`; plain HTTP for the kubelet).
+    /// `/metrics` is served apart, over HTTPS on [`METRICS_PORT`].
     pub admin_port: u16,
     /// Alerts on the operator's own metrics, beside the common ones of
     /// [`rule_groups`](crate::alerts::rule_groups).
@@ -118,8 +119,24 @@ pub struct OperatorManifests {
     pub pod_security: &'static str,
 }
 
-/// Port the admin server listens on in a cluster.
-pub const ADMIN_PORT: u16 = 8080;
+/// Port the admin server's probes listen on in a cluster (controller-runtime's
+/// `--health-probe-bind-address` default).
+pub const ADMIN_PORT: u16 = 8081;
+
+/// Port `/metrics` is served on over HTTPS in a cluster (controller-runtime's secure metrics
+/// default).
+pub const METRICS_PORT: u16 = 8443;
+
+/// Where the metrics server's certificate is mounted (kubebuilder's path).
+pub const METRICS_CERT_PATH: &str = "/tmp/k8s-metrics-server/metrics-certs";
+
+impl OperatorManifests {
+    /// The Secret the metrics Service asks service-ca-operator to write its serving certificate
+    /// into; mounted optionally, so the operator serves a self-signed one without service-ca.
+    pub fn metrics_cert_secret(&self) -> String {
+        format!("{}-metrics-cert", self.name)
+    }
+}
 
 impl OperatorManifests {
     fn labels(&self) -> Value {
@@ -372,7 +389,7 @@ impl OperatorManifests {
         let port = self.admin_port;
         let probe = |path: &str, initial: u32| {
             json!({
-                "httpGet": { "path": path, "port": "admin" },
+                "httpGet": { "path": path, "port": "health" },
                 "initialDelaySeconds": initial, "periodSeconds": 10,
             })
         };
@@ -407,7 +424,9 @@ impl OperatorManifests {
                             "args": [
                                 "run",
                                 "--leader-elect=true",
-                                format!("--admin-bind-address=0.0.0.0:{port}"),
+                                format!("--health-probe-bind-address=:{port}"),
+                                format!("--metrics-bind-address=:{METRICS_PORT}"),
+                                format!("--metrics-cert-path={METRICS_CERT_PATH}"),
                                 "--metrics-auth=true",
                                 "--log-format=json",
                             ],
@@ -415,7 +434,13 @@ impl OperatorManifests {
                                 { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                                 { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
                             ],
-                            "ports": [{ "name": "admin", "containerPort": port, "protocol": "TCP" }],
+                            "ports": [
+                                { "name": "health", "containerPort": port, "protocol": "TCP" },
+                                { "name": "https", "containerPort": METRICS_PORT, "protocol": "TCP" },
+                            ],
+                            "volumeMounts": [{
+                                "name": "metrics-certs", "mountPath": METRICS_CERT_PATH, "readOnly": true,
+                            }],
                             "livenessProbe": probe("/healthz", 15),
                             "readinessProbe": probe("/readyz", 5),
                             "resources": {
@@ -428,6 +453,10 @@ impl OperatorManifests {
                                 "capabilities": { "drop": ["ALL"] },
                             },
                         }],
+                        "volumes": [{
+                            "name": "metrics-certs",
+                            "secret": { "secretName": self.metrics_cert_secret(), "optional": true },
+                        }],
                     },
                 },
             },
@@ -435,22 +464,27 @@ impl OperatorManifests {
     }
 
     /// Labelled with the Pods' selector labels too, which the ServiceMonitor selects it by.
+    /// Annotated for a serving certificate from service-ca-operator (where it runs), which the
+    /// Deployment mounts for the metrics server.
     pub fn metrics_service(&self) -> Value {
         let mut meta = self.meta(&format!("{}-metrics", self.name), true);
         for (k, v) in self.selector().as_object().into_iter().flatten() {
             meta["labels"][k] = v.clone();
         }
+        meta["annotations"] = json!({
+            "service.beta.openshift.io/serving-cert-secret-name": self.metrics_cert_secret(),
+        });
         json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": meta,
             "spec": {
                 "selector": self.selector(),
-                "ports": [{ "name": "http-metrics", "port": self.admin_port, "targetPort": "admin", "protocol": "TCP" }],
+                "ports": [{ "name": "https", "port": METRICS_PORT, "targetPort": "https", "protocol": "TCP" }],
             },
         })
     }
 
-    /// Only namespaces labelled `metrics: enabled` may reach the admin port.
+    /// Only namespaces labelled `metrics: enabled` may reach the metrics port.
     pub fn network_policy(&self) -> Value {
         json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -460,7 +494,7 @@ impl OperatorManifests {
                 "policyTypes": ["Ingress"],
                 "ingress": [{
                     "from": [{ "namespaceSelector": { "matchLabels": { "metrics": "enabled" } } }],
-                    "ports": [{ "port": self.admin_port, "protocol": "TCP" }],
+                    "ports": [{ "port": METRICS_PORT, "protocol": "TCP" }],
                 }],
             },
         })
@@ -471,9 +505,15 @@ impl OperatorManifests {
             "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
             "metadata": self.meta(&format!("{}-metrics-monitor", self.name), true),
             "spec": {
+                // Like kubebuilder's default: the certificate is self-signed where service-ca
+                // doesn't run, so it isn't verified; TLS still keeps the token off the wire.
                 "endpoints": [{
-                    "path": "/metrics", "port": "http-metrics", "scheme": "http",
+                    "path": "/metrics", "port": "https", "scheme": "https",
                     "bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+                    "tlsConfig": {
+                        "insecureSkipVerify": true,
+                        "serverName": format!("{}-metrics.{}.svc", self.name, self.namespace),
+                    },
                 }],
                 "selector": { "matchLabels": self.selector() },
             },
@@ -684,6 +724,56 @@ mod tests {
                 "rbac.authorization.k8s.io/aggregate-to-edit",
                 "rbac.authorization.k8s.io/aggregate-to-admin"
             ]
+        );
+    }
+
+    #[test]
+    fn metrics_are_served_over_https_apart_from_the_probes() {
+        let m = sample();
+        let d = m.deployment();
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert!(args.contains(&"--metrics-bind-address=:8443"), "{args:?}");
+        assert!(
+            args.contains(&"--health-probe-bind-address=:8081"),
+            "{args:?}"
+        );
+        assert!(!args.contains(&"--metrics-secure=false"), "{args:?}");
+        // The runtime's own flags take them (after the `run` subcommand).
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: operon_runtime::command::RunArgs,
+        }
+        let parsed = <Cli as clap::Parser>::try_parse_from(
+            std::iter::once("operator").chain(args.iter().skip(1).copied()),
+        )
+        .expect("the Deployment's args parse");
+        assert!(parsed.run.metrics_bind_address.0.is_some());
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "health");
+        assert_eq!(
+            pod["volumes"][0]["secret"]["secretName"],
+            json!(m.metrics_cert_secret())
+        );
+        assert_eq!(pod["volumes"][0]["secret"]["optional"], true);
+        let svc = m.metrics_service();
+        assert_eq!(svc["spec"]["ports"][0]["port"], 8443);
+        assert_eq!(
+            svc["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"],
+            json!(m.metrics_cert_secret())
+        );
+        let monitor = m.service_monitor();
+        assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "https");
+        assert_eq!(
+            m.network_policy()["spec"]["ingress"][0]["ports"][0]["port"],
+            8443
         );
     }
 

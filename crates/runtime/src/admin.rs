@@ -17,9 +17,10 @@
 //! operator's own ServiceAccount needs `create` on `tokenreviews.authentication.k8s.io` and
 //! `subjectaccessreviews.authorization.k8s.io`.
 //!
-//! **Plain HTTP only.** TLS termination is out of scope: the bearer tokens `/metrics` receives
-//! travel in clear text, so expose the port only inside the cluster network (a NetworkPolicy
-//! limiting it to the monitoring namespace), or terminate TLS in front of it.
+//! One server can answer every route, or only the probes ([`Routes::Probes`], plain HTTP for the
+//! kubelet) while another answers only `/metrics` over TLS ([`Routes::Metrics`],
+//! [`AdminServer::with_tls`]): controller-runtime's split between `--health-probe-bind-address`
+//! and a secure `--metrics-bind-address`, so that bearer tokens never travel in clear text.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -48,6 +49,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::metrics::{self, Metrics};
+use crate::serving_cert::{self, ServingCert};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,6 +131,29 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("the metrics server's TLS: {0}")]
+    Tls(#[from] serving_cert::Error),
+}
+
+/// The routes a server answers; the others are 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// `/healthz`, `/readyz` and `/metrics`.
+    All,
+    /// `/healthz` and `/readyz`.
+    Probes,
+    /// `/metrics`.
+    Metrics,
+}
+
+impl Routes {
+    fn answers(self, path: &str) -> bool {
+        match self {
+            Routes::All => matches!(path, "/healthz" | "/readyz" | METRICS_PATH),
+            Routes::Probes => matches!(path, "/healthz" | "/readyz"),
+            Routes::Metrics => path == METRICS_PATH,
+        }
+    }
 }
 
 /// The admin server, configured; [`bind`](Self::bind) starts it.
@@ -136,6 +161,8 @@ pub struct AdminServer {
     metrics: Arc<Metrics>,
     readiness: Readiness,
     auth: Option<MetricsAuth>,
+    routes: Routes,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for AdminServer {
@@ -143,6 +170,8 @@ impl std::fmt::Debug for AdminServer {
         f.debug_struct("AdminServer")
             .field("ready", &self.readiness.is_ready())
             .field("metrics_auth", &self.auth.is_some())
+            .field("routes", &self.routes)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,7 +182,22 @@ impl AdminServer {
             metrics,
             readiness,
             auth: None,
+            routes: Routes::All,
+            tls: None,
         }
+    }
+
+    /// Answer only `routes` (default: all of them).
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Serve HTTPS with `cert` (reloaded as its files change) instead of plain HTTP.
+    pub fn with_tls(mut self, cert: &Arc<ServingCert>) -> Result<Self, Error> {
+        let config = cert.server_config()?;
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
+        Ok(self)
     }
 
     /// Require `Authorization: Bearer <token>` on `/metrics`, authorized like operator-sdk's
@@ -188,8 +232,16 @@ impl AdminServer {
             metrics: self.metrics,
             readiness: self.readiness,
             auth: self.auth,
+            routes: self.routes,
+            tls: self.tls,
         });
-        tracing::info!(addr = %local, metrics_auth = state.auth.is_some(), "admin server listening");
+        tracing::info!(
+            addr = %local,
+            routes = ?state.routes,
+            tls = state.tls.is_some(),
+            metrics_auth = state.auth.is_some(),
+            "admin server listening"
+        );
         Ok((local, serve(listener, state, shutdown)))
     }
 }
@@ -198,6 +250,8 @@ struct State {
     metrics: Arc<Metrics>,
     readiness: Readiness,
     auth: Option<MetricsAuth>,
+    routes: Routes,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 async fn serve(
@@ -243,7 +297,24 @@ async fn serve(
     tracing::info!("admin server stopped");
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>, mut stop: watch::Receiver<()>) {
+async fn serve_connection(stream: TcpStream, state: Arc<State>, stop: watch::Receiver<()>) {
+    match state.tls.clone() {
+        None => serve_http(stream, state, stop).await,
+        Some(acceptor) => {
+            // The handshake gets the same deadline as a request's headers.
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_http(tls, state, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "admin server: TLS handshake failed"),
+                Err(_) => tracing::debug!("admin server: TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(stream: S, state: Arc<State>, mut stop: watch::Receiver<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(&state, req).await) }
@@ -281,7 +352,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
-    if !matches!(path, "/healthz" | "/readyz" | METRICS_PATH) {
+    if !state.routes.answers(path) {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {

@@ -10,6 +10,12 @@
 //! }).await?;
 //! ```
 //!
+//! Serving: `--admin-bind-address` (alias `--health-probe-bind-address`) answers `/healthz` and
+//! `/readyz` over plain HTTP for the kubelet, and `/metrics` too unless `--metrics-bind-address`
+//! is given; then `/metrics` is served there only, over HTTPS unless `--metrics-secure=false`, with
+//! the certificate in `--metrics-cert-path` (reloaded as it changes; self-signed until it exists),
+//! as controller-runtime's secure metrics server does.
+//!
 //! Lifecycle: the admin server (`/healthz`, `/readyz`, `/metrics`) starts first; the controllers
 //! start at once, leader or not — their caches fill and they are ready once synced, but they
 //! reconcile only once this replica leads (a warm standby, controller-runtime's
@@ -27,11 +33,12 @@ use std::time::Duration;
 use clap::ArgAction;
 use futures::FutureExt;
 
-use crate::admin::{self, AdminServer, Readiness};
+use crate::admin::{self, AdminServer, Readiness, Routes};
 use crate::client::counted_client;
 use crate::lease::{self, LeaderElector, LeaseConfig};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
+use crate::serving_cert::{CertFiles, ServingCert};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,8 @@ pub enum Error {
     Client(#[from] kube::Error),
     #[error("starting the admin server: {0}")]
     Admin(#[from] admin::Error),
+    #[error("the metrics server's certificate: {0}")]
+    MetricsCert(#[from] crate::serving_cert::Error),
     #[error("leader election settings: {0}")]
     Lease(#[from] lease::Error),
     #[error("leadership lost; exiting so that a standby takes over")]
@@ -65,6 +74,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(s)
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 500ms, 30s, 1h30m, 7d)"))
+}
+
+/// A listen address that may be off (`0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindAddress(pub Option<SocketAddr>);
+
+/// Parses a listen address as controller-runtime's flags take it: `host:port`, `:port` (every
+/// interface), or `0` for "don't serve".
+pub fn parse_bind_address(s: &str) -> Result<BindAddress, String> {
+    parse_optional_address(s).map(BindAddress)
+}
+
+fn parse_optional_address(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(None);
+    }
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_string(),
+    };
+    full.parse()
+        .map(Some)
+        .map_err(|e| format!("invalid address {s:?}: {e} (examples: :8443, 127.0.0.1:8080, 0)"))
+}
+
+fn parse_required_bind_address(s: &str) -> Result<SocketAddr, String> {
+    parse_optional_address(s)?.ok_or_else(|| "this server can't be turned off".to_string())
 }
 
 /// Flags of every operator's `run` command.
@@ -105,9 +142,31 @@ pub struct RunArgs {
     /// Interval between acquire and renew attempts.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
-    /// Address of the admin server (/healthz, /readyz, /metrics).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address of the admin server: /healthz and /readyz, and /metrics unless
+    /// --metrics-bind-address is given (plain HTTP).
+    #[arg(
+        long,
+        alias = "health-probe-bind-address",
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_required_bind_address
+    )]
     pub admin_bind_address: SocketAddr,
+    /// Serve /metrics on this address only (`:8443`; `0`: with the probes on the admin address).
+    #[arg(long, value_parser = parse_bind_address, default_value = "0")]
+    pub metrics_bind_address: BindAddress,
+    /// Serve --metrics-bind-address over HTTPS.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub metrics_secure: bool,
+    /// Directory with the metrics server's certificate and key (e.g. a mounted Secret); a
+    /// self-signed certificate is served until they exist.
+    #[arg(long)]
+    pub metrics_cert_path: Option<PathBuf>,
+    /// File name of the certificate in --metrics-cert-path.
+    #[arg(long, default_value = "tls.crt")]
+    pub metrics_cert_name: String,
+    /// File name of the key in --metrics-cert-path.
+    #[arg(long, default_value = "tls.key")]
+    pub metrics_cert_key: String,
     /// Require a bearer token allowed to GET /metrics (TokenReview + SubjectAccessReview).
     /// Default: on in a cluster, off outside.
     #[arg(long, action = ArgAction::Set)]
@@ -179,14 +238,39 @@ where
     register(&mut manager).map_err(|e| Error::Register(e.into()))?;
 
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let metrics_auth = args.metrics_auth.unwrap_or(in_cluster);
     let mut admin = AdminServer::new(metrics.clone(), readiness.clone());
-    if args.metrics_auth.unwrap_or(in_cluster) {
+    let mut metrics_task = None;
+    if let BindAddress(Some(metrics_addr)) = args.metrics_bind_address {
+        admin = admin.routes(Routes::Probes);
+        let mut server =
+            AdminServer::new(metrics.clone(), readiness.clone()).routes(Routes::Metrics);
+        if args.metrics_secure {
+            let files = args.metrics_cert_path.as_ref().map(|dir| CertFiles {
+                dir: dir.clone(),
+                cert_name: args.metrics_cert_name.clone(),
+                key_name: args.metrics_cert_key.clone(),
+            });
+            let names = [
+                format!("{name}-metrics.{namespace}.svc"),
+                format!("{name}-metrics.{namespace}.svc.cluster.local"),
+                "localhost".to_string(),
+            ];
+            server = server.with_tls(&ServingCert::new(files, &names)?)?;
+        }
+        if metrics_auth {
+            server = server.with_metrics_auth(client.clone());
+        }
+        let (addr, serve) = server.bind(metrics_addr, shutdown.clone()).await?;
+        tracing::info!(%addr, secure = args.metrics_secure, "metrics server listening (/metrics)");
+        metrics_task = Some(tokio::spawn(serve));
+    } else if metrics_auth {
         admin = admin.with_metrics_auth(client.clone());
     }
     let (addr, serve) = admin
         .bind(args.admin_bind_address, shutdown.clone())
         .await?;
-    tracing::info!(%addr, "admin server listening (/healthz, /readyz, /metrics)");
+    tracing::info!(%addr, "admin server listening");
     let admin_task = tokio::spawn(serve);
 
     let result = if args.leader_elect {
@@ -253,6 +337,9 @@ where
     readiness.set_not_ready("shutting down");
     tracing::info!(requests = %counter.snapshot(), "stopped");
     admin_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     result
 }
 
@@ -274,8 +361,55 @@ async fn run_until(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{BindAddress, RunArgs, parse_bind_address, parse_duration};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn metrics_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "op",
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address=:8443",
+            "--metrics-cert-path=/certs",
+            "--metrics-secure=false",
+        ])
+        .expect("parse");
+        assert_eq!(
+            cli.run.admin_bind_address,
+            "0.0.0.0:8081".parse().expect("addr")
+        );
+        assert_eq!(
+            cli.run.metrics_bind_address,
+            BindAddress(Some("0.0.0.0:8443".parse().expect("addr")))
+        );
+        assert!(!cli.run.metrics_secure);
+        let defaults = Cli::try_parse_from(["op"]).expect("parse");
+        assert_eq!(defaults.run.metrics_bind_address, BindAddress(None));
+        assert!(defaults.run.metrics_secure);
+        assert!(Cli::try_parse_from(["op", "--health-probe-bind-address=0"]).is_err());
+    }
     use std::time::Duration;
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(
+            parse_bind_address(":8443"),
+            Ok(BindAddress(Some("0.0.0.0:8443".parse().expect("addr"))))
+        );
+        assert_eq!(
+            parse_bind_address("127.0.0.1:8080"),
+            Ok(BindAddress(Some("127.0.0.1:8080".parse().expect("addr"))))
+        );
+        assert_eq!(parse_bind_address("0"), Ok(BindAddress(None)));
+        assert!(parse_bind_address("8443").is_err_and(|e| e.contains(":8443")));
+        assert!(parse_bind_address(":http").is_err());
+    }
 
     #[test]
     fn durations() {

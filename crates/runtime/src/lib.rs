@@ -36,5 +36,6 @@ pub mod manager;
 pub mod metrics;
 pub mod owned;
 pub mod rbac;
+pub mod serving_cert;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,5 +1,5 @@
 //! The admin server over real HTTP: health, readiness, metrics, and `/metrics` authorized by the
-//! real control plane's TokenReview and SubjectAccessReview.
+//! real control plane's TokenReview and SubjectAccessReview; the metrics server over HTTPS.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use operon_cluster::wait;
-use operon_runtime::admin::{AdminServer, Readiness};
+use operon_runtime::admin::{AdminServer, Readiness, Routes};
 use operon_runtime::metrics::Metrics;
+use operon_runtime::serving_cert::{CertFiles, ServingCert};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -35,6 +36,42 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<Answer> {
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut buf))
         .await
         .context("reading the answer")??;
+    parse(buf)
+}
+
+/// [`exchange`] over TLS, trusting only `root` and expecting the name `localhost`.
+async fn exchange_tls(addr: SocketAddr, root: &str, request: &[u8]) -> Result<Answer> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(
+        root.as_bytes(),
+    )?)?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let mut stream = connector
+        .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+        .await?;
+    stream.write_all(request).await?;
+    let mut buf = Vec::new();
+    // The server may close without close_notify once the answer is written.
+    match tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut buf))
+        .await
+        .context("reading the answer")?
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
+    parse(buf)
+}
+
+fn parse(buf: Vec<u8>) -> Result<Answer> {
     let text = String::from_utf8(buf)?;
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -253,14 +290,92 @@ async fn metrics_need_a_token_allowed_to_get_metrics() -> Result<()> {
     )
     .await?;
     let addr = server.addr;
+    // The split a Deployment runs: probes on plain HTTP, /metrics alone on HTTPS.
+    let dir = tempfile::tempdir()?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+    std::fs::write(dir.path().join("tls.crt"), cert.pem())?;
+    std::fs::write(dir.path().join("tls.key"), key.serialize_pem())?;
+    let serving = ServingCert::new(
+        Some(CertFiles {
+            dir: dir.path().to_path_buf(),
+            cert_name: "tls.crt".into(),
+            key_name: "tls.key".into(),
+        }),
+        &[],
+    )?;
+    ensure!(serving.from_files());
+    let secure = Server::start(
+        AdminServer::new(metrics.clone(), Readiness::new())
+            .routes(Routes::Metrics)
+            .with_tls(&serving)?
+            .with_metrics_auth(admin.clone()),
+    )
+    .await?;
+    let probes =
+        Server::start(AdminServer::new(metrics.clone(), Readiness::new()).routes(Routes::Probes))
+            .await?;
 
     // Cluster-scoped: named per run, and deleted whatever the outcome.
     let rbac_name = format!("operon-metrics-reader-{}", ns.name());
-    let outcome = scrape_with_rbac(&admin, &ns, &rbac_name, addr, &token).await;
+    let outcome = async {
+        scrape_with_rbac(&admin, &ns, &rbac_name, addr, &token).await?;
+        scrape_over_https(secure.addr, probes.addr, &cert.pem(), &token).await
+    }
+    .await;
     let cleanup = delete_rbac(&admin, &rbac_name).await;
     server.stop().await?;
+    secure.stop().await?;
+    probes.stop().await?;
     outcome?;
     cleanup
+}
+
+/// With the token already allowed: HTTPS answers with it and refuses without it; plain HTTP on
+/// the same port gets no answer; the probes' port has no `/metrics`.
+async fn scrape_over_https(
+    secure: SocketAddr,
+    probes: SocketAddr,
+    root: &str,
+    token: &str,
+) -> Result<()> {
+    let request = |token: Option<&str>| {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let allowed = exchange_tls(secure, root, request(Some(token)).as_bytes()).await?;
+    ensure!(allowed.status == 200, "{allowed:?}");
+    ensure!(
+        allowed.body.contains("controller_runtime_reconcile_total"),
+        "{allowed:?}"
+    );
+    let none = exchange_tls(secure, root, request(None).as_bytes()).await?;
+    ensure!(none.status == 401, "no token over HTTPS: {none:?}");
+    let health = exchange_tls(
+        secure,
+        root,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    ensure!(
+        health.status == 404,
+        "probes on the metrics port: {health:?}"
+    );
+    match exchange(secure, request(Some(token)).as_bytes()).await {
+        Ok(answer) if answer.status == 200 => bail!("plain HTTP got metrics: {answer:?}"),
+        Ok(answer) => bail!("plain HTTP got an HTTP answer: {answer:?}"),
+        Err(_) => {}
+    }
+    let plain = get(probes, "/metrics", Some(token)).await?;
+    ensure!(
+        plain.status == 404,
+        "metrics on the probes' port: {plain:?}"
+    );
+    let ready = get(probes, "/healthz", None).await?;
+    ensure!(ready.status == 200, "{ready:?}");
+    Ok(())
 }
 
 async fn scrape_with_rbac(

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, LogParams};
+use kube::api::{DeleteParams, ListParams, LogParams};
 use operon_cluster::wait;
 use operon_envtest::TestEnv;
 use operon_moto::Moto;
@@ -462,6 +462,18 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
         "handshake with the service CA failed:\n{log}"
     );
     ensure!(log.contains(&format!("Verified peername: {host}")), "{log}");
+    // s_server answers one connection at a time: the next client is served once this one's
+    // connection is gone (a gracefully deleted Pod disappears once its container stopped).
+    pods.delete("trusting", &DeleteParams::default().grace_period(1))
+        .await?;
+    wait::until("trusting gone", Duration::from_secs(60), || async {
+        match pods.get_opt("trusting").await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
 
     operon_cluster::apply::apply(
         &client,

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -269,24 +269,65 @@ async fn prometheus_scrapes_the_operators_through_their_metrics_auth() -> Result
         "{reconciles:?}"
     );
 
-    // The same endpoint without a token (the API server's proxy sends none): refused.
+    // Prometheus scraped them over HTTPS (the ServiceMonitors' scheme), with its token. The same
+    // endpoint without a token (the API server's proxy sends none): refused. Plain HTTP on the
+    // metrics port gets no answer, and the probes' port has no /metrics.
+    // Polled: a replica may be replaced meanwhile (the fixture reconfigures credentials-operator).
     for ns in namespaces {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-        let list = pods
-            .list(&ListParams::default().labels("control-plane=controller-manager"))
-            .await?;
-        let pod = list.items.first().context("no operator Pod")?;
-        let uri = format!(
-            "/api/v1/namespaces/{ns}/pods/{}:8080/proxy/metrics",
-            pod.name_any()
-        );
-        let request = http::Request::get(uri).body(Vec::new())?;
-        match client.request_text(request).await {
-            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {}
-            other => anyhow::bail!("{ns}: an anonymous scrape got {other:?}"),
-        }
+        wait::until(
+            &format!("{ns}: metrics on HTTPS only, with a token only"),
+            Duration::from_secs(90),
+            || metrics_answer_on_https_only(&client, ns),
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// One running, not terminating operator Pod of `ns`: `/metrics` without a token over HTTPS is
+/// refused, plain HTTP on the metrics port gets no answer, the probes' port has no `/metrics`.
+async fn metrics_answer_on_https_only(client: &Client, ns: &str) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels("control-plane=controller-manager"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pod = list
+        .items
+        .iter()
+        .find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .ok_or("no running operator Pod")?;
+    let name = pod.name_any();
+    let proxied = |target: String| async move {
+        let uri = format!("/api/v1/namespaces/{ns}/pods/{target}/proxy/metrics");
+        let request = http::Request::get(uri)
+            .body(Vec::new())
+            .map_err(kube::Error::HttpError)?;
+        client.request_text(request).await
+    };
+    let code = |r: &Result<String, kube::Error>| match r {
+        Err(kube::Error::Api(s)) => Some(s.code),
+        _ => None,
+    };
+    let anonymous = proxied(format!("https:{name}:8443")).await;
+    if !matches!(code(&anonymous), Some(401 | 403)) {
+        return Err(format!(
+            "an anonymous HTTPS scrape of {name} got {anonymous:?}"
+        ));
+    }
+    let plain = proxied(format!("{name}:8443")).await;
+    if plain.is_ok() {
+        return Err(format!("plain HTTP on {name}'s metrics port got {plain:?}"));
+    }
+    let probes = proxied(format!("{name}:8081")).await;
+    match &probes {
+        // The operator's own 404, not the API server's for a Pod that is gone.
+        Err(kube::Error::Api(s)) if s.code == 404 && !s.message.contains("pods \"") => Ok(()),
+        other => Err(format!("/metrics on {name}'s probes port got {other:?}")),
+    }
 }
 
 /// The StatefulSet the Prometheus Operator made for `name`, once rolled out.
