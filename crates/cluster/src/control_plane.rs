@@ -17,6 +17,7 @@ use crate::Error;
 use crate::assets::{Assets, Component};
 use crate::node::{self, Node};
 use crate::pki::{CertKey, NodeAddresses, Pki};
+use crate::pod_security;
 use crate::process::{Process, RunDir, reap_stale_runs};
 
 /// The pod network kwok hands out Pod IPs from.
@@ -32,7 +33,8 @@ pub const SERVICE_CIDR: &str = "10.0.0.0/24";
 pub const KWOK_NODE_LABEL: &str = "operon.dev/kwok-node";
 
 /// Comma-separated components to leave out, e.g. `kube-controller-manager` — to prove that a
-/// test depends on one (it must then fail).
+/// test depends on one (it must then fail). `pod-security` leaves out the Pod Security defaults
+/// ([`Builder::pod_security`]).
 pub const SKIP_ENV: &str = "OPERON_ENVTEST_SKIP";
 
 /// How long startup may take before it is reported as failed.
@@ -49,6 +51,7 @@ pub struct Builder {
     pods_per_node: u32,
     dir: Option<PathBuf>,
     apiserver_args: Vec<String>,
+    pod_security: bool,
     name: String,
 }
 
@@ -63,6 +66,7 @@ impl Default for Builder {
             pods_per_node: 1000,
             dir: None,
             apiserver_args: Vec::new(),
+            pod_security: true,
             name: "operon".into(),
         }
     }
@@ -121,6 +125,19 @@ impl Builder {
         self
     }
 
+    /// Pod Security admission's cluster-wide defaults, on unless turned off: a namespace
+    /// without `pod-security.kubernetes.io/*` labels enforces `baseline` (no privileged
+    /// containers, host namespaces or `hostPath` volumes) and warns and audits at `restricted`;
+    /// see [`pod_security`](crate::pod_security). `false` leaves kube-apiserver's built-in
+    /// defaults, `privileged` everywhere, as a kind or kubeadm cluster has them — for showing the
+    /// difference, never for running untrusted Pods on a real node. An
+    /// [`apiserver_arg`](Self::apiserver_arg) `--admission-control-config-file` replaces the
+    /// defaults' file.
+    pub fn pod_security(mut self, on: bool) -> Self {
+        self.pod_security = on;
+        self
+    }
+
     /// Name of the cluster, context and user in the kubeconfig.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -136,6 +153,7 @@ impl Builder {
                 "kube-scheduler" => self.scheduler = false,
                 "kwok" => self.nodes = 0,
                 "real-node" => self.real_node = false,
+                "pod-security" => self.pod_security = false,
                 other => tracing::warn!("{SKIP_ENV}: unknown component {other:?}"),
             }
         }
@@ -349,6 +367,19 @@ impl ControlPlane {
                 "--kubelet-preferred-address-types=InternalIP".into(),
                 "--enable-admission-plugins=NodeRestriction".into(),
             ]);
+        }
+        let own_admission_config = b
+            .apiserver_args
+            .iter()
+            .any(|arg| arg.starts_with("--admission-control-config-file"));
+        if b.pod_security && !own_admission_config {
+            let config = serde_json::to_string_pretty(&pod_security::admission_configuration())
+                .map_err(|e| Error::Invalid(format!("the admission configuration: {e}")))?;
+            let path = cp.run.write(pod_security::ADMISSION_CONFIG_FILE, &config)?;
+            apiserver_args.push(format!(
+                "--admission-control-config-file={}",
+                path.display()
+            ));
         }
         apiserver_args.extend(b.apiserver_args.iter().cloned());
         cp.spawn("kube-apiserver", &apiserver_bin, apiserver_args)?;
