@@ -46,7 +46,8 @@ pub enum Cmd {
     /// their images, and the talk's samples, until Ctrl-C.
     Up(UpArgs),
     /// Deploys the operators into a cluster with a real node: builds their images, pushes them
-    /// to the cluster's registry, `kubectl apply -k config/default`.
+    /// to the cluster's registry, `kubectl apply -k config/default` with the images run by the
+    /// digest the registry stored.
     Deploy {
         /// The cluster (default: the running `cargo xtask cluster up`'s, else $KUBECONFIG).
         #[arg(long)]
@@ -55,6 +56,10 @@ pub enum Cmd {
         /// Operator, Prometheus, Alertmanager, kube-state-metrics, node_exporter).
         #[arg(long)]
         monitoring: bool,
+        /// Deploys this OCI archive as the operator's image instead of building one, e.g. a
+        /// release image from `cargo xtask image`; repeatable.
+        #[arg(long = "image-archive", value_name = "OPERATOR=ARCHIVE", value_parser = operator_archive)]
+        image_archives: Vec<(String, PathBuf)>,
     },
     /// Writes the generated deployment files under config/ from the Rust types.
     Manifests,
@@ -224,6 +229,18 @@ pub struct BenchOptions {
     pub out: Option<PathBuf>,
 }
 
+/// `--image-archive OPERATOR=ARCHIVE`.
+fn operator_archive(value: &str) -> Result<(String, PathBuf), String> {
+    match value.split_once('=') {
+        Some((operator, archive)) if !operator.is_empty() && !archive.is_empty() => {
+            Ok((operator.to_string(), PathBuf::from(archive)))
+        }
+        _ => Err(format!(
+            "{value:?}: give the operator and its OCI archive, OPERATOR=ARCHIVE"
+        )),
+    }
+}
+
 impl Cmd {
     /// What the command needs from the machine, so that all of it is checked (and installed)
     /// before anything long starts.
@@ -300,5 +317,34 @@ mod tests {
         assert!(uses(&["cluster", "up"]).contains(&Use::Node));
         assert!(uses(&["-v", "image", "pod-operator"]).contains(&Use::Images));
         assert!(uses(&["cluster", "down"]).is_empty());
+    }
+
+    #[test]
+    fn deploy_takes_archives_by_operator() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+                .map(|cli| cli.command)
+        };
+        let Ok(Cmd::Deploy { image_archives, .. }) = parse(&[
+            "deploy",
+            "--image-archive",
+            "pod-operator=/tmp/a.oci.tar",
+            "--image-archive=service-ca-operator=b=c.tar",
+        ]) else {
+            panic!("deploy with archives did not parse");
+        };
+        assert_eq!(
+            image_archives,
+            [
+                ("pod-operator".to_string(), PathBuf::from("/tmp/a.oci.tar")),
+                ("service-ca-operator".to_string(), PathBuf::from("b=c.tar")),
+            ]
+        );
+        for bad in ["pod-operator", "=a.tar", "pod-operator="] {
+            assert!(
+                parse(&["deploy", "--image-archive", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 }

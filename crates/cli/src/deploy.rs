@@ -31,7 +31,9 @@ pub fn objects(project_root: &Path, image: Option<&str>) -> Result<Vec<Value>> {
 /// from the environment), with the operator's image replaced by `image` when given. With
 /// `push`, the OCI archive `push` is first pushed as that image to the registry the cluster
 /// announces (`kube-public/local-registry-hosting`, as `cargo xtask cluster up`'s does), so
-/// that its nodes run it.
+/// that its nodes run it, and the Deployment runs it by the digest the registry stored
+/// (`<image>@sha256:…`): a rebuilt image rolls the operator out, an unchanged one changes
+/// nothing, and whatever the tag is made to name later is not run.
 pub fn deploy(
     project_root: &Path,
     kubeconfig: Option<&Path>,
@@ -39,20 +41,22 @@ pub fn deploy(
     push: Option<&Path>,
 ) -> Result<()> {
     // Rendering first: a broken tree fails before any connection is tried.
-    let objects = objects(project_root, image)?;
+    let mut objects = objects(project_root, image)?;
     block_on(async {
         let client = client(kubeconfig).await?;
         if let Some(archive) = push {
             let image = kustomize::manager_image(&objects)
                 .context("config/default has no manager container whose image to push")?;
-            push_image(&client, archive, &image).await?;
+            let pinned = push_image(&client, archive, &image).await?;
+            kustomize::override_manager_image(&mut objects, &pinned)?;
         }
         apply(&client, &objects).await
     })
 }
 
-/// Pushes `archive` as `image` to the cluster's announced registry.
-async fn push_image(client: &Client, archive: &Path, image: &str) -> Result<()> {
+/// Pushes `archive` as `image` to the cluster's announced registry; returns `image` pinned to
+/// the digest of what was pushed.
+async fn push_image(client: &Client, archive: &Path, image: &str) -> Result<String> {
     if !archive.is_file() {
         bail!(
             "{} does not exist: build the image first (`operon build`)",
@@ -63,10 +67,12 @@ async fn push_image(client: &Client, archive: &Path, image: &str) -> Result<()> 
         .await
         .context("finding where to push the image")?;
     let (to, from, reference) = (registry.clone(), archive.to_path_buf(), image.to_string());
-    tokio::task::spawn_blocking(move || operon_cluster::node::push_to(&to, &from, &reference))
-        .await??;
-    println!("deploy: pushed {image} to the cluster's registry {registry}");
-    Ok(())
+    let digest =
+        tokio::task::spawn_blocking(move || operon_cluster::node::push_to(&to, &from, &reference))
+            .await??;
+    let pinned = operon_cluster::node::images::by_digest(image, &digest)?;
+    println!("deploy: pushed {image} to the cluster's registry {registry}: {pinned}");
+    Ok(pinned)
 }
 
 /// Deletes what [`deploy`] applies, in the reverse order.

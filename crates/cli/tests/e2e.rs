@@ -497,9 +497,15 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         .spec
         .and_then(|s| s.template.spec)
         .and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
+    // Run by the digest of what was pushed, so that a rebuild rolls out and a moved tag is not
+    // run.
+    let pinned = image
+        .as_deref()
+        .and_then(|i| i.strip_prefix("localhost/pod-operator2:v0.1.0@"))
+        .and_then(operon_image::manifest_digest);
     ensure!(
-        image.as_deref() == Some("localhost/pod-operator2:v0.1.0"),
-        "deployed image {image:?}"
+        pinned.is_some() && deployed.contains(image.as_deref().unwrap_or_default()),
+        "deployed image {image:?}, deploy said:\n{deployed}"
     );
     wait::until("the operator's Deployment available", TIMEOUT, || async {
         let d = deployments

@@ -143,14 +143,16 @@ impl TestEnv {
     }
 
     /// Pushes the OCI archive `archive` under `reference` (as Pods name it, e.g.
-    /// `localhost/operon/pod-operator:v0.1.0`) to the cluster's registry.
-    pub async fn push(&self, archive: &std::path::Path, reference: &str) -> Result<(), Error> {
+    /// `localhost/operon/pod-operator:v0.1.0`) to the cluster's registry; returns the digest of
+    /// the manifest the registry stored (`sha256:…`, see [`node::images::by_digest`]).
+    pub async fn push(&self, archive: &std::path::Path, reference: &str) -> Result<String, Error> {
         let registry = self.registry().await?;
         let (archive, reference) = (archive.to_path_buf(), reference.to_string());
-        tokio::task::spawn_blocking(move || node::push_to(&registry, &archive, &reference))
-            .await
-            .map_err(|e| Error::Node(format!("pushing {e}")))??;
-        Ok(())
+        let digest =
+            tokio::task::spawn_blocking(move || node::push_to(&registry, &archive, &reference))
+                .await
+                .map_err(|e| Error::Node(format!("pushing {e}")))??;
+        Ok(digest)
     }
 
     /// Admin client configuration.

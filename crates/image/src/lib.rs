@@ -6,7 +6,7 @@
 //! - [`build`]: an operator's image — its statically linked release binary alone, run as the
 //!   distroless `nonroot` user (see [`operator`]).
 //! - [`push`]: an OCI archive into a registry (skopeo), which is how images reach a cluster's
-//!   nodes.
+//!   nodes; it returns the manifest's digest, for references that name exactly what was pushed.
 
 mod buildah;
 pub mod operator;
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 pub use buildah::buildah_available;
 pub use operator::{build, static_binary};
-pub use push::{push, skopeo_available};
+pub use push::{manifest_digest, push, skopeo_available};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -139,7 +139,7 @@ pub fn up(args: UpArgs) -> Result<()> {
     let operators = if local {
         Operators::Local(local_binaries(args.operator_bin_dir.clone())?)
     } else {
-        Operators::InCluster(crate::deploy::build_images(args.monitoring())?)
+        Operators::InCluster(crate::deploy::build_images(args.monitoring(), &[])?)
     };
     std::fs::create_dir_all(cluster::state_dir())?;
 
@@ -345,15 +345,15 @@ async fn demo(
     .await?;
     let local = match operators {
         Operators::InCluster(archives) => {
-            crate::deploy::push(client, &archives).await?;
+            let pushed = crate::deploy::push(client, &archives).await?;
             if monitoring {
                 crate::deploy::push_monitoring_images(client).await?;
             }
             // The operator reaches the emulator as a user would reach another IAM endpoint:
             // the AWS SDK's AWS_ENDPOINT_URL_IAM, set before the Deployments roll out.
-            let config = kubeconfig.to_path_buf();
+            let (config, images) = (kubeconfig.to_path_buf(), pushed.clone());
             tokio::task::spawn_blocking(move || {
-                crate::deploy::kubectl(&config, &["apply", "-k", "config/default"])
+                crate::deploy::apply_kustomization(&config, "config/default", &images)
             })
             .await??;
             let credentials_namespace = operator_namespace("credentials-operator")?;
@@ -374,7 +374,7 @@ async fn demo(
                 crate::deploy::wait_available(&config)?;
                 // The stack starts while the talk's samples are served; waited for below.
                 match monitoring {
-                    true => crate::deploy::apply_monitoring(&config),
+                    true => crate::deploy::apply_monitoring(&config, &pushed),
                     false => Ok(()),
                 }
             })

@@ -40,9 +40,14 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Deploy {
             kubeconfig,
             monitoring,
+            image_archives,
         } => {
             let kubeconfig = deploy::kubeconfig(kubeconfig)?;
-            tokio::runtime::Runtime::new()?.block_on(deploy::deploy(&kubeconfig, monitoring))
+            tokio::runtime::Runtime::new()?.block_on(deploy::deploy(
+                &kubeconfig,
+                monitoring,
+                image_archives,
+            ))
         }
         Cmd::Manifests => manifests::generate(false),
         Cmd::Image {

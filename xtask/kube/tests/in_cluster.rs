@@ -1,12 +1,15 @@
 //! The operators as the microservices they are: deployed from their own images with
 //! `cargo xtask deploy` (build, push to the cluster's registry, `kubectl apply -k
-//! config/default`) onto a real node, reaching the API server through the `kubernetes` Service.
+//! config/default` with the images by digest) onto a real node, reaching the API server
+//! through the `kubernetes` Service.
 //!
 //! One deployment serves every test here (the first builds the release images: minutes),
 //! monitoring-operator and its stack included (`monitoring`).
 
 #[path = "in_cluster/monitoring.rs"]
 mod monitoring;
+#[path = "in_cluster/redeploy.rs"]
+mod redeploy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,6 +62,20 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// `cargo xtask deploy --kubeconfig <kubeconfig> <args>`.
+fn xtask_deploy(kubeconfig: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
+        .args(["deploy", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(args)
+        .status()?;
+    ensure!(
+        status.success(),
+        "cargo xtask deploy {args:?} failed ({status})"
+    );
+    Ok(())
+}
+
 /// The shared cluster with a real node, the operators deployed from their images, and
 /// credentials-operator pointed at moto (on the host) through a Service.
 async fn deployed() -> Result<&'static Deployed> {
@@ -89,11 +106,7 @@ async fn deploy() -> Result<Deployed> {
         "in-cluster-test",
     )
     .await?;
-    let status = Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
-        .args(["deploy", "--monitoring", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .status()?;
-    ensure!(status.success(), "cargo xtask deploy failed ({status})");
+    xtask_deploy(&kubeconfig, &["--monitoring"])?;
     let url = moto.expose(&client, CREDENTIALS_NS).await?;
     let deployment = "deployment/credentials-operator-controller-manager";
     kubectl(

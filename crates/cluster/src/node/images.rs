@@ -524,6 +524,25 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(libraries)
 }
 
+/// `reference` pinned to the manifest `digest` (`sha256:…`, as [`super::push_to`] returns it):
+/// `localhost/operon/pod-operator:v0.1.0@sha256:…`. The tag stays for readers; kubelet and
+/// containerd pull by the digest, so a Pod runs exactly the image pushed, whatever the tag
+/// names by then, and a Deployment whose image changed content gets a new reference, hence a
+/// rollout. A digest the reference already had is replaced.
+pub fn by_digest(reference: &str, digest: &str) -> Result<String, Error> {
+    let digest = operon_image::manifest_digest(digest)
+        .ok_or_else(|| Error::Node(format!("{digest:?} is not a sha256 manifest digest")))?;
+    let last = reference.rfind('/').map_or(0, |i| i + 1);
+    let name = match reference[last..].find('@') {
+        Some(at) => &reference[..last + at],
+        None => reference,
+    };
+    if name[last..].is_empty() || name[last..].starts_with(':') {
+        return Err(Error::Node(format!("{reference:?} names no image")));
+    }
+    Ok(format!("{name}@{digest}"))
+}
+
 /// Where `reference` (as a Pod names it) lives in the local registry, which serves every
 /// registry host: `localhost/x`, `docker.io/x` and `quay.io/x` are all its `x` (Docker Hub's
 /// official images under `library/`, as Docker Hub names them).
@@ -578,6 +597,40 @@ mod tests {
         );
         assert_eq!(registry_path("quay.io/x/y:1")?, "x/y:1");
         assert!(registry_path("quay.io/").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn pushed_references_are_pinned_to_their_digest() -> Result<(), Error> {
+        let digest = "sha256:4c4246684a89e20a6a366eb38fee00bab90224963636228e6ff91ccdbe4d1373";
+        let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        assert_eq!(
+            by_digest("localhost/operon/pod-operator:v0.1.0", digest)?,
+            format!("localhost/operon/pod-operator:v0.1.0@{digest}")
+        );
+        // Pinned again after another push: the new digest, not both.
+        assert_eq!(
+            by_digest(
+                &format!("localhost/operon/pod-operator:v0.1.0@{other}"),
+                digest
+            )?,
+            format!("localhost/operon/pod-operator:v0.1.0@{digest}")
+        );
+        assert_eq!(
+            by_digest(&format!("localhost/operon/pod-operator@{other}"), digest)?,
+            format!("localhost/operon/pod-operator@{digest}")
+        );
+        // A registry's port is not a tag.
+        assert_eq!(
+            by_digest("10.200.0.1:5000/operon/x", digest)?,
+            format!("10.200.0.1:5000/operon/x@{digest}")
+        );
+        assert_eq!(by_digest("busybox", digest)?, format!("busybox@{digest}"));
+        for bad in ["", "4c42", "sha256:xyz", "md5:abc"] {
+            assert!(by_digest("busybox:1", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(by_digest("quay.io/", digest).is_err());
+        assert!(by_digest("localhost/operon/:v1", digest).is_err());
         Ok(())
     }
 

@@ -618,8 +618,9 @@ impl Node {
     }
 
     /// Pushes the OCI archive `archive` to the node's registry under `reference`, the name Pods
-    /// use (`busybox:1.35`, `localhost/operon/pod-operator:v0.1.0`). Blocking.
-    pub fn push(&self, archive: &Path, reference: &str) -> Result<(), Error> {
+    /// use (`busybox:1.35`, `localhost/operon/pod-operator:v0.1.0`); returns the manifest's
+    /// digest (see [`push_to`]). Blocking.
+    pub fn push(&self, archive: &Path, reference: &str) -> Result<String, Error> {
         push_to(&self.registry, archive, reference)
     }
 
@@ -783,8 +784,10 @@ pub async fn announced_registry(client: &Client) -> Result<String, Error> {
         .ok_or_else(|| Error::Node(format!("local-registry-hosting has no host: {text:?}")))
 }
 
-/// Pushes `archive` to `registry` under `reference` as Pods name it.
-pub fn push_to(registry: &str, archive: &Path, reference: &str) -> Result<(), Error> {
+/// Pushes `archive` to `registry` under `reference` as Pods name it. Returns the digest of the
+/// manifest the registry stored (`sha256:…`): [`images::by_digest`] makes of it the reference
+/// that runs exactly this image, whatever the tag names later. Blocking.
+pub fn push_to(registry: &str, archive: &Path, reference: &str) -> Result<String, Error> {
     let path = images::registry_path(reference)?;
     operon_image::push(archive, &format!("{registry}/{path}"))
         .map_err(|e| Error::Node(format!("pushing {reference}: {e}")))

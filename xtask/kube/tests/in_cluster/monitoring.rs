@@ -230,6 +230,8 @@ async fn cordon_and_uncordon(client: &Client) -> Result<()> {
 #[tokio::test]
 async fn prometheus_scrapes_the_operators_through_their_metrics_auth() -> Result<()> {
     let d = deployed().await?;
+    // The operators' replicas stay as they are meanwhile (a redeploy replaces them).
+    let _node = NODE.read().await;
     let client = d.env.client().await?;
     let namespaces = [
         "credentials-operator-system",
