@@ -9,7 +9,7 @@
 //! guard is a chain of iptables rules there, [`GUARD_CHAIN`], jumped to first from `FORWARD`:
 //!
 //! - Pods never reach the registry (containerd pulls from the node's own address, through
-//!   `OUTPUT`, not `FORWARD`): [`install`] writes that rule before anything runs on the node;
+//!   `OUTPUT`, not `FORWARD`): the node writes that rule before anything runs on the node;
 //! - a port guarded with [`PortGuard`] is reachable only from the Pods a label selector picks in
 //!   one namespace, kept up to date from a watch on them (moto for credentials-operator).
 //!
@@ -17,7 +17,7 @@
 //! for masquerading — which includes every connection to a NodePort, whatever its endpoints —
 //! so a guard after kube-proxy's jumps could be walked around through a NodePort Service
 //! pointing at the host. kube-proxy *prepends* its jumps once, when they are missing (its
-//! first sync), and never moves an existing one; [`keep_first`] moves the guard's jump back to
+//! first sync), and never moves an existing one; the node moves the guard's jump back to
 //! the top after that first sync. Rules are matched after kube-proxy's DNAT, so a Service
 //! pointing at the host is caught by the translated destination.
 //!
