@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Node as NodeObject, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -16,7 +18,7 @@ use serde_json::json;
 use crate::Error;
 use crate::assets::{Assets, Component};
 use crate::node::{self, Node};
-use crate::pki::{CertKey, NodeAddresses, Pki};
+use crate::pki::{CLUSTER_ADMINS_GROUP, CertKey, NodeAddresses, Pki};
 use crate::pod_security;
 use crate::process::{Process, RunDir, reap_stale_runs};
 
@@ -170,6 +172,7 @@ impl Builder {
 #[derive(Debug, Clone, Default)]
 pub struct StartupTimes {
     pub etcd_ready: Duration,
+    /// kube-apiserver ready and the admin kubeconfig authorized (its binding in effect).
     pub apiserver_ready: Duration,
     /// kube-controller-manager working (the `default` ServiceAccount exists).
     pub controller_manager_ready: Option<Duration>,
@@ -209,10 +212,13 @@ pub struct ControlPlane {
     processes: Mutex<Vec<Process>>,
     /// How each component was started, to start it again (same ports, same data).
     specs: Mutex<Vec<(String, PathBuf, Vec<String>)>>,
-    etcd_port: u16,
+    /// etcd's metrics port: `/health` and `/metrics` over plain HTTP, no data.
+    etcd_metrics_port: u16,
+    etcd: EtcdClient,
     run: Arc<RunDir>,
     server: String,
     kubeconfig: PathBuf,
+    super_admin_kubeconfig: PathBuf,
     ca_pem: String,
     startup: StartupTimes,
     controller_manager: bool,
@@ -294,9 +300,16 @@ impl ControlPlane {
             node: None,
             processes: Mutex::new(Vec::new()),
             specs: Mutex::new(Vec::new()),
-            etcd_port: ports.etcd_client,
+            etcd_metrics_port: ports.etcd_metrics,
+            etcd: EtcdClient {
+                endpoint: format!("https://127.0.0.1:{}", ports.etcd_client),
+                ca_file: files.etcd.ca_cert.clone(),
+                cert_file: files.etcd.apiserver_client_cert.clone(),
+                key_file: files.etcd.apiserver_client_key.clone(),
+            },
             server: String::new(),
             kubeconfig: PathBuf::new(),
+            super_admin_kubeconfig: PathBuf::new(),
             ca_pem: pki.ca.cert_pem.clone(),
             startup: StartupTimes::default(),
             controller_manager: kcm_bin.is_some(),
@@ -304,23 +317,36 @@ impl ControlPlane {
             run,
         };
 
-        // etcd
-        let etcd_client = format!("http://127.0.0.1:{}", ports.etcd_client);
-        let etcd_peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+        // etcd: client and peer traffic over TLS, each side proving itself with a certificate
+        // of etcd's CA (as kubeadm runs it); health on a metrics port that serves no data.
+        let etcd_client = cp.etcd.endpoint.clone();
+        let etcd_peer = format!("https://127.0.0.1:{}", ports.etcd_peer);
         let etcd_args = vec![
             "--name=envtest".into(),
             format!("--data-dir={}", cp.run.path().join("etcd").display()),
             format!("--listen-client-urls={etcd_client}"),
             format!("--advertise-client-urls={etcd_client}"),
+            "--client-cert-auth=true".into(),
+            format!("--trusted-ca-file={}", files.etcd.ca_cert.display()),
+            format!("--cert-file={}", files.etcd.server_cert.display()),
+            format!("--key-file={}", files.etcd.server_key.display()),
             format!("--listen-peer-urls={etcd_peer}"),
             format!("--initial-advertise-peer-urls={etcd_peer}"),
             format!("--initial-cluster=envtest={etcd_peer}"),
+            "--peer-client-cert-auth=true".into(),
+            format!("--peer-trusted-ca-file={}", files.etcd.ca_cert.display()),
+            format!("--peer-cert-file={}", files.etcd.peer_cert.display()),
+            format!("--peer-key-file={}", files.etcd.peer_key.display()),
+            format!(
+                "--listen-metrics-urls=http://127.0.0.1:{}",
+                ports.etcd_metrics
+            ),
             "--unsafe-no-fsync=true".into(),
             "--log-level=warn".into(),
         ];
         cp.spawn("etcd", &etcd_bin, etcd_args)?;
         cp.wait_until("etcd /health", t0, || {
-            http_get_ok("127.0.0.1", ports.etcd_client, "/health")
+            http_get_ok("127.0.0.1", ports.etcd_metrics, "/health")
         })
         .await?;
         cp.startup.etcd_ready = t0.elapsed();
@@ -329,6 +355,15 @@ impl ControlPlane {
         cp.server = format!("https://{listen}:{}", ports.apiserver);
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_client}"),
+            format!("--etcd-cafile={}", files.etcd.ca_cert.display()),
+            format!(
+                "--etcd-certfile={}",
+                files.etcd.apiserver_client_cert.display()
+            ),
+            format!(
+                "--etcd-keyfile={}",
+                files.etcd.apiserver_client_key.display()
+            ),
             format!("--bind-address={listen}"),
             format!("--advertise-address={listen}"),
             format!("--secure-port={}", ports.apiserver),
@@ -384,20 +419,24 @@ impl ControlPlane {
         apiserver_args.extend(b.apiserver_args.iter().cloned());
         cp.spawn("kube-apiserver", &apiserver_bin, apiserver_args)?;
 
-        let admin_kubeconfig = kubeconfig(&b.name, &cp.server, &pki.ca, &pki.admin);
-        cp.kubeconfig = cp.run.write("kubeconfig", &admin_kubeconfig)?;
-        let client = cp.client().await?;
-        cp.wait_until("kube-apiserver /readyz", t0, || {
-            let client = client.clone();
-            async move {
-                client
-                    .request_text(http_get("/readyz"))
-                    .await
-                    .is_ok_and(|body| body.trim() == "ok")
-            }
-        })
-        .await?;
+        // Two admin kubeconfigs, as kubeadm writes them: `super-admin.conf` (system:masters)
+        // only bootstraps and stays for recovery; `kubeconfig`, which everything else uses, is
+        // an admin through RBAC alone.
+        cp.super_admin_kubeconfig = cp.run.write(
+            SUPER_ADMIN_KUBECONFIG,
+            &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.super_admin),
+        )?;
+        cp.kubeconfig = cp.run.write(
+            "kubeconfig",
+            &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.admin),
+        )?;
+        cp.wait_apiserver_ready("kube-apiserver /readyz", t0)
+            .await?;
+        let super_admin = cp.super_admin_client().await?;
+        bind_cluster_admins(&super_admin).await?;
+        cp.wait_admin_authorized(t0).await?;
         cp.startup.apiserver_ready = t0.elapsed();
+        let client = cp.client().await?;
 
         // kube-controller-manager
         if let Some(kcm_bin) = &kcm_bin {
@@ -589,27 +628,61 @@ impl ControlPlane {
         let t0 = Instant::now();
         match name {
             "etcd" => {
-                let port = self.etcd_port;
+                let port = self.etcd_metrics_port;
                 self.wait_until("etcd /health after restart", t0, || {
                     http_get_ok("127.0.0.1", port, "/health")
                 })
                 .await
             }
             "kube-apiserver" => {
-                let client = self.client().await?;
-                self.wait_until("kube-apiserver /readyz after restart", t0, || {
-                    let client = client.clone();
-                    async move {
-                        client
-                            .request_text(http_get("/readyz"))
-                            .await
-                            .is_ok_and(|body| body.trim() == "ok")
-                    }
-                })
-                .await
+                self.wait_apiserver_ready("kube-apiserver /readyz after restart", t0)
+                    .await?;
+                // Ready for its callers: the admin's RBAC rights are in effect again.
+                self.wait_admin_authorized(t0).await
             }
             _ => Ok(()),
         }
+    }
+
+    /// Waits until kube-apiserver's `/readyz` says `ok`, asked as the super-admin (whose
+    /// requests need no authorizer, so the answer doesn't wait on RBAC's caches).
+    async fn wait_apiserver_ready(&self, what: &str, t0: Instant) -> Result<(), Error> {
+        let client = self.super_admin_client().await?;
+        self.wait_until(what, t0, || {
+            let client = client.clone();
+            async move {
+                client
+                    .request_text(http_get("/readyz"))
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok")
+            }
+        })
+        .await
+    }
+
+    /// Waits until the admin kubeconfig's identity may do anything (RBAC's authorizer sees the
+    /// `kubeadm:cluster-admins` binding): a SelfSubjectAccessReview for every verb on every
+    /// resource.
+    async fn wait_admin_authorized(&self, t0: Instant) -> Result<(), Error> {
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client().await?);
+        let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+            "spec": { "resourceAttributes": { "verb": "*", "group": "*", "resource": "*" } }
+        }))
+        .map_err(|e| Error::Invalid(format!("SelfSubjectAccessReview: {e}")))?;
+        self.wait_until(
+            &format!("the admin kubeconfig authorized as {CLUSTER_ADMINS_GROUP}"),
+            t0,
+            || {
+                let (reviews, review) = (reviews.clone(), review.clone());
+                async move {
+                    reviews
+                        .create(&PostParams::default(), &review)
+                        .await
+                        .is_ok_and(|r| r.status.is_some_and(|s| s.allowed))
+                }
+            },
+        )
+        .await
     }
 
     /// Polls `check` until it is true; fails early when a component exits.
@@ -707,9 +780,49 @@ impl ControlPlane {
         &self.server
     }
 
-    /// An admin (`system:masters`) kubeconfig.
+    /// The admin kubeconfig: `O=kubeadm:cluster-admins`, bound to `cluster-admin` by the
+    /// `kubeadm:cluster-admins` ClusterRoleBinding (not `system:masters`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The super-admin kubeconfig (`super-admin.conf`, `O=system:masters`, which no authorizer
+    /// can deny): for recovering a cluster whose RBAC no longer lets the admin in. The control
+    /// plane itself uses it only to create the admin's binding and to see kube-apiserver ready.
+    pub fn super_admin_kubeconfig_path(&self) -> &Path {
+        &self.super_admin_kubeconfig
+    }
+
+    /// How to reach etcd's client port as the API server does. etcd trusts only certificates
+    /// of its own CA, which signed nothing but etcd's and the API server's.
+    pub fn etcd_client(&self) -> &EtcdClient {
+        &self.etcd
+    }
+
+    /// A request to etcd's v3 JSON gateway (`path` such as `/v3/kv/range`,
+    /// `/v3/kv/compaction`) with the API server's etcd client certificate; its JSON answer.
+    /// For tests that look at or act on storage directly.
+    pub async fn etcd_request(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let client = self.etcd.client().await?;
+        let mut req = http::Request::new(
+            serde_json::to_vec(body)
+                .map_err(|e| Error::Invalid(format!("etcd request body: {e}")))?,
+        );
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = path
+            .parse()
+            .map_err(|e| Error::Invalid(format!("etcd request path {path:?}: {e}")))?;
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let text = client.request_text(req).await?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("etcd answered {path} with {text:?}: {e}")))
     }
 
     /// PEM of the CA that signed the apiserver's certificate.
@@ -776,6 +889,15 @@ impl ControlPlane {
         Client::try_from(self.config().await?).map_err(Error::Kube)
     }
 
+    async fn super_admin_client(&self) -> Result<Client, Error> {
+        let kubeconfig =
+            Kubeconfig::read_from(&self.super_admin_kubeconfig).map_err(Error::Kubeconfig)?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(Error::Kubeconfig)?;
+        Client::try_from(config).map_err(Error::Kube)
+    }
+
     /// Stops every component, newest first (the real node, then kwok and controllers, then the
     /// apiserver, then etcd).
     pub fn stop(&self) {
@@ -807,6 +929,82 @@ impl Drop for ControlPlane {
         self.stop();
     }
 }
+
+/// The file name of the super-admin kubeconfig in the run directory (kubeadm's).
+pub const SUPER_ADMIN_KUBECONFIG: &str = "super-admin.conf";
+
+/// Creates the `kubeadm:cluster-admins` ClusterRoleBinding (`cluster-admin` for the group of
+/// the admin kubeconfig) as the super-admin, as `kubeadm init` does; one that exists (a kept run
+/// directory) is left as it is.
+async fn bind_cluster_admins(super_admin: &Client) -> Result<(), Error> {
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": CLUSTER_ADMINS_GROUP },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "cluster-admin",
+        },
+        "subjects": [{
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Group",
+            "name": CLUSTER_ADMINS_GROUP,
+        }],
+    }))
+    .map_err(|e| Error::Invalid(format!("ClusterRoleBinding: {e}")))?;
+    match Api::<ClusterRoleBinding>::all(super_admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// How to reach etcd's client port: its endpoint and the files of etcd's CA and of a client
+/// certificate etcd accepts (the API server's). The files are in the run directory, readable by
+/// its owner only.
+#[derive(Debug, Clone)]
+pub struct EtcdClient {
+    /// `https://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl EtcdClient {
+    /// An HTTPS client of etcd's client port (its JSON gateway) with the client certificate.
+    async fn client(&self) -> Result<Client, Error> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })
+        };
+        let (cert_pem, key_pem) = (read(&self.cert_file)?, read(&self.key_file)?);
+        let kubeconfig = crate::kubeconfig::single(
+            "etcd",
+            &self.endpoint,
+            crate::kubeconfig::Ca::File(&self.ca_file),
+            crate::kubeconfig::Credentials::ClientCert {
+                cert_pem: &cert_pem,
+                key_pem: &key_pem,
+            },
+            None,
+        );
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(Error::Kubeconfig)?;
+        // When etcd's gateway cannot reach etcd's own gRPC server (e.g. a serving certificate
+        // without client auth), a request took six minutes to fail; a test hears of it sooner.
+        config.read_timeout = Some(ETCD_REQUEST_TIMEOUT);
+        Client::try_from(config).map_err(Error::Kube)
+    }
+}
+
+/// How long [`ControlPlane::etcd_request`] waits for etcd's answer.
+const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn node_ready(node: &NodeObject) -> bool {
     node.status
@@ -840,7 +1038,7 @@ pub(crate) async fn http_status(addr: &str, path: &str) -> Option<u16> {
         .flatten()
 }
 
-/// A plain-HTTP GET on loopback answering 200 (etcd's client port speaks HTTP/1.1 for /health).
+/// A plain-HTTP GET on loopback answering 200 with etcd's healthy body (etcd's metrics port).
 async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
@@ -878,6 +1076,7 @@ async fn insecure_healthz(port: u16) -> bool {
 struct Ports {
     etcd_client: u16,
     etcd_peer: u16,
+    etcd_metrics: u16,
     apiserver: u16,
     controller_manager: u16,
     scheduler: u16,
@@ -888,7 +1087,7 @@ impl Ports {
     /// Distinct free ports (all held open until every one is chosen): the API server's on
     /// `apiserver_ip`, the others on loopback.
     fn pick(apiserver_ip: Ipv4Addr) -> Result<Ports, Error> {
-        let listeners = (0..6)
+        let listeners = (0..7)
             .map(|i| {
                 let ip = if i == 2 {
                     apiserver_ip
@@ -918,6 +1117,7 @@ impl Ports {
             controller_manager: port(3)?,
             scheduler: port(4)?,
             kwok: port(5)?,
+            etcd_metrics: port(6)?,
         })
     }
 }
@@ -929,7 +1129,18 @@ struct PkiFiles {
     serving_key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
+    etcd: EtcdPkiFiles,
     node: Option<NodePkiFiles>,
+}
+
+struct EtcdPkiFiles {
+    ca_cert: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    peer_cert: PathBuf,
+    peer_key: PathBuf,
+    apiserver_client_cert: PathBuf,
+    apiserver_client_key: PathBuf,
 }
 
 struct NodePkiFiles {
@@ -948,6 +1159,21 @@ impl PkiFiles {
             serving_key: run.write("apiserver.key", &pki.serving.key_pem)?,
             sa_key: run.write("service-account.key", &pki.service_account_key_pem)?,
             sa_pub: run.write("service-account.pub", &pki.service_account_public_pem)?,
+            etcd: EtcdPkiFiles {
+                ca_cert: run.write("etcd-ca.crt", &pki.etcd.ca_cert_pem)?,
+                server_cert: run.write("etcd-server.crt", &pki.etcd.server.cert_pem)?,
+                server_key: run.write("etcd-server.key", &pki.etcd.server.key_pem)?,
+                peer_cert: run.write("etcd-peer.crt", &pki.etcd.peer.cert_pem)?,
+                peer_key: run.write("etcd-peer.key", &pki.etcd.peer.key_pem)?,
+                apiserver_client_cert: run.write(
+                    "apiserver-etcd-client.crt",
+                    &pki.etcd.apiserver_client.cert_pem,
+                )?,
+                apiserver_client_key: run.write(
+                    "apiserver-etcd-client.key",
+                    &pki.etcd.apiserver_client.key_pem,
+                )?,
+            },
             node: pki
                 .node
                 .as_ref()

@@ -35,11 +35,13 @@ pub use assets::{
     default_bin_dir,
 };
 pub use control_plane::{
-    Builder, ControlPlane, KWOK_NODE_LABEL, KWOK_TAINT, POD_CIDR, SERVICE_CIDR, SKIP_ENV,
-    StartupTimes, tail,
+    Builder, ControlPlane, EtcdClient, KWOK_NODE_LABEL, KWOK_TAINT, POD_CIDR, SERVICE_CIDR,
+    SKIP_ENV, SUPER_ADMIN_KUBECONFIG, StartupTimes, tail,
 };
 pub use node::Node;
-pub use pki::{CertKey, NodeAddresses, NodeCerts, Pki};
+pub use pki::{
+    CLUSTER_ADMINS_GROUP, CertKey, EtcdCerts, MASTERS_GROUP, NodeAddresses, NodeCerts, Pki,
+};
 pub use token::service_account_token;
 
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,21 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// A user and group for a child to run as, instead of this process's (root's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// `nobody:nogroup`, the conventional identity that owns nothing.
+    pub const NOBODY: RunAs = RunAs {
+        uid: 65534,
+        gid: 65534,
+    };
+}
+
 /// A running control plane component.
 pub struct Process {
     name: String,
@@ -90,6 +105,26 @@ impl Process {
         run: &RunDir,
     ) -> Result<Process, Error> {
         Self::spawn_configured(name, binary, args, log, run, |_| {})
+    }
+
+    /// [`spawn`](Self::spawn) as `user` (no supplementary groups, working directory `/`).
+    ///
+    /// The parent-death signal still applies: the standard library switches user and group
+    /// before it runs the `pre_exec` hooks, and the kernel clears the signal on a change of
+    /// credentials, so it is set after the switch. The log is opened here, before the switch,
+    /// and so need not be writable by `user`; whatever else the process reads or writes must be.
+    pub fn spawn_as(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        log: PathBuf,
+        run: &RunDir,
+        user: RunAs,
+    ) -> Result<Process, Error> {
+        Self::spawn_configured(name, binary, args, log, run, |cmd| {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(user.uid).gid(user.gid).current_dir("/");
+        })
     }
 
     /// [`spawn`](Self::spawn), with `configure` adjusting the command first (environment,
@@ -461,6 +496,44 @@ mod tests {
         assert!(trusted(run.path()));
         assert_eq!(reap_in(root.path()), 1);
         let _ = p.child.wait();
+        assert!(p.exited().is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn a_process_started_as_another_user_runs_as_it_and_stops() -> Result<(), Error> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: switching users needs root");
+            return Ok(());
+        }
+        let run = RunDir::create()?;
+        let mut p = Process::spawn_as(
+            "sleep",
+            Path::new("/bin/sleep"),
+            &["300".into()],
+            run.path().join("sleep.log"),
+            &run,
+            RunAs::NOBODY,
+        )?;
+        let status = fs::read_to_string(format!("/proc/{}/status", p.pid())).map_err(|source| {
+            Error::Io {
+                context: "reading the child's status".into(),
+                source,
+            }
+        })?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        // Real, effective, saved and filesystem ids; no supplementary group of root's.
+        assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+        assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+        assert!(field("Groups:").is_empty(), "{status}");
+        assert!(p.exited().is_none());
+        p.stop(Duration::from_secs(5));
         assert!(p.exited().is_some());
         Ok(())
     }

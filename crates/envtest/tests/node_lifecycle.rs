@@ -64,7 +64,8 @@ impl HostState {
             .filter(|e| e.path().is_dir())
             .map(|e| e.path().display().to_string())
             .collect();
-        // kubelet's and containerd's fixed paths, which the node keeps in its mount namespace.
+        // kubelet's and containerd's fixed paths, which the node keeps in its mount namespace,
+        // and where the registries keep their images.
         let fixed_paths = [
             "/var/lib/kubelet",
             "/var/log/pods",
@@ -72,6 +73,7 @@ impl HostState {
             "/var/lib/cni",
             "/run/containerd",
             "/run/netns",
+            host::REGISTRY_ROOT,
         ]
         .into_iter()
         .filter(|p| Path::new(p).exists())
@@ -212,6 +214,7 @@ async fn two_nodes_side_by_side_survive_crashes_and_leave_nothing_behind() -> Re
     assert_ne!(node_a.veth(), node_b.veth());
     assert_ne!(node_a.node_ip(), node_b.node_ip());
     assert_ne!(node_a.registry(), node_b.registry());
+    assert_ne!(node_a.registry_dir(), node_b.registry_dir());
     assert_ne!(node_a.cgroup(), node_b.cgroup());
     let (client_a, client_b) = (a.client().await?, b.client().await?);
     let pods_a = run_pod(&client_a, "survivor").await?;
@@ -242,9 +245,12 @@ async fn two_nodes_side_by_side_survive_crashes_and_leave_nothing_behind() -> Re
 
     let cgroup_b = Path::new("/sys/fs/cgroup/memory").join(node_b.cgroup());
     let veth_b = node_b.veth().to_string();
+    let registry_b = node_b.registry_dir().to_path_buf();
     assert!(cgroup_b.is_dir());
+    assert!(registry_b.join("storage").is_dir());
     drop(b);
     assert!(!cgroup_b.exists(), "{} left behind", cgroup_b.display());
+    assert!(!registry_b.exists(), "{} left behind", registry_b.display());
     assert!(!Path::new("/sys/class/net").join(&veth_b).exists());
     // Cluster a still works.
     run_pod(&client_a, "after-neighbour").await?;

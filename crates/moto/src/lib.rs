@@ -11,7 +11,9 @@
 //! client); [`Moto::reset`] empties it without a restart.
 //!
 //! Used by credentials-operator's tests and by `cargo xtask up`'s demo (xtask-kube), which points
-//! the in-cluster operator at it ([`Moto::expose`]).
+//! the in-cluster operator at it ([`Moto::start_for_pods`], [`Moto::expose`]). Its
+//! `/moto-api/` shows every key it minted, so on a real node's link it is reachable only from the
+//! Pods that need it (a [`PortGuard`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), operon_moto::Error> {
@@ -25,6 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use operon_cluster::node::guard::{AllowedPods, NodeNetwork, PortGuard};
 use operon_cluster::process::{Process, RunDir, reap_stale_runs};
 use operon_cluster::tail;
 use parking_lot::Mutex;
@@ -142,10 +145,12 @@ fn command_for(server: &Path) -> (PathBuf, Vec<String>) {
     }
 }
 
-/// A running moto server. Dropping it stops the process and removes its run directory.
+/// A running moto server. Dropping it stops the process, removes its guard and its run directory.
 pub struct Moto {
-    // Field order matters: the process stops before the run directory is removed.
+    // Field order matters: the process stops before the guard and the run directory go.
     process: Mutex<Option<Process>>,
+    /// For moto on a real node's link: who among the Pods may reach it.
+    guard: Option<PortGuard>,
     run: RunDir,
     server: PathBuf,
     host: std::net::Ipv4Addr,
@@ -162,16 +167,32 @@ impl Moto {
 
     /// Starts the given `moto_server` on loopback.
     pub async fn start_with(server: impl Into<PathBuf>) -> Result<Moto, Error> {
-        Self::start_on(server, std::net::Ipv4Addr::LOCALHOST).await
+        let host = std::net::Ipv4Addr::LOCALHOST;
+        let port = free_port(host)?;
+        Self::start_at(server.into(), host, port, None).await
     }
 
-    /// Starts the given `moto_server` listening on `host` (a real node's host address, for
-    /// Pods to reach it).
-    pub async fn start_on(
+    /// Starts the given `moto_server` on a real node's host address, for Pods to reach it
+    /// ([`Moto::expose`]) — but only the `allowed` ones: the port is guarded in the node
+    /// ([`PortGuard`]) before moto listens, for as long as this `Moto` lives. `config` is an
+    /// admin's client configuration (the guard watches the allowed Pods).
+    pub async fn start_for_pods(
         server: impl Into<PathBuf>,
-        host: std::net::Ipv4Addr,
+        network: &NodeNetwork,
+        config: kube::Config,
+        allowed: AllowedPods,
     ) -> Result<Moto, Error> {
-        let server = server.into();
+        let port = free_port(network.host_ip)?;
+        let guard = PortGuard::start(config, network.clone(), port, allowed).await?;
+        Self::start_at(server.into(), network.host_ip, port, Some(guard)).await
+    }
+
+    async fn start_at(
+        server: PathBuf,
+        host: std::net::Ipv4Addr,
+        port: u16,
+        guard: Option<PortGuard>,
+    ) -> Result<Moto, Error> {
         if !is_executable(&server) {
             return Err(Error::NotInstalled {
                 searched: vec![server],
@@ -179,10 +200,10 @@ impl Moto {
         }
         reap_stale_runs();
         let run = RunDir::create()?;
-        let port = free_port(host)?;
         let log = run.path().join("moto.log");
         let mut moto = Moto {
             process: Mutex::new(None),
+            guard,
             run,
             server,
             host,
@@ -274,8 +295,16 @@ impl Moto {
 
     /// Makes moto reachable from Pods as `http://moto.<namespace>.svc`: a Service without a
     /// selector and an EndpointSlice pointing at moto's address, which must be one Pods reach
-    /// (start it with [`Moto::start_on`] a real node's host address). Returns the URL.
+    /// (start it with [`Moto::start_for_pods`]; only the Pods allowed there get through).
+    /// Returns the URL.
     pub async fn expose(&self, client: &kube::Client, namespace: &str) -> Result<String, Error> {
+        if self.guard.is_none() {
+            return Err(Error::Moto(format!(
+                "moto listens on {}, which Pods can't reach; start it with \
+                 Moto::start_for_pods to expose it",
+                self.endpoint()
+            )));
+        }
         let service = serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": { "name": "moto", "namespace": namespace },
@@ -298,6 +327,11 @@ impl Moto {
             operon_cluster::apply::apply(client, &object, "operon-envtest").await?;
         }
         Ok(format!("http://moto.{namespace}.svc"))
+    }
+
+    /// The guard keeping moto's port open only to the allowed Pods (moto on a node's link).
+    pub fn guard(&self) -> Option<&PortGuard> {
+        self.guard.as_ref()
     }
 
     /// The server's log (stdout and stderr, appended to across restarts).

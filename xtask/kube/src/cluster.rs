@@ -54,6 +54,9 @@ pub struct ClusterInfo {
     /// The real node, described for a person.
     #[serde(default)]
     pub node: Option<String>,
+    /// The real node's network, where `cargo xtask up` guards moto's port.
+    #[serde(default)]
+    pub node_network: Option<operon_cluster::node::guard::NodeNetwork>,
 }
 
 impl ClusterInfo {
@@ -74,6 +77,7 @@ impl ClusterInfo {
                     node.registry()
                 )
             }),
+            node_network: cp.node().map(operon_cluster::Node::network),
         }
     }
 }

@@ -14,6 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use operon_cluster::node::guard::AllowedPods;
 use operon_cluster::wait;
 use pod_operator::api::PodRequest;
 
@@ -48,6 +49,33 @@ fn operator_namespace(operator: &str) -> Result<String> {
         .as_str()
         .map(str::to_string)
         .with_context(|| format!("{} names no Namespace", path.display()))
+}
+
+/// The Pods of an operator's Deployment, as its generated config/ selects them (namespace and
+/// `spec.selector.matchLabels`).
+fn operator_pods(operator: &str) -> Result<AllowedPods> {
+    let path = repo_root()
+        .join("config")
+        .join(operator)
+        .join("manager")
+        .join("manager.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let deployment: serde_json::Value =
+        serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let labels = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .filter(|labels| !labels.is_empty())
+        .with_context(|| format!("{} has no spec.selector.matchLabels", path.display()))?;
+    let selector = labels
+        .iter()
+        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(AllowedPods {
+        namespace: operator_namespace(operator)?,
+        selector,
+    })
 }
 
 /// An operator process that is stopped (SIGTERM, then SIGKILL) when dropped.
@@ -146,38 +174,49 @@ pub fn up(args: UpArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         // Reuse a running `cargo xtask cluster up`; otherwise run one for as long as this runs.
-        let (own_plane, kubeconfig) = match cluster::running() {
+        let (own_plane, kubeconfig, network) = match cluster::running() {
             Some(info) => {
                 println!("up: using the running control plane at {}", info.server);
-                (None, info.kubeconfig)
+                (None, info.kubeconfig, info.node_network)
             }
             None => {
                 let cp = cluster::start(args.shape, &cluster::state_dir().join("cluster")).await?;
                 println!("up: control plane ready ({})", cp.startup_times());
                 std::fs::copy(cp.kubeconfig_path(), cluster::kubeconfig_path())?;
                 cluster::publish(&ClusterInfo::of(&cp))?;
-                (Some(cp), cluster::kubeconfig_path())
+                let network = cp.node().map(operon_cluster::Node::network);
+                (Some(cp), cluster::kubeconfig_path(), network)
             }
         };
-        let client = client(&kubeconfig).await?;
-        // The real node's registry, on the host's address on the node's link, which Pods reach:
-        // moto listens there too.
-        let registry = operon_cluster::node::announced_registry(&client).await.ok();
-        let node_host = registry
-            .as_deref()
-            .and_then(|r| r.split(':').next())
-            .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok());
-        if matches!(operators, Operators::InCluster(_)) && node_host.is_none() {
-            bail!(
+        let config = config(&kubeconfig).await?;
+        let client = Client::try_from(config.clone())?;
+        // A real node announces its registry.
+        let real_node = operon_cluster::node::announced_registry(&client)
+            .await
+            .is_ok();
+        let moto = match (&operators, network) {
+            (Operators::InCluster(_), _) if !real_node => bail!(
                 "the running cluster has no real node to run the operators' images: stop it \
                  (`cargo xtask cluster down`) or add --local-operators"
-            );
-        }
-        let moto = operon_moto::Moto::start_on(
-            &moto_server,
-            node_host.unwrap_or(std::net::Ipv4Addr::LOCALHOST),
-        )
-        .await?;
+            ),
+            (Operators::InCluster(_), None) => bail!(
+                "the running cluster doesn't publish its node's network (an older `cargo xtask \
+                 cluster up`), where moto's port is kept open only to credentials-operator: \
+                 restart it (`cargo xtask cluster down`) or add --local-operators"
+            ),
+            // On the node's link, which Pods reach: only credentials-operator's get through.
+            (Operators::InCluster(_), Some(network)) => {
+                operon_moto::Moto::start_for_pods(
+                    &moto_server,
+                    &network,
+                    config.clone(),
+                    operator_pods("credentials-operator")?,
+                )
+                .await?
+            }
+            // The operators run here: loopback.
+            (Operators::Local(_), _) => operon_moto::Moto::start_with(&moto_server).await?,
+        };
         println!(
             "up: moto (AWS IAM emulator) at {} in {:.1?}",
             moto.endpoint(),
@@ -188,7 +227,7 @@ pub fn up(args: UpArgs) -> Result<()> {
             &client,
             operators,
             &moto,
-            node_host.is_some(),
+            real_node,
             args.monitoring(),
             t0,
         )
@@ -250,10 +289,13 @@ fn local_binaries(dir: Option<PathBuf>) -> Result<Binaries> {
     Ok(binaries)
 }
 
-pub async fn client(kubeconfig: &Path) -> Result<Client> {
+pub async fn config(kubeconfig: &Path) -> Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
+}
+
+pub async fn client(kubeconfig: &Path) -> Result<Client> {
+    Ok(Client::try_from(config(kubeconfig).await?)?)
 }
 
 struct Binaries {

@@ -20,6 +20,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, LogParams};
+use operon_cluster::node::guard::AllowedPods;
 use operon_cluster::wait;
 use operon_envtest::TestEnv;
 use operon_moto::Moto;
@@ -76,8 +77,27 @@ fn xtask_deploy(kubeconfig: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// credentials-operator's Pods, as its generated Deployment selects them.
+fn credentials_operator_pods() -> Result<AllowedPods> {
+    let manager: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(
+        repo_root().join("config/credentials-operator/manager/manager.yaml"),
+    )?)?;
+    let labels = manager["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .context("no matchLabels")?;
+    Ok(AllowedPods {
+        namespace: CREDENTIALS_NS.into(),
+        selector: labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+    })
+}
+
 /// The shared cluster with a real node, the operators deployed from their images, and
-/// credentials-operator pointed at moto (on the host) through a Service.
+/// credentials-operator pointed at moto (on the host) through a Service; moto's port is guarded
+/// before the operator is deployed.
 async fn deployed() -> Result<&'static Deployed> {
     DEPLOYED
         .get_or_init(|| async { deploy().await.map_err(|e| format!("{e:#}")) })
@@ -94,7 +114,13 @@ async fn deploy() -> Result<Deployed> {
     let node = cp.node().context("no real node")?;
     let kubeconfig = cp.kubeconfig_path().to_path_buf();
     let client = env.client().await?;
-    let moto = Moto::start_on(operon_moto::find_server()?, node.host_ip()).await?;
+    let moto = Moto::start_for_pods(
+        operon_moto::find_server()?,
+        &node.network(),
+        env.config().await?,
+        credentials_operator_pods()?,
+    )
+    .await?;
     operon_cluster::apply::apply(
         &client,
         &json!({
@@ -506,18 +532,16 @@ async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result<()> {
-    let d = deployed().await?;
-    let _node = NODE.read().await;
-    let ns = d.env.namespace("creds").await?;
+/// The talk's CredentialsRequest in `ns`, provisioned by the in-cluster operator through moto's
+/// Service: the IAM user's name, found in moto.
+async fn mint_through_moto(d: &Deployed, ns: &str) -> Result<String> {
     let client = d.env.client().await?;
     let sample = std::fs::read_to_string(
         repo_root().join("config/credentials-operator/samples/credentialsrequest.yaml"),
     )?;
     let mut request: serde_json::Value = serde_saphyr::from_str(&sample)?;
-    request["metadata"]["namespace"] = json!(&*ns);
-    request["spec"]["secretRef"]["namespace"] = json!(&*ns);
+    request["metadata"]["namespace"] = json!(ns);
+    request["spec"]["secretRef"]["namespace"] = json!(ns);
     operon_cluster::apply::apply(&client, &request, "kubectl").await?;
     let name = request["metadata"]["name"]
         .as_str()
@@ -534,7 +558,7 @@ async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result
                     "credentialsrequest",
                     &name,
                     "-n",
-                    &ns,
+                    ns,
                     "-o",
                     "jsonpath={.status.provisioned} {.status.providerStatus.user}",
                 ],
@@ -571,6 +595,15 @@ async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result
         users.contains(&user),
         "{user} not among moto's users {users:?}"
     );
+    Ok(user)
+}
+
+#[tokio::test]
+async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result<()> {
+    let d = deployed().await?;
+    let _node = NODE.read().await;
+    let ns = d.env.namespace("creds").await?;
+    mint_through_moto(d, &ns).await?;
     let secret = kubectl(
         &d.kubeconfig,
         &[
@@ -738,4 +771,268 @@ async fn a_user_with_the_edit_role_may_request_pods() -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) => bail!("a user with `edit` was refused a PodRequest: {e}"),
     }
+}
+
+/// The real node of the shared cluster.
+fn real_node(d: &Deployed) -> Result<&operon_cluster::Node> {
+    d.env
+        .control_plane()
+        .and_then(|cp| cp.node())
+        .context("no real node")
+}
+
+/// Starts a Pod `name` in `ns` that sleeps, from `image`, with `labels`; running on return.
+async fn probe_pod(
+    d: &Deployed,
+    ns: &str,
+    name: &str,
+    image: &str,
+    labels: serde_json::Value,
+) -> Result<()> {
+    let client = d.env.client().await?;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": ns, "labels": labels },
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "probe", "image": image, "command": ["sleep", "3600"] }],
+        },
+    });
+    operon_cluster::apply::apply(&client, &pod, "kubectl").await?;
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    wait::until(
+        &format!("Pod {name} running"),
+        Duration::from_secs(90),
+        || async {
+            let pod = pod_named(&pods, name).await?;
+            match pod.status.and_then(|s| s.phase).as_deref() {
+                Some("Running") => Ok(()),
+                other => Err(format!("phase {other:?}")),
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a Pod gets sending `request` to `host port` with busybox's `nc`: the answer, or nc's
+/// error, then `exit=<status>`.
+fn send_from_pod(d: &Deployed, ns: &str, pod: &str, target: &str, request: &str) -> Result<String> {
+    let script = format!("printf '{request}' | nc -w 5 {target} 2>&1; echo exit=$?");
+    kubectl(
+        &d.kubeconfig,
+        &["exec", pod, "-n", ns, "--", "sh", "-c", &script],
+    )
+}
+
+/// Sends `request` from `pod` to each target until the connection is refused (a Service's
+/// rules may take kube-proxy a moment); fails at once if anything answers.
+async fn refused_everywhere(
+    d: &Deployed,
+    ns: &str,
+    pod: &str,
+    targets: &[String],
+    request: &str,
+) -> Result<()> {
+    for target in targets {
+        let out = wait::until(
+            &format!("{target} refusing {pod}"),
+            Duration::from_secs(30),
+            || async {
+                let out = send_from_pod(d, ns, pod, target, request).map_err(|e| e.to_string())?;
+                if out.contains("HTTP/1.") || out.contains("Connection refused") {
+                    Ok(out)
+                } else {
+                    Err(out)
+                }
+            },
+        )
+        .await?;
+        ensure!(
+            !out.contains("HTTP/1."),
+            "Pod {ns}/{pod} reached {target}:\n{out}"
+        );
+    }
+    Ok(())
+}
+
+/// A Service `name` in `ns` without a selector, type NodePort, in front of `ip:port` on the
+/// host; its ClusterIP and node port.
+async fn service_to_host(
+    d: &Deployed,
+    ns: &str,
+    name: &str,
+    ip: &str,
+    port: u16,
+) -> Result<(String, i32)> {
+    let client = d.env.client().await?;
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "type": "NodePort",
+                  "ports": [{ "name": "http", "port": port, "protocol": "TCP" }] },
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": format!("{name}-host"), "namespace": ns,
+                      "labels": { "kubernetes.io/service-name": name } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": [ip] }],
+        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
+    });
+    for object in [service, slice] {
+        operon_cluster::apply::apply(&client, &object, "kubectl").await?;
+    }
+    let service = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, ns)
+        .get(name)
+        .await?;
+    let spec = service.spec.context("no spec")?;
+    let node_port = spec
+        .ports
+        .unwrap_or_default()
+        .first()
+        .and_then(|p| p.node_port)
+        .context("no node port")?;
+    Ok((spec.cluster_ip.context("no ClusterIP")?, node_port))
+}
+
+/// What pushing a blob starts with (the registry answers 202 Accepted).
+const BLOB_UPLOAD: &str =
+    "POST /v2/library/busybox/blobs/uploads/ HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n";
+
+#[tokio::test]
+async fn pods_cannot_reach_the_registry_the_host_and_the_node_still_use() -> Result<()> {
+    let d = deployed().await?;
+    let _node = NODE.read().await;
+    let ns = d.env.namespace("registry").await?;
+    let node = real_node(d)?;
+    // The host pushes, after the guard is in place, and the node pulls what was pushed: the
+    // probe Pod runs from it.
+    let busybox = operon_cluster::node::images::busybox()?;
+    let archive = tokio::task::spawn_blocking(move || busybox.archive()).await??;
+    let image = "localhost/operon-test/after-the-guard:v1";
+    d.env.push(&archive, image).await?;
+    probe_pod(d, &ns, "intruder", image, json!({})).await?;
+
+    // Directly; through a Service (DNAT to the registry: the guard sees the translated
+    // address); through its node port (which kube-proxy marks and accepts in its own chain, so
+    // the guard must come first).
+    let (host, port) = node
+        .registry()
+        .split_once(':')
+        .context("registry address")?;
+    let (cluster_ip, node_port) = service_to_host(d, &ns, "registry", host, port.parse()?).await?;
+    let targets = [
+        format!("{host} {port}"),
+        format!("{cluster_ip} {port}"),
+        format!("registry.{}.svc {port}", &*ns),
+        format!("{} {node_port}", node.node_ip()),
+    ];
+    refused_everywhere(d, &ns, "intruder", &targets, BLOB_UPLOAD).await?;
+
+    // kube-proxy, synced many times by now, left the guard first in FORWARD.
+    let forward = node.network().rules("FORWARD")?;
+    ensure!(
+        forward.lines().find(|l| l.starts_with("-A FORWARD"))
+            == Some("-A FORWARD -j OPERON-NODE-GUARD"),
+        "the guard isn't FORWARD's first rule:\n{forward}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_registry_runs_as_nobody_with_a_storage_of_its_own() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let d = deployed().await?;
+    let node = real_node(d)?;
+    let pid = node
+        .status()
+        .into_iter()
+        .find(|c| c.name == "registry")
+        .and_then(|c| c.pid)
+        .context("the registry doesn't run")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let ids = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    ensure!(ids("Uid:") == ["65534"; 4], "{status}");
+    ensure!(ids("Gid:") == ["65534"; 4], "{status}");
+    ensure!(ids("Groups:").is_empty(), "{status}");
+    // Its images: its own, private; its configuration: root's.
+    let storage = std::fs::metadata(node.registry_dir().join("storage"))?;
+    ensure!(storage.uid() == 65534 && storage.mode() & 0o777 == 0o700);
+    let config = std::fs::metadata(node.registry_dir().join("config.yml"))?;
+    ensure!(config.uid() == 0 && config.mode() & 0o022 == 0);
+    // Not in the run directory, which stays root's and private.
+    let run = std::fs::metadata(node.dir().parent().context("run dir")?)?;
+    ensure!(run.uid() == 0 && run.mode() & 0o077 == 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn moto_is_reachable_from_credentials_operator_only() -> Result<()> {
+    let d = deployed().await?;
+    let _node = NODE.read().await;
+    let ns = d.env.namespace("moto-guard").await?;
+    let client = d.env.client().await?;
+    let node = real_node(d)?;
+    let guard = d.moto.guard().context("moto runs without a guard")?;
+    let allowed = credentials_operator_pods()?;
+
+    // The guard lets exactly the operator's Pods through.
+    let operator_pods: Api<Pod> = Api::namespaced(client.clone(), CREDENTIALS_NS);
+    wait::until(
+        "the guard allowing the operator's Pods",
+        Duration::from_secs(30),
+        || async {
+            let pods = operator_pods
+                .list(&ListParams::default().labels(&allowed.selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ips: std::collections::BTreeSet<std::net::Ipv4Addr> = pods
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse().ok())
+                .collect();
+            let allowed = guard.allowed_ips();
+            if !ips.is_empty() && ips == allowed {
+                Ok(())
+            } else {
+                Err(format!("operator Pods {ips:?}, allowed {allowed:?}"))
+            }
+        },
+    )
+    .await?;
+    let chain = node
+        .network()
+        .rules(&operon_cluster::node::guard::port_chain(d.moto.port()))?;
+    for ip in guard.allowed_ips() {
+        ensure!(chain.contains(&format!("-s {ip}/32 -j RETURN")), "{chain}");
+    }
+
+    // Another Pod, even one with the operator's labels (in its own namespace), is refused:
+    // through moto's Service, as the operator reaches it, and at moto's address.
+    let labels: serde_json::Map<String, serde_json::Value> = allowed
+        .selector
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    probe_pod(d, &ns, "intruder", "busybox", json!(labels)).await?;
+    let url = format!("moto.{CREDENTIALS_NS}.svc");
+    let targets = [
+        format!("{url} 80"),
+        format!("{} {}", node.host_ip(), d.moto.port()),
+    ];
+    let keys = "GET /moto-api/data.json HTTP/1.0\\r\\nHost: moto\\r\\n\\r\\n";
+    refused_everywhere(d, &ns, "intruder", &targets, keys).await?;
+
+    // The operator still gets through.
+    mint_through_moto(d, &ns).await?;
+    Ok(())
 }

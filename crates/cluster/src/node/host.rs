@@ -8,6 +8,8 @@
 //!   where `/var/lib`, `/var/log` and `/run` are the node's own directories (kubelet's and
 //!   containerd's fixed paths land there; their mounts never reach the host);
 //! - a **veth pair** joining the two, and a host route to the node's Pods;
+//! - a **registry directory** `/var/lib/operon/registry-<k>`: the registry's configuration and,
+//!   owned by the unprivileged user it runs as, its storage (see [`REGISTRY_ROOT`]);
 //! - **cgroups** `operon-node-<k>` in every cgroup v1 hierarchy: kubelet's `cgroupRoot`, and
 //!   `…/system` for the node's daemons, so that stopping the node can kill everything it
 //!   started, container shims included, and remove the cgroups;
@@ -28,7 +30,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::Error;
-use crate::process::{Process, RunDir};
+use crate::process::{Process, RunAs, RunDir};
 
 /// Machine-wide registry of node slots (tmpfs: gone with a reboot, like what it records).
 pub const STATE_DIR: &str = "/run/operon-envtest";
@@ -44,6 +46,20 @@ const KERNEL_SETTINGS: &[&str] = &[
     "kernel/keys/root_maxbytes",
 ];
 const SAVED_SETTINGS: &str = "kernel-settings.saved";
+/// Where each node's registry keeps its configuration and images: `registry-<k>` for slot `k`,
+/// made when the slot is taken and removed when it is released (or cleaned after a crash).
+///
+/// The registry runs as [`REGISTRY_USER`], not root, so its storage can't be in the run
+/// directory, which stays private to root (mode 0700: the stale-run reaper trusts no other
+/// kind). Instead: this directory and `registry-<k>` belong to root with mode 0711 (others may
+/// pass through, not list or write), `registry-<k>/config.yml` is root's and only readable by
+/// others, and `registry-<k>/storage` alone belongs to the registry's user, mode 0700. On
+/// disk rather than in `/run` (tmpfs on most machines): the monitoring stack's images are
+/// hundreds of megabytes.
+pub const REGISTRY_ROOT: &str = "/var/lib/operon";
+/// The unprivileged user the registry runs as. `nobody` owns no files of its own; its only
+/// writable place is the registry's storage directory.
+pub const REGISTRY_USER: RunAs = RunAs::NOBODY;
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
@@ -126,6 +142,11 @@ impl Slot {
         if live == 0 {
             save_kernel_settings()?;
         }
+        // Under the lock: releasing another slot may remove the shared parent when empty.
+        if let Err(e) = create_registry_dir(index) {
+            remove_registry_dir(index);
+            return Err(e);
+        }
         let record = record_path(index);
         let text = serde_json::to_vec(&SlotRecord {
             owner: Owner::current(),
@@ -163,6 +184,12 @@ impl Slot {
     /// The cgroup (in every hierarchy) holding everything the node runs.
     pub fn cgroup(&self) -> String {
         cgroup_name(self.index)
+    }
+
+    /// The registry's directory (see [`REGISTRY_ROOT`]): `config.yml` goes here, the images
+    /// into `storage`.
+    pub fn registry_dir(&self) -> PathBuf {
+        registry_dir(self.index)
     }
 }
 
@@ -225,6 +252,77 @@ fn cgroup_name(index: u8) -> String {
     format!("operon-node-{index}")
 }
 
+fn registry_dir(index: u8) -> PathBuf {
+    Path::new(REGISTRY_ROOT).join(format!("registry-{index}"))
+}
+
+/// Makes [`REGISTRY_ROOT`] (if needed) and a fresh `registry-<index>` in it, as described there.
+fn create_registry_dir(index: u8) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let root = Path::new(REGISTRY_ROOT);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(root)
+        .map_err(io(format!("creating {REGISTRY_ROOT}")))?;
+    // Root's and writable by nobody else, or another user could swap what is below it.
+    let meta = fs::symlink_metadata(root).map_err(io(format!("reading {REGISTRY_ROOT}")))?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(Error::Node(format!(
+            "{REGISTRY_ROOT} must be a directory of root's that only root may write (it holds \
+             the node registries' images); it is {}owned by uid {} with mode {:o}",
+            if meta.is_dir() {
+                ""
+            } else {
+                "not a directory, "
+            },
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    let dir = registry_dir(index);
+    // A leftover of a run that is gone (the parent stays: it is needed below).
+    if let Err(e) = fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(io(format!("removing the leftover {}", dir.display()))(e));
+    }
+    let mkdir = |path: &Path, mode: u32| {
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+            .map_err(io(format!("creating {}", path.display())))
+    };
+    mkdir(&dir, 0o711)?;
+    let storage = dir.join("storage");
+    mkdir(&storage, 0o700)?;
+    nix::unistd::chown(
+        &storage,
+        Some(nix::unistd::Uid::from_raw(REGISTRY_USER.uid)),
+        Some(nix::unistd::Gid::from_raw(REGISTRY_USER.gid)),
+    )
+    .map_err(|e| {
+        io(format!(
+            "handing {} to the registry's user",
+            storage.display()
+        ))(e.into())
+    })
+}
+
+/// Removes `registry-<index>` and, when it was the last, [`REGISTRY_ROOT`].
+fn remove_registry_dir(index: u8) {
+    let dir = registry_dir(index);
+    // `remove_dir_all` doesn't follow symlinks, so the registry's user can't point it elsewhere.
+    if let Err(e) = fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("removing {}: {e}", dir.display());
+    }
+    // Fails while another node's registry lives there.
+    let _ = fs::remove_dir(REGISTRY_ROOT);
+}
+
 /// An exclusive lock on the slot registry, released on drop.
 fn lock() -> Result<nix::fcntl::Flock<fs::File>, Error> {
     let path = Path::new(STATE_DIR).join("lock");
@@ -238,7 +336,7 @@ fn lock() -> Result<nix::fcntl::Flock<fs::File>, Error> {
         .map_err(|(_, e)| io(format!("locking {}", path.display()))(e.into()))
 }
 
-/// Undoes what a node in `index` left: its processes, cgroups and link.
+/// Undoes what a node in `index` left: its processes, cgroups, link and registry directory.
 fn clean(index: u8) {
     let cgroups = Cgroups::new(cgroup_name(index));
     if let Ok(cgroups) = cgroups {
@@ -250,13 +348,14 @@ fn clean(index: u8) {
             .args(["link", "delete", &veth_name(index)])
             .output();
     }
+    remove_registry_dir(index);
 }
 
-/// A slot without a record may still have a cgroup or link from a run killed while it
-/// started or stopped.
+/// A slot without a record may still have a cgroup, link or registry directory from a run
+/// killed while it started or stopped (or from before a reboot, for the directory).
 fn clean_if_leftover(index: u8) {
     let has_cgroup = Cgroups::new(cgroup_name(index)).is_ok_and(|c| c.exists());
-    if has_cgroup || interface_exists(&veth_name(index)) {
+    if has_cgroup || interface_exists(&veth_name(index)) || registry_dir(index).exists() {
         clean(index);
     }
 }

@@ -11,9 +11,15 @@
 //! checks kubelet's serving certificate; kubelet authenticates callers by certificate or token
 //! and asks the API server whether they may (no anonymous access); kubelet itself is
 //! `system:node:operon-node`, limited by the Node authorizer and NodeRestriction.
+//!
+//! What the host serves on the node's link is guarded in the node's network namespace, the
+//! node's stand-in for NetworkPolicy (see [`guard`]): Pods never reach the registry (it runs as
+//! an unprivileged user, see [`host::REGISTRY_ROOT`]), and a [`guard::PortGuard`] keeps a port,
+//! such as moto's, open only to the Pods that need it.
 
 pub mod addons;
 pub mod config;
+pub mod guard;
 pub mod host;
 pub mod images;
 
@@ -32,7 +38,8 @@ use kube::api::Api;
 use parking_lot::Mutex;
 
 use crate::Error;
-use crate::process::{Process, RunDir};
+use crate::process::{Process, RunAs, RunDir};
+use guard::{AllowedPods, NodeNetwork, PortGuard};
 use host::{Cgroups, Namespaces, NodeDirs, Slot};
 
 pub use config::{CLUSTER_DOMAIN, DNS_SERVICE_IP, NODE_NAME};
@@ -168,6 +175,15 @@ impl Prepared {
                  echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables",
             ],
         )?;
+        // Before anything runs in the node: no Pod ever reaches the registry.
+        guard::install(
+            &NodeNetwork {
+                namespace_pid: holder,
+                host_ip: self.slot.host_ip(),
+                pod_cidr: self.slot.pod_cidr(),
+            },
+            config::REGISTRY_PORT,
+        )?;
         Ok(())
     }
 
@@ -201,6 +217,8 @@ struct Component {
     args: Vec<String>,
     /// In the node's namespaces and cgroup (else on the host, like the registry).
     in_node: bool,
+    /// Another user than root's to run as (on the host only).
+    user: Option<RunAs>,
     process: Option<Process>,
     restarts: Vec<Instant>,
     given_up: Option<String>,
@@ -219,7 +237,10 @@ impl Shared {
     fn spawn(&self, c: &Component) -> Result<Process, Error> {
         let log = self.run.path().join(format!("{}.log", c.name));
         if !c.in_node {
-            return Process::spawn(c.name, &c.binary, &c.args, log, &self.run);
+            return match c.user {
+                Some(user) => Process::spawn_as(c.name, &c.binary, &c.args, log, &self.run, user),
+                None => Process::spawn(c.name, &c.binary, &c.args, log, &self.run),
+            };
         }
         let procs = host::open_procs(&self.cgroups.procs_files("system"))?;
         let namespaces = &self.namespaces;
@@ -316,6 +337,8 @@ pub struct Node {
     holder_pid: u32,
     root: PathBuf,
     registry: String,
+    /// The registry's configuration and storage (see [`host::REGISTRY_ROOT`]).
+    registry_dir: PathBuf,
     startup: Duration,
 }
 
@@ -330,6 +353,7 @@ impl Node {
             root,
         } = prepared;
         let registry = format!("{}:{}", slot.host_ip(), config::REGISTRY_PORT);
+        let registry_dir = slot.registry_dir();
 
         let shared = Arc::new(Shared {
             components: Mutex::new(Vec::new()),
@@ -350,6 +374,7 @@ impl Node {
             slot: Mutex::new(Some(slot)),
             root,
             registry,
+            registry_dir,
             startup: Duration::ZERO,
         };
         let images = tokio::task::spawn_blocking({
@@ -370,6 +395,7 @@ impl Node {
             "registry",
             find_command("docker-registry").unwrap_or_else(|| "docker-registry".into()),
             vec!["serve".into(), files.registry.display().to_string()],
+            Some(host::REGISTRY_USER),
         ))?;
         node.add(Component::in_node(
             "containerd",
@@ -456,6 +482,14 @@ impl Node {
             }
         })
         .await?;
+        // kube-proxy's first sync put its jumps above the guard's.
+        let network = node.network();
+        node.wait("kube-proxy's first sync", t0, || {
+            let synced = guard::kube_proxy_synced(&network);
+            async move { synced }
+        })
+        .await?;
+        guard::keep_first(&network)?;
         node.supervisor = Mutex::new(Some(supervise(node.shared.clone())?));
         node.startup = t0.elapsed();
         Ok(node)
@@ -536,10 +570,16 @@ impl Node {
             root.join("containerd.toml"),
             &config::containerd(&root.join("containerd"), images::PAUSE, &cni_dir, &certs),
         )?;
+        // Readable by the registry's user (see host::REGISTRY_ROOT), writable by root only.
         let registry = write(
-            root.join("registry.yml"),
-            &config::registry(&self.registry, &root.join("registry")),
+            self.registry_dir.join("config.yml"),
+            &config::registry(&self.registry, &self.registry_dir.join("storage")),
         )?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&registry, fs::Permissions::from_mode(0o644))
+                .map_err(io(format!("making {} readable", registry.display())))?;
+        }
         let resolv_conf = write(root.join("resolv.conf"), &config::resolv_conf())?;
         let kubelet = write(
             root.join("kubelet.yaml"),
@@ -598,6 +638,32 @@ impl Node {
     /// `host:port` of the registry the node pulls from.
     pub fn registry(&self) -> &str {
         &self.registry
+    }
+
+    /// The registry's configuration (`config.yml`) and images (`storage`).
+    pub fn registry_dir(&self) -> &Path {
+        &self.registry_dir
+    }
+
+    /// The node's network namespace, host address and Pod range, for [`guard`].
+    pub fn network(&self) -> NodeNetwork {
+        NodeNetwork {
+            namespace_pid: self.holder_pid,
+            host_ip: self.host_ip,
+            pod_cidr: self.pod_cidr.clone(),
+        }
+    }
+
+    /// Keeps `port` on the host's address on the node's link open only to the `allowed` Pods
+    /// (the node's stand-in for a NetworkPolicy; see [`PortGuard`]) for as long as the returned
+    /// guard lives. `config` is an admin's client configuration.
+    pub async fn guard_port(
+        &self,
+        config: kube::Config,
+        port: u16,
+        allowed: AllowedPods,
+    ) -> Result<PortGuard, Error> {
+        PortGuard::start(config, self.network(), port, allowed).await
     }
 
     /// The node's configuration and state (`var-lib`, `var-log`, `run` stand in for the node's
@@ -723,15 +789,22 @@ impl Component {
             binary,
             args,
             in_node: true,
+            user: None,
             process: None,
             restarts: Vec::new(),
             given_up: None,
         }
     }
 
-    fn on_host(name: &'static str, binary: PathBuf, args: Vec<String>) -> Component {
+    fn on_host(
+        name: &'static str,
+        binary: PathBuf,
+        args: Vec<String>,
+        user: Option<RunAs>,
+    ) -> Component {
         Component {
             in_node: false,
+            user,
             ..Component::in_node(name, binary, args)
         }
     }
