@@ -44,6 +44,29 @@ static DEPLOYED: OnceCell<Result<Deployed, String>> = OnceCell::const_new();
 /// cordons the node, or restarts what others query, holds it alone.
 static NODE: RwLock<()> = RwLock::const_new(());
 
+/// Longest wait for [`NODE`]: a test holding it longer is stuck, and the wait says who waited.
+const NODE_WAIT: Duration = Duration::from_secs(20 * 60);
+
+/// [`NODE`], shared.
+async fn node_shared(test: &str) -> Result<tokio::sync::RwLockReadGuard<'static, ()>> {
+    let t0 = std::time::Instant::now();
+    let guard = tokio::time::timeout(NODE_WAIT, NODE.read())
+        .await
+        .with_context(|| format!("{test}: the node stayed held by others for {NODE_WAIT:?}"))?;
+    eprintln!("{test}: has the node, shared (waited {:.0?})", t0.elapsed());
+    Ok(guard)
+}
+
+/// [`NODE`], alone.
+async fn node_alone(test: &str) -> Result<tokio::sync::RwLockWriteGuard<'static, ()>> {
+    let t0 = std::time::Instant::now();
+    let guard = tokio::time::timeout(NODE_WAIT, NODE.write())
+        .await
+        .with_context(|| format!("{test}: the node stayed held by others for {NODE_WAIT:?}"))?;
+    eprintln!("{test}: has the node alone (waited {:.0?})", t0.elapsed());
+    Ok(guard)
+}
+
 fn repo_root() -> PathBuf {
     xtask::repo_root()
 }
@@ -184,7 +207,7 @@ fn container_id(pod: &Pod) -> Option<String> {
 #[tokio::test]
 async fn the_talks_podrequest_runs_for_real() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("the_talks_podrequest_runs_for_real").await?;
     let ns = d.env.namespace("talk").await?;
     let client = d.env.client().await?;
     // The talk's YAML, verbatim but for the namespace.
@@ -276,7 +299,7 @@ async fn leader(leases: &Api<Lease>) -> Result<String, String> {
 #[tokio::test]
 async fn pod_operator_fails_over_between_its_replicas() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("pod_operator_fails_over_between_its_replicas").await?;
     let client = d.env.client().await?;
     let operator_pods: Api<Pod> = Api::namespaced(client.clone(), POD_OPERATOR_NS);
     let leases: Api<Lease> = Api::namespaced(client.clone(), POD_OPERATOR_NS);
@@ -387,7 +410,7 @@ async fn pod_operator_fails_over_between_its_replicas() -> Result<()> {
 #[tokio::test]
 async fn service_ca_certificates_serve_https_that_clients_trust() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("service_ca_certificates_serve_https_that_clients_trust").await?;
     let ns = d.env.namespace("https").await?;
     let client = d.env.client().await?;
     // The talk's Service and ConfigMap (slides 48-50), in the test's namespace.
@@ -601,7 +624,7 @@ async fn mint_through_moto(d: &Deployed, ns: &str) -> Result<String> {
 #[tokio::test]
 async fn credentials_operator_in_the_cluster_mints_through_a_service() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("credentials_operator_in_the_cluster_mints_through_a_service").await?;
     let ns = d.env.namespace("creds").await?;
     mint_through_moto(d, &ns).await?;
     let secret = kubectl(
@@ -674,7 +697,7 @@ fn cgroup_limits(node_cgroup: &str, pod: &Pod) -> Result<(u64, i64)> {
 #[tokio::test]
 async fn the_generated_deployments_limits_are_enforced() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("the_generated_deployments_limits_are_enforced").await?;
     let client = d.env.client().await?;
     let node = d
         .env
@@ -746,7 +769,7 @@ async fn the_generated_deployments_limits_are_enforced() -> Result<()> {
 #[tokio::test]
 async fn a_user_with_the_edit_role_may_request_pods() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("a_user_with_the_edit_role_may_request_pods").await?;
     let ns = d.env.namespace("edit").await?;
     let admin = d.env.client().await?;
     // The built-in `edit` role, bound in the namespace: config/'s aggregated roles add
@@ -903,7 +926,8 @@ const BLOB_UPLOAD: &str =
 #[tokio::test]
 async fn pods_cannot_reach_the_registry_the_host_and_the_node_still_use() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node =
+        node_shared("pods_cannot_reach_the_registry_the_host_and_the_node_still_use").await?;
     let ns = d.env.namespace("registry").await?;
     let node = real_node(d)?;
     // The host pushes, after the guard is in place, and the node pulls what was pushed: the
@@ -976,7 +1000,7 @@ async fn the_registry_runs_as_nobody_with_a_storage_of_its_own() -> Result<()> {
 #[tokio::test]
 async fn moto_is_reachable_from_credentials_operator_only() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("moto_is_reachable_from_credentials_operator_only").await?;
     let ns = d.env.namespace("moto-guard").await?;
     let client = d.env.client().await?;
     let node = real_node(d)?;

@@ -20,7 +20,7 @@ use monitoring_operator::resources::{PrometheusRule, ServiceMonitor};
 use operon_cluster::wait;
 use serde_json::{Value, json};
 
-use super::{NODE, deployed};
+use super::{deployed, node_alone, node_shared};
 
 const PROMETHEUS: &str = "prometheus-k8s:web";
 const ALERTMANAGER: &str = "alertmanager-main:web";
@@ -126,7 +126,7 @@ async fn set_unschedulable(client: &Client, unschedulable: bool) -> Result<()> {
 async fn the_talks_alert_fires_on_cordon_and_resolves_on_uncordon() -> Result<()> {
     let d = deployed().await?;
     // Nothing else may need the node scheduled while it is cordoned.
-    let _node = NODE.write().await;
+    let _node = node_alone("the_talks_alert_fires_on_cordon_and_resolves_on_uncordon").await?;
     let client = d.env.client().await?;
 
     // The talk's rule (slide 37), verbatim: loaded, with its hour.
@@ -231,7 +231,7 @@ async fn cordon_and_uncordon(client: &Client) -> Result<()> {
 async fn prometheus_scrapes_the_operators_through_their_metrics_auth() -> Result<()> {
     let d = deployed().await?;
     // The operators' replicas stay as they are meanwhile (a redeploy replaces them).
-    let _node = NODE.read().await;
+    let _node = node_shared("prometheus_scrapes_the_operators_through_their_metrics_auth").await?;
     let client = d.env.client().await?;
     let namespaces = [
         "credentials-operator-system",
@@ -396,7 +396,7 @@ async fn degraded(client: &Client) -> Result<(String, String), String> {
 async fn configuration_changes_roll_out_and_a_bad_one_is_named() -> Result<()> {
     let d = deployed().await?;
     // Prometheus restarts: not while the alert test needs it.
-    let _node = NODE.write().await;
+    let _node = node_alone("configuration_changes_roll_out_and_a_bad_one_is_named").await?;
     let client = d.env.client().await?;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
 
@@ -483,7 +483,7 @@ async fn configuration_changes_roll_out_and_a_bad_one_is_named() -> Result<()> {
 #[tokio::test]
 async fn a_deleted_or_edited_child_is_restored() -> Result<()> {
     let d = deployed().await?;
-    let _node = NODE.read().await;
+    let _node = node_shared("a_deleted_or_edited_child_is_restored").await?;
     let client = d.env.client().await?;
 
     // The Prometheus Operator's Deployment, deleted: a new one, running again.

@@ -18,7 +18,7 @@ use operon_cluster::wait;
 use xtask::cli::LOCAL_IMAGE_PROFILE;
 use xtask::{ADD_ON_OPERATORS, OPERATORS};
 
-use super::{NODE, POD_OPERATOR_NS, deployed, repo_root, xtask_deploy};
+use super::{POD_OPERATOR_NS, deployed, node_alone, repo_root, xtask_deploy};
 
 const DEPLOYMENT: &str = "pod-operator-controller-manager";
 
@@ -209,7 +209,7 @@ fn forget(node_dir: &Path, digests: &[&str]) -> Result<()> {
 async fn a_redeploy_runs_the_rebuilt_image_by_digest_not_by_tag() -> Result<()> {
     let d = deployed().await?;
     // pod-operator's Pods are replaced: no test may use or query them meanwhile.
-    let _node = NODE.write().await;
+    let _node = node_alone("a_redeploy_runs_the_rebuilt_image_by_digest_not_by_tag").await?;
     let client = d.env.client().await?;
     let node_dir = d
         .env
