@@ -286,8 +286,28 @@ async fn prometheus_scrapes_the_operators_through_their_metrics_auth() -> Result
     Ok(())
 }
 
+/// What a plain-HTTP `GET /metrics` to `addr` gets back before the connection closes (at most
+/// 10 s and 1 KiB).
+async fn plain_http_answer(addr: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        let _ = (&mut stream).take(1024).read_to_end(&mut answer).await;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(format!("connecting to {addr}: {e}")),
+        Err(_) => Err(format!("{addr} neither answered nor closed in 10 s")),
+    }
+}
+
 /// One running, not terminating operator Pod of `ns`: `/metrics` without a token over HTTPS is
-/// refused, plain HTTP on the metrics port gets no answer, the probes' port has no `/metrics`.
+/// refused, plain HTTP on the metrics port gets no HTTP answer, the probes' port has no `/metrics`.
 async fn metrics_answer_on_https_only(client: &Client, ns: &str) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let list = pods
@@ -320,8 +340,15 @@ async fn metrics_answer_on_https_only(client: &Client, ns: &str) -> Result<(), S
             "an anonymous HTTPS scrape of {name} got {anonymous:?}"
         ));
     }
-    let plain = proxied(format!("{name}:8443")).await;
-    if plain.is_ok() {
+    // Plain HTTP straight to the Pod (the host routes to Pod IPs through the node): no HTTP
+    // answer, only TLS's alert or a closed connection.
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or("no Pod IP")?;
+    let plain = plain_http_answer(&format!("{ip}:8443")).await?;
+    if plain.starts_with("HTTP/") {
         return Err(format!("plain HTTP on {name}'s metrics port got {plain:?}"));
     }
     let probes = proxied(format!("{name}:8081")).await;
