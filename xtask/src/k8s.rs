@@ -544,8 +544,8 @@ fn build(bin: &Path) -> Result<()> {
         bin.display()
     );
     println!(
-        "k8s: a first build takes about 12 minutes on 2 cores beside Rust's (Go's own caches \
-         make later ones quick)"
+        "k8s: a first build is the longest step of a first run (measured: docs/node.md, \
+         Timings); Go's own caches make later ones quick"
     );
 
     phase(t0, "downloading Go modules");

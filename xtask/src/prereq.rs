@@ -158,6 +158,14 @@ pub const PREREQUISITES: &[Prerequisite] = &[
         used_by: &[Use::Images, Use::Node],
     },
     Prerequisite {
+        name: "make",
+        why: "the Makefile targets of this repository and of generated projects (`make deploy`, \
+              …), which the CLI's end-to-end test runs",
+        check: Check::Command("make"),
+        install: Install::Debian("make"),
+        used_by: &[Use::Images],
+    },
+    Prerequisite {
         name: "musl-gcc",
         why: "compiles ring's C for the static musl binaries in the operators' images",
         check: Check::Command("musl-gcc"),

@@ -30,8 +30,10 @@ pub fn config_dir() -> PathBuf {
 /// Writes every generated file and removes generated files that are no longer produced; with
 /// `check`, writes nothing and fails, naming them, when files differ from what would be written.
 pub fn generate(check: bool) -> Result<()> {
+    // cargo's progress shows: a first build of the operators takes minutes.
+    println!("manifests: building the operators, whose own commands write their manifests");
     let mut build = cargo();
-    build.args(["build", "--quiet", "--bins"]);
+    build.args(["build", "--bins"]);
     for operator in OPERATORS.into_iter().chain(ADD_ON_OPERATORS) {
         build.args(["-p", operator]);
     }
