@@ -453,7 +453,7 @@ impl Node {
         crate::apply::apply(&ctx.client, &addons::apiserver_kubelet_access(), MANAGER).await?;
         crate::apply::apply(
             &ctx.client,
-            &addons::local_registry_hosting(&node.registry),
+            &addons::local_registry_hosting(&node.registry)?,
             MANAGER,
         )
         .await?;
@@ -573,7 +573,7 @@ impl Node {
         // Readable by the registry's user (see host::REGISTRY_ROOT), writable by root only.
         let registry = write(
             self.registry_dir.join("config.yml"),
-            &config::registry(&self.registry, &self.registry_dir.join("storage")),
+            &config::registry(&self.registry, &self.registry_dir.join("storage"))?,
         )?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -587,6 +587,7 @@ impl Node {
                 self.node_ip(),
                 &self.pod_cidr(),
                 self.shared.cgroups.name(),
+                self.shared.cgroups.mode().version(),
                 &config::KubeletFiles {
                     ca: ctx.ca_file,
                     serving_cert: &ctx.kubelet_cert,
@@ -850,11 +851,20 @@ pub async fn announced_registry(client: &Client) -> Result<String, Error> {
         .unwrap_or_default()
         .remove("localRegistryHosting.v1")
         .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("host:"))
-        .map(|h| h.trim().trim_matches('"').to_string())
-        .filter(|h| !h.is_empty())
+    announced_host(&text)
         .ok_or_else(|| Error::Node(format!("local-registry-hosting has no host: {text:?}")))
+}
+
+/// The `host` of a `localRegistryHosting.v1` document (YAML), if it names one.
+fn announced_host(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Hosting {
+        host: Option<String>,
+    }
+    serde_saphyr::from_str::<Hosting>(text)
+        .ok()
+        .and_then(|h| h.host)
+        .filter(|h| !h.is_empty())
 }
 
 /// Pushes `archive` to `registry` under `reference` as Pods name it. Returns the digest of the
