@@ -1022,39 +1022,17 @@ pub(crate) fn http_get(path: &str) -> http::Request<Vec<u8>> {
 /// The status code of a plain-HTTP GET of `path` at `addr` (`host:port`), if it answers within
 /// two seconds.
 pub(crate) async fn http_status(addr: &str, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    crate::plain_http::get(addr, path)
         .await
         .ok()
-        .flatten()
+        .map(|r| r.status)
 }
 
 /// A plain-HTTP GET on loopback answering 200 with etcd's healthy body (etcd's metrics port).
 async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        Some(text.starts_with("HTTP/1.1 200") && text.contains("\"health\":\"true\""))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    crate::plain_http::get(&format!("{host}:{port}"), path)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .is_ok_and(|r| r.status == 200 && r.text().contains("\"health\":\"true\""))
 }
 
 /// `/healthz` of a component serving with a self-signed certificate on loopback.
