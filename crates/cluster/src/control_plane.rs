@@ -21,6 +21,7 @@ use crate::node::{self, Node};
 use crate::pki::{CLUSTER_ADMINS_GROUP, CertKey, NodeAddresses, Pki};
 use crate::pod_security;
 use crate::process::{Process, RunDir, reap_stale_runs};
+use crate::wait;
 
 /// The pod network kwok hands out Pod IPs from.
 pub const POD_CIDR: &str = "10.244.0.0/16";
@@ -686,36 +687,42 @@ impl ControlPlane {
     }
 
     /// Polls `check` until it is true; fails early when a component exits.
-    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, check: F) -> Result<(), Error>
+    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, mut check: F) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = t0 + STARTUP_TIMEOUT;
-        let mut check = check;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            if check().await {
-                return Ok(());
+        let backoff = wait::Backoff {
+            first: Duration::from_millis(20),
+            ..wait::Backoff::DEFAULT
+        };
+        let left = STARTUP_TIMEOUT.saturating_sub(t0.elapsed());
+        let waited = wait::poll(what, left, backoff, || {
+            let holds = check();
+            async move {
+                if holds.await {
+                    return wait::Check::Ready(());
+                }
+                match self.exited_component() {
+                    Some((name, status, log)) => wait::Check::Failed(Error::ComponentExited {
+                        name,
+                        status,
+                        log_tail: tail(&log, 20),
+                        log,
+                    }),
+                    None => wait::Check::Pending(String::new()),
+                }
             }
-            if let Some((name, status, log)) = self.exited_component() {
-                return Err(Error::ComponentExited {
-                    name,
-                    status,
-                    log_tail: tail(&log, 20),
-                    log,
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: what.to_string(),
-                    after: STARTUP_TIMEOUT,
-                    logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
+        })
+        .await;
+        waited.map_err(|stopped| match stopped {
+            wait::Stopped::Failed(e) => e,
+            wait::Stopped::Timeout(_) => Error::Timeout {
+                what: what.to_string(),
+                after: STARTUP_TIMEOUT,
+                logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
+            },
+        })
     }
 
     fn exited_component(&self) -> Option<(String, String, PathBuf)> {

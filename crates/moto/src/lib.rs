@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use operon_cluster::node::guard::{AllowedPods, NodeNetwork, PortGuard};
 use operon_cluster::process::{Process, RunDir, reap_stale_runs};
-use operon_cluster::tail;
+use operon_cluster::{tail, wait};
 use parking_lot::Mutex;
 
 pub use operon_assets::MOTO_VERSION;
@@ -244,36 +244,43 @@ impl Moto {
                 )?);
             }
         }
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let mut delay = Duration::from_millis(20);
-        loop {
+        let backoff = wait::Backoff {
+            first: Duration::from_millis(20),
+            ..wait::Backoff::DEFAULT
+        };
+        let what = format!("moto to answer HTTP on {}", self.endpoint());
+        let waited = wait::poll(&what, STARTUP_TIMEOUT, backoff, || async {
             // A moto-api answer means the WSGI app is up (the config is a small JSON document,
             // served with 201).
             if let Ok((200..=299, _)) =
                 request(self.host, self.port, "GET", "/moto-api/config").await
             {
-                return Ok(());
+                return wait::Check::Ready(());
             }
-            if let Some(status) = self.exited()? {
-                return Err(operon_cluster::Error::ComponentExited {
-                    name: "moto".into(),
-                    status,
-                    log_tail: tail(&self.log, 20),
-                    log: self.log.clone(),
-                }
-                .into());
+            match self.exited() {
+                Ok(None) => wait::Check::Pending(String::new()),
+                Ok(Some(status)) => wait::Check::Failed(
+                    operon_cluster::Error::ComponentExited {
+                        name: "moto".into(),
+                        status,
+                        log_tail: tail(&self.log, 20),
+                        log: self.log.clone(),
+                    }
+                    .into(),
+                ),
+                Err(e) => wait::Check::Failed(e),
             }
-            if Instant::now() >= deadline {
-                return Err(operon_cluster::Error::Timeout {
-                    what: format!("moto to answer HTTP on {}", self.endpoint()),
-                    after: STARTUP_TIMEOUT,
-                    logs: vec![self.log.clone()],
-                }
-                .into());
+        })
+        .await;
+        waited.map_err(|stopped| match stopped {
+            wait::Stopped::Failed(e) => e,
+            wait::Stopped::Timeout(_) => operon_cluster::Error::Timeout {
+                what,
+                after: STARTUP_TIMEOUT,
+                logs: vec![self.log.clone()],
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
+            .into(),
+        })
     }
 
     /// `Some(exit description)` when the process was started and has exited.
