@@ -96,22 +96,35 @@ where
 
 /// Polls `check` (with a growing delay up to 250 ms) until it returns `Ok(value)`, or fails with
 /// the last `Err` description once `timeout` has passed.
-pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, Timeout>
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, Timeout>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let checked =
-        poll::<T, std::convert::Infallible, _, _>(what, timeout, Backoff::DEFAULT, || {
-            let attempt = check();
-            async move {
-                match attempt.await {
-                    Ok(value) => Check::Ready(value),
-                    Err(last) => Check::Pending(last),
-                }
+    until_every(what, timeout, Backoff::DEFAULT, check).await
+}
+
+/// [`until`], spaced by `backoff`.
+pub async fn until_every<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    backoff: Backoff,
+    mut check: F,
+) -> Result<T, Timeout>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let checked = poll::<T, std::convert::Infallible, _, _>(what, timeout, backoff, || {
+        let attempt = check();
+        async move {
+            match attempt.await {
+                Ok(value) => Check::Ready(value),
+                Err(last) => Check::Pending(last),
             }
-        })
-        .await;
+        }
+    })
+    .await;
     checked.map_err(|stopped| match stopped {
         Stopped::Timeout(t) => t,
         Stopped::Failed(never) => match never {},
