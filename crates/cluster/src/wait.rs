@@ -131,6 +131,33 @@ where
     })
 }
 
+/// [`until_every`] for code that runs without an async runtime (drops, cleanup after a crash):
+/// the thread sleeps between looks.
+pub fn blocking<T>(
+    what: &str,
+    timeout: Duration,
+    backoff: Backoff,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, Timeout> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = backoff.first;
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(last) if Instant::now() >= deadline => {
+                return Err(Timeout {
+                    what: what.to_string(),
+                    after: timeout,
+                    last,
+                });
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(delay);
+        delay = backoff.after(delay);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +221,38 @@ mod tests {
         })
         .await;
         assert_eq!(got.ok(), Some(7));
+    }
+
+    #[test]
+    fn blocking_waits_return_the_value_or_the_last_observation() {
+        let mut calls = 0;
+        let got = blocking(
+            "third call",
+            Duration::from_secs(5),
+            Backoff::DEFAULT,
+            || {
+                calls += 1;
+                if calls >= 3 {
+                    Ok(calls)
+                } else {
+                    Err(format!("call {calls}"))
+                }
+            },
+        );
+        assert_eq!(got.ok(), Some(3));
+        let err = blocking::<()>(
+            "never",
+            Duration::from_millis(30),
+            Backoff::every(Duration::from_millis(5)),
+            || Err("still false".into()),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("never") && err.contains("still false"),
+            "{err}"
+        );
     }
 
     #[test]

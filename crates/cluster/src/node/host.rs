@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -32,6 +32,7 @@ use nix::unistd::Pid;
 use crate::Error;
 pub use crate::node::config::CgroupVersion;
 use crate::process::{Process, RunAs, RunDir};
+use crate::wait;
 
 /// Machine-wide registry of node slots (tmpfs: gone with a reboot, like what it records).
 pub const STATE_DIR: &str = "/run/operon-envtest";
@@ -550,21 +551,25 @@ impl Cgroups {
     /// SIGKILLs everything in the cgroup until nothing is left (bounded), and reaps what
     /// became this process's children (see [`adopt_orphans`]).
     pub fn kill_all(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
         let mut killed = Vec::new();
-        loop {
-            let pids = self.pids();
-            if pids.is_empty() || Instant::now() > deadline {
-                if !pids.is_empty() {
-                    tracing::warn!(cgroup = %self.name, ?pids, "processes survived SIGKILL");
+        let emptied = wait::blocking(
+            &format!("cgroup {} to empty", self.name),
+            Duration::from_secs(10),
+            wait::Backoff::every(Duration::from_millis(20)),
+            || {
+                let pids = self.pids();
+                if pids.is_empty() {
+                    return Ok(());
                 }
-                break;
-            }
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                killed.push(pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+                for &pid in &pids {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    killed.push(pid);
+                }
+                Err(format!("{pids:?}"))
+            },
+        );
+        if let Err(survivors) = emptied {
+            tracing::warn!(cgroup = %self.name, pids = survivors.last, "processes survived SIGKILL");
         }
         reap(&killed);
     }
@@ -578,15 +583,17 @@ impl Cgroups {
             // `walk` visits parents before children.
             for dir in dirs.iter().rev() {
                 // A killed process leaves its cgroup a moment later.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while let Err(e) = fs::remove_dir(dir) {
-                    if e.kind() == std::io::ErrorKind::NotFound || Instant::now() > deadline {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!("removing cgroup {}: {e}", dir.display());
-                        }
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                let removed = wait::blocking(
+                    &format!("cgroup {} to go", dir.display()),
+                    Duration::from_secs(5),
+                    wait::Backoff::every(Duration::from_millis(20)),
+                    || match fs::remove_dir(dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                        _ => Ok(()),
+                    },
+                );
+                if let Err(e) = removed {
+                    tracing::warn!("removing cgroup {}: {}", dir.display(), e.last);
                 }
             }
         }
@@ -704,22 +711,29 @@ pub fn adopt_orphans() {
 fn reap(pids: &[i32]) {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let mut pending: Vec<i32> = pids.to_vec();
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !pending.is_empty() && Instant::now() < deadline {
-        pending.retain(|&pid| {
-            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => true,
-                Ok(_) => false,
-                // Not (yet) our child: keep asking while it exists.
-                Err(_) => procfs::process::Process::new(pid)
-                    .and_then(|p| p.stat())
-                    .is_ok_and(|s| s.state == 'Z'),
+    // Best effort: what is still pending afterwards is left to whoever reaps it later.
+    let _ = wait::blocking(
+        "killed processes to be reaped",
+        Duration::from_millis(500),
+        wait::Backoff::every(Duration::from_millis(20)),
+        || {
+            pending.retain(|&pid| {
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => true,
+                    Ok(_) => false,
+                    // Not (yet) our child: keep asking while it exists.
+                    Err(_) => procfs::process::Process::new(pid)
+                        .and_then(|p| p.stat())
+                        .is_ok_and(|s| s.state == 'Z'),
+                }
+            });
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{pending:?}"))
             }
-        });
-        if !pending.is_empty() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+        },
+    );
 }
 
 /// Calls `visit` on `dir` and every directory below it, parents first.
