@@ -10,7 +10,8 @@
 //! - a **veth pair** joining the two, and a host route to the node's Pods;
 //! - a **registry directory** `/var/lib/operon/registry-<k>`: the registry's configuration and,
 //!   owned by the unprivileged user it runs as, its storage (see [`REGISTRY_ROOT`]);
-//! - **cgroups** `operon-node-<k>` in every cgroup v1 hierarchy: kubelet's `cgroupRoot`, and
+//! - **cgroups** `operon-node-<k>` in every cgroup v1 hierarchy (or in the unified one on a
+//!   cgroup v2 only host, see [`CgroupMode`]): kubelet's `cgroupRoot`, and
 //!   `…/system` for the node's daemons, so that stopping the node can kill everything it
 //!   started, container shims included, and remove the cgroups;
 //! - the **kernel settings** kubelet writes (`vm.overcommit_memory`, `vm.panic_on_oom`,
