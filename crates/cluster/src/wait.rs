@@ -139,19 +139,38 @@ pub fn blocking<T>(
     backoff: Backoff,
     mut check: impl FnMut() -> Result<T, String>,
 ) -> Result<T, Timeout> {
+    let checked =
+        blocking_poll::<T, std::convert::Infallible>(what, timeout, backoff, || match check() {
+            Ok(value) => Check::Ready(value),
+            Err(last) => Check::Pending(last),
+        });
+    checked.map_err(|stopped| match stopped {
+        Stopped::Timeout(t) => t,
+        Stopped::Failed(never) => match never {},
+    })
+}
+
+/// [`poll`] for code that runs without an async runtime: the thread sleeps between looks.
+pub fn blocking_poll<T, E>(
+    what: &str,
+    timeout: Duration,
+    backoff: Backoff,
+    mut check: impl FnMut() -> Check<T, E>,
+) -> Result<T, Stopped<E>> {
     let deadline = Instant::now() + timeout;
     let mut delay = backoff.first;
     loop {
         match check() {
-            Ok(value) => return Ok(value),
-            Err(last) if Instant::now() >= deadline => {
-                return Err(Timeout {
+            Check::Ready(value) => return Ok(value),
+            Check::Failed(e) => return Err(Stopped::Failed(e)),
+            Check::Pending(last) if Instant::now() >= deadline => {
+                return Err(Stopped::Timeout(Timeout {
                     what: what.to_string(),
                     after: timeout,
                     last,
-                });
+                }));
             }
-            Err(_) => {}
+            Check::Pending(_) => {}
         }
         std::thread::sleep(delay);
         delay = backoff.after(delay);
@@ -253,6 +272,26 @@ mod tests {
             err.contains("never") && err.contains("still false"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_failed_blocking_check_stops_at_once() {
+        let mut calls = 0;
+        let got = blocking_poll::<(), _>(
+            "a process to answer",
+            Duration::from_secs(30),
+            Backoff::every(Duration::from_millis(5)),
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Check::Pending("no answer".into())
+                } else {
+                    Check::Failed("it exited")
+                }
+            },
+        );
+        assert!(matches!(got, Err(Stopped::Failed("it exited"))), "{got:?}");
+        assert_eq!(calls, 3);
     }
 
     #[test]
