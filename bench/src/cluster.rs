@@ -7,12 +7,12 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, CustomResourceExt};
-use operon_cluster::ControlPlane;
+use operon_cluster::{ControlPlane, wait};
 use serde::Deserialize;
 
 /// Namespace of the peers' ServiceAccount and Lease.
@@ -110,13 +110,16 @@ impl Cluster {
             Err(e) => return Err(e.into()),
         }
         let sas: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), name);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while sas.get_opt("default").await?.is_none() {
-            if Instant::now() > deadline {
-                bail!("namespace {name}: no default ServiceAccount after 60 s");
+        let what = format!("namespace {name}'s default ServiceAccount");
+        let every = wait::Backoff::every(Duration::from_millis(100));
+        wait::poll(&what, Duration::from_secs(60), every, || async {
+            match sas.get_opt("default").await {
+                Ok(Some(_)) => wait::Check::Ready(()),
+                Ok(None) => wait::Check::Pending("not created yet".into()),
+                Err(e) => wait::Check::Failed(e),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await?;
         Ok(())
     }
 

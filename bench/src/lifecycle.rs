@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use nix::sys::signal::Signal;
+use operon_cluster::wait;
 
 use crate::cluster::Cluster;
 use crate::peer::{PeerKind, PeerSettings, Process, Sampler};
@@ -100,13 +101,21 @@ pub(crate) async fn failover(
         let t0 = Instant::now();
         leader.signal(signal)?;
         workload::burst(&cluster.admin, kind, ns, vec![name.clone()], 1).await?;
-        let deadline = t0 + Duration::from_secs(90);
-        while !pods.with(|t| t.added.contains_key(&name)) {
-            if Instant::now() > deadline {
-                bail!("no Pod for {name} within 90 s of the leader's {signal}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Spaced finely and evenly: the failover time is measured when it is seen.
+        wait::until_every(
+            &format!("a Pod for {name} after the leader's {signal}"),
+            Duration::from_secs(90).saturating_sub(t0.elapsed()),
+            wait::Backoff::every(Duration::from_millis(10)),
+            || {
+                let created = pods.with(|t| t.added.contains_key(&name));
+                std::future::ready(if created {
+                    Ok(())
+                } else {
+                    Err("no Pod yet".to_string())
+                })
+            },
+        )
+        .await?;
         times.push(t0.elapsed().as_secs_f64());
         leader.wait(Duration::from_secs(40)).await.ok();
         sampler.follow(Some(standby.pid()));

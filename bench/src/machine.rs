@@ -17,23 +17,20 @@ fn read(path: &str) -> String {
 }
 
 pub(crate) fn machine() -> Machine {
-    let meminfo = read("/proc/meminfo");
-    let mem_kb: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
+    use procfs::Current as _;
+    // procfs reports bytes.
+    let mem_bytes = procfs::Meminfo::current().map_or(0, |m| m.mem_total);
     Machine {
         hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        cpu_model: read("/proc/cpuinfo")
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        cpu_model: procfs::CpuInfo::current()
+            .ok()
+            .and_then(|c| c.model_name(0).map(str::to_string))
             .unwrap_or_default(),
-        memory_gib: mem_kb / 1024.0 / 1024.0,
+        memory_gib: mem_bytes as f64 / 1024.0 / 1024.0 / 1024.0,
+        // Single-value files: nothing to parse (procfs's kernel `Version` drops the suffix).
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
     }
 }
@@ -80,6 +77,20 @@ pub(crate) fn versions() -> Versions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn describes_this_machine() {
+        let m = machine();
+        assert!(m.memory_gib > 0.0, "{}", m.memory_gib);
+        assert!(!m.kernel.is_empty() && !m.hostname.is_empty());
+        let meminfo = read("/proc/meminfo");
+        let kb: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        assert!((m.memory_gib - kb / 1024.0 / 1024.0).abs() < 1e-9);
+    }
 
     #[test]
     fn reads_versions_from_go_mod_and_cargo_metadata() {

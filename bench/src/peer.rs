@@ -13,11 +13,10 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::cluster::SYSTEM_NAMESPACE;
+use operon_cluster::wait;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -222,30 +221,36 @@ impl Process {
         what: &str,
         mut done: impl FnMut(&Metrics) -> bool,
     ) -> Result<Metrics> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(m) = self.metrics().await
-                && done(&m)
-            {
-                return Ok(m);
+        let what = format!("peer {}: {what}", self.pid);
+        let every = wait::Backoff::every(Duration::from_millis(20));
+        let done = Mutex::new(&mut done);
+        let metrics = wait::until_every(&what, timeout, every, || {
+            let metrics = self.metrics();
+            let done = &done;
+            async move {
+                match metrics.await {
+                    Some(m) if (done.lock())(&m) => Ok(m),
+                    Some(_) => Err("not yet in /metrics".into()),
+                    None => Err("no /metrics answer".into()),
+                }
             }
-            if Instant::now() > deadline {
-                bail!("peer {}: {what} not reached within {timeout:?}", self.pid);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await?;
+        Ok(metrics)
     }
 
     /// Polls `/readyz` until it answers 200, at most `timeout`: what a rollout waits for before
     /// it stops the previous replica.
     pub async fn wait_ready(&self, timeout: Duration, what: &str) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while get(self.probe_port, "/readyz").await.is_err() {
-            if Instant::now() > deadline {
-                bail!("peer {}: {what} not ready within {timeout:?}", self.pid);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("peer {}: {what} ready", self.pid);
+        let every = wait::Backoff::every(Duration::from_millis(20));
+        wait::until_every(&what, timeout, every, || async {
+            get(self.probe_port, "/readyz")
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("/readyz: {e}"))
+        })
+        .await?;
         Ok(())
     }
 
@@ -261,19 +266,19 @@ async fn scrape(port: u16) -> Result<String> {
 
 /// The body of a 200 answer to `GET path`, else an error.
 async fn get(port: u16, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut body = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut body)).await??;
-    let text = String::from_utf8_lossy(&body);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no HTTP response");
-    };
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{}", head.lines().next().unwrap_or_default());
+    let response = operon_cluster::plain_http::request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        path,
+        &[("Accept", "text/plain")],
+        "",
+        Duration::from_secs(5),
+    )
+    .await?;
+    if response.status != 200 {
+        bail!("GET {path} answered {}", response.status);
     }
-    Ok(body.to_string())
+    Ok(response.text())
 }
 
 /// A Prometheus text exposition.

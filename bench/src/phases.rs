@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use nix::sys::signal::Signal;
+use operon_cluster::wait;
 use pod_operator::api::PodRequest;
 
 use crate::Cli;
@@ -324,22 +325,28 @@ async fn phase(
     };
     let create_s = t0.elapsed().as_secs_f64();
     // Generous: a 2-core machine under a 5000-object burst takes minutes.
-    let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 5);
     let mut last_print = Instant::now();
-    while done_of() < n {
-        if Instant::now() > deadline {
-            bail!(
-                "{name}: only {} of {n} done by the deadline (Pods {:?})",
-                done_of(),
-                pods.counts()
-            );
-        }
-        if last_print.elapsed() > Duration::from_secs(5) {
-            print_progress();
-            last_print = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until_every(
+        &format!("{name}: all {n} done"),
+        Duration::from_secs(120 + n as u64 / 5),
+        wait::Backoff::every(Duration::from_millis(20)),
+        || {
+            let done = done_of();
+            if done < n && last_print.elapsed() > Duration::from_secs(5) {
+                print_progress();
+                last_print = Instant::now();
+            }
+            std::future::ready(if done >= n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "only {done} of {n} done (Pods {:?})",
+                    pods.counts()
+                ))
+            })
+        },
+    )
+    .await?;
     let audit = cluster.audit_since(mark)?;
     let m1 = match operator {
         Some(p) => p.metrics().await,

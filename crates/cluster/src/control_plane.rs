@@ -21,6 +21,7 @@ use crate::node::{self, Node};
 use crate::pki::{CLUSTER_ADMINS_GROUP, CertKey, NodeAddresses, Pki};
 use crate::pod_security;
 use crate::process::{Process, RunDir, reap_stale_runs};
+use crate::wait;
 
 /// The pod network kwok hands out Pod IPs from.
 pub const POD_CIDR: &str = "10.244.0.0/16";
@@ -686,36 +687,42 @@ impl ControlPlane {
     }
 
     /// Polls `check` until it is true; fails early when a component exits.
-    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, check: F) -> Result<(), Error>
+    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, mut check: F) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = t0 + STARTUP_TIMEOUT;
-        let mut check = check;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            if check().await {
-                return Ok(());
+        let backoff = wait::Backoff {
+            first: Duration::from_millis(20),
+            ..wait::Backoff::DEFAULT
+        };
+        let left = STARTUP_TIMEOUT.saturating_sub(t0.elapsed());
+        let waited = wait::poll(what, left, backoff, || {
+            let holds = check();
+            async move {
+                if holds.await {
+                    return wait::Check::Ready(());
+                }
+                match self.exited_component() {
+                    Some((name, status, log)) => wait::Check::Failed(Error::ComponentExited {
+                        name,
+                        status,
+                        log_tail: tail(&log, 20),
+                        log,
+                    }),
+                    None => wait::Check::Pending(String::new()),
+                }
             }
-            if let Some((name, status, log)) = self.exited_component() {
-                return Err(Error::ComponentExited {
-                    name,
-                    status,
-                    log_tail: tail(&log, 20),
-                    log,
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: what.to_string(),
-                    after: STARTUP_TIMEOUT,
-                    logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
+        })
+        .await;
+        waited.map_err(|stopped| match stopped {
+            wait::Stopped::Failed(e) => e,
+            wait::Stopped::Timeout(_) => Error::Timeout {
+                what: what.to_string(),
+                after: STARTUP_TIMEOUT,
+                logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
+            },
+        })
     }
 
     fn exited_component(&self) -> Option<(String, String, PathBuf)> {
@@ -1022,39 +1029,17 @@ pub(crate) fn http_get(path: &str) -> http::Request<Vec<u8>> {
 /// The status code of a plain-HTTP GET of `path` at `addr` (`host:port`), if it answers within
 /// two seconds.
 pub(crate) async fn http_status(addr: &str, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    crate::plain_http::get(addr, path)
         .await
         .ok()
-        .flatten()
+        .map(|r| r.status)
 }
 
 /// A plain-HTTP GET on loopback answering 200 with etcd's healthy body (etcd's metrics port).
 async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        Some(text.starts_with("HTTP/1.1 200") && text.contains("\"health\":\"true\""))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    crate::plain_http::get(&format!("{host}:{port}"), path)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .is_ok_and(|r| r.status == 200 && r.text().contains("\"health\":\"true\""))
 }
 
 /// `/healthz` of a component serving with a self-signed certificate on loopback.

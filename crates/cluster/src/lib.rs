@@ -22,6 +22,7 @@ mod control_plane;
 pub mod kubeconfig;
 pub mod node;
 mod pki;
+pub mod plain_http;
 pub mod pod_security;
 pub mod process;
 mod token;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -201,12 +201,14 @@ impl Process {
         }
         let pgid = Pid::from_raw(self.child.id() as i32);
         let _ = killpg(pgid, Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = crate::wait::blocking(
+            &format!("{} to exit after SIGTERM", self.name),
+            grace,
+            crate::wait::Backoff::every(Duration::from_millis(20)),
+            || self.exited().ok_or_else(|| "running".to_string()),
+        );
+        if exited.is_ok() {
+            return;
         }
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = self.child.wait();
@@ -413,26 +415,42 @@ mod tests {
             log,
             &run,
         )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let grandchild = loop {
-            if let Some(pid) = fs::read_to_string(&grandchild_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                break pid;
-            }
-            assert!(Instant::now() < deadline, "grandchild never started");
-            std::thread::sleep(Duration::from_millis(10));
+        let every = crate::wait::Backoff::every(Duration::from_millis(10));
+        let grandchild = crate::wait::blocking(
+            "the grandchild's pid",
+            Duration::from_secs(10),
+            every,
+            || {
+                fs::read_to_string(&grandchild_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .ok_or_else(|| format!("nothing in {}", grandchild_file.display()))
+            },
+        );
+        let grandchild = match grandchild {
+            Ok(pid) => pid,
+            Err(e) => panic!("grandchild never started: {e}"),
         };
         assert!(alive(grandchild));
         p.stop(Duration::from_secs(5));
         assert!(p.exited().is_some());
-        let deadline = Instant::now() + Duration::from_secs(5);
         // The grandchild is reparented to init and reaped there; poll until it is gone.
-        while alive(grandchild) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(!alive(grandchild), "grandchild {grandchild} survived stop");
+        let gone = crate::wait::blocking(
+            "the grandchild to go",
+            Duration::from_secs(5),
+            every,
+            || {
+                if alive(grandchild) {
+                    Err("alive".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(
+            gone.is_ok(),
+            "grandchild {grandchild} survived stop: {gone:?}"
+        );
         Ok(())
     }
 

@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 
 use operon_cluster::node::guard::{AllowedPods, NodeNetwork, PortGuard};
 use operon_cluster::process::{Process, RunDir, reap_stale_runs};
-use operon_cluster::tail;
+use operon_cluster::{tail, wait};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use operon_assets::MOTO_VERSION;
 
@@ -245,36 +244,43 @@ impl Moto {
                 )?);
             }
         }
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let mut delay = Duration::from_millis(20);
-        loop {
+        let backoff = wait::Backoff {
+            first: Duration::from_millis(20),
+            ..wait::Backoff::DEFAULT
+        };
+        let what = format!("moto to answer HTTP on {}", self.endpoint());
+        let waited = wait::poll(&what, STARTUP_TIMEOUT, backoff, || async {
             // A moto-api answer means the WSGI app is up (the config is a small JSON document,
             // served with 201).
             if let Ok((200..=299, _)) =
-                request(self.host, self.port, "GET", "/moto-api/config", &[], "").await
+                request(self.host, self.port, "GET", "/moto-api/config").await
             {
-                return Ok(());
+                return wait::Check::Ready(());
             }
-            if let Some(status) = self.exited()? {
-                return Err(operon_cluster::Error::ComponentExited {
-                    name: "moto".into(),
-                    status,
-                    log_tail: tail(&self.log, 20),
-                    log: self.log.clone(),
-                }
-                .into());
+            match self.exited() {
+                Ok(None) => wait::Check::Pending(String::new()),
+                Ok(Some(status)) => wait::Check::Failed(
+                    operon_cluster::Error::ComponentExited {
+                        name: "moto".into(),
+                        status,
+                        log_tail: tail(&self.log, 20),
+                        log: self.log.clone(),
+                    }
+                    .into(),
+                ),
+                Err(e) => wait::Check::Failed(e),
             }
-            if Instant::now() >= deadline {
-                return Err(operon_cluster::Error::Timeout {
-                    what: format!("moto to answer HTTP on {}", self.endpoint()),
-                    after: STARTUP_TIMEOUT,
-                    logs: vec![self.log.clone()],
-                }
-                .into());
+        })
+        .await;
+        waited.map_err(|stopped| match stopped {
+            wait::Stopped::Failed(e) => e,
+            wait::Stopped::Timeout(_) => operon_cluster::Error::Timeout {
+                what,
+                after: STARTUP_TIMEOUT,
+                logs: vec![self.log.clone()],
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
+            .into(),
+        })
     }
 
     /// `Some(exit description)` when the process was started and has exited.
@@ -401,7 +407,7 @@ impl Moto {
 
     /// Empties every emulated service (`POST /moto-api/reset`) without restarting.
     pub async fn reset(&self) -> Result<(), Error> {
-        match request(self.host, self.port, "POST", "/moto-api/reset", &[], "").await {
+        match request(self.host, self.port, "POST", "/moto-api/reset").await {
             Ok((200, _)) => Ok(()),
             Ok((status, body)) => Err(Error::Moto(format!(
                 "POST /moto-api/reset answered {status}: {body}"
@@ -436,58 +442,23 @@ fn free_port(host: std::net::Ipv4Addr) -> Result<u16, Error> {
         })
 }
 
-/// One HTTP/1.1 exchange (`Connection: close`): `(status, body)`. The body is not decoded
-/// (moto's werkzeug server sends `Content-Length` bodies and closes the connection).
+/// One request to moto's own API (`/moto-api/…`).
 async fn request(
     host: std::net::Ipv4Addr,
     port: u16,
     method: &str,
     path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
 ) -> std::io::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        stream.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .strip_prefix("HTTP/1.")
-            .and_then(|rest| rest.get(2..5))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "not an HTTP response: {:?}",
-                        text.chars().take(80).collect::<String>()
-                    ),
-                )
-            })?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "moto did not answer in time",
-            ))
-        })
+    operon_cluster::plain_http::request(
+        &format!("{host}:{port}"),
+        method,
+        path,
+        &[],
+        "",
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .map(|r| (r.status, r.text()))
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use operon_cluster::wait;
 use operon_moto::Moto;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// SigV4 shape without a valid signature: moto reads the region and access key from it and does
 /// not verify signatures.
@@ -32,32 +31,23 @@ fn authority(endpoint: &str) -> Result<&str> {
         .with_context(|| format!("endpoint {endpoint:?} is not http://host:port"))
 }
 
-/// A raw IAM query-API call (`POST /`, form-encoded): `(status, body)`.
+/// An IAM query-API call (`POST /`, form-encoded): `(status, body)`.
 async fn iam(endpoint: &str, params: &str) -> std::io::Result<(u16, String)> {
     let authority = authority(endpoint).map_err(std::io::Error::other)?;
-    let mut stream = tokio::net::TcpStream::connect(authority).await?;
     let body = format!("{params}&Version=2010-05-08");
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {AUTHORIZATION}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::other("no answer in 10s"))??;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let response = operon_cluster::plain_http::request(
+        authority,
+        "POST",
+        "/",
+        &[
+            ("Authorization", AUTHORIZATION),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &body,
+        Duration::from_secs(10),
+    )
+    .await?;
+    Ok((response.status, response.text()))
 }
 
 /// Every `<UserName>` in an IAM XML response.

@@ -112,19 +112,18 @@ impl Replica {
     }
 
     async fn exit_code(&mut self, within: Duration) -> Result<Option<i32>> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status.code());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{} still running; log {}",
-                self.identity,
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{} to exit (log {})", self.identity, self.log.display());
+        let every = wait::Backoff::every(Duration::from_millis(20));
+        let child = &mut self.child;
+        let code = wait::poll(&what, within, every, || {
+            std::future::ready(match child.try_wait() {
+                Ok(Some(status)) => wait::Check::Ready(status.code()),
+                Ok(None) => wait::Check::Pending("still running".into()),
+                Err(e) => wait::Check::Failed(e),
+            })
+        })
+        .await?;
+        Ok(code)
     }
 
     /// Waits until `/readyz` answers 200.

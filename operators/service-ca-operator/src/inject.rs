@@ -116,19 +116,13 @@ pub fn legacy_bundle(bundle_pem: &str, cluster_ca_pem: &str) -> String {
     format!("{bundle_pem}{cluster_ca_pem}\n")
 }
 
-/// PEM `CERTIFICATE` blocks of DER certificates (64 columns, as OpenSSL writes them).
+/// PEM `CERTIFICATE` blocks of DER certificates (64 columns, LF, as OpenSSL writes them), one
+/// after another without a blank line between them.
 pub fn pem_certificates(ders: &[Vec<u8>]) -> String {
-    let mut out = String::new();
-    for der in ders {
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        let encoded = STANDARD.encode(der);
-        for line in encoded.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    out
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    ders.iter()
+        .map(|der| pem::encode_config(&pem::Pem::new("CERTIFICATE", der.as_slice()), config))
+        .collect()
 }
 
 /// `metadata.annotations` of an object (string values only), for [`wants_injection`].
@@ -524,8 +518,14 @@ mod tests {
         let blocks: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
             .map(|p| p.map(|p| p.contents))
             .collect::<Result<_, _>>()?;
-        assert_eq!(blocks, [der, long]);
+        assert_eq!(blocks, [der.clone(), long]);
         assert!(pem.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
+        // LF only, and the blocks follow each other directly, as before.
+        assert!(!pem.contains('\r') && !pem.contains("\n\n"), "{pem}");
+        assert_eq!(
+            pem_certificates(&[der]),
+            "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n"
+        );
         Ok(())
     }
 

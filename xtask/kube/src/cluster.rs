@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_cluster::ControlPlane;
+use operon_cluster::{ControlPlane, wait};
 use serde::{Deserialize, Serialize};
 
 use xtask::cli::Shape;
@@ -146,24 +146,37 @@ pub fn up(attach: bool, shape: Shape) -> Result<()> {
         "cluster: starting in the background (log {})",
         log_path().display()
     );
-    loop {
+    let timeout = Duration::from_secs(180);
+    let every = wait::Backoff::every(Duration::from_millis(100));
+    let ready = wait::blocking_poll("the control plane", timeout, every, || {
         if let Some(info) = running().filter(|i| i.pid == child.id()) {
+            return wait::Check::Ready(info);
+        }
+        match child.try_wait() {
+            Ok(None) => wait::Check::Pending("starting".into()),
+            Ok(Some(status)) => {
+                let log = std::fs::read_to_string(log_path()).unwrap_or_default();
+                wait::Check::Failed(anyhow!(
+                    "the control plane exited ({status}) before it was ready:\n{log}"
+                ))
+            }
+            Err(e) => wait::Check::Failed(e.into()),
+        }
+    });
+    match ready {
+        Ok(info) => {
             println!("cluster: ready in {} ({})", elapsed(t0), info.startup);
             print_usage(&info);
-            return Ok(());
+            Ok(())
         }
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(log_path()).unwrap_or_default();
-            bail!("the control plane exited ({status}) before it was ready:\n{log}");
-        }
-        if t0.elapsed() > Duration::from_secs(180) {
+        Err(wait::Stopped::Failed(e)) => Err(e),
+        Err(wait::Stopped::Timeout(_)) => {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             bail!(
                 "the control plane was not ready after 3 minutes; see {}",
                 log_path().display()
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -239,10 +252,20 @@ pub fn down() -> Result<()> {
         Some(info) if alive(info.pid) => {
             kill(Pid::from_raw(info.pid as i32), Signal::SIGTERM)?;
             let t0 = Instant::now();
-            while alive(info.pid) && t0.elapsed() < Duration::from_secs(60) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if alive(info.pid) {
+            let every = wait::Backoff::every(Duration::from_millis(100));
+            let stopped = wait::blocking(
+                "the cluster to stop",
+                Duration::from_secs(60),
+                every,
+                || {
+                    if alive(info.pid) {
+                        Err("running".to_string())
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+            if stopped.is_err() {
                 let _ = kill(Pid::from_raw(info.pid as i32), Signal::SIGKILL);
             }
             println!("cluster: stopped (pid {}) in {}", info.pid, elapsed(t0));

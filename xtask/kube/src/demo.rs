@@ -131,10 +131,16 @@ impl Drop for OperatorProcess {
         if matches!(child.try_wait(), Ok(None)) {
             let pgid = Pid::from_raw(child.id() as i32);
             let _ = killpg(pgid, Signal::SIGTERM);
-            let t0 = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(15) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let every = wait::Backoff::every(Duration::from_millis(50));
+            let _ = wait::blocking(
+                "the operator to stop",
+                Duration::from_secs(15),
+                every,
+                || match child.try_wait() {
+                    Ok(None) => Err("running".to_string()),
+                    _ => Ok(()),
+                },
+            );
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.wait();
             println!("up: {} stopped", self.name);

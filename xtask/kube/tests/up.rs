@@ -97,17 +97,24 @@ impl Drop for Up {
 async fn interrupt(up: &mut Up) -> Result<()> {
     let child = &mut up.0;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            bail!("xtask up did not stop within 60 s of Ctrl-C");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let every = wait::Backoff::every(Duration::from_millis(100));
+    let exited = wait::poll(
+        "xtask up to stop after Ctrl-C",
+        Duration::from_secs(60),
+        every,
+        || {
+            std::future::ready(match child.try_wait() {
+                Ok(Some(status)) => wait::Check::Ready(status),
+                Ok(None) => wait::Check::Pending("still running".into()),
+                Err(e) => wait::Check::Failed(e),
+            })
+        },
+    )
+    .await;
+    if exited.is_err() {
+        let _ = child.kill();
+    }
+    let status = exited?;
     ensure!(status.success(), "xtask up exited with {status}");
     Ok(())
 }

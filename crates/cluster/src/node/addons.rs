@@ -32,17 +32,18 @@ pub fn apiserver_kubelet_access() -> Value {
 
 /// KEP-1755's announcement of a cluster's local registry (`kube-public/local-registry-hosting`),
 /// read by tools that push images for this cluster (`operon deploy`, the tests).
-pub fn local_registry_hosting(host: &str) -> Value {
-    json!({
+pub fn local_registry_hosting(host: &str) -> Result<Value, crate::Error> {
+    let hosting = serde_saphyr::to_string(&json!({
+        "host": host,
+        "help": "https://github.com/operon-dev/operon/blob/main/docs/node.md",
+    }))
+    .map_err(|e| crate::Error::Invalid(format!("localRegistryHosting.v1: {e}")))?;
+    Ok(json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": { "name": "local-registry-hosting", "namespace": "kube-public" },
-        "data": {
-            "localRegistryHosting.v1": format!(
-                "host: \"{host}\"\nhelp: \"https://github.com/operon-dev/operon/blob/main/docs/node.md\"\n"
-            ),
-        },
-    })
+        "data": { "localRegistryHosting.v1": hosting },
+    }))
 }
 
 /// The Corefile: the cluster's names only, nothing forwarded (there is no upstream to ask).
@@ -159,4 +160,37 @@ pub fn coredns() -> Vec<Value> {
             },
         }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_announced_registry_reads_back() -> Result<(), crate::Error> {
+        let cm = local_registry_hosting("10.200.3.1:5000")?;
+        let text = cm["data"]["localRegistryHosting.v1"]
+            .as_str()
+            .unwrap_or_default();
+        let doc: Value =
+            serde_saphyr::from_str(text).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+        assert_eq!(doc["host"], "10.200.3.1:5000", "{text}");
+        assert!(
+            doc["help"]
+                .as_str()
+                .is_some_and(|h| h.ends_with("docs/node.md")),
+            "{text}"
+        );
+        assert_eq!(
+            crate::node::announced_host(text).as_deref(),
+            Some("10.200.3.1:5000")
+        );
+        // What the previous writer produced (quoted) still reads.
+        assert_eq!(
+            crate::node::announced_host("host: \"10.200.0.1:5000\"\nhelp: \"x\"\n").as_deref(),
+            Some("10.200.0.1:5000")
+        );
+        assert_eq!(crate::node::announced_host("help: x\n"), None);
+        Ok(())
+    }
 }

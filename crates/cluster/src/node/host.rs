@@ -10,7 +10,8 @@
 //! - a **veth pair** joining the two, and a host route to the node's Pods;
 //! - a **registry directory** `/var/lib/operon/registry-<k>`: the registry's configuration and,
 //!   owned by the unprivileged user it runs as, its storage (see [`REGISTRY_ROOT`]);
-//! - **cgroups** `operon-node-<k>` in every cgroup v1 hierarchy: kubelet's `cgroupRoot`, and
+//! - **cgroups** `operon-node-<k>` in every cgroup v1 hierarchy (or in the unified one on a
+//!   cgroup v2 only host, see [`CgroupMode`]): kubelet's `cgroupRoot`, and
 //!   `…/system` for the node's daemons, so that stopping the node can kill everything it
 //!   started, container shims included, and remove the cgroups;
 //! - the **kernel settings** kubelet writes (`vm.overcommit_memory`, `vm.panic_on_oom`,
@@ -24,13 +25,15 @@ use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::Error;
+pub use crate::node::config::CgroupVersion;
 use crate::process::{Process, RunAs, RunDir};
+use crate::wait;
 
 /// Machine-wide registry of node slots (tmpfs: gone with a reboot, like what it records).
 pub const STATE_DIR: &str = "/run/operon-envtest";
@@ -88,12 +91,12 @@ impl Owner {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`.
+/// The process's start time (field 22 of `/proc/<pid>/stat`).
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its ')' don't.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|s| s.starttime)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -395,53 +398,116 @@ fn restore_kernel_settings() {
     let _ = fs::remove_file(saved);
 }
 
-/// One cgroup, by name, in every cgroup v1 hierarchy of this machine.
+/// The controllers kubelet checks for in its `cgroupRoot` on a cgroup v2 host.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
+/// Enabled too when the kernel has them: kubelet sets their limits when they are there.
+const V2_OPTIONAL_CONTROLLERS: &[&str] = &["io", "hugetlb"];
+
+/// The machine's cgroup layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// One v1 hierarchy per controller, with or without the cgroup2 mount of a hybrid host
+    /// beside them (`/sys/fs/cgroup/unified`).
+    V1 {
+        hierarchies: Vec<PathBuf>,
+        unified: Option<PathBuf>,
+    },
+    /// The unified hierarchy alone (cgroup v2 only).
+    V2 { root: PathBuf },
+}
+
+impl CgroupMode {
+    /// From this process's mounts.
+    pub fn detect() -> Result<CgroupMode, Error> {
+        let mounts = procfs::process::Process::myself()
+            .and_then(|p| p.mountinfo())
+            .map_err(|e| Error::Node(format!("reading /proc/self/mountinfo: {e}")))?;
+        CgroupMode::from_mounts(mounts.into_iter().map(|m| {
+            // procfs leaves mountinfo's octal escapes in place.
+            let mount_point = unescape(&m.mount_point.to_string_lossy());
+            (m.fs_type, PathBuf::from(mount_point))
+        }))
+    }
+
+    /// From `(filesystem type, mount point)` pairs. Any v1 hierarchy makes the host a v1 one
+    /// (hybrid hosts included); otherwise a cgroup2 mount with `cgroup.controllers` is the
+    /// unified hierarchy.
+    fn from_mounts(
+        mounts: impl IntoIterator<Item = (String, PathBuf)>,
+    ) -> Result<CgroupMode, Error> {
+        let mut hierarchies = Vec::new();
+        let mut unified = None;
+        for (fs_type, mount_point) in mounts {
+            match fs_type.as_str() {
+                "cgroup" => hierarchies.push(mount_point),
+                "cgroup2" => unified = Some(mount_point),
+                _ => {}
+            }
+        }
+        match unified {
+            _ if !hierarchies.is_empty() => Ok(CgroupMode::V1 {
+                hierarchies,
+                unified,
+            }),
+            Some(root) if root.join("cgroup.controllers").is_file() => Ok(CgroupMode::V2 { root }),
+            Some(root) => Err(Error::Node(format!(
+                "the cgroup2 mount at {} has no cgroup.controllers, so it is not a usable \
+                 unified hierarchy; mount cgroup2 on /sys/fs/cgroup, or boot with cgroup v1",
+                root.display()
+            ))),
+            None => Err(Error::Node(
+                "no cgroup hierarchy is mounted; mount cgroup2 on /sys/fs/cgroup (or the v1 \
+                 hierarchies)"
+                    .into(),
+            )),
+        }
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        match self {
+            CgroupMode::V1 { .. } => CgroupVersion::V1,
+            CgroupMode::V2 { .. } => CgroupVersion::V2,
+        }
+    }
+}
+
+/// One cgroup, by name, in every cgroup v1 hierarchy of this machine, or in its unified
+/// hierarchy on a cgroup v2 host.
 pub struct Cgroups {
     name: String,
-    hierarchies: Vec<PathBuf>,
-    /// The cgroup2 mount of a hybrid host (`/sys/fs/cgroup/unified`). The node never creates
-    /// its cgroup there, but libcontainer (kubelet's and runc's) does, so it is searched,
-    /// killed and removed like the others.
-    unified: Option<PathBuf>,
+    mode: CgroupMode,
 }
 
 impl Cgroups {
     pub fn new(name: String) -> Result<Cgroups, Error> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").map_err(io("reading mountinfo"))?;
-        let mut hierarchies = Vec::new();
-        let mut unified = None;
-        for line in mountinfo.lines() {
-            // "<id> <parent> <dev> <root> <mount point> <options> … - <fstype> <source> <super>"
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
-            match right.split_whitespace().next() {
-                Some("cgroup") => hierarchies.push(PathBuf::from(unescape(mount_point))),
-                Some("cgroup2") => unified = Some(PathBuf::from(unescape(mount_point))),
-                _ => {}
-            }
-        }
-        if hierarchies.is_empty() {
-            return Err(Error::Node(if unified.is_some() {
-                "this machine has only cgroup v2; the real node supports cgroup v1 hosts (as \
-                 these machines boot) for now"
-                    .into()
-            } else {
-                "no cgroup hierarchy is mounted".into()
-            }));
-        }
-        Ok(Cgroups {
-            name,
-            hierarchies,
-            unified,
-        })
+        Ok(Cgroups::in_mode(name, CgroupMode::detect()?))
     }
 
-    /// Every hierarchy where the cgroup may exist: the v1 ones and the hybrid cgroup2 mount.
+    fn in_mode(name: String, mode: CgroupMode) -> Cgroups {
+        Cgroups { name, mode }
+    }
+
+    pub fn mode(&self) -> &CgroupMode {
+        &self.mode
+    }
+
+    /// The hierarchies the node creates its cgroup in.
+    fn own(&self) -> &[PathBuf] {
+        match &self.mode {
+            CgroupMode::V1 { hierarchies, .. } => hierarchies,
+            CgroupMode::V2 { root } => std::slice::from_ref(root),
+        }
+    }
+
+    /// Every hierarchy where the cgroup may exist. On a hybrid host that includes the cgroup2
+    /// mount: the node never creates its cgroup there, but libcontainer (kubelet's and runc's)
+    /// does, so it is searched, killed and removed like the others.
     fn everywhere(&self) -> impl Iterator<Item = &PathBuf> {
-        self.hierarchies.iter().chain(self.unified.iter())
+        let hybrid = match &self.mode {
+            CgroupMode::V1 { unified, .. } => unified.as_ref(),
+            CgroupMode::V2 { .. } => None,
+        };
+        self.own().iter().chain(hybrid)
     }
 
     pub fn name(&self) -> &str {
@@ -454,33 +520,15 @@ impl Cgroups {
 
     /// Creates the cgroup and `child` below it in every hierarchy.
     pub fn create(&self, child: &str) -> Result<(), Error> {
-        for h in &self.hierarchies {
-            for dir in [h.join(&self.name), h.join(&self.name).join(child)] {
-                if !dir.is_dir() {
-                    fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
-                }
-                // A v1 cpuset starts with no CPUs and no memory nodes, and takes no process
-                // until given some: copy the parent's.
-                for file in ["cpuset.cpus", "cpuset.mems"] {
-                    let (Some(parent), true) = (dir.parent(), dir.join(file).exists()) else {
-                        continue;
-                    };
-                    let current = fs::read_to_string(dir.join(file)).unwrap_or_default();
-                    if current.trim().is_empty() {
-                        let value = fs::read_to_string(parent.join(file))
-                            .map_err(io(format!("reading {}", parent.join(file).display())))?;
-                        fs::write(dir.join(file), value.trim())
-                            .map_err(io(format!("writing {}", dir.join(file).display())))?;
-                    }
-                }
-            }
+        match &self.mode {
+            CgroupMode::V1 { hierarchies, .. } => create_v1(hierarchies, &self.name, child),
+            CgroupMode::V2 { root } => create_v2(root, &self.name, child),
         }
-        Ok(())
     }
 
     /// The `cgroup.procs` files of `child` (writing `0` to each moves the writer there).
     pub fn procs_files(&self, child: &str) -> Vec<PathBuf> {
-        self.hierarchies
+        self.own()
             .iter()
             .map(|h| h.join(&self.name).join(child).join("cgroup.procs"))
             .collect()
@@ -504,21 +552,25 @@ impl Cgroups {
     /// SIGKILLs everything in the cgroup until nothing is left (bounded), and reaps what
     /// became this process's children (see [`adopt_orphans`]).
     pub fn kill_all(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
         let mut killed = Vec::new();
-        loop {
-            let pids = self.pids();
-            if pids.is_empty() || Instant::now() > deadline {
-                if !pids.is_empty() {
-                    tracing::warn!(cgroup = %self.name, ?pids, "processes survived SIGKILL");
+        let emptied = wait::blocking(
+            &format!("cgroup {} to empty", self.name),
+            Duration::from_secs(10),
+            wait::Backoff::every(Duration::from_millis(20)),
+            || {
+                let pids = self.pids();
+                if pids.is_empty() {
+                    return Ok(());
                 }
-                break;
-            }
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                killed.push(pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+                for &pid in &pids {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    killed.push(pid);
+                }
+                Err(format!("{pids:?}"))
+            },
+        );
+        if let Err(survivors) = emptied {
+            tracing::warn!(cgroup = %self.name, pids = survivors.last, "processes survived SIGKILL");
         }
         reap(&killed);
     }
@@ -532,19 +584,117 @@ impl Cgroups {
             // `walk` visits parents before children.
             for dir in dirs.iter().rev() {
                 // A killed process leaves its cgroup a moment later.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while let Err(e) = fs::remove_dir(dir) {
-                    if e.kind() == std::io::ErrorKind::NotFound || Instant::now() > deadline {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!("removing cgroup {}: {e}", dir.display());
-                        }
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                let removed = wait::blocking(
+                    &format!("cgroup {} to go", dir.display()),
+                    Duration::from_secs(5),
+                    wait::Backoff::every(Duration::from_millis(20)),
+                    || match fs::remove_dir(dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                        _ => Ok(()),
+                    },
+                );
+                if let Err(e) = removed {
+                    tracing::warn!("removing cgroup {}: {}", dir.display(), e.last);
                 }
             }
         }
     }
+}
+
+fn mkdir_cgroup(dir: &Path) -> Result<(), Error> {
+    if !dir.is_dir() {
+        fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+fn create_v1(hierarchies: &[PathBuf], name: &str, child: &str) -> Result<(), Error> {
+    for h in hierarchies {
+        for dir in [h.join(name), h.join(name).join(child)] {
+            mkdir_cgroup(&dir)?;
+            // A v1 cpuset starts with no CPUs and no memory nodes, and takes no process until
+            // given some: copy the parent's.
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let (Some(parent), true) = (dir.parent(), dir.join(file).exists()) else {
+                    continue;
+                };
+                let current = fs::read_to_string(dir.join(file)).unwrap_or_default();
+                if current.trim().is_empty() {
+                    let value = fs::read_to_string(parent.join(file))
+                        .map_err(io(format!("reading {}", parent.join(file).display())))?;
+                    fs::write(dir.join(file), value.trim())
+                        .map_err(io(format!("writing {}", dir.join(file).display())))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `root/name` with the controllers kubelet needs enabled for what goes below it, and
+/// `root/name/child` for the daemons. A v2 cgroup that hands controllers down holds no process
+/// itself, so the daemons live in `child` and kubelet's Pods in its own `kubepods` beside it.
+/// A v2 cpuset without CPUs of its own uses its parent's: nothing to copy.
+fn create_v2(root: &Path, name: &str, child: &str) -> Result<(), Error> {
+    let controllers_file = root.join("cgroup.controllers");
+    let available = fs::read_to_string(&controllers_file)
+        .map_err(io(format!("reading {}", controllers_file.display())))?;
+    let available: Vec<&str> = available.split_whitespace().collect();
+    let missing: Vec<&str> = V2_CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !available.contains(c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Node(format!(
+            "the cgroup v2 hierarchy at {} lacks the {} controller(s) kubelet needs (it offers: \
+             {}); run the node where they are delegated (on systemd, a unit or scope with \
+             Delegate=yes, or the root cgroup), or boot with cgroup v1",
+            root.display(),
+            missing.join(", "),
+            available.join(" ")
+        )));
+    }
+    let wanted: Vec<&str> = V2_CONTROLLERS
+        .iter()
+        .chain(V2_OPTIONAL_CONTROLLERS)
+        .copied()
+        .filter(|c| available.contains(c))
+        .collect();
+    let node = root.join(name);
+    enable_controllers(root, &wanted)?;
+    mkdir_cgroup(&node)?;
+    enable_controllers(&node, &wanted)?;
+    mkdir_cgroup(&node.join(child))
+}
+
+/// Adds `controllers` to `dir`'s `cgroup.subtree_control` (those not already there, in one
+/// write: the kernel takes a space-separated list).
+fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), Error> {
+    let file = dir.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&file).unwrap_or_default();
+    let enabled: Vec<&str> = enabled.split_whitespace().collect();
+    let add: Vec<String> = controllers
+        .iter()
+        .filter(|c| !enabled.contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if add.is_empty() {
+        return Ok(());
+    }
+    fs::write(&file, add.join(" ")).map_err(|e| {
+        let why = if e.raw_os_error() == Some(nix::libc::EBUSY) {
+            " (a v2 cgroup that holds processes can't hand controllers down: run the node from \
+             the root cgroup or from a delegated cgroup whose processes live in a child)"
+        } else {
+            ""
+        };
+        Error::Node(format!(
+            "enabling {} in {}: {e}{why}",
+            add.join(" "),
+            file.display()
+        ))
+    })
 }
 
 /// Makes this process the reaper of the node's orphans. containerd's shims detach from
@@ -562,25 +712,29 @@ pub fn adopt_orphans() {
 fn reap(pids: &[i32]) {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let mut pending: Vec<i32> = pids.to_vec();
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !pending.is_empty() && Instant::now() < deadline {
-        pending.retain(|&pid| {
-            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => true,
-                Ok(_) => false,
-                // Not (yet) our child: keep asking while it exists.
-                Err(_) => {
-                    Path::new(&format!("/proc/{pid}")).exists()
-                        && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
-                        })
+    // Best effort: what is still pending afterwards is left to whoever reaps it later.
+    let _ = wait::blocking(
+        "killed processes to be reaped",
+        Duration::from_millis(500),
+        wait::Backoff::every(Duration::from_millis(20)),
+        || {
+            pending.retain(|&pid| {
+                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => true,
+                    Ok(_) => false,
+                    // Not (yet) our child: keep asking while it exists.
+                    Err(_) => procfs::process::Process::new(pid)
+                        .and_then(|p| p.stat())
+                        .is_ok_and(|s| s.state == 'Z'),
                 }
+            });
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{pending:?}"))
             }
-        });
-        if !pending.is_empty() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+        },
+    );
 }
 
 /// Calls `visit` on `dir` and every directory below it, parents first.
@@ -804,6 +958,159 @@ mod tests {
             !recycled.alive(),
             "a different start time is another process"
         );
+    }
+
+    fn mounts(list: &[(&str, &Path)]) -> Vec<(String, PathBuf)> {
+        list.iter()
+            .map(|(t, p)| (t.to_string(), p.to_path_buf()))
+            .collect()
+    }
+
+    /// A fake unified hierarchy: `root/cgroup.controllers` offering `controllers`.
+    fn unified(controllers: &str) -> Result<tempfile::TempDir, std::io::Error> {
+        let root = tempfile::tempdir()?;
+        fs::write(root.path().join("cgroup.controllers"), controllers)?;
+        fs::write(root.path().join("cgroup.subtree_control"), "")?;
+        Ok(root)
+    }
+
+    #[test]
+    fn v1_and_hybrid_hosts_keep_the_v1_hierarchies() -> Result<(), Box<dyn std::error::Error>> {
+        let v2 = unified("cpu memory pids cpuset")?;
+        let (cpu, memory) = (
+            Path::new("/sys/fs/cgroup/cpu"),
+            Path::new("/sys/fs/cgroup/memory"),
+        );
+        let hybrid = CgroupMode::from_mounts(mounts(&[
+            ("tmpfs", Path::new("/sys/fs/cgroup")),
+            ("cgroup", cpu),
+            ("cgroup", memory),
+            ("cgroup2", v2.path()),
+        ]))?;
+        assert_eq!(
+            hybrid,
+            CgroupMode::V1 {
+                hierarchies: vec![cpu.into(), memory.into()],
+                unified: Some(v2.path().into()),
+            }
+        );
+        assert_eq!(hybrid.version(), CgroupVersion::V1);
+        let cgroups = Cgroups::in_mode("operon-node-7".into(), hybrid);
+        // Created in (and entered through) the v1 hierarchies; searched in the cgroup2 one too.
+        assert_eq!(
+            cgroups.procs_files("system"),
+            [
+                cpu.join("operon-node-7/system/cgroup.procs"),
+                memory.join("operon-node-7/system/cgroup.procs"),
+            ]
+        );
+        assert_eq!(cgroups.everywhere().count(), 3);
+        let v1 = CgroupMode::from_mounts(mounts(&[("cgroup", cpu)]))?;
+        assert_eq!(
+            v1,
+            CgroupMode::V1 {
+                hierarchies: vec![cpu.into()],
+                unified: None,
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_unified_host_gets_its_cgroup_with_the_controllers_delegated()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = unified("cpuset cpu io memory hugetlb pids rdma misc\n")?;
+        let mode = CgroupMode::from_mounts(mounts(&[
+            ("sysfs", Path::new("/sys")),
+            ("cgroup2", root.path()),
+        ]))?;
+        assert_eq!(
+            mode,
+            CgroupMode::V2 {
+                root: root.path().into()
+            }
+        );
+        assert_eq!(mode.version(), CgroupVersion::V2);
+        let cgroups = Cgroups::in_mode("operon-node-7".into(), mode);
+        cgroups.create("system")?;
+        let node = root.path().join("operon-node-7");
+        assert!(node.join("system").is_dir());
+        let wanted = "+cpu +cpuset +memory +pids +io +hugetlb";
+        assert_eq!(
+            fs::read_to_string(root.path().join("cgroup.subtree_control"))?,
+            wanted
+        );
+        assert_eq!(
+            fs::read_to_string(node.join("cgroup.subtree_control"))?,
+            wanted
+        );
+        assert!(!node.join("cpuset.cpus").exists(), "nothing to copy on v2");
+        assert_eq!(
+            cgroups.procs_files("system"),
+            [node.join("system/cgroup.procs")]
+        );
+        assert!(cgroups.exists());
+
+        // Controllers already enabled are not asked for again.
+        fs::write(
+            root.path().join("cgroup.subtree_control"),
+            "cpuset cpu io memory hugetlb pids",
+        )?;
+        fs::remove_file(node.join("cgroup.subtree_control"))?;
+        cgroups.create("system")?;
+        assert_eq!(
+            fs::read_to_string(root.path().join("cgroup.subtree_control"))?,
+            "cpuset cpu io memory hugetlb pids"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_unified_host_without_what_kubelet_needs_is_refused_with_what_to_do()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = unified("cpu io pids")?;
+        let mode = CgroupMode::from_mounts(mounts(&[("cgroup2", root.path())]))?;
+        let err = Cgroups::in_mode("operon-node-7".into(), mode)
+            .create("system")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("lacks the cpuset, memory controller(s)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Delegate=yes") && err.contains("cgroup v1"),
+            "{err}"
+        );
+        assert!(!root.path().join("operon-node-7").exists());
+
+        // A cgroup2 mount that is no unified hierarchy root, and no cgroups at all.
+        let bare = tempfile::tempdir()?;
+        let err = CgroupMode::from_mounts(mounts(&[("cgroup2", bare.path())]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no cgroup.controllers"), "{err}");
+        let err = CgroupMode::from_mounts(mounts(&[("ext4", Path::new("/"))]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no cgroup hierarchy is mounted"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn this_machine_is_detected() -> Result<(), Error> {
+        // Whatever it boots: the detection reads the real mount table without error.
+        let mode = CgroupMode::detect()?;
+        let unified_root = Path::new("/sys/fs/cgroup/cgroup.controllers").is_file();
+        assert_eq!(
+            mode.version() == CgroupVersion::V2,
+            unified_root,
+            "{mode:?}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -39,6 +39,7 @@ use parking_lot::Mutex;
 
 use crate::Error;
 use crate::process::{Process, RunAs, RunDir};
+use crate::wait;
 use guard::{AllowedPods, NodeNetwork, PortGuard};
 use host::{Cgroups, Namespaces, NodeDirs, Slot};
 
@@ -453,7 +454,7 @@ impl Node {
         crate::apply::apply(&ctx.client, &addons::apiserver_kubelet_access(), MANAGER).await?;
         crate::apply::apply(
             &ctx.client,
-            &addons::local_registry_hosting(&node.registry),
+            &addons::local_registry_hosting(&node.registry)?,
             MANAGER,
         )
         .await?;
@@ -509,37 +510,50 @@ impl Node {
         Fut: std::future::Future<Output = bool>,
     {
         let timeout = Duration::from_secs(120);
-        let mut delay = Duration::from_millis(20);
-        loop {
-            if check().await {
-                return Ok(());
+        let backoff = wait::Backoff {
+            first: Duration::from_millis(20),
+            ..wait::Backoff::DEFAULT
+        };
+        let left = timeout.saturating_sub(t0.elapsed());
+        let waited = wait::poll(what, left, backoff, || {
+            let holds = check();
+            async move {
+                if holds.await {
+                    return wait::Check::Ready(());
+                }
+                match self.exited_component() {
+                    Some(exited) => wait::Check::Failed(exited),
+                    None => wait::Check::Pending(String::new()),
+                }
             }
-            let exited = {
-                let mut cs = self.shared.components.lock();
-                cs.iter_mut().find_map(|c| {
-                    let status = c.process.as_mut()?.exited()?;
-                    Some((c.name, status))
-                })
-            };
-            if let Some((name, status)) = exited {
-                let log = self.shared.run.path().join(format!("{name}.log"));
-                return Err(Error::ComponentExited {
-                    name: name.to_string(),
-                    status,
-                    log_tail: crate::control_plane::tail(&log, 30),
-                    log,
-                });
-            }
-            if t0.elapsed() > timeout {
-                return Err(Error::Timeout {
-                    what: what.to_string(),
-                    after: timeout,
-                    logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
+        })
+        .await;
+        waited.map_err(|stopped| match stopped {
+            wait::Stopped::Failed(e) => e,
+            wait::Stopped::Timeout(_) => Error::Timeout {
+                what: what.to_string(),
+                after: timeout,
+                logs: self.log_files().into_iter().map(|(_, p)| p).collect(),
+            },
+        })
+    }
+
+    /// The first component found exited, as the error that says so.
+    fn exited_component(&self) -> Option<Error> {
+        let (name, status) = {
+            let mut cs = self.shared.components.lock();
+            cs.iter_mut().find_map(|c| {
+                let status = c.process.as_mut()?.exited()?;
+                Some((c.name, status))
+            })?
+        };
+        let log = self.shared.run.path().join(format!("{name}.log"));
+        Some(Error::ComponentExited {
+            name: name.to_string(),
+            status,
+            log_tail: crate::control_plane::tail(&log, 30),
+            log,
+        })
     }
 
     fn write_config(&self, ctx: &StartContext<'_>) -> Result<ConfigFiles, Error> {
@@ -573,7 +587,7 @@ impl Node {
         // Readable by the registry's user (see host::REGISTRY_ROOT), writable by root only.
         let registry = write(
             self.registry_dir.join("config.yml"),
-            &config::registry(&self.registry, &self.registry_dir.join("storage")),
+            &config::registry(&self.registry, &self.registry_dir.join("storage"))?,
         )?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -587,6 +601,7 @@ impl Node {
                 self.node_ip(),
                 &self.pod_cidr(),
                 self.shared.cgroups.name(),
+                self.shared.cgroups.mode().version(),
                 &config::KubeletFiles {
                     ca: ctx.ca_file,
                     serving_cert: &ctx.kubelet_cert,
@@ -850,11 +865,20 @@ pub async fn announced_registry(client: &Client) -> Result<String, Error> {
         .unwrap_or_default()
         .remove("localRegistryHosting.v1")
         .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("host:"))
-        .map(|h| h.trim().trim_matches('"').to_string())
-        .filter(|h| !h.is_empty())
+    announced_host(&text)
         .ok_or_else(|| Error::Node(format!("local-registry-hosting has no host: {text:?}")))
+}
+
+/// The `host` of a `localRegistryHosting.v1` document (YAML), if it names one.
+fn announced_host(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Hosting {
+        host: Option<String>,
+    }
+    serde_saphyr::from_str::<Hosting>(text)
+        .ok()
+        .and_then(|h| h.host)
+        .filter(|h| !h.is_empty())
 }
 
 /// Pushes `archive` to `registry` under `reference` as Pods name it. Returns the digest of the
