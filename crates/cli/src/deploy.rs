@@ -181,7 +181,8 @@ mod tests {
     fn an_unreadable_kubeconfig_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("kubeconfig");
-        let e = operon_runtime::kubeconfig::read(&[missing.clone()]).expect_err("missing");
+        let e =
+            operon_runtime::kubeconfig::read(std::slice::from_ref(&missing)).expect_err("missing");
         assert!(
             format!("{e:#}").contains(&missing.display().to_string()),
             "{e:#}"
