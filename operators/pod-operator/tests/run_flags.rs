@@ -287,5 +287,17 @@ async fn the_wrong_current_context_or_a_missing_one_fails_naming_it() -> Result<
     ] {
         ensure!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
+
+    // `audit` loads the kubeconfig the same way.
+    let audit = Command::new(env!("CARGO_BIN_EXE_pod-operator"))
+        .args(["audit", "--context", "nope"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()?;
+    let text = String::from_utf8_lossy(&audit.stderr);
+    ensure!(!audit.status.success(), "audit succeeded:\n{text}");
+    ensure!(
+        text.contains("context \"nope\" is not in kubeconfig") && text.contains("bad, good"),
+        "audit's error:\n{text}"
+    );
     Ok(())
 }
