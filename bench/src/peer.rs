@@ -122,6 +122,8 @@ impl Process {
                     .arg("--kubeconfig")
                     .arg(kubeconfig)
                     .args(["--admin-bind-address", &metrics])
+                    // /metrics beside the probes, where the bench scrapes it.
+                    .args(["--metrics-bind-address", "0"])
                     .args(["--leader-elect", "true"])
                     .args(["--leader-election-namespace", SYSTEM_NAMESPACE])
                     .args(["--concurrency", &concurrency])

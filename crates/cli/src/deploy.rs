@@ -5,8 +5,7 @@ use std::future::Future;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use operon_cluster::apply;
 use serde_json::Value;
 
@@ -27,8 +26,8 @@ pub fn objects(project_root: &Path, image: Option<&str>) -> Result<Vec<Value>> {
     Ok(objects)
 }
 
-/// Applies the project's `config/default` to the cluster of `kubeconfig` (default: inferred
-/// from the environment), with the operator's image replaced by `image` when given. With
+/// Applies the project's `config/default` to the cluster of `kubeconfig` and `context`
+/// (default: inferred from the environment, see [`client`]), with the operator's image replaced by `image` when given. With
 /// `push`, the OCI archive `push` is first pushed as that image to the registry the cluster
 /// announces (`kube-public/local-registry-hosting`, as `cargo xtask cluster up`'s does), so
 /// that its nodes run it, and the Deployment runs it by the digest the registry stored
@@ -37,13 +36,14 @@ pub fn objects(project_root: &Path, image: Option<&str>) -> Result<Vec<Value>> {
 pub fn deploy(
     project_root: &Path,
     kubeconfig: Option<&Path>,
+    context: Option<&str>,
     image: Option<&str>,
     push: Option<&Path>,
 ) -> Result<()> {
     // Rendering first: a broken tree fails before any connection is tried.
     let mut objects = objects(project_root, image)?;
     block_on(async {
-        let client = client(kubeconfig).await?;
+        let client = client(kubeconfig, context).await?;
         if let Some(archive) = push {
             let image = kustomize::manager_image(&objects)
                 .context("config/default has no manager container whose image to push")?;
@@ -76,10 +76,14 @@ async fn push_image(client: &Client, archive: &Path, image: &str) -> Result<Stri
 }
 
 /// Deletes what [`deploy`] applies, in the reverse order.
-pub fn undeploy(project_root: &Path, kubeconfig: Option<&Path>) -> Result<()> {
+pub fn undeploy(
+    project_root: &Path,
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<()> {
     let objects = objects(project_root, None)?;
     block_on(async {
-        let client = client(kubeconfig).await?;
+        let client = client(kubeconfig, context).await?;
         delete(&client, &objects).await
     })
 }
@@ -93,51 +97,22 @@ fn block_on(future: impl Future<Output = Result<()>>) -> Result<()> {
 }
 
 /// A client for the cluster of `kubeconfig` (a file, or a list of files as in `$KUBECONFIG`,
-/// merged in order), else of the inferred configuration; fails unless the cluster answers.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = read_kubeconfig(path)?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None => Config::infer().await.context(
-            "no cluster configuration found ($KUBECONFIG, ~/.kube/config, in-cluster service \
-             account); pass --kubeconfig",
-        )?,
-    };
-    let url = config.cluster_url.clone();
-    let client = Client::try_from(config).context("creating the Kubernetes client")?;
+/// merged as kubectl merges them) and `context` (default: the current-context), else of
+/// `$KUBECONFIG`, `~/.kube/config` or the in-cluster service account; fails unless the cluster
+/// answers.
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {
+    let loaded = operon_runtime::kubeconfig::load(kubeconfig.map(Path::as_os_str), context)
+        .await
+        .context("loading the cluster configuration")?;
+    let source = loaded.source();
+    let url = loaded.config.cluster_url.clone();
+    let client = Client::try_from(loaded.config).context("creating the Kubernetes client")?;
     client
         .apiserver_version()
         .await
         .map_err(explain)
-        .with_context(|| format!("connecting to the cluster at {url}"))?;
+        .with_context(|| format!("connecting to the cluster at {url} ({source})"))?;
     Ok(client)
-}
-
-fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
-    // A path that exists is one file even if it contains the list separator.
-    let files: Vec<_> = if path.exists() {
-        vec![path.to_path_buf()]
-    } else {
-        std::env::split_paths(path)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect()
-    };
-    let mut merged: Option<Kubeconfig> = None;
-    for file in files {
-        let next = Kubeconfig::read_from(&file)
-            .with_context(|| format!("reading kubeconfig {}", file.display()))?;
-        merged = Some(match merged {
-            Some(m) => m
-                .merge(next)
-                .with_context(|| format!("merging kubeconfig {}", file.display()))?,
-            None => next,
-        });
-    }
-    merged.with_context(|| format!("no kubeconfig file in {:?}", path.display().to_string()))
 }
 
 /// Server-side applies `objects` (field manager [`FIELD_MANAGER`], forcing conflicts) in
@@ -174,7 +149,7 @@ mod tests {
     #[test]
     fn a_missing_config_tree_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = deploy(dir.path(), None, None, None).expect_err("no config");
+        let e = deploy(dir.path(), None, None, None, None).expect_err("no config");
         assert!(format!("{e:#}").contains("config/default"), "{e:#}");
     }
 
@@ -191,18 +166,23 @@ mod tests {
              contexts: [{name: c, context: {cluster: k, user: u}}]\n",
         )
         .expect("write");
-        let e = client(Some(&kubeconfig)).await.err().expect("unreachable");
+        let e = client(Some(&kubeconfig), None)
+            .await
+            .err()
+            .expect("unreachable");
         assert!(
             format!("{e:#}").contains("connecting to the cluster at https://127.0.0.1:1"),
             "{e:#}"
         );
+        assert!(format!("{e:#}").contains("context \"c\""), "{e:#}");
     }
 
     #[test]
     fn an_unreadable_kubeconfig_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("kubeconfig");
-        let e = read_kubeconfig(&missing).expect_err("missing");
+        let e =
+            operon_runtime::kubeconfig::read(std::slice::from_ref(&missing)).expect_err("missing");
         assert!(
             format!("{e:#}").contains(&missing.display().to_string()),
             "{e:#}"

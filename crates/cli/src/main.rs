@@ -79,21 +79,34 @@ enum Command {
         /// `cargo xtask cluster up`'s).
         #[arg(long)]
         push: bool,
-        /// kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+        /// kubeconfig file, or a list merged as kubectl merges them (`a:b`; default:
+        /// $KUBECONFIG, then ~/.kube/config).
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use (default: its current-context).
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Deletes what `deploy` applied (CRDs included, hence every custom resource).
     Undeploy {
-        /// kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+        /// kubeconfig file, or a list merged as kubectl merges them (`a:b`; default:
+        /// $KUBECONFIG, then ~/.kube/config).
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use (default: its current-context).
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Installs the CRDs and runs the operator out of the cluster, until Ctrl-C.
     Run {
-        /// kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+        /// kubeconfig file, or a list merged as kubectl merges them (`a:b`; default:
+        /// $KUBECONFIG, then ~/.kube/config).
         #[arg(long, env = "KUBECONFIG", conflicts_with = "local")]
         kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use (default: its current-context); also given to the
+        /// operator.
+        #[arg(long, conflicts_with = "local")]
+        context: Option<String>,
         /// Start a local control plane (Operon's envtest) and run against it.
         #[arg(long)]
         local: bool,
@@ -212,6 +225,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             image,
             push,
             kubeconfig,
+            context,
         } => {
             let project = project::Project::find(&cli.dir)?;
             let archive = push
@@ -224,16 +238,21 @@ fn dispatch(cli: Cli) -> Result<()> {
             deploy::deploy(
                 &project.root,
                 kubeconfig.as_deref(),
+                context.as_deref(),
                 image.as_deref(),
                 archive.as_deref(),
             )
         }
-        Command::Undeploy { kubeconfig } => {
+        Command::Undeploy {
+            kubeconfig,
+            context,
+        } => {
             let project = project::Project::find(&cli.dir)?;
-            deploy::undeploy(&project.root, kubeconfig.as_deref())
+            deploy::undeploy(&project.root, kubeconfig.as_deref(), context.as_deref())
         }
         Command::Run {
             kubeconfig,
+            context,
             local,
             real_node,
             args,
@@ -241,7 +260,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             let project = project::Project::find(&cli.dir)?;
             let target = match (local, real_node) {
                 (true, real_node) => run::Target::Local { real_node },
-                (false, _) => run::Target::Kubeconfig(kubeconfig),
+                (false, _) => run::Target::Kubeconfig {
+                    kubeconfig,
+                    context,
+                },
             };
             run::run(&project, target, &args)
         }

@@ -14,13 +14,17 @@ use crate::project::Project;
 
 /// The cluster `operon run` runs against.
 pub enum Target {
-    /// A kubeconfig's (default: `$KUBECONFIG`, then `~/.kube/config`).
-    Kubeconfig(Option<PathBuf>),
+    /// A kubeconfig's (a file or a list; default: `$KUBECONFIG`, then `~/.kube/config`), in
+    /// `context` (default: its current-context).
+    Kubeconfig {
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+    },
     /// A local control plane started for the run, with a real node or kwok's fake one.
     Local { real_node: bool },
 }
 
-/// `operon run [--kubeconfig K | --local [--real-node]] [-- <operator run flags>]`.
+/// `operon run [--kubeconfig K [--context C] | --local [--real-node]] [-- <operator run flags>]`.
 pub fn run(project: &Project, target: Target, args: &[String]) -> Result<()> {
     let binary = build::debug_binary(project)?;
     tokio::runtime::Builder::new_multi_thread()
@@ -35,9 +39,12 @@ async fn run_async(
     target: Target,
     args: &[String],
 ) -> Result<()> {
-    let (local, real_node, kubeconfig) = match target {
-        Target::Kubeconfig(kubeconfig) => (false, false, kubeconfig),
-        Target::Local { real_node } => (true, real_node, None),
+    let (local, real_node, kubeconfig, context) = match target {
+        Target::Kubeconfig {
+            kubeconfig,
+            context,
+        } => (false, false, kubeconfig, context),
+        Target::Local { real_node } => (true, real_node, None, None),
     };
     let control_plane = if local {
         let dir = build::target_dir(&project.root)?.join("operon-run");
@@ -62,7 +69,7 @@ async fn run_async(
         Some(cp) => Some(cp.kubeconfig_path().to_path_buf()),
         None => kubeconfig,
     };
-    let client = crate::deploy::client(kubeconfig.as_deref())
+    let client = crate::deploy::client(kubeconfig.as_deref(), context.as_deref())
         .await
         .context("no cluster to run against: pass --kubeconfig or --local")?;
 
@@ -95,6 +102,9 @@ async fn run_async(
     cmd.arg("run").arg("--leader-elect=false");
     if let Some(path) = &kubeconfig {
         cmd.arg("--kubeconfig").arg(path);
+    }
+    if let Some(context) = &context {
+        cmd.arg("--context").arg(context);
     }
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
     let mut child = cmd

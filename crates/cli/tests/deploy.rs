@@ -204,7 +204,7 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
         kubeconfig.clone(),
         image.clone(),
     );
-    blocking(move || deploy::deploy(&root, kc.as_deref(), Some(&img), None)).await?;
+    blocking(move || deploy::deploy(&root, kc.as_deref(), None, Some(&img), None)).await?;
 
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&gadgets.namespace)
@@ -249,7 +249,7 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
     );
 
     let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
-    blocking(move || deploy::undeploy(&root, kc.as_deref())).await?;
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), None)).await?;
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     wait::until("the operator's objects to be deleted", TIMEOUT, || async {
@@ -270,7 +270,7 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
 
     // Again: everything is gone or going, which is no error.
     let (root, kc) = (project.path().to_path_buf(), kubeconfig);
-    blocking(move || deploy::undeploy(&root, kc.as_deref())).await?;
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), None)).await?;
     Ok(())
 }
 
@@ -402,17 +402,18 @@ async fn push_needs_a_cluster_that_announces_its_registry() -> Result<()> {
 
     let missing = archive.clone();
     let (r, kc) = (root.clone(), kubeconfig.clone());
-    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, Some(&missing)))
+    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, None, Some(&missing)))
         .await
         .err()
         .context("pushing an archive that does not exist should fail")?;
     ensure!(format!("{e:#}").contains("operon build"), "{e:#}");
 
     std::fs::write(&archive, "not pushed")?;
-    let e = blocking(move || deploy::deploy(&root, kubeconfig.as_deref(), None, Some(&archive)))
-        .await
-        .err()
-        .context("a cluster without a registry should be refused")?;
+    let e =
+        blocking(move || deploy::deploy(&root, kubeconfig.as_deref(), None, None, Some(&archive)))
+            .await
+            .err()
+            .context("a cluster without a registry should be refused")?;
     let e = format!("{e:#}");
     ensure!(e.contains("announces no local registry"), "{e}");
     // Nothing was applied.

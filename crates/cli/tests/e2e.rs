@@ -255,6 +255,7 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
             "--",
             "--admin-bind-address",
             "127.0.0.1:0",
+            "--metrics-bind-address=0",
         ],
     )
     .stdout(Stdio::piped())

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kube::{Client, Config};
+use kube::Client;
 
 use crate::generate::{self, Writer};
 use crate::olm::BundleInfo;
@@ -57,10 +57,14 @@ pub enum Command {
         /// Namespaces to ask about (repeatable); default: the operator's own and `default`.
         #[arg(long = "namespace", short = 'n', value_delimiter = ',')]
         namespaces: Vec<String>,
-        /// Kubeconfig of an identity allowed to impersonate the ServiceAccount (default: the
-        /// usual inference: `$KUBECONFIG`, `~/.kube/config`, in-cluster).
+        /// Kubeconfig of an identity allowed to impersonate the ServiceAccount: a file or a
+        /// list merged as kubectl merges them (`a:b`); default: `$KUBECONFIG`,
+        /// `~/.kube/config`, in-cluster.
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use (default: its current-context).
+        #[arg(long)]
+        context: Option<String>,
     },
 }
 
@@ -77,8 +81,8 @@ pub enum Error {
         dir: PathBuf,
         files: Vec<String>,
     },
-    #[error("loading the kubeconfig: {0}")]
-    Kubeconfig(String),
+    #[error(transparent)]
+    Kubeconfig(#[from] operon_runtime::kubeconfig::Error),
     #[error("asking the authorizer: {0}")]
     Kube(#[from] kube::Error),
     #[error(
@@ -142,7 +146,16 @@ impl Command {
             Command::Audit {
                 namespaces,
                 kubeconfig,
-            } => audit(&declaration.manifests, namespaces, kubeconfig.as_deref()).await,
+                context,
+            } => {
+                audit(
+                    &declaration.manifests,
+                    namespaces,
+                    kubeconfig.as_deref(),
+                    context.as_deref(),
+                )
+                .await
+            }
         }
     }
 }
@@ -173,19 +186,11 @@ async fn audit(
     manifests: &OperatorManifests,
     mut namespaces: Vec<String>,
     kubeconfig: Option<&Path>,
+    context: Option<&str>,
 ) -> Result<(), Error> {
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Kubeconfig(format!("{}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?
-        }
-        None => Config::infer()
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
-    };
+    let mut config = operon_runtime::kubeconfig::load(kubeconfig.map(Path::as_os_str), context)
+        .await?
+        .config;
     let service_account = format!(
         "system:serviceaccount:{}:{}",
         manifests.namespace,

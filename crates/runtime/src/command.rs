@@ -35,22 +35,23 @@ use futures::FutureExt;
 
 use crate::admin::{self, AdminServer, Readiness, Routes};
 use crate::client::counted_client;
+use crate::kubeconfig;
 use crate::lease::{self, LeaderElector, LeaseConfig};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
 use crate::serving_cert::{CertFiles, ServingCert};
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, LogFormat, LogOptions, TimeEncoding};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::Error),
+    #[error("connecting to the cluster at {url} ({source_name}): {error}")]
+    Unreachable {
+        url: String,
+        source_name: String,
+        error: String,
     },
-    #[error("no usable kubeconfig and not in a cluster: {0}")]
-    InferConfig(#[from] kube::config::InferConfigError),
     #[error("building the client: {0}")]
     Client(#[from] kube::Error),
     #[error("starting the admin server: {0}")]
@@ -104,6 +105,13 @@ fn parse_required_bind_address(s: &str) -> Result<SocketAddr, String> {
     parse_optional_address(s)?.ok_or_else(|| "this server can't be turned off".to_string())
 }
 
+/// controller-runtime's probe port, on loopback: an operator run from a shell answers only
+/// there, and never on 8080, kubectl's default server, where a forgotten `KUBECONFIG` would
+/// make kubectl talk to the operator.
+pub const DEFAULT_PROBE_ADDRESS: &str = "127.0.0.1:8081";
+/// kubebuilder's metrics port (HTTPS), on loopback for the same reason.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:8443";
+
 /// Flags of every operator's `run` command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -115,17 +123,30 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub namespaces: Vec<String>,
-    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    /// kubeconfig file, or a list of files merged as kubectl merges them (`a:b`, the first
+    /// file winning per name); default: $KUBECONFIG, ~/.kube/config, then in-cluster.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text", env = "LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log level or filter (RUST_LOG overrides).
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
-    /// Elect a leader on a Lease so that only one replica reconciles.
-    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Log encoder: json or console (alias text). Default: console.
+    #[arg(long = "zap-encoder", alias = "log-format", env = "LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level: debug, info, error, panic, a verbosity (0 = info, 1 = debug, 2+ = trace) or
+    /// a tracing filter (`pod_operator=debug,kube=warn`). RUST_LOG, when set, overrides it.
+    /// Default: info (debug with --zap-devel).
+    #[arg(long = "zap-log-level", alias = "log-level", value_parser = telemetry::parse_level)]
+    pub log_level: Option<String>,
+    /// Development defaults: console encoder and debug level (explicit flags win).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub zap_devel: bool,
+    /// How `ts` is written: epoch, millis, nano, iso8601, rfc3339 or rfc3339nano.
+    #[arg(long, default_value = "rfc3339")]
+    pub zap_time_encoding: TimeEncoding,
+    /// Elect a leader on a Lease so that only one replica reconciles (`--leader-elect` alone
+    /// is `true`).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the Lease (default: `<operator>-leader`).
     #[arg(long)]
@@ -142,20 +163,22 @@ pub struct RunArgs {
     /// Interval between acquire and renew attempts.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
-    /// Address of the admin server: /healthz and /readyz, and /metrics unless
-    /// --metrics-bind-address is given (plain HTTP).
+    /// Address of the probes (/healthz, /readyz; plain HTTP), and of /metrics too when
+    /// --metrics-bind-address is `0`. The loopback default keeps a local run private; the
+    /// manifests pass `:8081`.
     #[arg(
-        long,
-        alias = "health-probe-bind-address",
-        default_value = "127.0.0.1:8080",
+        long = "health-probe-bind-address",
+        alias = "admin-bind-address",
+        default_value = DEFAULT_PROBE_ADDRESS,
         value_parser = parse_required_bind_address
     )]
     pub admin_bind_address: SocketAddr,
-    /// Serve /metrics on this address only (`:8443`; `0`: with the probes on the admin address).
-    #[arg(long, value_parser = parse_bind_address, default_value = "0")]
+    /// Serve /metrics on this address only (the manifests pass `:8443`; `0`: with the probes
+    /// on --health-probe-bind-address).
+    #[arg(long, value_parser = parse_bind_address, default_value = DEFAULT_METRICS_ADDRESS)]
     pub metrics_bind_address: BindAddress,
     /// Serve --metrics-bind-address over HTTPS.
-    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub metrics_secure: bool,
     /// Directory with the metrics server's certificate and key (e.g. a mounted Secret); a
     /// self-signed certificate is served until they exist.
@@ -169,30 +192,53 @@ pub struct RunArgs {
     pub metrics_cert_key: String,
     /// Require a bearer token allowed to GET /metrics (TokenReview + SubjectAccessReview).
     /// Default: on in a cluster, off outside.
-    #[arg(long, action = ArgAction::Set)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub metrics_auth: Option<bool>,
     /// How long in-flight reconciles may take to finish on shutdown.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
-/// Builds a client configuration from `--kubeconfig` or the environment.
-pub async fn client_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, Error> {
-    match kubeconfig.filter(|p| !p.as_os_str().is_empty()) {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|source| Error::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                })
+/// Builds a client configuration from `--kubeconfig` (a file or a list), `--context` and the
+/// environment, as kubectl does (see [`kubeconfig::load`]).
+pub async fn client_config(
+    kubeconfig: Option<&PathBuf>,
+    context: Option<&str>,
+) -> Result<kubeconfig::Loaded, Error> {
+    Ok(kubeconfig::load(kubeconfig.map(|p| p.as_os_str()), context).await?)
+}
+
+/// How long the first request may take before an unreachable cluster stops the operator.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fails unless the cluster answers, naming where its address came from: watches would
+/// otherwise retry a wrong context forever (controller-runtime fails its start the same way).
+async fn check_reachable(client: &kube::Client, loaded: &kubeconfig::Loaded) -> Result<(), Error> {
+    let error = match tokio::time::timeout(CONNECT_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer in {CONNECT_TIMEOUT:?}"),
+    };
+    Err(Error::Unreachable {
+        url: loaded.config.cluster_url.to_string(),
+        source_name: loaded.source(),
+        error,
+    })
+}
+
+impl RunArgs {
+    /// The logging the flags ask for: explicit flags, then --zap-devel's defaults, then
+    /// console at info.
+    pub fn log_options(&self) -> LogOptions {
+        let devel_level = if self.zap_devel { "debug" } else { "info" };
+        LogOptions {
+            format: self.log_format.unwrap_or(LogFormat::Text),
+            level: self
+                .log_level
+                .clone()
+                .unwrap_or_else(|| devel_level.to_string()),
+            time: self.zap_time_encoding,
         }
-        None => Ok(kube::Config::infer().await?),
     }
 }
 
@@ -213,8 +259,9 @@ where
     F: FnOnce(&mut Manager) -> Result<(), E>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    telemetry::init(args.log_format, &args.log_level);
-    let config = client_config(args.kubeconfig.as_ref()).await?;
+    telemetry::init_with(&args.log_options());
+    let loaded = client_config(args.kubeconfig.as_ref(), args.context.as_deref()).await?;
+    let config = loaded.config.clone();
     let namespace = args
         .leader_election_namespace
         .clone()
@@ -223,6 +270,8 @@ where
     let counter = metrics.request_counter();
     let cluster_ca = config.root_cert.clone().unwrap_or_default();
     let client = counted_client(config, &counter)?;
+    check_reachable(&client, &loaded).await?;
+    tracing::info!(server = %loaded.config.cluster_url, source = %loaded.source(), "connected to the cluster");
     let readiness = Readiness::new();
     let signal: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
         Box::pin(crate::shutdown::signal());
@@ -362,6 +411,7 @@ async fn run_until(
 #[cfg(test)]
 mod tests {
     use super::{BindAddress, RunArgs, parse_bind_address, parse_duration};
+    use crate::telemetry::{LogFormat, TimeEncoding};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -390,11 +440,120 @@ mod tests {
         );
         assert!(!cli.run.metrics_secure);
         let defaults = Cli::try_parse_from(["op"]).expect("parse");
-        assert_eq!(defaults.run.metrics_bind_address, BindAddress(None));
+        assert_eq!(
+            defaults.run.metrics_bind_address,
+            BindAddress(Some("127.0.0.1:8443".parse().expect("addr")))
+        );
+        assert_eq!(
+            defaults.run.admin_bind_address,
+            "127.0.0.1:8081".parse().expect("addr")
+        );
         assert!(defaults.run.metrics_secure);
         assert!(Cli::try_parse_from(["op", "--health-probe-bind-address=0"]).is_err());
     }
     use std::time::Duration;
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["op"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.run,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn leader_elect_as_a_go_bool_flag() {
+        assert!(parse(&[]).leader_elect);
+        assert!(parse(&["--leader-elect"]).leader_elect);
+        assert!(parse(&["--leader-elect", "--namespace=a"]).leader_elect);
+        assert!(!parse(&["--leader-elect=false"]).leader_elect);
+        assert!(parse(&["--leader-elect=true"]).leader_elect);
+        assert!(!parse(&["--leader-elect", "false"]).leader_elect);
+        assert!(Cli::try_parse_from(["op", "--leader-elect=maybe"]).is_err());
+        assert!(parse(&["--metrics-secure"]).metrics_secure);
+        assert!(!parse(&["--metrics-secure=false"]).metrics_secure);
+        assert_eq!(parse(&["--metrics-auth"]).metrics_auth, Some(true));
+        assert_eq!(parse(&[]).metrics_auth, None);
+    }
+
+    #[test]
+    fn probe_address_and_its_alias() {
+        let local = "127.0.0.1:9000".parse().expect("addr");
+        assert_eq!(
+            parse(&["--admin-bind-address=127.0.0.1:9000"]).admin_bind_address,
+            local
+        );
+        assert_eq!(
+            parse(&["--health-probe-bind-address", "127.0.0.1:9000"]).admin_bind_address,
+            local
+        );
+        assert_eq!(
+            parse(&["--metrics-bind-address=0"]).metrics_bind_address,
+            BindAddress(None)
+        );
+    }
+
+    #[test]
+    fn zap_flags_and_their_aliases() {
+        let defaults = parse(&[]).log_options();
+        assert_eq!(defaults.format, LogFormat::Text);
+        assert_eq!(defaults.level, "info");
+        assert_eq!(defaults.time, TimeEncoding::Rfc3339);
+
+        assert_eq!(
+            parse(&["--zap-encoder=json"]).log_options().format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse(&["--log-format=json"]).log_options().format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse(&["--log-format", "text"]).log_options().format,
+            LogFormat::Text
+        );
+        assert_eq!(
+            parse(&["--zap-encoder=console"]).log_options().format,
+            LogFormat::Text
+        );
+        assert!(Cli::try_parse_from(["op", "--zap-encoder=yaml"]).is_err());
+
+        assert_eq!(
+            parse(&["--zap-log-level=debug"]).log_options().level,
+            "debug"
+        );
+        assert_eq!(parse(&["--log-level=warn"]).log_options().level, "warn");
+        assert_eq!(parse(&["--zap-log-level=1"]).log_options().level, "debug");
+        assert_eq!(parse(&["--zap-log-level=3"]).log_options().level, "trace");
+        assert_eq!(parse(&["--zap-log-level=panic"]).log_options().level, "off");
+        assert!(Cli::try_parse_from(["op", "--zap-log-level=-2"]).is_err());
+
+        let devel = parse(&["--zap-devel"]).log_options();
+        assert_eq!(
+            (devel.format, devel.level.as_str()),
+            (LogFormat::Text, "debug")
+        );
+        let explicit =
+            parse(&["--zap-devel", "--zap-log-level=error", "--zap-encoder=json"]).log_options();
+        assert_eq!(
+            (explicit.format, explicit.level.as_str()),
+            (LogFormat::Json, "error")
+        );
+        assert_eq!(parse(&["--zap-devel=false"]).log_options().level, "info");
+
+        assert_eq!(
+            parse(&["--zap-time-encoding=epoch"]).log_options().time,
+            TimeEncoding::Epoch
+        );
+        assert!(Cli::try_parse_from(["op", "--zap-time-encoding=unix"]).is_err());
+    }
+
+    #[test]
+    fn context_flag() {
+        assert_eq!(parse(&["--context=good"]).context.as_deref(), Some("good"));
+        assert_eq!(parse(&[]).context, None);
+    }
 
     #[test]
     fn bind_addresses() {

@@ -31,6 +31,7 @@ pub mod conditions;
 pub mod controller;
 pub mod events;
 pub mod finalizers;
+pub mod kubeconfig;
 pub mod lease;
 pub mod manager;
 pub mod metrics;

@@ -40,6 +40,7 @@ async fn the_binary_follows_the_sdks_environment() -> Result<()> {
             "--leader-elect=false",
             "--admin-bind-address",
             "127.0.0.1:0",
+            "--metrics-bind-address=0",
         ])
         .env("KUBECONFIG", &kubeconfig)
         .env("AWS_ENDPOINT_URL_IAM", f.moto.endpoint())

@@ -86,7 +86,9 @@ impl Replica {
                 OPERATOR_NAMESPACE,
                 "--metrics-auth=true",
             ])
-            .arg(format!("--admin-bind-address=127.0.0.1:{port}"))
+            .arg(format!("--health-probe-bind-address=127.0.0.1:{port}"))
+            // /metrics beside the probes: replicas on one host share no fixed port.
+            .arg("--metrics-bind-address=0")
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", identity)
             .env_remove("RUST_LOG")

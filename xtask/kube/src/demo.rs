@@ -321,8 +321,20 @@ impl LocalOperators {
     fn start(binaries: &Binaries, kubeconfig: &Path, iam_endpoint: &str) -> Result<Self> {
         let service_ca_namespace = operator_namespace("service-ca-operator")?;
         let credentials_namespace = operator_namespace("credentials-operator")?;
-        let pod =
-            OperatorProcess::start("pod-operator", &binaries.pod_operator, &["run"], kubeconfig)?;
+        // Each its own probe port, with /metrics beside the probes (plain HTTP, no certificate
+        // to make); none on 8080, kubectl's default server.
+        let pod = OperatorProcess::start(
+            "pod-operator",
+            &binaries.pod_operator,
+            &[
+                "run",
+                "--health-probe-bind-address",
+                "127.0.0.1:8081",
+                "--metrics-bind-address",
+                "0",
+            ],
+            kubeconfig,
+        )?;
         let service_ca = OperatorProcess::start(
             "service-ca-operator",
             &binaries.service_ca_operator,
@@ -332,9 +344,10 @@ impl LocalOperators {
                 &service_ca_namespace,
                 "--leader-election-namespace",
                 &service_ca_namespace,
-                // pod-operator has the default admin port.
-                "--admin-bind-address",
-                "127.0.0.1:8081",
+                "--health-probe-bind-address",
+                "127.0.0.1:8082",
+                "--metrics-bind-address",
+                "0",
             ],
             kubeconfig,
         )?;
@@ -349,8 +362,10 @@ impl LocalOperators {
                 "us-east-1",
                 "--leader-election-namespace",
                 &credentials_namespace,
-                "--admin-bind-address",
-                "127.0.0.1:8082",
+                "--health-probe-bind-address",
+                "127.0.0.1:8083",
+                "--metrics-bind-address",
+                "0",
             ],
             kubeconfig,
         )?;

@@ -28,7 +28,8 @@
 //!   backoff ([`Backoff`]); [`Action::requeue`] adds the key again after a delay. The last
 //!   successful reconcile's [`Action`] decides when a key comes back on its own: it replaces
 //!   an earlier reconcile's requeue or a pending retry.
-//! - Each reconcile runs in a tracing span (`controller`, `object`), and is counted and timed
+//! - Each reconcile runs in a tracing span with controller-runtime's log keys (`controller`,
+//!   `controllerGroup`, `controllerKind`, `name`, `namespace`, `reconcileID`), and is counted and timed
 //!   with controller-runtime's metric names (reconcile totals, errors by cause, duration,
 //!   active workers) beside client-go's workqueue ones (depth, adds, queue duration,
 //!   retries).
@@ -615,6 +616,30 @@ where
     }
 }
 
+/// A fresh id for one reconcile, formatted as a random (version 4) UUID, as controller-runtime
+/// tags each reconcile's log lines: random per process, unique within it.
+fn reconcile_id() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(Default::default);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let hi = seed.hash_one((n, 0u8));
+    let lo = seed.hash_one((n, 1u8));
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
 /// What every worker of a controller shares.
 struct Worker<K, Ctx, F>
 where
@@ -648,7 +673,15 @@ where
         while let Some(key) = self.queue.get().await {
             let obj = self.store.get(&key);
             if obj.is_some() || self.absent {
-                let span = tracing::info_span!("reconcile", controller = %self.name, object = %key);
+                let span = tracing::info_span!(
+                    "reconcile",
+                    controller = %self.name,
+                    controllerGroup = %K::group(&()),
+                    controllerKind = %K::kind(&()),
+                    name = %key.name,
+                    namespace = key.namespace.as_deref().unwrap_or_default(),
+                    reconcileID = %reconcile_id(),
+                );
                 self.reconcile_one(&key, obj).instrument(span).await;
             } else if let Some(failures) = &self.failures {
                 failures.forget(&key);
@@ -739,6 +772,21 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
+
+    #[test]
+    fn reconcile_ids_look_like_uuids_and_differ() {
+        let (a, b) = (reconcile_id(), reconcile_id());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let parts: Vec<usize> = id.split('-').map(str::len).collect();
+            assert_eq!(parts, [8, 4, 4, 4, 12], "{id}");
+            assert_eq!(id.as_bytes()[14], b'4', "{id}");
+            assert!(
+                matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+                "{id}"
+            );
+        }
+    }
 
     fn cm(name: &str) -> ConfigMap {
         ConfigMap {
