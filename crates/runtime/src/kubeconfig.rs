@@ -24,7 +24,7 @@ pub enum Error {
         #[source]
         source: KubeconfigError,
     },
-    #[error("no kubeconfig file in {0:?}")]
+    #[error("none of the kubeconfig files {0} exists")]
     NoFile(String),
     #[error("context {context:?} is not in kubeconfig {files} (its contexts: {available})")]
     NoContext {
@@ -122,6 +122,16 @@ pub async fn load(kubeconfig: Option<&OsStr>, context: Option<&str>) -> Result<L
             files,
             context: None,
         });
+    }
+    // As kubectl: the files of a list that don't exist are skipped; a single file must exist.
+    let listed = files;
+    let files: Vec<PathBuf> = if listed.len() > 1 {
+        listed.iter().filter(|f| f.exists()).cloned().collect()
+    } else {
+        listed.clone()
+    };
+    if files.is_empty() {
+        return Err(Error::NoFile(join(&listed)));
     }
     let merged = read(&files)?;
     let available = || {
@@ -290,5 +300,20 @@ mod tests {
             e.to_string().contains(&missing.display().to_string()),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_list_skips_its_missing_files_as_kubectl_does() {
+        let (dir, list) = two_files();
+        let missing = dir.path().join("missing");
+        let mut with_missing = vec![missing.clone()];
+        with_missing.extend(std::env::split_paths(&list));
+        let with_missing = std::env::join_paths(with_missing).expect("join");
+        let loaded = load(Some(&with_missing), Some("good")).await.expect("load");
+        assert_eq!(loaded.files.len(), 2, "{:?}", loaded.files);
+        let none =
+            std::env::join_paths([&missing, &dir.path().join("also-missing")]).expect("join");
+        let e = load(Some(&none), None).await.err().expect("no file exists");
+        assert!(e.to_string().contains("also-missing"), "{e}");
     }
 }
