@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Client, Resource};
 use operon::deploy;
 use operon::kustomize;
@@ -204,7 +204,8 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
         kubeconfig.clone(),
         image.clone(),
     );
-    blocking(move || deploy::deploy(&root, kc.as_deref(), Some(&img), None)).await?;
+    // No wait for the rollout: nothing serves that image here.
+    blocking(move || deploy::deploy(&root, kc.as_deref(), Some(&img), None, None)).await?;
 
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&gadgets.namespace)
@@ -249,7 +250,7 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
     );
 
     let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
-    blocking(move || deploy::undeploy(&root, kc.as_deref())).await?;
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), TIMEOUT)).await?;
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     wait::until("the operator's objects to be deleted", TIMEOUT, || async {
@@ -270,7 +271,71 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
 
     // Again: everything is gone or going, which is no error.
     let (root, kc) = (project.path().to_path_buf(), kubeconfig);
-    blocking(move || deploy::undeploy(&root, kc.as_deref())).await?;
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), TIMEOUT)).await?;
+    Ok(())
+}
+
+/// A custom resource whose finalizer nobody removes (no operator runs): undeploy deletes it,
+/// waits, and fails naming it, with the CRD and the rest left in place (not Terminating);
+/// once the finalizer is gone, undeploy removes everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn undeploy_fails_naming_custom_resources_nobody_finalizes() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let kubeconfig: Option<PathBuf> = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    deploy::apply(&client, &deploy::objects(project.path(), None)?).await?;
+    let finalizer = "gadgets.example.com/cleanup";
+    let patch = json!({ "metadata": { "finalizers": [finalizer] } });
+    gadgets
+        .gadgets(&client)
+        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
+    let started = std::time::Instant::now();
+    let failed = blocking(move || deploy::undeploy(&root, kc.as_deref(), Duration::from_secs(3)))
+        .await
+        .err()
+        .context("undeploy succeeded with a custom resource left")?;
+    let message = format!("{failed:#}");
+    for expected in [
+        format!("gadgets.{} {}/first", gadgets.group, gadgets.namespace),
+        format!("finalizers: {finalizer}"),
+        "kubectl patch".to_string(),
+        "--timeout".to_string(),
+    ] {
+        ensure!(message.contains(&expected), "no {expected:?} in: {message}");
+    }
+    ensure!(
+        started.elapsed() >= Duration::from_secs(3),
+        "gave up before its timeout"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get(&gadgets.crd_name()).await?;
+    ensure!(
+        crd.metadata.deletion_timestamp.is_none(),
+        "the CRD was deleted and stays Terminating"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &gadgets.namespace);
+    deployments.get(&gadgets.deployment_name()).await?;
+
+    let release = json!({ "metadata": { "finalizers": null } });
+    gadgets
+        .gadgets(&client)
+        .patch("first", &PatchParams::default(), &Patch::Merge(&release))
+        .await?;
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig);
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), TIMEOUT)).await?;
+    // undeploy returns once the CRD is gone.
+    ensure!(
+        crds.get_opt(&gadgets.crd_name()).await?.is_none(),
+        "the CRD is still there after undeploy"
+    );
     Ok(())
 }
 
@@ -402,17 +467,18 @@ async fn push_needs_a_cluster_that_announces_its_registry() -> Result<()> {
 
     let missing = archive.clone();
     let (r, kc) = (root.clone(), kubeconfig.clone());
-    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, Some(&missing)))
+    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, Some(&missing), None))
         .await
         .err()
         .context("pushing an archive that does not exist should fail")?;
     ensure!(format!("{e:#}").contains("operon build"), "{e:#}");
 
     std::fs::write(&archive, "not pushed")?;
-    let e = blocking(move || deploy::deploy(&root, kubeconfig.as_deref(), None, Some(&archive)))
-        .await
-        .err()
-        .context("a cluster without a registry should be refused")?;
+    let e =
+        blocking(move || deploy::deploy(&root, kubeconfig.as_deref(), None, Some(&archive), None))
+            .await
+            .err()
+            .context("a cluster without a registry should be refused")?;
     let e = format!("{e:#}");
     ensure!(e.contains("announces no local registry"), "{e}");
     // Nothing was applied.
