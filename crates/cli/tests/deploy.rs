@@ -339,6 +339,59 @@ async fn undeploy_fails_naming_custom_resources_nobody_finalizes() -> Result<()>
     Ok(())
 }
 
+/// The rollout wait: done once the (kwok) node runs the Pods; a Deployment whose Pods can't be
+/// scheduled fails at the deadline with the Pods' reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_waits_for_the_rollout_and_says_why_it_is_stuck() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    let mut objects = deploy::objects(project.path(), None)?;
+    deploy::apply(&client, &objects).await?;
+    operon::lifecycle::wait_rollouts(&client, &objects, TIMEOUT, &|line| eprintln!("{line}"))
+        .await?;
+
+    // A new spec whose Pods no node can take.
+    let deployment = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment")
+        .context("no Deployment")?;
+    deployment["spec"]["template"]["spec"]["nodeSelector"] = json!({ "operon.dev/none": "x" });
+    deploy::apply(&client, &objects).await?;
+    let started = std::time::Instant::now();
+    let stuck =
+        operon::lifecycle::wait_rollouts(&client, &objects, Duration::from_secs(5), &|line| {
+            eprintln!("{line}")
+        })
+        .await
+        .err()
+        .context("the rollout of unschedulable Pods succeeded")?;
+    let message = format!("{stuck:#}");
+    eprintln!("{message}");
+    for expected in [
+        format!(
+            "deployment {}/{} did not roll out within 5s",
+            gadgets.namespace,
+            gadgets.deployment_name()
+        ),
+        "PodScheduled Unschedulable".to_string(),
+    ] {
+        ensure!(message.contains(&expected), "no {expected:?} in: {message}");
+    }
+    ensure!(
+        started.elapsed() >= Duration::from_secs(5),
+        "gave up before its deadline"
+    );
+    let root = project.path().to_path_buf();
+    let kubeconfig = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    blocking(move || deploy::undeploy(&root, kubeconfig.as_deref(), TIMEOUT)).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn failures_name_the_object_and_the_reason() -> Result<()> {
     let client = operon_envtest::shared().await?.client().await?;
