@@ -339,6 +339,57 @@ async fn undeploy_fails_naming_custom_resources_nobody_finalizes() -> Result<()>
     Ok(())
 }
 
+/// install applies config/crd alone; uninstall deletes the custom resources, then the CRDs,
+/// and returns once they are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn install_and_uninstall_the_crds() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let kubeconfig: Option<PathBuf> = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
+    blocking(move || deploy::install(&root, kc.as_deref())).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.get(&gadgets.crd_name()).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &gadgets.namespace);
+    ensure!(
+        deployments
+            .get_opt(&gadgets.deployment_name())
+            .await?
+            .is_none(),
+        "install deployed the operator"
+    );
+    // A Gadget in another namespace: uninstall looks in all of them.
+    let ns = env.namespace("uninstall").await?;
+    let gvk = GroupVersionKind::gvk(&gadgets.group, "v1alpha1", "Gadget");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+    let gadget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{}/v1alpha1", gadgets.group),
+        "kind": "Gadget",
+        "metadata": { "name": "second" },
+        "spec": { "size": 1 },
+    }))?;
+    wait::until("the Gadget created", TIMEOUT, || async {
+        api.create(&Default::default(), &gadget)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig);
+    blocking(move || deploy::uninstall(&root, kc.as_deref(), TIMEOUT)).await?;
+    ensure!(
+        crds.get_opt(&gadgets.crd_name()).await?.is_none(),
+        "the CRD is still there after uninstall"
+    );
+    Ok(())
+}
+
 /// The rollout wait: done once the (kwok) node runs the Pods; a Deployment whose Pods can't be
 /// scheduled fails at the deadline with the Pods' reason.
 #[tokio::test(flavor = "multi_thread")]
