@@ -1,15 +1,16 @@
-//! `operon deploy` and `operon undeploy`: the objects of `config/default` server-side applied to
+//! `operon deploy`, `undeploy`, `install`, `uninstall` and `push`: the objects of `config/default` server-side applied to
 //! a cluster in dependency order, or deleted in the reverse order (see [`operon_cluster::apply`]).
 
 use std::future::Future;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use kube::Client;
 use operon_cluster::apply;
 use serde_json::Value;
 
-use crate::kustomize;
+use crate::{kustomize, lifecycle};
 
 /// The field manager of everything `deploy` applies.
 pub const FIELD_MANAGER: &str = "operon";
@@ -32,13 +33,15 @@ pub fn objects(project_root: &Path, image: Option<&str>) -> Result<Vec<Value>> {
 /// announces (`kube-public/local-registry-hosting`, as `cargo xtask cluster up`'s does), so
 /// that its nodes run it, and the Deployment runs it by the digest the registry stored
 /// (`<image>@sha256:…`): a rebuilt image rolls the operator out, an unchanged one changes
-/// nothing, and whatever the tag is made to name later is not run.
+/// nothing, and whatever the tag is made to name later is not run. With `wait`, waits that
+/// long for the Deployment to roll out, as `kubectl rollout status` does.
 pub fn deploy(
     project_root: &Path,
     kubeconfig: Option<&Path>,
     context: Option<&str>,
     image: Option<&str>,
     push: Option<&Path>,
+    wait: Option<Duration>,
 ) -> Result<()> {
     // Rendering first: a broken tree fails before any connection is tried.
     let mut objects = objects(project_root, image)?;
@@ -50,7 +53,82 @@ pub fn deploy(
             let pinned = push_image(&client, archive, &image).await?;
             kustomize::override_manager_image(&mut objects, &pinned)?;
         }
-        apply(&client, &objects).await
+        apply(&client, &objects).await?;
+        match wait {
+            Some(timeout) => {
+                lifecycle::wait_rollouts(&client, &objects, timeout, &|line| {
+                    println!("deploy: {line}")
+                })
+                .await
+            }
+            None => {
+                println!("deploy: not waiting for the rollout (see `kubectl rollout status`)");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// `operon push`: pushes the OCI archive `archive` as the project's image (`image`, default
+/// the manager's image of `config/default`) to the registry the cluster announces.
+pub fn push(
+    project_root: &Path,
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    image: Option<&str>,
+    archive: &Path,
+) -> Result<()> {
+    let objects = objects(project_root, image)?;
+    let image = kustomize::manager_image(&objects)
+        .context("config/default has no manager container whose image to push")?;
+    block_on(async {
+        let client = client(kubeconfig, context).await?;
+        push_image(&client, archive, &image).await.map(|_| ())
+    })
+}
+
+/// The objects of `config/crd`: the project's CustomResourceDefinitions.
+fn crd_objects(project_root: &Path) -> Result<Vec<Value>> {
+    let dir = project_root.join("config").join("crd");
+    kustomize::render(&dir).with_context(|| format!("rendering {}", dir.display()))
+}
+
+/// `operon install`: applies the project's CRDs (`config/crd`) and waits until they are served.
+pub fn install(
+    project_root: &Path,
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<()> {
+    let objects = crd_objects(project_root)?;
+    block_on(async {
+        let client = client(kubeconfig, context).await?;
+        apply::apply_all(&client, &objects, FIELD_MANAGER, &mut |line| {
+            println!("install: {line}")
+        })
+        .await?;
+        println!("install: {} CRD(s) installed", objects.len());
+        Ok(())
+    })
+}
+
+/// `operon uninstall`: deletes the project's custom resources, waits up to `timeout` for the
+/// operator (which must be running) to finalize them, then deletes the CRDs and waits until
+/// they are gone.
+pub fn uninstall(
+    project_root: &Path,
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
+    let crds = crd_objects(project_root)?;
+    block_on(async {
+        let client = client(kubeconfig, context).await?;
+        let say = |line: String| println!("uninstall: {line}");
+        lifecycle::delete_custom_resources(&client, &crds, timeout, &say).await?;
+        apply::delete_all(&client, &crds, &mut |line| say(line)).await?;
+        lifecycle::wait_crds_gone(&client, &crds, timeout).await?;
+        println!("uninstall: {} CRD(s) removed", crds.len());
+        Ok(())
     })
 }
 
@@ -75,16 +153,28 @@ async fn push_image(client: &Client, archive: &Path, image: &str) -> Result<Stri
     Ok(pinned)
 }
 
-/// Deletes what [`deploy`] applies, in the reverse order.
+/// Deletes what [`deploy`] applies: first the project's custom resources, in all namespaces,
+/// waiting up to `timeout` until the operator has finalized them (it still runs), then the
+/// rest in the reverse order; then waits until the CRDs are gone. Fails, naming them, when
+/// resources or CRDs remain.
 pub fn undeploy(
     project_root: &Path,
     kubeconfig: Option<&Path>,
     context: Option<&str>,
+    timeout: Duration,
 ) -> Result<()> {
     let objects = objects(project_root, None)?;
     block_on(async {
         let client = client(kubeconfig, context).await?;
-        delete(&client, &objects).await
+        let crds = lifecycle::crds(&objects);
+        lifecycle::delete_custom_resources(&client, &crds, timeout, &|line| {
+            println!("undeploy: {line}")
+        })
+        .await?;
+        delete(&client, &objects).await?;
+        lifecycle::wait_crds_gone(&client, &crds, timeout).await?;
+        println!("undeploy: {} objects deleted", objects.len());
+        Ok(())
     })
 }
 
@@ -149,7 +239,7 @@ mod tests {
     #[test]
     fn a_missing_config_tree_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = deploy(dir.path(), None, None, None, None).expect_err("no config");
+        let e = deploy(dir.path(), None, None, None, None, None).expect_err("no config");
         assert!(format!("{e:#}").contains("config/default"), "{e:#}");
     }
 

@@ -107,9 +107,12 @@ pub fn resolve(kind: &str, apis: &[Api]) -> Result<Owned> {
     let mut known: Vec<&str> = BUILTIN.iter().map(|(k, ..)| *k).collect();
     known.extend(apis.iter().map(|a| a.kind.as_str()));
     known.sort_unstable();
+    if let Some(near) = names::near_miss(kind, known.iter().copied()) {
+        bail!("--owns {kind}: not a kind this project knows; did you mean {near}?");
+    }
     bail!(
         "--owns {kind}: not a kind this project knows; use one of {} (or add it first with \
-         `operon add api`)",
+         `operon create api`)",
         known.join(", ")
     )
 }
@@ -135,6 +138,9 @@ mod tests {
         assert_eq!(widget.path, "crate::api::widget::Widget");
         let e = resolve("Gadget", &apis).expect_err("unknown").to_string();
         assert!(e.contains("Widget") && e.contains("Deployment"), "{e}");
+        let e = resolve("Widgte", &apis).expect_err("near miss").to_string();
+        assert!(e.contains("did you mean Widget?"), "{e}");
+        assert!(!e.contains("operon create api"), "{e}");
     }
 
     #[test]

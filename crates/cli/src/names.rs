@@ -66,7 +66,114 @@ pub fn check_kind(kind: &str) -> Result<()> {
             snake(kind)
         );
     }
+    if let Some(singular) = singular_of_plural(kind) {
+        bail!(
+            "invalid kind {kind:?}: kinds are singular (the resource name is the plural, \
+             {:?}); did you mean {singular}?",
+            resource_plural(&singular)
+        );
+    }
     Ok(())
+}
+
+/// Words ending in `s` that are singular (the last word of a kind such as `NodeStatus`).
+const SINGULAR_S: &[&str] = &[
+    "alias",
+    "analysis",
+    "atlas",
+    "basis",
+    "bias",
+    "bonus",
+    "bus",
+    "campus",
+    "canvas",
+    "census",
+    "chaos",
+    "consensus",
+    "corpus",
+    "diagnosis",
+    "gas",
+    "kudos",
+    "lens",
+    "news",
+    "series",
+    "species",
+    "status",
+    "thesis",
+    "virus",
+];
+
+/// The singular `kind` looks like the plural of, if it looks plural: `PodRequests` →
+/// `PodRequest`, `Policies` → `Policy`, `Boxes` → `Box`; `Ingress`, `NodeStatus`, `DNS` are
+/// singular.
+pub fn singular_of_plural(kind: &str) -> Option<String> {
+    // The last CamelCase word; an acronym (`DNS`, `TLS`) ends in a capital S.
+    let start = kind
+        .char_indices()
+        .rev()
+        .find(|(_, c)| c.is_ascii_uppercase())
+        .map_or(0, |(i, _)| i);
+    let (head, word) = kind.split_at(start);
+    let lower = word.to_ascii_lowercase();
+    if !lower.ends_with('s') || lower.len() < 3 || !word.ends_with('s') {
+        return None;
+    }
+    if lower.ends_with("ss") || lower.ends_with("us") || lower.ends_with("is") {
+        return None;
+    }
+    if SINGULAR_S.contains(&lower.as_str()) {
+        return None;
+    }
+    let singular_word = if let Some(stem) = word.strip_suffix("ies") {
+        format!("{stem}y")
+    } else if ["sses", "xes", "zes", "ches", "shes"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
+        word[..word.len() - 2].to_string()
+    } else {
+        word[..word.len() - 1].to_string()
+    };
+    Some(format!("{head}{singular_word}"))
+}
+
+/// Edit distance of `a` and `b`, ignoring case: insertions, deletions, substitutions and
+/// swaps of adjacent letters (the usual typos) count one each.
+fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_ascii_lowercase().chars().collect();
+    let b: Vec<char> = b.to_ascii_lowercase().chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The name of `known` nearest to `name` when it is close enough to be a slip (a typo, a
+/// different case, a plural): at most 2 edits, and fewer than a third of the name's letters.
+pub fn near_miss<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .filter(|k| *k != name)
+        .map(|k| (distance(name, k), k))
+        .filter(|(d, k)| *d <= 2 && *d * 3 < name.len().max(k.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 /// The full API group: `group` as is when it has a dot, else `<group>.<domain>`; must be a DNS
@@ -172,6 +279,47 @@ mod tests {
             let e = check_kind(bad).expect_err(bad).to_string();
             assert!(e.contains("invalid kind"), "{e}");
         }
+    }
+
+    #[test]
+    fn plural_looking_kinds_are_refused_with_the_singular() {
+        for (plural, singular) in [
+            ("PodRequests", "PodRequest"),
+            ("Widgets", "Widget"),
+            ("NetworkPolicies", "NetworkPolicy"),
+            ("Boxes", "Box"),
+            ("Matches", "Match"),
+        ] {
+            let e = check_kind(plural).expect_err(plural).to_string();
+            assert!(e.contains(&format!("did you mean {singular}?")), "{e}");
+        }
+        for singular in [
+            "Ingress",
+            "NodeStatus",
+            "DNS",
+            "Gas",
+            "Alias",
+            "Analysis",
+            "Bus",
+            "Series",
+            "Class",
+            "Os",
+        ] {
+            assert!(check_kind(singular).is_ok(), "{singular}");
+        }
+    }
+
+    #[test]
+    fn near_misses() {
+        let known = ["PodRequest", "Widget", "Pod", "Deployment"];
+        assert_eq!(near_miss("PodRequst", known), Some("PodRequest"));
+        assert_eq!(near_miss("podrequest", known), Some("PodRequest"));
+        assert_eq!(near_miss("Widgets", known), Some("Widget"));
+        assert_eq!(near_miss("Deploymnet", known), Some("Deployment"));
+        assert_eq!(near_miss("Gadget", known), None);
+        // Short names: one edit is a third of them already.
+        assert_eq!(near_miss("Job", known), None);
+        assert_eq!(near_miss("PodRequest", known), None);
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Project {
             here = d.parent();
         }
         bail!(
-            "no {FILE} in {} or above: run this in a project made by `operon new`",
+            "no {FILE} in {} or above: run this in a project made by `operon init`",
             start.display()
         )
     }
@@ -137,7 +137,7 @@ impl Project {
     pub fn render(&self) -> String {
         let mut doc = DocumentMut::new();
         doc.decor_mut().set_prefix(
-            "# The project's APIs and controllers, read by the `operon` CLI (`operon add …` \
+            "# The project's APIs and controllers, read by the `operon` CLI (`operon create …` \
              updates it).\n",
         );
         doc["name"] = value(&self.name);
@@ -208,6 +208,6 @@ mod tests {
         let e = Project::find(dir.path())
             .expect_err("no project")
             .to_string();
-        assert!(e.contains("operon new"), "{e}");
+        assert!(e.contains("operon init"), "{e}");
     }
 }

@@ -85,12 +85,9 @@ async fn run_async(
         );
     }
     let text = String::from_utf8(crds.stdout)?;
-    for document in text
-        .split("\n---")
-        .map(|d| d.trim_start_matches("---"))
-        .filter(|d| !d.trim().is_empty())
-    {
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(document)?;
+    let crds = parse_crds(&text)
+        .with_context(|| format!("parsing the CRDs `{} crds` printed", project.name))?;
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
         operon_cluster::apply::apply_crd(&client, &crd, "operon")
             .await
@@ -126,6 +123,12 @@ async fn run_async(
     Ok(())
 }
 
+/// The CRDs of a multi-document YAML stream; empty documents are skipped.
+fn parse_crds(text: &str) -> Result<Vec<CustomResourceDefinition>> {
+    let documents: Vec<Option<CustomResourceDefinition>> = serde_saphyr::from_multiple(text)?;
+    Ok(documents.into_iter().flatten().collect())
+}
+
 /// SIGTERM to the operator (it finishes in-flight work), then its exit status.
 async fn stop(child: &mut tokio::process::Child) -> Result<std::process::ExitStatus> {
     if let Some(pid) = child.id() {
@@ -134,4 +137,35 @@ async fn stop(child: &mut tokio::process::Child) -> Result<std::process::ExitSta
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     }
     Ok(child.wait().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+        metadata:\n  name: NAME\nspec:\n  group: g.example.com\n  names: {kind: K, plural: ks}\n\
+        \x20 scope: Namespaced\n  versions: []\n";
+
+    #[test]
+    fn crds_are_read_document_by_document() {
+        // A leading separator, an empty document, a separator with a comment.
+        let described = CRD
+            .replace("NAME", "b.g.example.com")
+            .replace("  versions: []\n", "  versions: []\n  # note\n");
+        let text = format!(
+            "---\n{}---\n\n--- # the second\n{described}",
+            CRD.replace("NAME", "a.g.example.com")
+        );
+        let crds = parse_crds(&text).expect("parse");
+        let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                Some("a.g.example.com".to_string()),
+                Some("b.g.example.com".to_string())
+            ]
+        );
+        assert!(parse_crds("kind: [").is_err());
+    }
 }

@@ -1,4 +1,5 @@
-//! `operon new`, `operon add api`, `operon add controller`: the files of a project.
+//! `operon init`, `operon create api`, `operon create controller`, `operon delete api`: the files
+//! of a project.
 //!
 //! Every command first plans all its changes, checks them, then writes. Running one again is
 //! safe: a file identical to what it would write is left alone, a file that differs (edited
@@ -157,6 +158,140 @@ fn add_line(text: &str, marker: &str, line: &str) -> Option<String> {
     found.then_some(out)
 }
 
+/// `text` without the line(s) that hold `line` (as [`add_line`] adds it, maybe split over
+/// lines by rustfmt); `None` when it is not there.
+fn remove_line(text: &str, line: &str) -> Option<String> {
+    let squeeze = |s: &str| {
+        s.split_whitespace()
+            .collect::<String>()
+            .replace(",)", ")")
+            .replace(",]", "]")
+    };
+    let wanted = squeeze(line);
+    let wanted = wanted.trim_end_matches(',');
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for start in 0..lines.len() {
+        // Blank lines around it stay.
+        if lines[start].trim().is_empty() {
+            continue;
+        }
+        let mut joined = String::new();
+        for end in start..lines.len() {
+            joined.push_str(lines[end]);
+            let squeezed = squeeze(&joined);
+            let squeezed = squeezed.trim_end_matches(',');
+            if squeezed == wanted {
+                let mut out: String = lines[..start].concat();
+                out.push_str(&lines[end + 1..].concat());
+                return Some(out);
+            }
+            if squeezed.len() >= wanted.len() || !wanted.starts_with(squeezed) {
+                break;
+            }
+        }
+    }
+    None
+}
+
+/// `operon delete api`: removes what `create api` (and `create controller` for the kind)
+/// added, after checking that none of the files it wrote was edited since.
+pub fn delete_api(project: &Project, kind: &str, manifests: bool) -> Result<()> {
+    let Some(api) = project.api(kind).cloned() else {
+        let known: Vec<&str> = project.apis.iter().map(|a| a.kind.as_str()).collect();
+        if let Some(near) = names::near_miss(kind, known.iter().copied()) {
+            bail!("the project has no API of kind {kind:?}; did you mean {near}?");
+        }
+        bail!(
+            "the project has no API of kind {kind:?} (it has: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    if let Some(owner) = project
+        .controllers
+        .iter()
+        .find(|c| c.kind != kind && c.owns.iter().any(|o| o == kind))
+    {
+        bail!(
+            "the {} controller owns {kind}s (src/controller/{}.rs): delete it or remove {kind} \
+             from what it owns first. Nothing was changed.",
+            owner.kind,
+            names::snake(&owner.kind)
+        );
+    }
+    let mut plans = vec![api_plan(&api)?];
+    if let Some(controller) = project.controllers.iter().find(|c| c.kind == kind) {
+        let owned = controller
+            .owns
+            .iter()
+            .map(|o| kinds::resolve(o, &project.apis))
+            .collect::<Result<Vec<_>>>()?;
+        plans.push(controller_plan(project, &api, &owned)?);
+    }
+    let root = &project.root;
+    // Every file to remove must be exactly what operon wrote; a missing one is gone already.
+    let mut edited = Vec::new();
+    let mut files = Vec::new();
+    for (path, text) in plans.iter().flat_map(|p| &p.files) {
+        match std::fs::read_to_string(root.join(path)) {
+            Ok(current) if current == *text => files.push(path.clone()),
+            Ok(_) => edited.push(path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    if !edited.is_empty() {
+        bail!(
+            "refusing to delete files that differ from what operon wrote (edited since?): {}. \
+             Nothing was changed. Remove them yourself (or restore them), then run `operon delete \
+             api --kind {kind}` again for the rest.",
+            edited.join(", ")
+        );
+    }
+    // The lines added to shared files, computed before anything is written.
+    let mut changed: Vec<(PathBuf, String)> = Vec::new();
+    for insert in plans.iter().flat_map(|p| &p.inserts) {
+        let current = match changed.iter().find(|(p, _)| *p == insert.path) {
+            Some((_, text)) => text.clone(),
+            None => std::fs::read_to_string(root.join(&insert.path))
+                .with_context(|| format!("reading {}", insert.path.display()))?,
+        };
+        let Some(updated) = remove_line(&current, &insert.line) else {
+            continue;
+        };
+        match changed.iter_mut().find(|(p, _)| *p == insert.path) {
+            Some((_, text)) => *text = updated,
+            None => changed.push((insert.path.clone(), updated)),
+        }
+    }
+    let mut updated = project.clone();
+    updated.apis.retain(|a| a.kind != kind);
+    updated.controllers.retain(|c| c.kind != kind);
+
+    for path in files {
+        std::fs::remove_file(root.join(&path))
+            .with_context(|| format!("removing {}", path.display()))?;
+        println!("removed   {}", path.display());
+    }
+    for (path, text) in changed {
+        std::fs::write(root.join(&path), templates::rustfmt(&text)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("updated   {}", path.display());
+    }
+    std::fs::write(root.join(project::FILE), updated.render())?;
+    println!("updated   {}", project::FILE);
+    if manifests {
+        // Removes the kind's CRD and rules from config/ (generated files no longer produced).
+        generate_manifests(&updated)?;
+    } else {
+        println!("\nNext: `operon manifests` removes its CRD and RBAC rules from config/");
+    }
+    Ok(())
+}
+
 /// A rendered Rust file, formatted.
 fn rust(template: &str, vars: &Vars) -> Result<String> {
     templates::rustfmt(&templates::render(template, vars)?)
@@ -235,7 +370,7 @@ fn source(explicit: Option<&Path>, workspace: Option<&Path>) -> Result<Source> {
     Ok(Source::Git(templates::GIT_REPOSITORY.to_string()))
 }
 
-/// `operon new <name>`.
+/// `operon init <name>`.
 pub fn new_project(
     dir: &Path,
     name: &str,
@@ -288,6 +423,7 @@ pub fn new_project(
         templates::render(templates::CONTAINERFILE, &vars)?,
     );
     plan.file("README.md", templates::render(templates::README, &vars)?);
+    plan.file("Makefile", templates::render(templates::MAKEFILE, &vars)?);
     if standalone {
         plan.file(".gitignore", templates::GITIGNORE.to_string());
     }
@@ -330,7 +466,7 @@ pub fn new_project(
         generate_manifests(&Project::load(&root)?)?;
     }
     println!(
-        "\nNext: cd {} && operon add api --group <group> --version v1alpha1 --kind <Kind>",
+        "\nNext: cd {} && operon create api --group <group> --version v1alpha1 --kind <Kind>",
         root.display()
     );
     Ok(())
@@ -342,7 +478,7 @@ fn generate_manifests(project: &Project) -> Result<()> {
     crate::build::manifests(project)
 }
 
-/// `operon add api`.
+/// `operon create api`.
 pub fn add_api(
     project: &Project,
     group: &str,
@@ -367,11 +503,11 @@ pub fn add_api(
         Some(existing) if *existing == api => {}
         Some(existing) => bail!(
             "the project already has {kind} ({}/{}, {:?}); one kind is served in one group and \
-             version here: remove it from {} and src/api/ first, or pick another kind",
+             version here: remove it first with `operon delete api --kind {kind}`, or pick \
+             another kind",
             existing.group,
             existing.version,
             existing.scope,
-            project::FILE
         ),
         None => {
             if let Some(clash) = project
@@ -384,13 +520,40 @@ pub fn add_api(
                     clash.kind
                 );
             }
-            updated.apis.push(api);
+            updated.apis.push(api.clone());
         }
     }
+    let plan = api_plan(&api)?;
     let snake = names::snake(kind);
-    let group_head = group.split('.').next().unwrap_or(&group);
-    let sample_file = format!("{group_head}_{version}_{}.yaml", kind.to_ascii_lowercase());
-    let namespaced = match scope {
+    let sample_file = sample_file(&api);
+    plan.apply(&project.root, Some(updated.render()))?;
+    if manifests {
+        generate_manifests(&updated)?;
+    }
+    println!(
+        "\nNext: edit the spec in src/api/{snake}.rs and config/samples/{sample_file}, \
+         `operon create controller --kind {kind}`, and `operon manifests` after each change of the \
+         types"
+    );
+    Ok(())
+}
+
+/// `config/samples/<file>` of `api`'s sample.
+fn sample_file(api: &Api) -> String {
+    let group_head = api.group.split('.').next().unwrap_or(&api.group);
+    format!(
+        "{group_head}_{}_{}.yaml",
+        api.version,
+        api.kind.to_ascii_lowercase()
+    )
+}
+
+/// What `create api` writes for `api`.
+fn api_plan(api: &Api) -> Result<Plan> {
+    let (group, version, kind) = (&api.group, &api.version, &api.kind);
+    let snake = names::snake(kind);
+    let sample_file = sample_file(api);
+    let namespaced = match api.scope {
         Scope::Namespaced => "\n    namespaced,".to_string(),
         Scope::Cluster => String::new(),
     };
@@ -399,7 +562,7 @@ pub fn add_api(
         ("version", version.to_string()),
         ("Kind", kind.to_string()),
         ("kind_lower", kind.to_ascii_lowercase()),
-        ("plural", plural),
+        ("plural", api.plural.clone()),
         ("namespaced", namespaced),
     ]);
     let mut plan = Plan::default();
@@ -428,16 +591,7 @@ pub fn add_api(
         "operon:scaffold:samples",
         format!("(\"{sample_file}\", include_str!(\"../config/samples/{sample_file}\")),"),
     );
-    plan.apply(&project.root, Some(updated.render()))?;
-    if manifests {
-        generate_manifests(&updated)?;
-    }
-    println!(
-        "\nNext: edit the spec in src/api/{snake}.rs and config/samples/{sample_file}, \
-         `operon add controller --kind {kind}`, and `operon manifests` after each change of the \
-         types"
-    );
-    Ok(())
+    Ok(plan)
 }
 
 /// Field name in `Wanted` for owned `kind`: `pods`, `config_maps`, …
@@ -445,7 +599,7 @@ fn field(kind: &str) -> String {
     names::plural(&names::snake(kind))
 }
 
-/// `operon add controller`.
+/// `operon create controller`.
 pub fn add_controller(
     project: &Project,
     kind: &str,
@@ -454,9 +608,12 @@ pub fn add_controller(
 ) -> Result<()> {
     let Some(api) = project.api(kind).cloned() else {
         let known: Vec<&str> = project.apis.iter().map(|a| a.kind.as_str()).collect();
+        if let Some(near) = names::near_miss(kind, known.iter().copied()) {
+            bail!("the project has no API of kind {kind:?}; did you mean {near}?");
+        }
         bail!(
-            "the project has no API of kind {kind:?} (it has: {}): add it first with `operon add \
-             api --group <group> --version <version> --kind {kind}`",
+            "the project has no API of kind {kind:?} (it has: {}): add it first with `operon \
+             create api --group <group> --version <version> --kind {kind}`",
             if known.is_empty() {
                 "none".to_string()
             } else {
@@ -492,6 +649,22 @@ pub fn add_controller(
         None => updated.controllers.push(controller),
     }
 
+    let plan = controller_plan(project, &api, &owned)?;
+    let snake = names::snake(kind);
+    plan.apply(&project.root, Some(updated.render()))?;
+    if manifests {
+        generate_manifests(&updated)?;
+    }
+    println!(
+        "\nNext: fill in `desired` in src/controller/{snake}.rs, then `cargo test` and \
+         `operon run --local`"
+    );
+    Ok(())
+}
+
+/// What `create controller` writes for the controller of `api` owning `owned`.
+fn controller_plan(project: &Project, api: &Api, owned: &[Owned]) -> Result<Plan> {
+    let kind = api.kind.as_str();
     let snake = names::snake(kind);
     let mut imports = String::new();
     let mut wanted_fields = String::new();
@@ -502,7 +675,7 @@ pub fn add_controller(
     let mut children_init = String::new();
     let mut owns_streams = String::new();
     let mut children_reconcile = String::new();
-    for o in &owned {
+    for o in owned {
         let f = field(&o.kind);
         imports.push_str(&format!("use {};\n", o.path));
         let api_version = if o.group.is_empty() {
@@ -552,12 +725,7 @@ pub fn add_controller(
             format!("    let resources: Api<{kind}> = Api::all(env.client().await?);")
         }
     };
-    let group_head = api.group.split('.').next().unwrap_or(&api.group);
-    let sample_file = format!(
-        "{group_head}_{}_{}.yaml",
-        api.version,
-        kind.to_ascii_lowercase()
-    );
+    let sample_file = sample_file(api);
     let owned_doc = if owned.is_empty() {
         String::new()
     } else {
@@ -632,15 +800,7 @@ pub fn add_controller(
         "operon:scaffold:controllers",
         format!("{snake}::register(manager, settings);"),
     );
-    plan.apply(&project.root, Some(updated.render()))?;
-    if manifests {
-        generate_manifests(&updated)?;
-    }
-    println!(
-        "\nNext: fill in `desired` in src/controller/{snake}.rs, then `cargo test` and \
-         `operon run --local`"
-    );
-    Ok(())
+    Ok(plan)
 }
 
 #[cfg(test)]
@@ -665,6 +825,20 @@ mod tests {
             "&[\n    (\n        \"a\",\n        b(\"c\"),\n    ),\n    // operon:scaffold:x\n];\n";
         let unchanged = add_line(split, "operon:scaffold:x", "(\"a\", b(\"c\")),");
         assert_eq!(unchanged.as_deref(), Some(split));
+    }
+
+    #[test]
+    fn lines_are_removed_as_they_were_added() {
+        let text = "use a;\n\n// operon:scaffold:x\n";
+        let added = add_line(text, "operon:scaffold:x", "pub mod b;").expect("marker");
+        assert_eq!(remove_line(&added, "pub mod b;").as_deref(), Some(text));
+        let split =
+            "&[\n    (\n        \"a\",\n        b(\"c\"),\n    ),\n    // operon:scaffold:x\n];\n";
+        assert_eq!(
+            remove_line(split, "(\"a\", b(\"c\")),").as_deref(),
+            Some("&[\n    // operon:scaffold:x\n];\n")
+        );
+        assert_eq!(remove_line("pub mod bb;\n", "pub mod b;"), None);
     }
 
     #[test]

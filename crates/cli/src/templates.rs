@@ -23,6 +23,7 @@ pub const CONFIG_TEST: &str = include_str!("../templates/config_test.rs");
 pub const CONTAINERFILE: &str = include_str!("../templates/Containerfile");
 pub const GITIGNORE: &str = include_str!("../templates/gitignore");
 pub const README: &str = include_str!("../templates/README.md");
+pub const MAKEFILE: &str = include_str!("../templates/Makefile");
 
 /// Operon's workspace manifest: the versions and features of the dependencies.
 const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");

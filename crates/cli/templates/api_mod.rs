@@ -1,9 +1,9 @@
-//! The operator's custom resources, one module per kind (`operon add api` adds them).
+//! The operator's custom resources, one module per kind (`operon create api` adds them).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use operon_manifests::UserResource;
 
-// operon:scaffold:api-modules (`operon add api` adds a line above)
+// operon:scaffold:api-modules (`operon create api` adds a line above)
 
 /// Every CustomResourceDefinition of the operator.
 pub fn crds() -> Vec<CustomResourceDefinition> {

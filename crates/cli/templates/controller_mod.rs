@@ -1,11 +1,11 @@
-//! The operator's controllers, one module per kind (`operon add controller` adds them),
+//! The operator's controllers, one module per kind (`operon create controller` adds them),
 //! registered with the runtime's Manager: their caches fill at once, and they reconcile when
 //! this replica leads.
 
 use operon_manifests::Rule;
 use operon_runtime::manager::Manager;
 
-// operon:scaffold:controller-modules (`operon add controller` adds a line above)
+// operon:scaffold:controller-modules (`operon create controller` adds a line above)
 
 /// What every controller gets besides the Manager (which owns the client, the namespaces
 /// served, metrics, readiness and leadership).

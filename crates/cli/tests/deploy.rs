@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Client, Resource};
 use operon::deploy;
 use operon::kustomize;
@@ -204,7 +204,8 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
         kubeconfig.clone(),
         image.clone(),
     );
-    blocking(move || deploy::deploy(&root, kc.as_deref(), None, Some(&img), None)).await?;
+    // No wait for the rollout: nothing serves that image here.
+    blocking(move || deploy::deploy(&root, kc.as_deref(), None, Some(&img), None, None)).await?;
 
     let namespace = Api::<Namespace>::all(client.clone())
         .get(&gadgets.namespace)
@@ -249,7 +250,7 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
     );
 
     let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
-    blocking(move || deploy::undeploy(&root, kc.as_deref(), None)).await?;
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), None, TIMEOUT)).await?;
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     wait::until("the operator's objects to be deleted", TIMEOUT, || async {
@@ -270,7 +271,176 @@ async fn deploys_in_dependency_order_and_undeploys() -> Result<()> {
 
     // Again: everything is gone or going, which is no error.
     let (root, kc) = (project.path().to_path_buf(), kubeconfig);
-    blocking(move || deploy::undeploy(&root, kc.as_deref(), None)).await?;
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), None, TIMEOUT)).await?;
+    Ok(())
+}
+
+/// A custom resource whose finalizer nobody removes (no operator runs): undeploy deletes it,
+/// waits, and fails naming it, with the CRD and the rest left in place (not Terminating);
+/// once the finalizer is gone, undeploy removes everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn undeploy_fails_naming_custom_resources_nobody_finalizes() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let kubeconfig: Option<PathBuf> = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    deploy::apply(&client, &deploy::objects(project.path(), None)?).await?;
+    let finalizer = "gadgets.example.com/cleanup";
+    let patch = json!({ "metadata": { "finalizers": [finalizer] } });
+    gadgets
+        .gadgets(&client)
+        .patch("first", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
+    let started = std::time::Instant::now();
+    let failed =
+        blocking(move || deploy::undeploy(&root, kc.as_deref(), None, Duration::from_secs(3)))
+            .await
+            .err()
+            .context("undeploy succeeded with a custom resource left")?;
+    let message = format!("{failed:#}");
+    for expected in [
+        format!("gadgets.{} {}/first", gadgets.group, gadgets.namespace),
+        format!("finalizers: {finalizer}"),
+        "kubectl patch".to_string(),
+        "--timeout".to_string(),
+    ] {
+        ensure!(message.contains(&expected), "no {expected:?} in: {message}");
+    }
+    ensure!(
+        started.elapsed() >= Duration::from_secs(3),
+        "gave up before its timeout"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get(&gadgets.crd_name()).await?;
+    ensure!(
+        crd.metadata.deletion_timestamp.is_none(),
+        "the CRD was deleted and stays Terminating"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &gadgets.namespace);
+    deployments.get(&gadgets.deployment_name()).await?;
+
+    let release = json!({ "metadata": { "finalizers": null } });
+    gadgets
+        .gadgets(&client)
+        .patch("first", &PatchParams::default(), &Patch::Merge(&release))
+        .await?;
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig);
+    blocking(move || deploy::undeploy(&root, kc.as_deref(), None, TIMEOUT)).await?;
+    // undeploy returns once the CRD is gone.
+    ensure!(
+        crds.get_opt(&gadgets.crd_name()).await?.is_none(),
+        "the CRD is still there after undeploy"
+    );
+    Ok(())
+}
+
+/// install applies config/crd alone; uninstall deletes the custom resources, then the CRDs,
+/// and returns once they are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn install_and_uninstall_the_crds() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let kubeconfig: Option<PathBuf> = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig.clone());
+    blocking(move || deploy::install(&root, kc.as_deref(), None)).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.get(&gadgets.crd_name()).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &gadgets.namespace);
+    ensure!(
+        deployments
+            .get_opt(&gadgets.deployment_name())
+            .await?
+            .is_none(),
+        "install deployed the operator"
+    );
+    // A Gadget in another namespace: uninstall looks in all of them.
+    let ns = env.namespace("uninstall").await?;
+    let gvk = GroupVersionKind::gvk(&gadgets.group, "v1alpha1", "Gadget");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+    let gadget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{}/v1alpha1", gadgets.group),
+        "kind": "Gadget",
+        "metadata": { "name": "second" },
+        "spec": { "size": 1 },
+    }))?;
+    wait::until("the Gadget created", TIMEOUT, || async {
+        api.create(&Default::default(), &gadget)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let (root, kc) = (project.path().to_path_buf(), kubeconfig);
+    blocking(move || deploy::uninstall(&root, kc.as_deref(), None, TIMEOUT)).await?;
+    ensure!(
+        crds.get_opt(&gadgets.crd_name()).await?.is_none(),
+        "the CRD is still there after uninstall"
+    );
+    Ok(())
+}
+
+/// The rollout wait: done once the (kwok) node runs the Pods; a Deployment whose Pods can't be
+/// scheduled fails at the deadline with the Pods' reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_waits_for_the_rollout_and_says_why_it_is_stuck() -> Result<()> {
+    let env = operon_envtest::shared().await?;
+    let client = env.client().await?;
+    let project = tempfile::tempdir()?;
+    let gadgets = Gadgets::new();
+    gadgets.write_project(project.path())?;
+    let mut objects = deploy::objects(project.path(), None)?;
+    deploy::apply(&client, &objects).await?;
+    operon::lifecycle::wait_rollouts(&client, &objects, TIMEOUT, &|line| eprintln!("{line}"))
+        .await?;
+
+    // A new spec whose Pods no node can take.
+    let deployment = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment")
+        .context("no Deployment")?;
+    deployment["spec"]["template"]["spec"]["nodeSelector"] = json!({ "operon.dev/none": "x" });
+    deploy::apply(&client, &objects).await?;
+    let started = std::time::Instant::now();
+    let stuck =
+        operon::lifecycle::wait_rollouts(&client, &objects, Duration::from_secs(5), &|line| {
+            eprintln!("{line}")
+        })
+        .await
+        .err()
+        .context("the rollout of unschedulable Pods succeeded")?;
+    let message = format!("{stuck:#}");
+    eprintln!("{message}");
+    for expected in [
+        format!(
+            "deployment {}/{} did not roll out within 5s",
+            gadgets.namespace,
+            gadgets.deployment_name()
+        ),
+        "PodScheduled Unschedulable".to_string(),
+    ] {
+        ensure!(message.contains(&expected), "no {expected:?} in: {message}");
+    }
+    ensure!(
+        started.elapsed() >= Duration::from_secs(5),
+        "gave up before its deadline"
+    );
+    let root = project.path().to_path_buf();
+    let kubeconfig = env
+        .control_plane()
+        .map(|cp| cp.kubeconfig_path().to_path_buf());
+    blocking(move || deploy::undeploy(&root, kubeconfig.as_deref(), None, TIMEOUT)).await?;
     Ok(())
 }
 
@@ -402,18 +572,26 @@ async fn push_needs_a_cluster_that_announces_its_registry() -> Result<()> {
 
     let missing = archive.clone();
     let (r, kc) = (root.clone(), kubeconfig.clone());
-    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, None, Some(&missing)))
+    let e = blocking(move || deploy::deploy(&r, kc.as_deref(), None, None, Some(&missing), None))
         .await
         .err()
         .context("pushing an archive that does not exist should fail")?;
     ensure!(format!("{e:#}").contains("operon build"), "{e:#}");
 
     std::fs::write(&archive, "not pushed")?;
-    let e =
-        blocking(move || deploy::deploy(&root, kubeconfig.as_deref(), None, None, Some(&archive)))
-            .await
-            .err()
-            .context("a cluster without a registry should be refused")?;
+    let e = blocking(move || {
+        deploy::deploy(
+            &root,
+            kubeconfig.as_deref(),
+            None,
+            None,
+            Some(&archive),
+            None,
+        )
+    })
+    .await
+    .err()
+    .context("a cluster without a registry should be refused")?;
     let e = format!("{e:#}");
     ensure!(e.contains("announces no local registry"), "{e}");
     // Nothing was applied.

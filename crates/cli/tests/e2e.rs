@@ -1,9 +1,12 @@
-//! The talk's walkthrough (slides 56–73) with `operon`: new, add api, add controller, the
-//! user's edit (tests/fixtures/pod-operator2.patch, the talk's spec and `newPodForCR`), the
-//! generated project's own checks (rustfmt, clippy, its tests), manifests, run against the
-//! local control plane (a PodRequest gets its Pod, which comes back when deleted and goes with
-//! the request), build, bundle, deploy and undeploy. Plus the refusals: bad names, edited
-//! files, and a new crate joining an existing workspace.
+//! The talk's walkthrough (slides 56–73) with `operon`: init, create api, create controller,
+//! the user's edit (tests/fixtures/pod-operator2.patch, the talk's spec and `newPodForCR`), the
+//! generated project's own checks (rustfmt, clippy, its tests), manifests, then the generated
+//! Makefile against a local cluster with a real node: `make install` and `make run` (a
+//! PodRequest gets its Pod, which comes back when deleted and goes with the request),
+//! `make docker-build bundle bundle-build`, `make deploy` (pushed, rolled out, serving the
+//! request) and `make undeploy` with a PodRequest left (finalized by the operator, the CRD
+//! gone). Plus the refusals: bad names, edited files, and a new crate joining an existing
+//! workspace.
 //!
 //! The generated project builds in `<target>/e2e`, which stays between runs.
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use operon_cluster::wait;
@@ -145,20 +149,24 @@ fn pod_requests(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
 }
 
-/// The operator started by `operon run`, stopped with SIGTERM (as Ctrl-C would).
+/// `make run` in its own process group, stopped with SIGTERM (as Ctrl-C would).
 struct Running(std::process::Child);
 
 impl Running {
-    fn stop(mut self) -> Result<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    /// SIGTERM to the group, then waits until every process of it has exited.
+    fn stop(mut self) -> Result<()> {
+        // The whole group (make, operon run, the operator), as Ctrl-C in a terminal.
+        let group = nix::unistd::Pid::from_raw(-i32::try_from(self.0.id())?);
+        nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM)?;
         let deadline = std::time::Instant::now() + TIMEOUT;
         loop {
-            if let Some(status) = self.0.try_wait()? {
-                return Ok(status);
+            // Reaped, make no longer counts as a member.
+            let _ = self.0.try_wait()?;
+            if nix::sys::signal::kill(group, None) == Err(nix::errno::Errno::ESRCH) {
+                return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                bail!("operon run did not stop within {TIMEOUT:?} of SIGTERM");
+                bail!("make run did not stop within {TIMEOUT:?} of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -167,7 +175,10 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        if let Ok(id) = i32::try_from(self.0.id()) {
+            let group = nix::unistd::Pid::from_raw(-id);
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.0.wait();
     }
 }
@@ -176,11 +187,14 @@ impl Drop for Running {
 async fn the_talks_walkthrough_with_operon() -> Result<()> {
     let work = workdir("talk")?;
     // 1. operator-sdk new pod-operator
-    succeed("operon new", &mut operon(&work, &["new", "pod-operator2"]))?;
+    succeed(
+        "operon init",
+        &mut operon(&work, &["init", "pod-operator2"]),
+    )?;
     let project = work.join("pod-operator2");
     // 2. operator-sdk add api
     let add_api = [
-        "add",
+        "create",
         "api",
         "--group",
         "pod.example.com",
@@ -189,19 +203,26 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         "--kind",
         "PodRequest",
     ];
-    succeed("operon add api", &mut operon(&project, &add_api))?;
+    succeed("operon create api", &mut operon(&project, &add_api))?;
     // 3. operator-sdk add controller
-    let add_controller = ["add", "controller", "--kind", "PodRequest", "--owns", "Pod"];
+    let add_controller = [
+        "create",
+        "controller",
+        "--kind",
+        "PodRequest",
+        "--owns",
+        "Pod",
+    ];
     succeed(
-        "operon add controller",
+        "operon create controller",
         &mut operon(&project, &add_controller),
     )?;
 
     // Again: nothing changes.
-    let again = succeed("operon add api, again", &mut operon(&project, &add_api))?;
+    let again = succeed("operon create api, again", &mut operon(&project, &add_api))?;
     ensure!(
         !again.contains("created") && !again.contains("updated") && again.contains("unchanged"),
-        "a second add api changed files:\n{again}"
+        "a second create api changed files:\n{again}"
     );
 
     // 4. edit code: the talk's spec (slide 68) and newPodForCR (slide 69).
@@ -212,7 +233,7 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
     let controller_file = project.join("src/controller/pod_request.rs");
     let edited = std::fs::read_to_string(&controller_file)?;
     refuse(
-        "operon add controller over the edited controller",
+        "operon create controller over the edited controller",
         &mut operon(&project, &add_controller),
         &[
             "refusing to overwrite",
@@ -244,78 +265,94 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
     // The generated code, as edited, passes the project's own checks.
     checks(&project)?;
 
-    // 5–7 (slides 70–73), out of the cluster: `operon run --local` starts a control plane,
-    // installs the CRD and runs the operator.
-    let log_path = work.join("operon-run.log");
-    let mut child = operon(
-        &project,
-        &[
-            "run",
-            "--local",
-            "--",
-            "--admin-bind-address",
-            "127.0.0.1:0",
-            "--metrics-bind-address=0",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::from(std::fs::File::create(&log_path)?))
-    .spawn()
-    .context("starting operon run --local")?;
-    eprintln!("e2e: operon run log: {}", log_path.display());
-    let stdout = child.stdout.take().context("operon run's stdout")?;
+    // The cluster, as a user's kubeconfig names it: a control plane with a real node.
+    let env = operon_envtest::shared_with_node().await?;
+    let client = env.client().await?;
+    let kubeconfig = match env.control_plane() {
+        Some(cp) => cp.kubeconfig_path().to_path_buf(),
+        None => std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .context("no kubeconfig for the existing cluster")?,
+    };
+    let make = |args: &[&str]| {
+        let mut cmd = command("make", &project);
+        cmd.args(args)
+            .env("OPERON", env!("CARGO_BIN_EXE_operon"))
+            .env("KUBECONFIG", &kubeconfig);
+        cmd
+    };
+
+    // The Makefile: `make` alone lists its targets.
+    let help = succeed("make", &mut make(&[]))?;
+    for target in [
+        "help",
+        "build",
+        "run",
+        "install",
+        "uninstall",
+        "deploy",
+        "undeploy",
+        "docker-build",
+        "docker-push",
+        "manifests",
+        "bundle",
+        "bundle-build",
+        "test",
+        "fmt",
+        "lint",
+    ] {
+        ensure!(
+            help.contains(&format!("  {target} ")),
+            "make help lists no {target}:\n{help}"
+        );
+    }
+
+    // 5–7 (slides 70–73), out of the cluster: `make install` applies the CRD, `make run`
+    // builds the operator and runs it here against the kubeconfig's cluster.
+    let installed = succeed("make install", &mut make(&["install"]))?;
+    ensure!(
+        installed.contains("podrequests.pod.example.com"),
+        "{installed}"
+    );
+    let log_path = work.join("make-run.log");
+    let mut child = make(&[
+        "run",
+        "RUN_ARGS=--admin-bind-address=127.0.0.1:0 --metrics-bind-address=127.0.0.1:0",
+    ]);
+    // Its own process group: SIGTERM reaches make, operon run and the operator, as Ctrl-C
+    // does in a terminal.
+    std::os::unix::process::CommandExt::process_group(&mut child, 0);
+    let mut child = child
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log_path)?))
+        .spawn()
+        .context("starting make run")?;
+    eprintln!("e2e: make run log: {}", log_path.display());
+    let stdout = child.stdout.take().context("make run's stdout")?;
     let running = Running(child);
-    let (found, kubeconfig_line) = std::sync::mpsc::channel();
+    let (started, running_line) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
-            eprintln!("operon run: {line}");
-            if let Some(path) = line.trim().strip_prefix("export KUBECONFIG=") {
-                let _ = found.send(PathBuf::from(path));
+            eprintln!("make run: {line}");
+            if line.contains("pod-operator2 running") {
+                let _ = started.send(());
             }
         }
     });
-    let local_kubeconfig = kubeconfig_line
+    running_line
         .recv_timeout(Duration::from_secs(600))
-        .context("operon run --local printed no KUBECONFIG (see its log)")?;
-    let kc = kube::config::Kubeconfig::read_from(&local_kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(config)?;
-    let ns = "talk";
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let namespace: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(serde_json::json!({ "metadata": { "name": ns } }))?;
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await?;
-    wait::until("ServiceAccount talk/default", TIMEOUT, || async {
-        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), ns);
-        accounts
-            .get_opt("default")
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|_| ())
-            .ok_or("not yet".to_string())
-    })
-    .await?;
+        .context("make run did not start the operator (see its log)")?;
+    let ns = env.namespace("talk").await?;
     let sample =
         std::fs::read_to_string(project.join("config/samples/pod_v1alpha1_podrequest.yaml"))?;
     let request: DynamicObject = serde_saphyr::from_str(&sample)?;
-    let requests = pod_requests(client.clone(), ns);
-    // The CRD is installed by `operon run` as it starts.
-    wait::until("PodRequest created", TIMEOUT, || async {
-        requests
-            .create(&PostParams::default(), &request)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let requests = pod_requests(client.clone(), &ns);
+    requests.create(&PostParams::default(), &request).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     // Slide 63: create Pod from a custom resource.
     let pod = wait::until("the Pod of the PodRequest", TIMEOUT, || async {
         let pod = pods
@@ -402,7 +439,7 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         message.contains("Not_A_DNS_Label") && message.contains("Invalid value"),
         "the Ready condition doesn't carry the API server's message: {message}"
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     wait::until(
         "a Warning Event about the rejected PodRequest",
         TIMEOUT,
@@ -451,49 +488,56 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         }
     })
     .await?;
-    let status = running.stop()?;
-    ensure!(status.success(), "operon run exited with {status}");
+    running.stop()?;
+    // The operator's last words: the API requests it made, by verb and resource.
+    let log = std::fs::read_to_string(&log_path)?;
     ensure!(
-        !local_kubeconfig.exists() || client.apiserver_version().await.is_err(),
-        "the local control plane still answers after operon run stopped"
+        log.contains("stopped"),
+        "the operator did not stop cleanly:\n{log}"
     );
+    if let Some(line) = log.lines().find(|l| l.contains("requests={")) {
+        eprintln!("e2e: the operator's requests: {line}");
+    }
 
     // Slide 70: build (static binary, and the image where buildah is installed).
-    let built = succeed("operon build", &mut operon(&project, &["build"]))?;
-    ensure!(built.contains("static"), "operon build said:\n{built}");
-    succeed("operon bundle", &mut operon(&project, &["bundle"]))?;
+    let built = succeed("make docker-build", &mut make(&["docker-build"]))?;
+    ensure!(
+        built.contains("image: localhost/pod-operator2:v0.1.0 in "),
+        "make docker-build said:\n{built}"
+    );
+    succeed("make bundle", &mut make(&["bundle"]))?;
     ensure!(
         project
             .join("bundle/manifests/pod-operator2.clusterserviceversion.yaml")
             .is_file(),
         "no ClusterServiceVersion in bundle/"
     );
-
-    // Slide 71: deploy! The image `operon build` made, pushed to the registry of a cluster
-    // with a real node, config/default applied: the operator runs in the cluster and serves
-    // the talk's request for real.
-    let env = operon_envtest::shared_with_node().await?;
-    let client = env.client().await?;
-    let kubeconfig = match env.control_plane() {
-        Some(cp) => cp.kubeconfig_path().to_path_buf(),
-        None => std::env::var_os("KUBECONFIG")
-            .map(PathBuf::from)
-            .context("no kubeconfig for the existing cluster")?,
-    };
-    let kubeconfig_arg = kubeconfig.to_string_lossy().to_string();
-    let deployed = succeed(
-        "operon deploy --push",
-        &mut operon(
-            &project,
-            &["deploy", "--push", "--kubeconfig", &kubeconfig_arg],
-        ),
-    )?;
+    let bundle_image = succeed("make bundle-build", &mut make(&["bundle-build"]))?;
     ensure!(
-        deployed.contains("pushed localhost/pod-operator2:v0.1.0"),
+        bundle_image.contains("image: localhost/pod-operator2-bundle:v0.1.0 in "),
+        "{bundle_image}"
+    );
+
+    // Slide 71: deploy! The image `make docker-build` made, pushed to the cluster's registry,
+    // config/default applied: the operator runs in the cluster and serves the talk's request
+    // for real. `make deploy` returns once the Deployment has rolled out.
+    let deployed = succeed("make deploy", &mut make(&["deploy"]))?;
+    ensure!(
+        deployed.contains("pushed localhost/pod-operator2:v0.1.0")
+            && deployed.contains("deployment pod-operator2-system/pod-operator2-controller-manager successfully rolled out"),
         "{deployed}"
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "pod-operator2-system");
     let deployment = deployments.get("pod-operator2-controller-manager").await?;
+    let available = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    ensure!(
+        available >= 2,
+        "deploy returned with {available} replicas available"
+    );
     let image = deployment
         .spec
         .and_then(|s| s.template.spec)
@@ -508,19 +552,6 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         pinned.is_some() && deployed.contains(image.as_deref().unwrap_or_default()),
         "deployed image {image:?}, deploy said:\n{deployed}"
     );
-    wait::until("the operator's Deployment available", TIMEOUT, || async {
-        let d = deployments
-            .get("pod-operator2-controller-manager")
-            .await
-            .map_err(|e| e.to_string())?;
-        let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
-        if available >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{available} available"))
-        }
-    })
-    .await?;
     let ns = env.namespace("in-cluster").await?;
     let requests = pod_requests(client.clone(), &ns);
     requests.create(&PostParams::default(), &request).await?;
@@ -537,10 +568,19 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         }
     })
     .await?;
-    succeed(
-        "operon undeploy",
-        &mut operon(&project, &["undeploy", "--kubeconfig", &kubeconfig_arg]),
-    )?;
+
+    // `make undeploy` with the PodRequest still there: the running operator finalizes it
+    // first, then everything goes, the CRD included (not left Terminating).
+    let undeployed = succeed("make undeploy", &mut make(&["undeploy"]))?;
+    ensure!(
+        undeployed.contains("1 custom resource(s) finalized"),
+        "{undeployed}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    ensure!(
+        crds.get_opt("podrequests.pod.example.com").await?.is_none(),
+        "the CRD is still there after make undeploy"
+    );
     wait::until("the Deployment gone", TIMEOUT, || async {
         match deployments
             .get_opt("pod-operator2-controller-manager")
@@ -550,6 +590,15 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
             None => Ok(()),
             Some(d) if d.metadata.deletion_timestamp.is_some() => Ok(()),
             Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await?;
+    // The operator's cleanup ran: the Pod goes with its request.
+    wait::until("the in-cluster Pod garbage-collected", TIMEOUT, || async {
+        match pods.get_opt("busybox").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(p) if p.metadata.deletion_timestamp.is_some() => Ok(()),
+            Some(_) => Err("Pod still there".to_string()),
         }
     })
     .await?;
@@ -624,7 +673,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
     refuse(
         "controller without its API",
         &mut quick(&project, &["add", "controller", "--kind", "Widget"]),
-        &["no API of kind", "operon add api"],
+        &["no API of kind", "operon create api"],
     )?;
     let apis: Vec<_> = std::fs::read_dir(project.join("src/api"))?.collect::<Result<_, _>>()?;
     ensure!(apis.len() == 1, "refused commands wrote files: {apis:?}");
@@ -700,7 +749,7 @@ fn bad_names_are_refused_with_a_clear_message_and_change_nothing() -> Result<()>
                 "A",
             ],
         ),
-        &["operon new"],
+        &["operon init"],
     )?;
     std::fs::remove_dir_all(&work)?;
     Ok(())
