@@ -205,7 +205,7 @@ pub fn config(
     )
 }
 
-/// Writes `operator`'s OLM bundle (registry+v1) under `dir`.
+/// Writes `operator`'s OLM bundle (registry+v1) under `dir`, with its `bundle.Dockerfile`.
 pub fn bundle(
     writer: &mut Writer,
     dir: &Path,
@@ -215,7 +215,10 @@ pub fn bundle(
     for (relative, value) in crate::olm::bundle(operator, info) {
         writer.put_yaml(&dir.join(relative), &value)?;
     }
-    Ok(())
+    writer.put(
+        &dir.join("bundle.Dockerfile"),
+        &crate::olm::dockerfile(operator, info),
+    )
 }
 
 /// Writes `operator`'s Helm chart under `dir`.

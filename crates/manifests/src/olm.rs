@@ -10,7 +10,13 @@
 //! - `manifests/<group>_<plural>.yaml`: each CRD, unchanged.
 //! - the metrics Service and the metrics-reader ClusterRole (OLM installs namespaced extra
 //!   objects into the operator's namespace, so theirs is dropped).
-//! - `metadata/annotations.yaml`: the bundle annotations (media type, package, channels).
+//! - `metadata/annotations.yaml`: the bundle annotations (media type, package, channels, and
+//!   where the scorecard tests are).
+//! - `tests/scorecard/config.yaml`: operator-sdk's default scorecard configuration (the basic
+//!   spec check and the OLM tests).
+//! - `bundle.Dockerfile`: the bundle image as `operator-sdk generate bundle` writes it, `FROM
+//!   scratch`, its labels the annotations of `metadata/annotations.yaml`; built from the
+//!   bundle's directory.
 //!
 //! Left out on purpose: the Namespace (OLM installs into an OperatorGroup's namespace), the
 //! aggregated viewer/editor/admin roles (OLM generates its own for owned CRDs), the
@@ -72,6 +78,10 @@ pub fn bundle(m: &OperatorManifests, info: &BundleInfo) -> Vec<(String, Value)> 
         "metadata/annotations.yaml".to_string(),
         annotations(m, info),
     ));
+    files.push((
+        "tests/scorecard/config.yaml".to_string(),
+        scorecard_config(),
+    ));
     files
 }
 
@@ -85,8 +95,73 @@ pub fn annotations(m: &OperatorManifests, info: &BundleInfo) -> Value {
             "operators.operatorframework.io.bundle.package.v1": m.name,
             "operators.operatorframework.io.bundle.channels.v1": info.channel,
             "operators.operatorframework.io.bundle.channel.default.v1": info.channel,
+            "operators.operatorframework.io.test.mediatype.v1": "scorecard+v1",
+            "operators.operatorframework.io.test.config.v1": "tests/scorecard/",
         }
     })
+}
+
+/// The image operator-sdk's scaffolded scorecard configuration runs its built-in tests with.
+pub const SCORECARD_IMAGE: &str = "quay.io/operator-framework/scorecard-test:v1.42.0";
+
+/// The scorecard tests operator-sdk configures by default: `(entrypoint test, suite)`.
+pub const SCORECARD_TESTS: [(&str, &str); 6] = [
+    ("basic-check-spec", "basic"),
+    ("olm-bundle-validation", "olm"),
+    ("olm-crds-have-validation", "olm"),
+    ("olm-crds-have-resources", "olm"),
+    ("olm-spec-descriptors", "olm"),
+    ("olm-status-descriptors", "olm"),
+];
+
+/// `tests/scorecard/config.yaml`.
+pub fn scorecard_config() -> Value {
+    let tests: Vec<Value> = SCORECARD_TESTS
+        .iter()
+        .map(|(test, suite)| {
+            json!({
+                "entrypoint": ["scorecard-test", test],
+                "image": SCORECARD_IMAGE,
+                "labels": { "suite": suite, "test": format!("{test}-test") },
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "scorecard.operatorframework.io/v1alpha3",
+        "kind": "Configuration",
+        "metadata": { "name": "config" },
+        "stages": [{ "parallel": true, "tests": tests }],
+        "storage": { "spec": { "mountPath": {} } },
+    })
+}
+
+/// `bundle.Dockerfile`: one `LABEL` per bundle annotation, then the bundle's three directories.
+pub fn dockerfile(m: &OperatorManifests, info: &BundleInfo) -> String {
+    let annotations = annotations(m, info);
+    let label = |key: &str| {
+        let value = annotations["annotations"][key].as_str().unwrap_or_default();
+        format!("LABEL {key}={value}\n")
+    };
+    let core: String = [
+        "mediatype",
+        "manifests",
+        "metadata",
+        "package",
+        "channels",
+        "channel.default",
+    ]
+    .iter()
+    .map(|k| label(&format!("operators.operatorframework.io.bundle.{k}.v1")))
+    .collect();
+    let test: String = ["mediatype", "config"]
+        .iter()
+        .map(|k| label(&format!("operators.operatorframework.io.test.{k}.v1")))
+        .collect();
+    format!(
+        "FROM scratch\n\n# Core bundle labels.\n{core}\n# Labels for testing.\n{test}\n\
+         # Copy files to locations specified by labels.\n\
+         COPY manifests /manifests/\nCOPY metadata /metadata/\nCOPY tests/scorecard /tests/scorecard/\n"
+    )
 }
 
 /// The ClusterServiceVersion.
