@@ -300,8 +300,8 @@ fn olm_bundle_matches_config() -> Result<()> {
         ("manifests.v1", "manifests/"),
         ("metadata.v1", "metadata/"),
         ("package.v1", NAME),
-        ("channels.v1", "alpha"),
-        ("channel.default.v1", "alpha"),
+        ("channels.v1", "candidate"),
+        ("channel.default.v1", "candidate"),
     ] {
         assert_eq!(
             bundle_annotations[format!("operators.operatorframework.io.bundle.{key}")],
