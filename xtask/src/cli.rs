@@ -63,6 +63,10 @@ pub enum Cmd {
     },
     /// Writes the generated deployment files under config/ from the Rust types.
     Manifests,
+    /// Runs operator-framework's validators on every OLM bundle under bundle/, as `operator-sdk
+    /// bundle validate --select-optional suite=operatorframework` does (`tools/bundle-validate`,
+    /// built from its Go module first); fails on any error or warning.
+    BundleValidate,
     /// Builds operators' container images (static binary, FROM scratch) as OCI archives,
     /// without a container engine (buildah).
     Image {
@@ -269,6 +273,7 @@ impl Cmd {
             } => vec![Use::Go, Use::Images, Use::Monitoring],
             Cmd::Deploy { .. } => vec![Use::Go, Use::Images],
             Cmd::Manifests => Vec::new(),
+            Cmd::BundleValidate => vec![Use::Go],
             Cmd::Image { .. } => vec![Use::Images],
             Cmd::Test { .. } => Use::ALL.to_vec(),
             Cmd::Lint => vec![Use::Go, Use::Lint],
