@@ -52,6 +52,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         | Cmd::Deploy { .. }
         | Cmd::Manifests
         | Cmd::Image { .. }
+        | Cmd::BundleImage { .. }
         | Cmd::Bench { .. } => bail!("{command:?} runs in xtask-kube"),
     }
 }
