@@ -121,6 +121,19 @@ impl Writer {
         self.put_raw(path, &text)
     }
 
+    /// Writes the header inside `open`…`close` (a comment of the file's own syntax, for files
+    /// whose `#` lines would show, such as a chart's NOTES.txt), then `text`.
+    pub fn put_commented(
+        &mut self,
+        path: &Path,
+        text: &str,
+        open: &str,
+        close: &str,
+    ) -> Result<(), Error> {
+        let text = format!("{open}{}{close}\n{text}", self.header.trim_end());
+        self.put_raw(path, &text)
+    }
+
     /// Writes the header and `value` as YAML.
     pub fn put_yaml(&mut self, path: &Path, value: &Value) -> Result<(), Error> {
         let text = serde_saphyr::to_string(value).map_err(|e| Error::Yaml {
@@ -230,7 +243,12 @@ pub fn chart(
     image_tag: &str,
 ) -> Result<(), Error> {
     for (relative, text) in crate::helm::chart(operator, version, image_tag) {
-        writer.put(&dir.join(relative), &text)?;
+        if relative.ends_with("NOTES.txt") {
+            // Helm prints NOTES.txt: the header goes in a template comment.
+            writer.put_commented(&dir.join(relative), &text, "{{- /* ", " */ -}}")?;
+        } else {
+            writer.put(&dir.join(relative), &text)?;
+        }
     }
     Ok(())
 }

@@ -518,11 +518,9 @@ fn helm_chart_renders_configs_objects() -> Result<()> {
     let m = manifests()?;
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join(NAME);
-    let files = helm::chart(&m, "0.1.0", "v0.1.0");
-    for (relative, text) in &files {
-        // As `cargo xtask manifests` writes them, behind its header.
-        write(&dir, relative, &format!("{HEADER}{text}"))?;
-    }
+    // As `cargo xtask manifests` writes them, behind its header.
+    let mut writer = operon_manifests::generate::Writer::new(HEADER, &dir).quiet();
+    operon_manifests::generate::chart(&mut writer, &dir, &m, "0.1.0", "v0.1.0")?;
     let chart = dir.to_string_lossy().to_string();
     let lint = run_helm(&helm, &["lint", "--strict", &chart])?;
     ensure!(
