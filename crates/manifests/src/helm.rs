@@ -44,6 +44,8 @@ const REPLICAS: &str = "OPERON_HELM_REPLICAS";
 const LEADER_ELECT: &str = "OPERON_HELM_LEADER_ELECT";
 const METRICS_AUTH: &str = "OPERON_HELM_METRICS_AUTH";
 const SERVICE_ACCOUNT: &str = "OPERON_HELM_SERVICE_ACCOUNT";
+/// `imagePullPolicy: <this>`: the line becomes `.Values.image.pullPolicy`, when set.
+const PULL_POLICY: &str = "OPERON_HELM_PULL_POLICY";
 /// `OPERON_HELM_NAME_<i>_END`: the i-th name, prefixed with the release's fullname.
 const NAME: &str = "OPERON_HELM_NAME_";
 const NAME_END: &str = "_END";
@@ -71,18 +73,16 @@ enum Block {
     PodLabels,
     PodAnnotations,
     PodExtras,
-    ContainerExtras,
     ServiceAccountAnnotations,
 }
 
 /// Every block, in the order of its discriminant.
-const BLOCKS: [Block; 7] = [
+const BLOCKS: [Block; 6] = [
     Block::Labels,
     Block::SelectorLabels,
     Block::PodLabels,
     Block::PodAnnotations,
     Block::PodExtras,
-    Block::ContainerExtras,
     Block::ServiceAccountAnnotations,
 ];
 
@@ -118,9 +118,6 @@ impl Block {
                 with("tolerations", "tolerations", n + 2),
             ]
             .concat(),
-            Block::ContainerExtras => format!(
-                "{pad}{{{{- with .Values.image.pullPolicy }}}}\n{pad}imagePullPolicy: {{{{ . }}}}\n{pad}{{{{- end }}}}\n"
-            ),
             Block::ServiceAccountAnnotations => {
                 with("serviceAccount.annotations", "annotations", n + 2)
             }
@@ -418,7 +415,7 @@ fn namespace_labels_hook(chart: &str) -> String {
         meta("0", true),
     );
     let pod_extras = Block::PodExtras.lines(chart, 6);
-    let pull_policy = Block::ContainerExtras.lines(chart, 8);
+    let pull_policy = pull_policy(8);
     format!(
         r#"{{{{- if .Values.podSecurity.labelNamespace }}}}
 apiVersion: v1
@@ -668,11 +665,7 @@ fn template(m: &OperatorManifests, names: &[String], path: &str, mut object: Val
         for container in containers.into_iter().flatten() {
             if container["image"] == m.image {
                 container["image"] = json!(IMAGE);
-                insert(
-                    container.as_object_mut(),
-                    Block::ContainerExtras.key(),
-                    Value::Null,
-                );
+                container["imagePullPolicy"] = json!(PULL_POLICY);
             }
             if container["name"] == "manager" {
                 container["resources"] = json!(TO_YAML[0].0);
@@ -736,28 +729,29 @@ fn template(m: &OperatorManifests, names: &[String], path: &str, mut object: Val
     }
 }
 
+/// `imagePullPolicy` at indentation `n`, only when `image.pullPolicy` is set.
+fn pull_policy(n: usize) -> String {
+    let pad = " ".repeat(n);
+    format!(
+        "{pad}{{{{- with .Values.image.pullPolicy }}}}\n{pad}imagePullPolicy: {{{{ . }}}}\n{pad}{{{{- end }}}}\n"
+    )
+}
+
 /// A line with a block key becomes the block; `key: <toYaml placeholder>` becomes the value's
 /// YAML; any other line stays.
 fn expand_line(chart: &str, line: &str) -> String {
     let trimmed = line.trim_start();
     let column = line.len() - trimmed.len();
-    // A block key may follow a sequence item's dash (`- OPERON_HELM_BLOCK_…`).
-    let (column, rest) = match trimmed.strip_prefix("- ") {
-        Some(rest) if rest.starts_with(BLOCK) => (column + 2, rest),
-        _ => (column, trimmed),
-    };
-    if let Some(index) = rest
+    if let Some(block) = trimmed
         .strip_prefix(BLOCK)
         .and_then(|r| r.split(NAME_END).next())
         .and_then(|i| i.parse::<usize>().ok())
         .and_then(|i| BLOCKS.get(i))
     {
-        let block = index.lines(chart, column);
-        if column > line.len() - trimmed.len() {
-            // The item's other keys follow the block at the same column; the dash stays.
-            return format!("{}-\n{block}", &line[..line.len() - trimmed.len()]);
-        }
-        return block;
+        return block.lines(chart, column);
+    }
+    if trimmed == format!("imagePullPolicy: {PULL_POLICY}") {
+        return pull_policy(column);
     }
     for (placeholder, value) in TO_YAML {
         if let Some(key) = trimmed.strip_suffix(&format!(": {placeholder}")) {
