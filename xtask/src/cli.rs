@@ -63,6 +63,20 @@ pub enum Cmd {
     },
     /// Writes the generated deployment files under config/ from the Rust types.
     Manifests,
+    /// Builds operators' OLM bundle images (`<operator>-bundle`, FROM scratch, as
+    /// `bundle/<operator>/bundle.Dockerfile` says) as OCI archives, without a container engine.
+    BundleImage {
+        #[arg(default_value = "pod-operator")]
+        operators: Vec<String>,
+        /// The OCI archive to write, for one operator (default:
+        /// target/images/<operator>-bundle.oci.tar).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Runs operator-framework's validators on every OLM bundle under bundle/, as `operator-sdk
+    /// bundle validate --select-optional suite=operatorframework` does (`tools/bundle-validate`,
+    /// built from its Go module first); fails on any error or warning.
+    BundleValidate,
     /// Builds operators' container images (static binary, FROM scratch) as OCI archives,
     /// without a container engine (buildah).
     Image {
@@ -269,6 +283,8 @@ impl Cmd {
             } => vec![Use::Go, Use::Images, Use::Monitoring],
             Cmd::Deploy { .. } => vec![Use::Go, Use::Images],
             Cmd::Manifests => Vec::new(),
+            Cmd::BundleValidate => vec![Use::Go],
+            Cmd::BundleImage { .. } => vec![Use::Images],
             Cmd::Image { .. } => vec![Use::Images],
             Cmd::Test { .. } => Use::ALL.to_vec(),
             Cmd::Lint => vec![Use::Go, Use::Lint],
@@ -286,6 +302,7 @@ impl Cmd {
                 | Cmd::Deploy { .. }
                 | Cmd::Manifests
                 | Cmd::Image { .. }
+                | Cmd::BundleImage { .. }
                 | Cmd::Bench { .. }
         )
     }

@@ -224,7 +224,8 @@ pub fn check_monitoring_mod() -> Result<()> {
     check_tidy(&monitoring_module_dir(), "tools/monitoring")
 }
 
-fn check_tidy(dir: &Path, name: &str) -> Result<()> {
+/// Fails when the Go module in `dir` is not what `go mod tidy` makes of it.
+pub fn check_tidy(dir: &Path, name: &str) -> Result<()> {
     let go = go()?;
     let out = go_cmd_in(&go, dir)
         .args(["mod", "tidy", "-diff"])

@@ -9,7 +9,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use xtask::cli::{Cli, ClusterCmd, Cmd, K8sCmd, LOCAL_IMAGE_PROFILE, MotoCmd};
-use xtask::{OPERATORS, cargo, elapsed, fuzz, helm, k8s, moto, prereq, repo_root, report, run};
+use xtask::{
+    OPERATORS, bundle_validate, cargo, elapsed, fuzz, helm, k8s, moto, prereq, repo_root, report,
+    run,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,12 +45,14 @@ fn dispatch(command: Cmd) -> Result<()> {
         },
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
+        Cmd::BundleValidate => bundle_validate::run(),
         Cmd::Fuzz { targets, seconds } => fuzz::run(&targets, seconds),
         Cmd::Cluster { .. }
         | Cmd::Up(_)
         | Cmd::Deploy { .. }
         | Cmd::Manifests
         | Cmd::Image { .. }
+        | Cmd::BundleImage { .. }
         | Cmd::Bench { .. } => bail!("{command:?} runs in xtask-kube"),
     }
 }
@@ -189,10 +194,13 @@ fn exec(program: &std::path::Path) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     let t0 = Instant::now();
     // Go's builds and moto's install run while cargo compiles the tests.
-    let go = Background::start("building the Kubernetes binaries and Helm", || {
-        k8s::ensure_built(false)?;
-        helm::ensure_built()
-    });
+    let go = Background::start(
+        "building the Kubernetes binaries, Helm and the bundle validators",
+        || {
+            k8s::ensure_built(false)?;
+            Ok((helm::ensure_built()?, bundle_validate::ensure_built()?))
+        },
+    );
     let moto = Background::start("installing moto", moto::ensure_installed);
     let compiled = run(
         "cargo test --no-run (compiling the tests)",
@@ -206,10 +214,10 @@ fn test(args: &[String]) -> Result<()> {
              their work is kept for the next run (Ctrl-C stops them)"
         );
     }
-    let helm = go.join();
+    let go = go.join();
     let moto = moto.join();
     compiled?;
-    let helm = helm?;
+    let (helm, validator) = go?;
     let moto_server = moto?;
     run(
         "cargo test --workspace",
@@ -217,7 +225,8 @@ fn test(args: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--all-targets"])
             .args(args)
             .env(operon_assets::MOTO_SERVER_ENV, &moto_server)
-            .env("HELM", &helm),
+            .env("HELM", &helm)
+            .env(bundle_validate::ENV, &validator),
     )?;
     println!("xtask: all tests passed in {}", elapsed(t0));
     Ok(())
@@ -242,6 +251,7 @@ fn lint() -> Result<()> {
     k8s::gen_mod()?;
     k8s::check_coredns_mod()?;
     k8s::check_monitoring_mod()?;
+    k8s::check_tidy(&bundle_validate::module_dir(), "tools/bundle-validate")?;
     let kube = build_kube()?;
     run(
         "cargo xtask manifests",

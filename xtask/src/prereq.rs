@@ -18,7 +18,8 @@ use crate::{elapsed, go};
 /// Something a command does that needs part of the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Use {
-    /// Building the Kubernetes binaries, CoreDNS, Helm or the benchmark's Go peer.
+    /// Building the Kubernetes binaries, CoreDNS, Helm, the bundle validators or the benchmark's
+    /// Go peer.
     Go,
     /// moto's server, the AWS IAM emulator, in a virtualenv of the machine's Python.
     Moto,
@@ -131,7 +132,7 @@ pub const PREREQUISITES: &[Prerequisite] = &[
     },
     Prerequisite {
         name: "go",
-        why: "builds the Kubernetes binaries, CoreDNS and Helm from their Go modules",
+        why: "builds the Kubernetes binaries, CoreDNS, Helm and the OLM bundle validators from their Go modules",
         check: Check::Go,
         install: Install::Go,
         used_by: &[Use::Go],

@@ -1,5 +1,5 @@
 //! The generation commands every operator's binary has (`crds`, `manifests`, `bundle`, `chart`,
-//! `audit`), so that the repository's operators and scaffolded projects generate the same way:
+//! `audit`, and `label-namespace`, which the Helm chart's hook runs), so that the repository's operators and scaffolded projects generate the same way:
 //! by running the operator's own binary on its own declaration.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +50,15 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Labels a namespace for a Pod Security level (enforce, audit, warn): what the Helm chart's
+    /// pre-install hook runs, since `helm install --create-namespace` creates it unlabeled.
+    LabelNamespace {
+        #[arg(long)]
+        namespace: String,
+        /// The level (default: the one the operator's namespace declares).
+        #[arg(long)]
+        pod_security: Option<String>,
+    },
     /// Asks the cluster's authorizer, as the operator's ServiceAccount (by impersonation), every
     /// verb on its declared and on sensitive resources; fails on any disagreement with the
     /// declaration.
@@ -85,6 +94,14 @@ pub enum Error {
     Kubeconfig(#[from] operon_runtime::kubeconfig::Error),
     #[error("asking the authorizer: {0}")]
     Kube(#[from] kube::Error),
+    #[error("labelling namespace {namespace}: {source}")]
+    LabelNamespace {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("unknown Pod Security level {0:?} (privileged, baseline or restricted)")]
+    PodSecurityLevel(String),
     #[error(
         "{} of {asked} permissions of {service_account} disagree with the declaration:\n  {}",
         .mismatches.len(), .mismatches.join("\n  ")
@@ -143,6 +160,14 @@ impl Command {
                 )?;
                 finish(writer, name, "chart", &dir)
             }
+            Command::LabelNamespace {
+                namespace,
+                pod_security,
+            } => {
+                let level =
+                    pod_security.unwrap_or_else(|| declaration.manifests.pod_security.into());
+                label_namespace(&namespace, &level).await
+            }
             Command::Audit {
                 namespaces,
                 kubeconfig,
@@ -180,6 +205,34 @@ fn finish(mut writer: Writer, name: &str, command: &'static str, dir: &Path) -> 
         dir: dir.to_path_buf(),
         files: writer.differences().to_vec(),
     })
+}
+
+async fn label_namespace(namespace: &str, level: &str) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, Patch, PatchParams};
+
+    if !["privileged", "baseline", "restricted"].contains(&level) {
+        return Err(Error::PodSecurityLevel(level.to_string()));
+    }
+    let config = Config::infer()
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let failed = |source| Error::LabelNamespace {
+        namespace: namespace.to_string(),
+        source,
+    };
+    let namespaces: Api<Namespace> = Api::all(Client::try_from(config).map_err(failed)?);
+    let labels: serde_json::Map<String, serde_json::Value> = helm::POD_SECURITY_LABELS
+        .iter()
+        .map(|label| (label.to_string(), serde_json::json!(level)))
+        .collect();
+    let patch = serde_json::json!({ "metadata": { "labels": labels } });
+    namespaces
+        .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(failed)?;
+    println!("label-namespace: {namespace}: Pod Security {level} (enforce, audit, warn)");
+    Ok(())
 }
 
 async fn audit(

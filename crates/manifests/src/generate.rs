@@ -121,6 +121,19 @@ impl Writer {
         self.put_raw(path, &text)
     }
 
+    /// Writes the header inside `open`…`close` (a comment of the file's own syntax, for files
+    /// whose `#` lines would show, such as a chart's NOTES.txt), then `text`.
+    pub fn put_commented(
+        &mut self,
+        path: &Path,
+        text: &str,
+        open: &str,
+        close: &str,
+    ) -> Result<(), Error> {
+        let text = format!("{open}{}{close}\n{text}", self.header.trim_end());
+        self.put_raw(path, &text)
+    }
+
     /// Writes the header and `value` as YAML.
     pub fn put_yaml(&mut self, path: &Path, value: &Value) -> Result<(), Error> {
         let text = serde_saphyr::to_string(value).map_err(|e| Error::Yaml {
@@ -205,7 +218,7 @@ pub fn config(
     )
 }
 
-/// Writes `operator`'s OLM bundle (registry+v1) under `dir`.
+/// Writes `operator`'s OLM bundle (registry+v1) under `dir`, with its `bundle.Dockerfile`.
 pub fn bundle(
     writer: &mut Writer,
     dir: &Path,
@@ -215,7 +228,10 @@ pub fn bundle(
     for (relative, value) in crate::olm::bundle(operator, info) {
         writer.put_yaml(&dir.join(relative), &value)?;
     }
-    Ok(())
+    writer.put(
+        &dir.join("bundle.Dockerfile"),
+        &crate::olm::dockerfile(operator, info),
+    )
 }
 
 /// Writes `operator`'s Helm chart under `dir`.
@@ -227,7 +243,12 @@ pub fn chart(
     image_tag: &str,
 ) -> Result<(), Error> {
     for (relative, text) in crate::helm::chart(operator, version, image_tag) {
-        writer.put(&dir.join(relative), &text)?;
+        if relative.ends_with("NOTES.txt") {
+            // Helm prints NOTES.txt: the header goes in a template comment.
+            writer.put_commented(&dir.join(relative), &text, "{{- /* ", " */ -}}")?;
+        } else {
+            writer.put(&dir.join(relative), &text)?;
+        }
     }
     Ok(())
 }

@@ -10,7 +10,13 @@
 //! - `manifests/<group>_<plural>.yaml`: each CRD, unchanged.
 //! - the metrics Service and the metrics-reader ClusterRole (OLM installs namespaced extra
 //!   objects into the operator's namespace, so theirs is dropped).
-//! - `metadata/annotations.yaml`: the bundle annotations (media type, package, channels).
+//! - `metadata/annotations.yaml`: the bundle annotations (media type, package, channels, and
+//!   where the scorecard tests are).
+//! - `tests/scorecard/config.yaml`: operator-sdk's default scorecard configuration (the basic
+//!   spec check and the OLM tests).
+//! - `bundle.Dockerfile`: the bundle image as `operator-sdk generate bundle` writes it, `FROM
+//!   scratch`, its labels the annotations of `metadata/annotations.yaml`; built from the
+//!   bundle's directory.
 //!
 //! Left out on purpose: the Namespace (OLM installs into an OperatorGroup's namespace), the
 //! aggregated viewer/editor/admin roles (OLM generates its own for owned CRDs), the
@@ -33,7 +39,8 @@ pub struct BundleInfo {
     /// Example custom resources (`alm-examples`); their `metadata.namespace` is dropped, as the
     /// console creates them in the namespace the user is in.
     pub samples: Vec<Value>,
-    /// Channel of this bundle, also the default channel, e.g. `alpha`.
+    /// Channel of this bundle, also the default channel, e.g. `candidate` (OLM's naming
+    /// convention: `candidate`, `fast` or `stable`, optionally with a version suffix).
     pub channel: String,
     /// Oldest supported Kubernetes, e.g. `1.29.0`.
     pub min_kube_version: String,
@@ -72,6 +79,10 @@ pub fn bundle(m: &OperatorManifests, info: &BundleInfo) -> Vec<(String, Value)> 
         "metadata/annotations.yaml".to_string(),
         annotations(m, info),
     ));
+    files.push((
+        "tests/scorecard/config.yaml".to_string(),
+        scorecard_config(),
+    ));
     files
 }
 
@@ -85,8 +96,154 @@ pub fn annotations(m: &OperatorManifests, info: &BundleInfo) -> Value {
             "operators.operatorframework.io.bundle.package.v1": m.name,
             "operators.operatorframework.io.bundle.channels.v1": info.channel,
             "operators.operatorframework.io.bundle.channel.default.v1": info.channel,
+            "operators.operatorframework.io.test.mediatype.v1": "scorecard+v1",
+            "operators.operatorframework.io.test.config.v1": "tests/scorecard/",
         }
     })
+}
+
+/// The image operator-sdk's scaffolded scorecard configuration runs its built-in tests with.
+pub const SCORECARD_IMAGE: &str = "quay.io/operator-framework/scorecard-test:v1.42.0";
+
+/// The scorecard tests operator-sdk configures by default: `(entrypoint test, suite)`.
+pub const SCORECARD_TESTS: [(&str, &str); 6] = [
+    ("basic-check-spec", "basic"),
+    ("olm-bundle-validation", "olm"),
+    ("olm-crds-have-validation", "olm"),
+    ("olm-crds-have-resources", "olm"),
+    ("olm-spec-descriptors", "olm"),
+    ("olm-status-descriptors", "olm"),
+];
+
+/// `tests/scorecard/config.yaml`.
+pub fn scorecard_config() -> Value {
+    let tests: Vec<Value> = SCORECARD_TESTS
+        .iter()
+        .map(|(test, suite)| {
+            json!({
+                "entrypoint": ["scorecard-test", test],
+                "image": SCORECARD_IMAGE,
+                "labels": { "suite": suite, "test": format!("{test}-test") },
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "scorecard.operatorframework.io/v1alpha3",
+        "kind": "Configuration",
+        "metadata": { "name": "config" },
+        "stages": [{ "parallel": true, "tests": tests }],
+        "storage": { "spec": { "mountPath": {} } },
+    })
+}
+
+/// `bundle.Dockerfile`: one `LABEL` per bundle annotation, then the bundle's three directories.
+pub fn dockerfile(m: &OperatorManifests, info: &BundleInfo) -> String {
+    let annotations = annotations(m, info);
+    let label = |key: &str| {
+        let value = annotations["annotations"][key].as_str().unwrap_or_default();
+        format!("LABEL {key}={value}\n")
+    };
+    let core: String = [
+        "mediatype",
+        "manifests",
+        "metadata",
+        "package",
+        "channels",
+        "channel.default",
+    ]
+    .iter()
+    .map(|k| label(&format!("operators.operatorframework.io.bundle.{k}.v1")))
+    .collect();
+    let test: String = ["mediatype", "config"]
+        .iter()
+        .map(|k| label(&format!("operators.operatorframework.io.test.{k}.v1")))
+        .collect();
+    format!(
+        "FROM scratch\n\n# Core bundle labels.\n{core}\n# Labels for testing.\n{test}\n\
+         # Copy files to locations specified by labels.\n\
+         COPY manifests /manifests/\nCOPY metadata /metadata/\nCOPY tests/scorecard /tests/scorecard/\n"
+    )
+}
+
+/// The CSV's icon: the operator's gear on Operon's blue, in SVG.
+const ICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><rect width="64" height="64" rx="12" fill="#326ce5"/><circle cx="32" cy="32" r="14" fill="none" stroke="#fff" stroke-width="6"/><circle cx="32" cy="32" r="4" fill="#fff"/></svg>"##;
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `alm-examples`: the samples of owned kinds (OLM's validators reject an example of a kind
+/// the bundle does not provide), and a bare example of each owned kind without a sample.
+fn examples(m: &OperatorManifests, samples: Vec<Value>) -> Vec<Value> {
+    let owned: Vec<(String, String)> = m
+        .crds
+        .iter()
+        .flat_map(|crd| {
+            let group = crd["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let kind = crd["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            crd["spec"]["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |v| {
+                    Some((format!("{group}/{}", v["name"].as_str()?), kind.clone()))
+                })
+        })
+        .collect();
+    let is_owned = |api_version: &Value, kind: &Value| {
+        owned
+            .iter()
+            .any(|(a, k)| api_version.as_str() == Some(a) && kind.as_str() == Some(k))
+    };
+    let mut examples: Vec<Value> = samples
+        .into_iter()
+        .filter(|s| is_owned(&s["apiVersion"], &s["kind"]))
+        .collect();
+    for crd in &m.crds {
+        let kind = &crd["spec"]["names"]["kind"];
+        if examples.iter().any(|e| &e["kind"] == kind) {
+            continue;
+        }
+        let versions = crd["spec"]["versions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let Some(version) = versions.iter().find(|v| v["storage"] == true) else {
+            continue;
+        };
+        examples.push(json!({
+            "apiVersion": format!("{}/{}", crd["spec"]["group"].as_str().unwrap_or_default(),
+                                  version["name"].as_str().unwrap_or_default()),
+            "kind": kind,
+            "metadata": { "name": "example" },
+            "spec": {},
+        }));
+    }
+    examples
 }
 
 /// The ClusterServiceVersion.
@@ -102,6 +259,7 @@ pub fn csv(m: &OperatorManifests, info: &BundleInfo) -> Value {
             sample
         })
         .collect();
+    let samples = examples(m, samples);
     let alm_examples = serde_json::to_string_pretty(&samples).unwrap_or_else(|_| "[]".to_string());
     let deployment = m.deployment();
     let service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"].clone();
@@ -139,6 +297,7 @@ pub fn csv(m: &OperatorManifests, info: &BundleInfo) -> Value {
         "spec": {
             "displayName": info.display_name,
             "description": info.description,
+            "icon": [{ "base64data": base64(ICON.as_bytes()), "mediatype": "image/svg+xml" }],
             "version": info.version,
             "minKubeVersion": info.min_kube_version,
             "maturity": info.maturity,
@@ -292,6 +451,15 @@ fn extra_file_name(object: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+    }
 
     #[test]
     fn words_split_camel_case_and_acronyms() {

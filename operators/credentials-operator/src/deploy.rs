@@ -69,7 +69,7 @@ pub fn bundle_info() -> anyhow::Result<BundleInfo> {
                       the IAM user with the request."
             .into(),
         samples: vec![serde_saphyr::from_str(SAMPLE)?],
-        channel: "alpha".into(),
+        channel: "candidate".into(),
         min_kube_version: "1.29.0".into(),
         owned_resource_kinds: vec![("Secret".into(), "v1".into())],
         maturity: "alpha".into(),

@@ -158,7 +158,7 @@ pub fn bundle_info() -> anyhow::Result<BundleInfo> {
                       configured by the cluster-monitoring-config ConfigMap."
             .into(),
         samples: vec![serde_saphyr::from_str(SAMPLE)?],
-        channel: "alpha".into(),
+        channel: "candidate".into(),
         min_kube_version: "1.29.0".into(),
         owned_resource_kinds: vec![
             ("Deployment".into(), "v1".into()),

@@ -68,7 +68,7 @@ pub fn bundle_info() -> anyhow::Result<BundleInfo> {
                       request."
             .into(),
         samples: vec![serde_saphyr::from_str(SAMPLE)?],
-        channel: "alpha".into(),
+        channel: "candidate".into(),
         min_kube_version: "1.29.0".into(),
         owned_resource_kinds: vec![("Pod".into(), "v1".into())],
         maturity: "alpha".into(),

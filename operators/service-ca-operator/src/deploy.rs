@@ -108,7 +108,7 @@ pub fn bundle_info() -> anyhow::Result<BundleInfo> {
                       a trust overlap."
             .into(),
         samples: Vec::new(),
-        channel: "alpha".into(),
+        channel: "candidate".into(),
         min_kube_version: "1.29.0".into(),
         owned_resource_kinds: vec![("Secret".into(), "v1".into())],
         maturity: "alpha".into(),

@@ -3,6 +3,7 @@
 //! the same arguments.
 
 mod bench;
+mod bundle_image;
 mod cluster;
 mod demo;
 mod deploy;
@@ -68,6 +69,7 @@ fn dispatch(command: Cmd) -> Result<()> {
             )?;
             Ok(())
         }
+        Cmd::BundleImage { operators, out } => bundle_image::build(&operators, out).map(|_| ()),
         Cmd::Bench { names, options } => bench::bench(&names, &options),
         other => bail!("`{other:?}` is a command of `cargo xtask` itself, not of xtask-kube"),
     }

@@ -300,8 +300,8 @@ fn olm_bundle_matches_config() -> Result<()> {
         ("manifests.v1", "manifests/"),
         ("metadata.v1", "metadata/"),
         ("package.v1", NAME),
-        ("channels.v1", "alpha"),
-        ("channel.default.v1", "alpha"),
+        ("channels.v1", "candidate"),
+        ("channel.default.v1", "candidate"),
     ] {
         assert_eq!(
             bundle_annotations[format!("operators.operatorframework.io.bundle.{key}")],
@@ -309,6 +309,42 @@ fn olm_bundle_matches_config() -> Result<()> {
             "{key}"
         );
     }
+
+    // bundle.Dockerfile: a LABEL for each annotation, and the directories they name.
+    let dockerfile = olm::dockerfile(&m, &bundle_info()?);
+    let labels: Vec<(&str, &str)> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("LABEL "))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let annotations_map = bundle_annotations.as_object().context("no annotations")?;
+    assert_eq!(labels.len(), annotations_map.len(), "{dockerfile}");
+    for (key, value) in &labels {
+        assert_eq!(bundle_annotations[*key], *value, "{key}");
+    }
+    ensure!(dockerfile.starts_with("FROM scratch\n"), "{dockerfile}");
+    for directory in ["manifests", "metadata", "tests/scorecard"] {
+        ensure!(
+            dockerfile.contains(&format!("\nCOPY {directory} /{directory}/\n")),
+            "{dockerfile}"
+        );
+        ensure!(
+            dir.join(directory).is_dir(),
+            "no {directory}/ in the bundle"
+        );
+    }
+    let scorecard = read_yaml(&dir.join("tests/scorecard/config.yaml"))?;
+    assert_eq!(scorecard["kind"], "Configuration");
+    let tests: Vec<Value> = scorecard["stages"][0]["tests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["entrypoint"][1].clone())
+        .collect();
+    assert_eq!(
+        tests,
+        olm::SCORECARD_TESTS.map(|(test, _)| json!(test)).to_vec()
+    );
     Ok(())
 }
 
@@ -375,10 +411,105 @@ fn renamespace(value: &mut Value, namespace: &str) {
     }
 }
 
+/// Names without their prefix: every string starting with `prefix` loses it (config/'s
+/// `pod-operator-`, a release's `<release>-pod-operator-`).
+fn strip_prefix(value: &mut Value, prefix: &str) {
+    match value {
+        Value::Object(map) => map.values_mut().for_each(|v| strip_prefix(v, prefix)),
+        Value::Array(items) => items.iter_mut().for_each(|v| strip_prefix(v, prefix)),
+        Value::String(text) => {
+            if let Some(rest) = text.strip_prefix(prefix) {
+                *text = rest.to_string();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes the labels `expected` names, failing unless each has the expected value wherever
+/// it appears (labels and selectors).
+fn strip_labels(value: &mut Value, expected: &[(&str, &str)]) -> Result<()> {
+    match value {
+        Value::Object(map) => {
+            for (label, want) in expected {
+                if let Some(got) = map.remove(*label) {
+                    ensure!(got == *want, "{label}: {got}, expected {want}");
+                }
+            }
+            for v in map.values_mut() {
+                strip_labels(v, expected)?;
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                strip_labels(v, expected)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A release's objects as config/ has them: names without `<release>-pod-operator-`, no Helm
+/// labels (checked first).
+fn from_release(objects: &mut [Value], release: &str) -> Result<()> {
+    for object in objects.iter_mut() {
+        if object["kind"] != "CustomResourceDefinition" {
+            // Every object of the release says so, selectors aside.
+            let labels = &object["metadata"]["labels"];
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm", "{object}");
+            assert_eq!(labels["app.kubernetes.io/instance"], release, "{object}");
+        }
+        strip_prefix(object, &format!("{release}-{NAME}-"));
+        strip_labels(
+            object,
+            &[
+                ("app.kubernetes.io/managed-by", "Helm"),
+                ("app.kubernetes.io/instance", release),
+                ("helm.sh/chart", &format!("{NAME}-0.1.0")),
+                ("app.kubernetes.io/version", "v0.1.0"),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// config/'s objects in `namespace`, as [`from_release`] leaves a release's: names without
+/// `pod-operator-`, no kustomize label.
+fn from_config(objects: &mut [Value], namespace: &str) -> Result<()> {
+    for object in objects.iter_mut() {
+        renamespace(object, namespace);
+        if object["kind"] == "CustomResourceDefinition" {
+            object["metadata"]["annotations"][helm::KEEP.0] = json!(helm::KEEP.1);
+        }
+        strip_prefix(object, &format!("{NAME}-"));
+        strip_labels(object, &[("app.kubernetes.io/managed-by", "kustomize")])?;
+    }
+    Ok(())
+}
+
 fn find<'a>(objects: &'a [Value], kind: &str, name: &Value) -> Option<&'a Value> {
     objects
         .iter()
         .find(|o| o["kind"] == kind && &o["metadata"]["name"] == name)
+}
+
+/// A config/ name as [`from_config`] leaves it.
+fn short(name: &Value) -> Value {
+    let name = name.as_str().unwrap_or_default();
+    json!(helm::name_suffix(NAME, name))
+}
+
+fn template(
+    helm: &Path,
+    chart: &str,
+    release: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> Result<Vec<Value>> {
+    let mut args = vec!["template", release, chart, "--namespace", namespace];
+    args.extend(extra);
+    Ok(serde_saphyr::from_multiple(&run_helm(helm, &args)?)?)
 }
 
 #[test]
@@ -387,29 +518,27 @@ fn helm_chart_renders_configs_objects() -> Result<()> {
     let m = manifests()?;
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join(NAME);
-    let files = helm::chart(&m, "0.1.0", "v0.1.0");
-    for (relative, text) in &files {
-        // As `cargo xtask manifests` writes them, behind its header.
-        write(&dir, relative, &format!("{HEADER}{text}"))?;
-    }
+    // As `cargo xtask manifests` writes them, behind its header.
+    let mut writer = operon_manifests::generate::Writer::new(HEADER, &dir).quiet();
+    operon_manifests::generate::chart(&mut writer, &dir, &m, "0.1.0", "v0.1.0")?;
     let chart = dir.to_string_lossy().to_string();
-    run_helm(&helm, &["lint", "--strict", &chart])?;
+    let lint = run_helm(&helm, &["lint", "--strict", &chart])?;
+    ensure!(
+        !lint.contains("[WARNING]") && !lint.contains("[ERROR]"),
+        "{lint}"
+    );
     let chart_yaml = read_yaml(&dir.join("Chart.yaml"))?;
     assert_eq!(chart_yaml["apiVersion"], "v2");
     assert_eq!(chart_yaml["name"], NAME);
 
-    // Default values: config/pod-operator/default exactly, in the release namespace.
-    let rendered: Vec<Value> = serde_saphyr::from_multiple(&run_helm(
-        &helm,
-        &["template", "test", &chart, "--namespace", "demo"],
-    )?)?;
+    // Default values: config/pod-operator/default, in the release namespace, up to names and
+    // labels.
+    let mut rendered = template(&helm, &chart, "rel", "demo", &["--no-hooks"])?;
+    from_release(&mut rendered, "rel")?;
     let mut expected = kustomize(&config_dir().join("default"))?;
     expected.retain(|o| o["kind"] != "Namespace");
-    for object in &mut expected {
-        renamespace(object, "demo");
-        if object["kind"] == "CustomResourceDefinition" {
-            object["metadata"]["annotations"][helm::KEEP.0] = json!(helm::KEEP.1);
-        }
+    from_config(&mut expected, "demo")?;
+    for object in &expected {
         let name = &object["metadata"]["name"];
         let kind = object["kind"].as_str().unwrap_or_default();
         let got =
@@ -423,13 +552,13 @@ fn helm_chart_renders_configs_objects() -> Result<()> {
     );
     // The key ones, named (the loop above compares them all).
     let deployment = config("manager/manager.yaml")?;
+    let deployment_name = short(&deployment["metadata"]["name"]);
     let rendered_deployment =
-        find(&rendered, "Deployment", &deployment["metadata"]["name"]).context("no Deployment")?;
+        find(&rendered, "Deployment", &deployment_name).context("no Deployment")?;
     assert_eq!(rendered_deployment["metadata"]["namespace"], "demo");
-    assert_eq!(rendered_deployment["spec"], deployment["spec"]);
     let role = config("rbac/role.yaml")?;
     assert_eq!(
-        find(&rendered, "ClusterRole", &role["metadata"]["name"]).map(rules),
+        find(&rendered, "ClusterRole", &short(&role["metadata"]["name"])).map(rules),
         Some(rules(&role))
     );
     for (file, crd) in config_crds()? {
@@ -441,28 +570,91 @@ fn helm_chart_renders_configs_objects() -> Result<()> {
         assert_eq!(got.map(|c| &c["spec"]), Some(&crd["spec"]), "{file}");
     }
 
+    // Two releases: every cluster-scoped object but the CRDs is named per release, and the
+    // bindings point at the release's ServiceAccount in its namespace.
+    let names = |objects: &[Value]| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| {
+                o["metadata"]["namespace"].is_null() && o["kind"] != "CustomResourceDefinition"
+            })
+            .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+            .collect()
+    };
+    let first = template(&helm, &chart, "first", "one", &[])?;
+    let second = template(&helm, &chart, "second", "two", &[])?;
+    let first_names = names(&first);
+    ensure!(first_names.len() >= 6, "cluster-scoped: {first_names:?}");
+    for name in names(&second) {
+        ensure!(!first_names.contains(&name), "both releases have {name}");
+    }
+    for object in first.iter().filter(|o| o["kind"] == "ClusterRoleBinding") {
+        let subject = &object["subjects"][0];
+        assert_eq!(subject["namespace"], "one", "{object}");
+        ensure!(
+            subject["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("first-pod-operator-")),
+            "{object}"
+        );
+    }
+
+    // The Pod Security hook: a Job running the operator's image on the release namespace.
+    let job = first
+        .iter()
+        .find(|o| o["kind"] == "Job")
+        .context("no namespace-labels Job")?;
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], json!(m.image));
+    assert_eq!(
+        container["args"],
+        json!([
+            "label-namespace",
+            "--namespace=one",
+            "--pod-security=restricted"
+        ])
+    );
+    let unlabelled = template(
+        &helm,
+        &chart,
+        "first",
+        "one",
+        &["--set", "podSecurity.labelNamespace=false"],
+    )?;
+    ensure!(
+        unlabelled.iter().all(|o| o["kind"] != "Job"),
+        "hook rendered though disabled"
+    );
+    assert_eq!(unlabelled.len(), first.len() - 4);
+
     // Values change what they are documented to change, and nothing else.
     let overrides = "image.repository=registry.example.com/team/pod-operator,image.tag=v9,replicaCount=3,\
-                     leaderElection=false,metricsAuth=false,crds.install=false,resources.limits.memory=1Gi";
-    let rendered: Vec<Value> = serde_saphyr::from_multiple(&run_helm(
+                     leaderElection=false,metricsAuth=false,crds.install=false,resources.limits.memory=1Gi,\
+                     image.pullPolicy=Always,nodeSelector.disk=ssd,podLabels.team=a,podAnnotations.note=b";
+    let mut rendered = template(
         &helm,
-        &[
-            "template",
-            "test",
-            &chart,
-            "--namespace",
-            "demo",
-            "--set",
-            overrides,
-        ],
-    )?)?;
-    let got =
-        find(&rendered, "Deployment", &deployment["metadata"]["name"]).context("no Deployment")?;
-    let mut want = deployment.clone();
-    renamespace(&mut want, "demo");
+        &chart,
+        "rel",
+        "demo",
+        &["--no-hooks", "--set", overrides],
+    )?;
+    from_release(&mut rendered, "rel")?;
+    let got = find(&rendered, "Deployment", &deployment_name).context("no Deployment")?;
+    let mut want = vec![deployment.clone()];
+    from_config(&mut want, "demo")?;
+    let mut want = want.remove(0);
     want["spec"]["replicas"] = json!(3);
-    let container = &mut want["spec"]["template"]["spec"]["containers"][0];
+    let pod = &mut want["spec"]["template"];
+    pod["metadata"]["labels"]["team"] = json!("a");
+    pod["metadata"]["annotations"]["note"] = json!("b");
+    pod["spec"]["nodeSelector"] = json!({ "disk": "ssd" });
+    let container = &mut pod["spec"]["containers"][0];
     container["image"] = json!("registry.example.com/team/pod-operator:v9");
+    container["imagePullPolicy"] = json!("Always");
     container["resources"]["limits"]["memory"] = json!("1Gi");
     for arg in container["args"].as_array_mut().into_iter().flatten() {
         match arg.as_str() {
@@ -477,25 +669,131 @@ fn helm_chart_renders_configs_objects() -> Result<()> {
             "CustomResourceDefinition",
             m.crds[0]["metadata"]["name"].clone(),
         ),
-        ("Role", m.leader_election_role()["metadata"]["name"].clone()),
+        ("Role", short(&m.leader_election_role()["metadata"]["name"])),
         (
             "RoleBinding",
-            m.leader_election_role_binding()["metadata"]["name"].clone(),
+            short(&m.leader_election_role_binding()["metadata"]["name"]),
         ),
         (
             "ClusterRole",
-            m.metrics_auth_role()["metadata"]["name"].clone(),
+            short(&m.metrics_auth_role()["metadata"]["name"]),
         ),
         (
             "ClusterRoleBinding",
-            m.metrics_auth_role_binding()["metadata"]["name"].clone(),
+            short(&m.metrics_auth_role_binding()["metadata"]["name"]),
         ),
     ] {
         ensure!(
             find(&rendered, kind, &name).is_none(),
             "{kind} {name} rendered though disabled"
         );
+        ensure!(
+            find(&expected, kind, &name).is_some(),
+            "{kind} {name} is not a default object"
+        );
     }
     assert_eq!(rendered.len(), expected.len() - 5);
+
+    // Names follow nameOverride and fullnameOverride.
+    let rendered = template(
+        &helm,
+        &chart,
+        "rel",
+        "demo",
+        &["--no-hooks", "--set", "fullnameOverride=ops"],
+    )?;
+    ensure!(
+        find(&rendered, "Deployment", &json!("ops-controller-manager")).is_some(),
+        "fullnameOverride not used"
+    );
+    Ok(())
+}
+
+/// Warnings of operator-framework's good practices that an operator's very job sets off, by
+/// bundle: each must still be reported (so that the list stays true), and nothing else may.
+const ACCEPTED_WARNINGS: [(&str, &str); 2] = [
+    // Installs the Prometheus Operator's CRDs, as cluster-monitoring-operator does.
+    (
+        "monitoring-operator",
+        "CSV contains permissions to create CRD",
+    ),
+    // Patches CRDs to inject the CA bundle into their conversion webhooks (`patch` counts).
+    (
+        "service-ca-operator",
+        "CSV contains permissions to create CRD",
+    ),
+];
+
+/// The validator: `$BUNDLE_VALIDATE` (`cargo xtask test` builds it and sets it), else the
+/// build of the current source in the cache.
+fn validator() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(xtask::bundle_validate::ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    let built = xtask::bundle_validate::binary()?;
+    ensure!(
+        built.is_file(),
+        "tools/bundle-validate is not built: `cargo xtask test` builds it into {}",
+        built.display()
+    );
+    Ok(built)
+}
+
+#[test]
+fn every_bundle_passes_operator_frameworks_validators() -> Result<()> {
+    let validator = validator()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut bundles: Vec<String> = std::fs::read_dir(root.join("bundle"))?
+        .map(|e| Ok(e?.file_name().to_string_lossy().to_string()))
+        .collect::<Result<_>>()?;
+    bundles.sort();
+    ensure!(bundles.len() == 4, "bundles: {bundles:?}");
+    let out = Command::new(&validator)
+        .current_dir(root.join("bundle"))
+        .args(&bundles)
+        .output()
+        .with_context(|| format!("running {}", validator.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{stdout}{stderr}"
+    );
+    let mut unexpected = Vec::new();
+    let mut seen = vec![false; ACCEPTED_WARNINGS.len()];
+    for line in stdout.lines() {
+        let Some((bundle, rest)) = line.split_once(": ") else {
+            unexpected.push(line.to_string());
+            continue;
+        };
+        if rest.starts_with("valid (") {
+            continue;
+        }
+        let accepted = ACCEPTED_WARNINGS
+            .iter()
+            .position(|(b, w)| *b == bundle && rest.starts_with("warning: ") && rest.contains(w));
+        match accepted {
+            Some(i) => seen[i] = true,
+            None => unexpected.push(line.to_string()),
+        }
+    }
+    ensure!(
+        unexpected.is_empty(),
+        "validators:\n{}",
+        unexpected.join("\n")
+    );
+    for ((bundle, warning), seen) in ACCEPTED_WARNINGS.iter().zip(seen) {
+        ensure!(
+            seen,
+            "{bundle}: no longer warned of {warning:?}; drop it from the list"
+        );
+    }
+    for bundle in &bundles {
+        let valid = stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{bundle}: valid (")));
+        let accepted = ACCEPTED_WARNINGS.iter().any(|(b, _)| b == bundle);
+        ensure!(valid || accepted, "{bundle} not reported valid:\n{stdout}");
+    }
     Ok(())
 }

@@ -175,3 +175,113 @@ fn pod_operator_image_is_static_from_scratch() {
         mib(binary_size)
     );
 }
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for entry in entries {
+        let name = entry
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        let relative = format!("{prefix}{name}");
+        if entry.is_dir() {
+            files_under(&entry, &format!("{relative}/"), out);
+        } else {
+            out.push(relative);
+        }
+    }
+}
+
+/// `cargo xtask bundle-image pod-operator`: the OLM bundle image of bundle/pod-operator, FROM
+/// scratch, one layer holding manifests/, metadata/ and tests/scorecard/ byte for byte, and
+/// labelled with metadata/annotations.yaml's annotations.
+#[test]
+fn pod_operator_bundle_image_is_the_bundle_with_its_labels() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = tmp.path().join("pod-operator-bundle.oci.tar");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
+        .args(["bundle-image", "pod-operator", "--out", path_str(&archive)])
+        .output()
+        .expect("running xtask");
+    assert!(
+        out.status.success(),
+        "cargo xtask bundle-image failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+    let layout = tmp.path().join("layout");
+    std::fs::create_dir(&layout).expect("mkdir");
+    run("tar", &["-xf", path_str(&archive), "-C", path_str(&layout)]);
+    let index = json(&layout.join("index.json"));
+    let manifests = index["manifests"].as_array().expect("index manifests");
+    assert_eq!(manifests.len(), 1, "{index}");
+    assert_eq!(
+        manifests[0]["annotations"]["org.opencontainers.image.ref.name"],
+        format!(
+            "localhost/operon/pod-operator-bundle:v{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "{index}"
+    );
+    let manifest = json(&blob(&layout, &manifests[0]));
+    let config = json(&blob(&layout, &manifest["config"]));
+
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle/pod-operator");
+    let annotations: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(bundle.join("metadata/annotations.yaml")).expect("annotations"),
+    )
+    .expect("annotations.yaml");
+    let annotations = annotations["annotations"].as_object().expect("annotations");
+    let labels = config["config"]["Labels"].as_object().expect("labels");
+    for (key, value) in annotations {
+        assert_eq!(labels.get(key), Some(value), "label {key}: {config}");
+    }
+    assert_eq!(
+        labels["operators.operatorframework.io.bundle.mediatype.v1"],
+        "registry+v1"
+    );
+
+    let layers = manifest["layers"].as_array().expect("manifest layers");
+    assert_eq!(layers.len(), 1, "one layer, FROM scratch: {manifest}");
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir(&rootfs).expect("mkdir");
+    run(
+        "tar",
+        &[
+            "-xzf",
+            path_str(&blob(&layout, &layers[0])),
+            "-C",
+            path_str(&rootfs),
+        ],
+    );
+    let mut in_image = Vec::new();
+    files_under(&rootfs, "", &mut in_image);
+    let mut expected = Vec::new();
+    for dir in ["manifests", "metadata", "tests/scorecard"] {
+        files_under(&bundle.join(dir), &format!("{dir}/"), &mut expected);
+    }
+    expected.sort();
+    in_image.sort();
+    assert_eq!(
+        in_image, expected,
+        "the layer holds the bundle's directories alone"
+    );
+    assert!(
+        expected
+            .iter()
+            .any(|f| f.ends_with(".clusterserviceversion.yaml"))
+    );
+    for file in &expected {
+        assert_eq!(
+            std::fs::read(rootfs.join(file)).expect("file in image"),
+            std::fs::read(bundle.join(file)).expect("file in bundle"),
+            "{file}"
+        );
+    }
+}

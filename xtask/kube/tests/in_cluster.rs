@@ -6,6 +6,8 @@
 //! One deployment serves every test here (the first builds the release images: minutes),
 //! monitoring-operator and its stack included (`monitoring`).
 
+#[path = "in_cluster/helm.rs"]
+mod helm;
 #[path = "in_cluster/monitoring.rs"]
 mod monitoring;
 #[path = "in_cluster/redeploy.rs"]
