@@ -108,7 +108,17 @@ pub fn build(project: &Project, out: Option<&Path>, image: bool) -> Result<()> {
     let name = image_name(project)?;
     if image && crate::image::buildah_available() {
         println!("build: image {name} of {}", project.name);
-        let archive = crate::image::build(&project.root, &project.name, out)?;
+        // The archive names the image as the Deployment runs it and `push` pushes it.
+        let archive = operon_image::operator::build_many_with(
+            &project.root,
+            &[&project.name],
+            out.map(|o| vec![o.to_path_buf()]),
+            operon_image::operator::RELEASE,
+            &|_, image| Ok(image.named(name.clone())),
+        )?
+        .into_iter()
+        .next()
+        .context("the image build wrote no archive")?;
         println!(
             "image: {name} in {} (`operon push` or `operon deploy --push` pushes it as {name})",
             archive.display()

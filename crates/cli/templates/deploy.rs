@@ -62,7 +62,7 @@ pub fn bundle_info() -> anyhow::Result<BundleInfo> {
             .iter()
             .map(|(_, yaml)| serde_saphyr::from_str(yaml))
             .collect::<Result<_, _>>()?,
-        channel: "alpha".into(),
+        channel: "candidate".into(),
         min_kube_version: "1.29.0".into(),
         owned_resource_kinds: controller::owned_kinds()
             .into_iter()

@@ -190,6 +190,12 @@ impl Image {
         &self.reference
     }
 
+    /// Names the image inside the archive `reference` instead (e.g. the name a Deployment runs).
+    pub fn named(mut self, reference: impl Into<String>) -> Self {
+        self.reference = reference.into();
+        self
+    }
+
     /// Changes whenever the image would: its configuration and each file's path, size and
     /// modification time (cheap, unlike hashing a 50 MB binary on every start).
     pub fn fingerprint(&self) -> String {

@@ -214,9 +214,8 @@ async fn label_namespace(namespace: &str, level: &str) -> Result<(), Error> {
     if !["privileged", "baseline", "restricted"].contains(&level) {
         return Err(Error::PodSecurityLevel(level.to_string()));
     }
-    let config = Config::infer()
-        .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    // In the hook's Pod: the service account; elsewhere the kubeconfig, as kubectl reads it.
+    let config = operon_runtime::kubeconfig::load(None, None).await?.config;
     let failed = |source| Error::LabelNamespace {
         namespace: namespace.to_string(),
         source,

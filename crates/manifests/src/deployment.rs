@@ -428,7 +428,7 @@ impl OperatorManifests {
                                 format!("--metrics-bind-address=:{METRICS_PORT}"),
                                 format!("--metrics-cert-path={METRICS_CERT_PATH}"),
                                 "--metrics-auth=true",
-                                "--log-format=json",
+                                "--zap-encoder=json",
                             ],
                             "env": [
                                 { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
