@@ -149,13 +149,13 @@ fn pod_requests(client: kube::Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
 }
 
-/// `make run` in its own process group, stopped with SIGTERM (as Ctrl-C would).
+/// `make run` or `operon run` in its own process group, stopped with SIGTERM (as Ctrl-C would).
 struct Running(std::process::Child);
 
 impl Running {
     /// SIGTERM to the group, then waits until every process of it has exited.
     fn stop(mut self) -> Result<()> {
-        // The whole group (make, operon run, the operator), as Ctrl-C in a terminal.
+        // The whole group (make, operon run, the operator, its control plane), as Ctrl-C does.
         let group = nix::unistd::Pid::from_raw(-i32::try_from(self.0.id())?);
         nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM)?;
         let deadline = std::time::Instant::now() + TIMEOUT;
@@ -166,7 +166,7 @@ impl Running {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                bail!("make run did not stop within {TIMEOUT:?} of SIGTERM");
+                bail!("the run did not stop within {TIMEOUT:?} of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -602,6 +602,83 @@ async fn the_talks_walkthrough_with_operon() -> Result<()> {
         }
     })
     .await?;
+
+    // Without a cluster: `operon run --local` starts a control plane of its own (kwok Nodes),
+    // installs the CRD there and runs the operator against it.
+    let local_log = work.join("operon-run-local.log");
+    let mut local = operon(
+        &project,
+        &[
+            "run",
+            "--local",
+            "--",
+            "--health-probe-bind-address=127.0.0.1:0",
+            "--metrics-bind-address=0",
+        ],
+    );
+    std::os::unix::process::CommandExt::process_group(&mut local, 0);
+    let mut local = local
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&local_log)?))
+        .spawn()
+        .context("starting operon run --local")?;
+    eprintln!("e2e: operon run --local log: {}", local_log.display());
+    let stdout = local.stdout.take().context("operon run --local's stdout")?;
+    let local = Running(local);
+    let (found, kubeconfig_line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("operon run --local: {line}");
+            if let Some(path) = line.trim().strip_prefix("export KUBECONFIG=") {
+                let _ = found.send(PathBuf::from(path));
+            }
+        }
+    });
+    let local_kubeconfig = kubeconfig_line
+        .recv_timeout(Duration::from_secs(300))
+        .context("operon run --local printed no KUBECONFIG (see its log)")?;
+    let loaded = operon_runtime::kubeconfig::load(Some(local_kubeconfig.as_os_str()), None).await?;
+    let local_client = kube::Client::try_from(loaded.config)?;
+    let local_requests = pod_requests(local_client.clone(), "default");
+    let sample =
+        std::fs::read_to_string(project.join("config/samples/pod_v1alpha1_podrequest.yaml"))?;
+    let request: DynamicObject = serde_saphyr::from_str(&sample)?;
+    // The CRD is installed by `operon run` as it starts.
+    wait::until(
+        "a PodRequest created on the local control plane",
+        TIMEOUT,
+        || async {
+            local_requests
+                .create(&PostParams::default(), &request)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await?;
+    let local_pods: Api<Pod> = Api::namespaced(local_client, "default");
+    wait::until(
+        "the local operator's Pod for the request",
+        TIMEOUT,
+        || async {
+            let pod = local_pods
+                .get_opt("busybox")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no Pod yet")?;
+            pod.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.kind == "PodRequest")
+                .then_some(())
+                .ok_or_else(|| "the Pod has no PodRequest as its controller".to_string())
+        },
+    )
+    .await?;
+    local.stop()?;
 
     std::fs::remove_dir_all(&work)?;
     Ok(())
