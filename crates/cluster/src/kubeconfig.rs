@@ -25,6 +25,14 @@ pub enum Credentials<'a> {
     Token(&'a str),
 }
 
+/// DER certificates (a client configuration's `root_cert`) as one PEM bundle, for [`Ca::Pem`].
+pub fn certificates_pem(ders: &[Vec<u8>]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    ders.iter()
+        .map(|der| pem::encode_config(&pem::Pem::new("CERTIFICATE", der.as_slice()), config))
+        .collect()
+}
+
 /// A kubeconfig whose cluster, user and context are all called `name` and current.
 pub fn single(
     name: &str,

@@ -22,30 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A kubeconfig that authenticates with `token` against the test cluster.
 async fn token_kubeconfig(f: &Fixture, dir: &Path, token: &str) -> Result<PathBuf> {
-    use base64::Engine;
     let config = f.env.config().await?;
-    let ca: Vec<String> = config
-        .root_cert
-        .unwrap_or_default()
-        .iter()
-        .map(|der| {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .filter_map(|c| std::str::from_utf8(c).ok())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        })
-        .collect();
+    let ca =
+        operon_cluster::kubeconfig::certificates_pem(&config.root_cert.clone().unwrap_or_default());
     let server = config.cluster_url.to_string();
     let kubeconfig = operon_cluster::kubeconfig::single(
         "test",
         server.trim_end_matches('/'),
-        operon_cluster::kubeconfig::Ca::Pem(&ca.concat()),
+        operon_cluster::kubeconfig::Ca::Pem(&ca),
         operon_cluster::kubeconfig::Credentials::Token(token),
         None,
     );

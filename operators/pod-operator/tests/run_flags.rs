@@ -20,25 +20,9 @@ use serde_json::Value;
 
 /// The CA certificates of the test cluster, PEM.
 async fn cluster_ca(f: &Fixture) -> Result<(String, String)> {
-    use base64::Engine;
     let config = f.env.config().await?;
-    let pem: String = config
-        .root_cert
-        .unwrap_or_default()
-        .iter()
-        .map(|der| {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .filter_map(|c| std::str::from_utf8(c).ok())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        })
-        .collect();
+    let pem =
+        operon_cluster::kubeconfig::certificates_pem(&config.root_cert.clone().unwrap_or_default());
     let server = config.cluster_url.to_string();
     Ok((server.trim_end_matches('/').to_string(), pem))
 }
