@@ -168,6 +168,24 @@ pub struct Shape {
     /// runs).
     #[arg(long)]
     pub kwok_only: bool,
+    /// A highly available control plane: 3 etcd members, 2 kube-apiservers behind HAProxy,
+    /// 2 each of kube-controller-manager and kube-scheduler electing a leader.
+    #[arg(long)]
+    pub ha: bool,
+}
+
+impl Shape {
+    /// What this shape needs from the machine beyond Go.
+    fn uses(&self) -> Vec<Use> {
+        let mut uses = Vec::new();
+        if !self.kwok_only {
+            uses.push(Use::Node);
+        }
+        if self.ha {
+            uses.push(Use::Ha);
+        }
+        uses
+    }
 }
 
 /// The Cargo profile of the images `up`, `deploy` and the tests run on the local cluster.
@@ -270,14 +288,19 @@ impl Cmd {
                 MotoCmd::Path => Vec::new(),
             },
             Cmd::Cluster { command } => match command {
-                ClusterCmd::Up { shape, .. } if shape.kwok_only => vec![Use::Go],
-                ClusterCmd::Up { .. } => vec![Use::Go, Use::Node],
+                ClusterCmd::Up { shape, .. } => [vec![Use::Go], shape.uses()].concat(),
                 ClusterCmd::Down | ClusterCmd::Status => Vec::new(),
             },
-            Cmd::Up(args) if args.shape.kwok_only => vec![Use::Go, Use::Moto],
-            Cmd::Up(args) if args.local() => vec![Use::Go, Use::Moto, Use::Node],
-            Cmd::Up(args) if !args.monitoring() => vec![Use::Go, Use::Moto, Use::Node, Use::Images],
-            Cmd::Up(_) => vec![Use::Go, Use::Moto, Use::Node, Use::Images, Use::Monitoring],
+            Cmd::Up(args) => {
+                let mut uses = [vec![Use::Go, Use::Moto], args.shape.uses()].concat();
+                if !args.local() {
+                    uses.push(Use::Images);
+                }
+                if args.monitoring() {
+                    uses.push(Use::Monitoring);
+                }
+                uses
+            }
             Cmd::Deploy {
                 monitoring: true, ..
             } => vec![Use::Go, Use::Images, Use::Monitoring],
@@ -324,6 +347,10 @@ mod tests {
         assert!(uses(&["up"]).contains(&Use::Images));
         assert!(uses(&["up"]).contains(&Use::Node));
         assert!(uses(&["up"]).contains(&Use::Monitoring));
+        assert!(!uses(&["up"]).contains(&Use::Ha));
+        assert!(uses(&["up", "--ha"]).contains(&Use::Ha));
+        assert!(uses(&["cluster", "up", "--ha", "--kwok-only"]).contains(&Use::Ha));
+        assert!(!uses(&["cluster", "up", "--ha", "--kwok-only"]).contains(&Use::Node));
         assert!(!uses(&["up", "--no-monitoring"]).contains(&Use::Monitoring));
         assert!(!uses(&["up", "--local-operators"]).contains(&Use::Monitoring));
         assert!(uses(&["deploy", "--monitoring"]).contains(&Use::Monitoring));

@@ -33,10 +33,12 @@ pub enum Use {
     Monitoring,
     /// `cargo fmt` and `cargo clippy`.
     Lint,
+    /// The HA control plane's load balancer in front of its API servers.
+    Ha,
 }
 
 impl Use {
-    pub const ALL: [Use; 7] = [
+    pub const ALL: [Use; 8] = [
         Use::Go,
         Use::Moto,
         Use::Node,
@@ -44,6 +46,7 @@ impl Use {
         Use::Promtool,
         Use::Monitoring,
         Use::Lint,
+        Use::Ha,
     ];
 
     fn describe(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Use {
             Use::Promtool => "the alert rule tests",
             Use::Monitoring => "the monitoring stack's images",
             Use::Lint => "formatting and clippy",
+            Use::Ha => "the HA control plane",
         }
     }
 }
@@ -263,6 +267,13 @@ pub const PREREQUISITES: &[Prerequisite] = &[
         check: Check::Command("prometheus-node-exporter"),
         install: Install::Debian("prometheus-node-exporter"),
         used_by: &[Use::Monitoring],
+    },
+    Prerequisite {
+        name: "haproxy",
+        why: "the HA control plane's TCP load balancer in front of its two API servers",
+        check: Check::File("/usr/sbin/haproxy"),
+        install: Install::Debian("haproxy"),
+        used_by: &[Use::Ha],
     },
     Prerequisite {
         name: "rustfmt",
@@ -563,6 +574,7 @@ impl std::error::Error for Unmet {}
 /// their programs are used (promtool, and the binaries copied into images); a service left
 /// running would hold its port (9090, 9093, 9100) and start again at every boot.
 const SERVICE_PACKAGES: &[&str] = &[
+    "haproxy",
     "prometheus",
     "prometheus-alertmanager",
     "prometheus-node-exporter",
@@ -768,7 +780,7 @@ mod tests {
     }
 
     #[test]
-    fn the_prometheus_packages_are_the_ones_whose_services_are_disabled() {
+    fn the_packages_with_services_are_the_ones_whose_services_are_disabled() {
         let debian = |ps: Vec<&Prerequisite>| -> Vec<&'static str> {
             ps.iter()
                 .filter_map(|p| match p.install {
@@ -777,7 +789,7 @@ mod tests {
                 })
                 .collect()
         };
-        let mut both = debian(needed(&[Use::Promtool, Use::Monitoring]));
+        let mut both = debian(needed(&[Use::Promtool, Use::Monitoring, Use::Ha]));
         both.sort_unstable();
         assert_eq!(
             both, SERVICE_PACKAGES,

@@ -56,6 +56,8 @@ pub struct Builder {
     apiserver_args: Vec<String>,
     pod_security: bool,
     name: String,
+    ha: bool,
+    durable: Option<bool>,
 }
 
 impl Default for Builder {
@@ -71,6 +73,8 @@ impl Default for Builder {
             apiserver_args: Vec::new(),
             pod_security: true,
             name: "operon".into(),
+            ha: false,
+            durable: None,
         }
     }
 }
@@ -138,6 +142,28 @@ impl Builder {
     /// defaults' file.
     pub fn pod_security(mut self, on: bool) -> Self {
         self.pod_security = on;
+        self
+    }
+
+    /// A highly available control plane, as kubeadm lays one out on three machines: a
+    /// 3-member etcd cluster (peer TLS), 2 kube-apiservers on it behind a TCP load balancer
+    /// (HAProxy, health-checking each apiserver's `/readyz`), and 2 each of
+    /// kube-controller-manager and kube-scheduler electing a leader. Every kubeconfig points at
+    /// the balancer; the `kubernetes` Service's endpoints are both apiservers. Components are
+    /// named `etcd-0`…`etcd-2`, `kube-apiserver-0`/`-1`, `kube-controller-manager-0`/`-1`,
+    /// `kube-scheduler-0`/`-1` and `haproxy` (for [`ControlPlane::stop_component`]). Implies
+    /// [`durable`](Self::durable) unless turned off after.
+    pub fn ha(mut self, on: bool) -> Self {
+        self.ha = on;
+        self
+    }
+
+    /// Whether etcd fsyncs its writes. Off by default (`--unsafe-no-fsync`): a throwaway test
+    /// cluster loses nothing it needs if the machine crashes, and fsync costs its tests time.
+    /// On for the HA mode and for clusters that keep a user's objects (`cargo xtask up`,
+    /// `cargo xtask cluster up`), where an acknowledged write must survive a power cut.
+    pub fn durable(mut self, on: bool) -> Self {
+        self.durable = Some(on);
         self
     }
 
@@ -212,18 +238,71 @@ pub struct ControlPlane {
     node: Option<Node>,
     processes: Mutex<Vec<Process>>,
     /// How each component was started, to start it again (same ports, same data).
-    specs: Mutex<Vec<(String, PathBuf, Vec<String>)>>,
-    /// etcd's metrics port: `/health` and `/metrics` over plain HTTP, no data.
-    etcd_metrics_port: u16,
+    specs: Mutex<Vec<Spec>>,
     etcd: EtcdClient,
     run: Arc<RunDir>,
+    /// What clients use: the balancer in the HA mode, else the one API server.
     server: String,
+    /// Each API server's own URL.
+    apiservers: Vec<String>,
     kubeconfig: PathBuf,
     super_admin_kubeconfig: PathBuf,
     ca_pem: String,
     startup: StartupTimes,
     controller_manager: bool,
+    ha: bool,
     nodes: Vec<String>,
+}
+
+/// A component as it was started, and how to tell it is healthy again.
+struct Spec {
+    name: String,
+    binary: PathBuf,
+    args: Vec<String>,
+    health: Health,
+}
+
+#[derive(Debug, Clone)]
+enum Health {
+    /// etcd's `/health` on its metrics port.
+    Etcd { metrics_port: u16 },
+    /// kube-apiserver's `/readyz` at its own URL, and the admin's rights in effect.
+    Apiserver { url: String },
+    /// Only started.
+    Started,
+}
+
+/// How many of each control plane component run.
+#[derive(Debug, Clone, Copy)]
+struct Replicas {
+    etcd: usize,
+    apiservers: usize,
+    controllers: usize,
+}
+
+impl Replicas {
+    const SINGLE: Replicas = Replicas {
+        etcd: 1,
+        apiservers: 1,
+        controllers: 1,
+    };
+    const HA: Replicas = Replicas {
+        etcd: 3,
+        apiservers: 2,
+        controllers: 2,
+    };
+}
+
+/// The second API server's address without a real node (all of 127/8 is loopback on Linux).
+const SECOND_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// `base` alone, or `base-<i>` when several run (the HA mode).
+fn component_name(base: &str, i: usize, ha: bool) -> String {
+    if ha {
+        format!("{base}-{i}")
+    } else {
+        base.to_owned()
+    }
 }
 
 impl ControlPlane {
@@ -277,8 +356,20 @@ impl ControlPlane {
         };
         let host_ip = prepared.as_ref().map(node::Prepared::host_ip);
         let node_ip = prepared.as_ref().map(node::Prepared::node_ip);
+        let listen = host_ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        // Each API server on an address of its own, all on one port: the `kubernetes`
+        // Service's Endpoints carry one port for all of them, as on separate machines.
+        let apiserver_ips = if b.ha {
+            match &prepared {
+                Some(prepared) => vec![listen, prepared.add_second_host_ip()?],
+                None => vec![Ipv4Addr::LOCALHOST, SECOND_LOOPBACK],
+            }
+        } else {
+            vec![listen]
+        };
+        let serving_ips = apiserver_ips.clone();
         let pki = tokio::task::spawn_blocking(move || {
-            Pki::generate_with(
+            Pki::generate_for(
                 host_ip
                     .zip(node_ip)
                     .map(|(host_ip, node_ip)| NodeAddresses {
@@ -286,6 +377,7 @@ impl ControlPlane {
                         node_ip,
                         name: node::NODE_NAME,
                     }),
+                &serving_ips,
             )
         })
         .await
@@ -295,67 +387,107 @@ impl ControlPlane {
         })??;
         let files = PkiFiles::write(&run, &pki)?;
 
-        let listen = host_ip.unwrap_or(Ipv4Addr::LOCALHOST);
-        let ports = Ports::pick(listen)?;
+        let replicas = if b.ha { Replicas::HA } else { Replicas::SINGLE };
+        let ports = Ports::pick(replicas, &apiserver_ips, listen)?;
+        let etcd_clients: Vec<String> = ports
+            .etcd
+            .iter()
+            .map(|m| format!("https://127.0.0.1:{}", m.client))
+            .collect();
         let mut cp = ControlPlane {
             node: None,
             processes: Mutex::new(Vec::new()),
             specs: Mutex::new(Vec::new()),
-            etcd_metrics_port: ports.etcd_metrics,
             etcd: EtcdClient {
-                endpoint: format!("https://127.0.0.1:{}", ports.etcd_client),
+                endpoint: etcd_clients[0].clone(),
+                endpoints: etcd_clients.clone(),
                 ca_file: files.etcd.ca_cert.clone(),
                 cert_file: files.etcd.apiserver_client_cert.clone(),
                 key_file: files.etcd.apiserver_client_key.clone(),
             },
             server: String::new(),
+            apiservers: apiserver_ips
+                .iter()
+                .map(|ip| format!("https://{ip}:{}", ports.apiserver))
+                .collect(),
             kubeconfig: PathBuf::new(),
             super_admin_kubeconfig: PathBuf::new(),
             ca_pem: pki.ca.cert_pem.clone(),
             startup: StartupTimes::default(),
             controller_manager: kcm_bin.is_some(),
+            ha: b.ha,
             nodes: Vec::new(),
             run,
         };
 
         // etcd: client and peer traffic over TLS, each side proving itself with a certificate
-        // of etcd's CA (as kubeadm runs it); health on a metrics port that serves no data.
-        let etcd_client = cp.etcd.endpoint.clone();
-        let etcd_peer = format!("https://127.0.0.1:{}", ports.etcd_peer);
-        let etcd_args = vec![
-            "--name=envtest".into(),
-            format!("--data-dir={}", cp.run.path().join("etcd").display()),
-            format!("--listen-client-urls={etcd_client}"),
-            format!("--advertise-client-urls={etcd_client}"),
-            "--client-cert-auth=true".into(),
-            format!("--trusted-ca-file={}", files.etcd.ca_cert.display()),
-            format!("--cert-file={}", files.etcd.server_cert.display()),
-            format!("--key-file={}", files.etcd.server_key.display()),
-            format!("--listen-peer-urls={etcd_peer}"),
-            format!("--initial-advertise-peer-urls={etcd_peer}"),
-            format!("--initial-cluster=envtest={etcd_peer}"),
-            "--peer-client-cert-auth=true".into(),
-            format!("--peer-trusted-ca-file={}", files.etcd.ca_cert.display()),
-            format!("--peer-cert-file={}", files.etcd.peer_cert.display()),
-            format!("--peer-key-file={}", files.etcd.peer_key.display()),
-            format!(
-                "--listen-metrics-urls=http://127.0.0.1:{}",
-                ports.etcd_metrics
-            ),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ];
-        cp.spawn("etcd", &etcd_bin, etcd_args)?;
-        cp.wait_until("etcd /health", t0, || {
-            http_get_ok("127.0.0.1", ports.etcd_metrics, "/health")
-        })
-        .await?;
+        // of etcd's CA (as kubeadm runs it); health on a metrics port that serves no data. A
+        // member keeps the name `envtest` when alone, so a kept run directory starts again.
+        let durable = b.durable.unwrap_or(b.ha);
+        let member_name = |i: usize| {
+            if b.ha {
+                format!("etcd-{i}")
+            } else {
+                "envtest".to_owned()
+            }
+        };
+        let initial_cluster = ports
+            .etcd
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("{}=https://127.0.0.1:{}", member_name(i), m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (i, member) in ports.etcd.iter().enumerate() {
+            let name = component_name("etcd", i, b.ha);
+            let client_url = &etcd_clients[i];
+            let peer_url = format!("https://127.0.0.1:{}", member.peer);
+            let mut args = vec![
+                format!("--name={}", member_name(i)),
+                format!("--data-dir={}", cp.run.path().join(&name).display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                "--client-cert-auth=true".into(),
+                format!("--trusted-ca-file={}", files.etcd.ca_cert.display()),
+                format!("--cert-file={}", files.etcd.server_cert.display()),
+                format!("--key-file={}", files.etcd.server_key.display()),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=new".into(),
+                "--initial-cluster-token=operon".into(),
+                "--peer-client-cert-auth=true".into(),
+                format!("--peer-trusted-ca-file={}", files.etcd.ca_cert.display()),
+                format!("--peer-cert-file={}", files.etcd.peer_cert.display()),
+                format!("--peer-key-file={}", files.etcd.peer_key.display()),
+                format!("--listen-metrics-urls=http://127.0.0.1:{}", member.metrics),
+                "--log-level=warn".into(),
+            ];
+            if !durable {
+                args.push("--unsafe-no-fsync=true".into());
+            }
+            cp.spawn(
+                &name,
+                &etcd_bin,
+                args,
+                Health::Etcd {
+                    metrics_port: member.metrics,
+                },
+            )?;
+        }
+        // A member of three answers healthy only once the cluster has a leader: all of them
+        // are started before any is awaited.
+        for member in &ports.etcd {
+            let port = member.metrics;
+            cp.wait_until("etcd /health", t0, || http_get_ok("127.0.0.1", port, "/health"))
+                .await?;
+        }
         cp.startup.etcd_ready = t0.elapsed();
 
         // kube-apiserver
-        cp.server = format!("https://{listen}:{}", ports.apiserver);
+        let etcd_servers = etcd_clients.join(",");
         let mut apiserver_args = vec![
-            format!("--etcd-servers={etcd_client}"),
+            format!("--etcd-servers={etcd_servers}"),
             format!("--etcd-cafile={}", files.etcd.ca_cert.display()),
             format!(
                 "--etcd-certfile={}",
@@ -365,10 +497,7 @@ impl ControlPlane {
                 "--etcd-keyfile={}",
                 files.etcd.apiserver_client_key.display()
             ),
-            format!("--bind-address={listen}"),
-            format!("--advertise-address={listen}"),
             format!("--secure-port={}", ports.apiserver),
-            format!("--cert-dir={}", cp.run.path().display()),
             format!("--tls-cert-file={}", files.serving_cert.display()),
             format!("--tls-private-key-file={}", files.serving_key.display()),
             format!("--client-ca-file={}", files.ca_cert.display()),
@@ -418,7 +547,37 @@ impl ControlPlane {
             ));
         }
         apiserver_args.extend(b.apiserver_args.iter().cloned());
-        cp.spawn("kube-apiserver", &apiserver_bin, apiserver_args)?;
+        for (i, ip) in apiserver_ips.iter().enumerate() {
+            let name = component_name("kube-apiserver", i, b.ha);
+            let cert_dir = if b.ha {
+                cp.run.path().join(&name)
+            } else {
+                cp.run.path().to_path_buf()
+            };
+            let mut args = vec![
+                format!("--bind-address={ip}"),
+                format!("--advertise-address={ip}"),
+                format!("--cert-dir={}", cert_dir.display()),
+            ];
+            args.extend(apiserver_args.iter().cloned());
+            let url = cp.apiservers[i].clone();
+            cp.spawn(&name, &apiserver_bin, args, Health::Apiserver { url })?;
+        }
+        cp.server = match ports.balancer {
+            Some(port) => {
+                let config = haproxy_config(&cp.apiservers, listen, port, &files.ca_cert);
+                let path = cp.run.write("haproxy.cfg", &config)?;
+                let haproxy = which_haproxy()?;
+                cp.spawn(
+                    "haproxy",
+                    &haproxy,
+                    vec!["-db".into(), "-f".into(), path.display().to_string()],
+                    Health::Started,
+                )?;
+                format!("https://{listen}:{port}")
+            }
+            None => cp.apiservers[0].clone(),
+        };
 
         // Two admin kubeconfigs, as kubeadm writes them: `super-admin.conf` (system:masters)
         // only bootstraps and stays for recovery; `kubeconfig`, which everything else uses, is
@@ -431,39 +590,54 @@ impl ControlPlane {
             "kubeconfig",
             &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.admin),
         )?;
-        cp.wait_apiserver_ready("kube-apiserver /readyz", t0)
-            .await?;
+        for url in cp.apiservers.clone() {
+            cp.wait_apiserver_ready("kube-apiserver /readyz", &url, t0)
+                .await?;
+        }
+        if b.ha {
+            let server = cp.server.clone();
+            cp.wait_apiserver_ready("kube-apiserver /readyz through the balancer", &server, t0)
+                .await?;
+        }
         let super_admin = cp.super_admin_client().await?;
         bind_cluster_admins(&super_admin).await?;
         cp.wait_admin_authorized(t0).await?;
         cp.startup.apiserver_ready = t0.elapsed();
         let client = cp.client().await?;
 
-        // kube-controller-manager
+        // kube-controller-manager: with two, they elect a leader on a Lease, as kubeadm's do.
         if let Some(kcm_bin) = &kcm_bin {
             let kc = cp.run.write(
                 "kube-controller-manager.kubeconfig",
                 &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.controller_manager),
             )?;
-            let args = vec![
-                format!("--kubeconfig={}", kc.display()),
-                format!("--authentication-kubeconfig={}", kc.display()),
-                format!("--authorization-kubeconfig={}", kc.display()),
-                "--leader-elect=false".into(),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", ports.controller_manager),
-                format!("--cert-dir={}", cp.run.path().join("kcm-certs").display()),
-                format!(
-                    "--service-account-private-key-file={}",
-                    files.sa_key.display()
-                ),
-                format!("--root-ca-file={}", files.ca_cert.display()),
-                format!("--cluster-signing-cert-file={}", files.ca_cert.display()),
-                format!("--cluster-signing-key-file={}", files.ca_key.display()),
-                "--use-service-account-credentials=true".into(),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-            ];
-            cp.spawn("kube-controller-manager", kcm_bin, args)?;
+            for (i, port) in ports.controller_managers.iter().enumerate() {
+                let name = component_name("kube-controller-manager", i, b.ha);
+                let cert_dir = if b.ha {
+                    format!("{name}-certs")
+                } else {
+                    "kcm-certs".into()
+                };
+                let args = vec![
+                    format!("--kubeconfig={}", kc.display()),
+                    format!("--authentication-kubeconfig={}", kc.display()),
+                    format!("--authorization-kubeconfig={}", kc.display()),
+                    format!("--leader-elect={}", b.ha),
+                    "--bind-address=127.0.0.1".into(),
+                    format!("--secure-port={port}"),
+                    format!("--cert-dir={}", cp.run.path().join(cert_dir).display()),
+                    format!(
+                        "--service-account-private-key-file={}",
+                        files.sa_key.display()
+                    ),
+                    format!("--root-ca-file={}", files.ca_cert.display()),
+                    format!("--cluster-signing-cert-file={}", files.ca_cert.display()),
+                    format!("--cluster-signing-key-file={}", files.ca_key.display()),
+                    "--use-service-account-credentials=true".into(),
+                    format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                ];
+                cp.spawn(&name, kcm_bin, args, Health::Started)?;
+            }
         }
 
         // kube-scheduler and kwok
@@ -472,19 +646,24 @@ impl ControlPlane {
                 "kube-scheduler.kubeconfig",
                 &kubeconfig(&b.name, &cp.server, &pki.ca, &pki.scheduler),
             )?;
-            let args = vec![
-                format!("--kubeconfig={}", kc.display()),
-                format!("--authentication-kubeconfig={}", kc.display()),
-                format!("--authorization-kubeconfig={}", kc.display()),
-                "--leader-elect=false".into(),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", ports.scheduler),
-                format!(
-                    "--cert-dir={}",
-                    cp.run.path().join("scheduler-certs").display()
-                ),
-            ];
-            cp.spawn("kube-scheduler", scheduler_bin, args)?;
+            for (i, port) in ports.schedulers.iter().enumerate() {
+                let name = component_name("kube-scheduler", i, b.ha);
+                let cert_dir = if b.ha {
+                    format!("{name}-certs")
+                } else {
+                    "scheduler-certs".into()
+                };
+                let args = vec![
+                    format!("--kubeconfig={}", kc.display()),
+                    format!("--authentication-kubeconfig={}", kc.display()),
+                    format!("--authorization-kubeconfig={}", kc.display()),
+                    format!("--leader-elect={}", b.ha),
+                    "--bind-address=127.0.0.1".into(),
+                    format!("--secure-port={port}"),
+                    format!("--cert-dir={}", cp.run.path().join(cert_dir).display()),
+                ];
+                cp.spawn(&name, scheduler_bin, args, Health::Started)?;
+            }
         }
         if let Some((kwok_bin, stages)) = &kwok {
             let args = vec![
@@ -502,7 +681,7 @@ impl ControlPlane {
                 ),
                 "--node-lease-duration-seconds=40".into(),
             ];
-            cp.spawn("kwok", kwok_bin, args)?;
+            cp.spawn("kwok", kwok_bin, args, Health::Started)?;
         }
 
         if kcm_bin.is_some() {
@@ -570,10 +749,10 @@ impl ControlPlane {
             })
             .await?;
             if scheduler_bin.is_some() {
-                cp.wait_until("kube-scheduler /healthz", t0, || {
-                    insecure_healthz(ports.scheduler)
-                })
-                .await?;
+                for &port in &ports.schedulers {
+                    cp.wait_until("kube-scheduler /healthz", t0, || insecure_healthz(port))
+                        .await?;
+                }
             }
             cp.startup.nodes_ready = Some(t0.elapsed());
         }
@@ -582,20 +761,33 @@ impl ControlPlane {
         Ok(cp)
     }
 
-    fn spawn(&self, name: &str, binary: &Path, args: Vec<String>) -> Result<(), Error> {
+    fn spawn(
+        &self,
+        name: &str,
+        binary: &Path,
+        args: Vec<String>,
+        health: Health,
+    ) -> Result<(), Error> {
         let log = self.run.path().join(format!("{name}.log"));
         let process = Process::spawn(name, binary, &args, log, &self.run)?;
         self.processes.lock().push(process);
         let mut specs = self.specs.lock();
-        if !specs.iter().any(|(n, _, _)| n == name) {
-            specs.push((name.to_owned(), binary.to_path_buf(), args));
+        if !specs.iter().any(|s| s.name == name) {
+            specs.push(Spec {
+                name: name.to_owned(),
+                binary: binary.to_path_buf(),
+                args,
+                health,
+            });
         }
         Ok(())
     }
 
     /// Stops one component (`etcd`, `kube-apiserver`, `kube-controller-manager`,
-    /// `kube-scheduler`, `kwok`) the way a crash or an upgrade would: SIGTERM, then SIGKILL
-    /// after `grace`. The others keep running. For failure tests.
+    /// `kube-scheduler`, `kwok`; in the HA mode `etcd-1`, `kube-apiserver-0`, `haproxy`, …, see
+    /// [`component_names`](Self::component_names)) the way a crash or an upgrade would:
+    /// SIGTERM, then SIGKILL after `grace` (`Duration::ZERO`: SIGKILL at once, as a crash).
+    /// The others keep running. For failure tests.
     pub fn stop_component(&self, name: &str, grace: Duration) -> Result<(), Error> {
         let process = {
             let mut processes = self.processes.lock();
@@ -610,45 +802,70 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Kills one component with SIGKILL, as a crash or a lost machine would: no chance to
+    /// finish a write, close a connection or hand over a lease. Start it again with
+    /// [`start_component`](Self::start_component).
+    pub fn kill_component(&self, name: &str) -> Result<(), Error> {
+        let mut process = {
+            let mut processes = self.processes.lock();
+            let index = processes
+                .iter()
+                .position(|p| p.name() == name)
+                .ok_or_else(|| Error::UnknownComponent(name.to_owned()))?;
+            processes.remove(index)
+        };
+        process.kill();
+        Ok(())
+    }
+
     /// Starts a component stopped with [`stop_component`](Self::stop_component) again, with
     /// its original arguments (same ports, same etcd data), and waits until it is healthy
     /// (etcd `/health`, kube-apiserver `/readyz`; the others are only started).
     pub async fn start_component(&self, name: &str) -> Result<(), Error> {
-        let (binary, args) = {
+        let (binary, args, health) = {
             let specs = self.specs.lock();
-            let (_, binary, args) = specs
+            let spec = specs
                 .iter()
-                .find(|(n, _, _)| n == name)
+                .find(|s| s.name == name)
                 .ok_or_else(|| Error::UnknownComponent(name.to_owned()))?;
-            (binary.clone(), args.clone())
+            (spec.binary.clone(), spec.args.clone(), spec.health.clone())
         };
         // The log continues where it was (a new file would hide the first run's lines).
         let log = self.run.path().join(format!("{name}-restarted.log"));
         let process = Process::spawn(name, &binary, &args, log, &self.run)?;
         self.processes.lock().push(process);
         let t0 = Instant::now();
-        match name {
-            "etcd" => {
-                let port = self.etcd_metrics_port;
+        match health {
+            Health::Etcd { metrics_port } => {
                 self.wait_until("etcd /health after restart", t0, || {
-                    http_get_ok("127.0.0.1", port, "/health")
+                    http_get_ok("127.0.0.1", metrics_port, "/health")
                 })
                 .await
             }
-            "kube-apiserver" => {
-                self.wait_apiserver_ready("kube-apiserver /readyz after restart", t0)
+            Health::Apiserver { url } => {
+                self.wait_apiserver_ready("kube-apiserver /readyz after restart", &url, t0)
                     .await?;
                 // Ready for its callers: the admin's RBAC rights are in effect again.
                 self.wait_admin_authorized(t0).await
             }
-            _ => Ok(()),
+            Health::Started => Ok(()),
         }
     }
 
-    /// Waits until kube-apiserver's `/readyz` says `ok`, asked as the super-admin (whose
-    /// requests need no authorizer, so the answer doesn't wait on RBAC's caches).
-    async fn wait_apiserver_ready(&self, what: &str, t0: Instant) -> Result<(), Error> {
-        let client = self.super_admin_client().await?;
+    /// The names of the running components, in start order.
+    pub fn component_names(&self) -> Vec<String> {
+        self.processes
+            .lock()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect()
+    }
+
+    /// Waits until the kube-apiserver at `url` says `ok` on `/readyz`, asked as the
+    /// super-admin (whose requests need no authorizer, so the answer doesn't wait on RBAC's
+    /// caches).
+    async fn wait_apiserver_ready(&self, what: &str, url: &str, t0: Instant) -> Result<(), Error> {
+        let client = self.super_admin_client_at(url).await?;
         self.wait_until(what, t0, || {
             let client = client.clone();
             async move {
@@ -782,9 +999,20 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// The URL clients use: `https://127.0.0.1:<port>` (the real node's host address when
+    /// there is one); in the HA mode, the balancer's.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Each kube-apiserver's own URL (two in the HA mode), bypassing the balancer.
+    pub fn apiservers(&self) -> &[String] {
+        &self.apiservers
+    }
+
+    /// Whether this is the HA layout ([`Builder::ha`]).
+    pub fn is_ha(&self) -> bool {
+        self.ha
     }
 
     /// The admin kubeconfig: `O=kubeadm:cluster-admins`, bound to `cluster-admin` by the
@@ -897,11 +1125,20 @@ impl ControlPlane {
     }
 
     async fn super_admin_client(&self) -> Result<Client, Error> {
+        self.super_admin_client_at(&self.server).await
+    }
+
+    /// The super-admin, talking to the API server at `url` (one of [`apiservers`](Self::apiservers)
+    /// or the balancer).
+    async fn super_admin_client_at(&self, url: &str) -> Result<Client, Error> {
         let kubeconfig =
             Kubeconfig::read_from(&self.super_admin_kubeconfig).map_err(Error::Kubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(Error::Kubeconfig)?;
+        config.cluster_url = url
+            .parse()
+            .map_err(|e| Error::Invalid(format!("API server URL {url:?}: {e}")))?;
         Client::try_from(config).map_err(Error::Kube)
     }
 
@@ -917,7 +1154,7 @@ impl ControlPlane {
         {
             let mut processes = self.processes.lock();
             while let Some(mut p) = processes.pop() {
-                if p.name() == "etcd"
+                if p.name().starts_with("etcd")
                     && let Some(node) = &self.node
                 {
                     node.release();
@@ -973,8 +1210,10 @@ async fn bind_cluster_admins(super_admin: &Client) -> Result<(), Error> {
 /// its owner only.
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
-    /// `https://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`: the first member's.
     pub endpoint: String,
+    /// Every member's (three in the HA mode).
+    pub endpoints: Vec<String>,
     pub ca_file: PathBuf,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -1058,53 +1297,138 @@ async fn insecure_healthz(port: u16) -> bool {
         .is_ok_and(|body| body.trim() == "ok")
 }
 
+/// Ports of one etcd member, on loopback.
+struct EtcdPorts {
+    client: u16,
+    peer: u16,
+    metrics: u16,
+}
+
 struct Ports {
-    etcd_client: u16,
-    etcd_peer: u16,
-    etcd_metrics: u16,
+    etcd: Vec<EtcdPorts>,
+    /// Every API server's, each on its own address.
     apiserver: u16,
-    controller_manager: u16,
-    scheduler: u16,
+    /// The balancer's, on the address clients use (HA mode only).
+    balancer: Option<u16>,
+    controller_managers: Vec<u16>,
+    schedulers: Vec<u16>,
     kwok: u16,
 }
 
 impl Ports {
-    /// Distinct free ports (all held open until every one is chosen): the API server's on
-    /// `apiserver_ip`, the others on loopback.
-    fn pick(apiserver_ip: Ipv4Addr) -> Result<Ports, Error> {
-        let listeners = (0..7)
-            .map(|i| {
-                let ip = if i == 2 {
-                    apiserver_ip
-                } else {
-                    Ipv4Addr::LOCALHOST
-                };
-                std::net::TcpListener::bind((ip, 0))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| Error::Io {
-                context: "finding free ports".into(),
-                source,
-            })?;
-        let port = |i: usize| {
-            listeners[i]
-                .local_addr()
-                .map(|a| a.port())
-                .map_err(|source| Error::Io {
-                    context: "finding free ports".into(),
-                    source,
-                })
+    /// Distinct free ports, all held open until every one is chosen: one port free on every
+    /// `apiserver_ips` address, the balancer's on `listen`, the others on loopback.
+    fn pick(
+        replicas: Replicas,
+        apiserver_ips: &[Ipv4Addr],
+        listen: Ipv4Addr,
+    ) -> Result<Ports, Error> {
+        let io = |source| Error::Io {
+            context: "finding free ports".into(),
+            source,
         };
+        let mut held: Vec<std::net::TcpListener> = Vec::new();
+        let mut free = |ips: &[Ipv4Addr]| -> Result<u16, Error> {
+            // A port the first address gets from the kernel, if the others have it free too.
+            for _ in 0..100 {
+                let first = std::net::TcpListener::bind((ips[0], 0)).map_err(io)?;
+                let port = first.local_addr().map_err(io)?.port();
+                let rest: Result<Vec<_>, _> = ips[1..]
+                    .iter()
+                    .map(|ip| std::net::TcpListener::bind((*ip, port)))
+                    .collect();
+                if let Ok(rest) = rest {
+                    held.push(first);
+                    held.extend(rest);
+                    return Ok(port);
+                }
+            }
+            Err(io(std::io::Error::other(format!(
+                "no port free on all of {ips:?}"
+            ))))
+        };
+        let lo = [Ipv4Addr::LOCALHOST];
+        let mut etcd = Vec::new();
+        for _ in 0..replicas.etcd {
+            etcd.push(EtcdPorts {
+                client: free(&lo)?,
+                peer: free(&lo)?,
+                metrics: free(&lo)?,
+            });
+        }
+        let apiserver = free(apiserver_ips)?;
+        let balancer = if replicas.apiservers > 1 {
+            Some(free(&[listen])?)
+        } else {
+            None
+        };
+        let controller_managers = (0..replicas.controllers)
+            .map(|_| free(&lo))
+            .collect::<Result<_, _>>()?;
+        let schedulers = (0..replicas.controllers)
+            .map(|_| free(&lo))
+            .collect::<Result<_, _>>()?;
+        let kwok = free(&lo)?;
         Ok(Ports {
-            etcd_client: port(0)?,
-            etcd_peer: port(1)?,
-            apiserver: port(2)?,
-            controller_manager: port(3)?,
-            scheduler: port(4)?,
-            kwok: port(5)?,
-            etcd_metrics: port(6)?,
+            etcd,
+            apiserver,
+            balancer,
+            controller_managers,
+            schedulers,
+            kwok,
         })
     }
+}
+
+/// HAProxy in front of the API servers, as kubeadm's HA guide runs it: plain TCP (TLS ends at
+/// the API servers, so client certificates still reach them), each server checked on
+/// `/readyz` over TLS against the cluster's CA every second and taken out after two failures;
+/// a connection refused by a dead server is retried on the other. Tunnels (watches) may stay
+/// open for an hour.
+fn haproxy_config(apiservers: &[String], listen: Ipv4Addr, port: u16, ca: &Path) -> String {
+    let mut config = format!(
+        "global\n\
+         \tmaxconn 4096\n\
+         defaults\n\
+         \tmode tcp\n\
+         \ttimeout connect 2s\n\
+         \ttimeout client 1h\n\
+         \ttimeout server 1h\n\
+         \ttimeout tunnel 1h\n\
+         \tretries 3\n\
+         \toption redispatch\n\
+         frontend kube-apiserver\n\
+         \tbind {listen}:{port}\n\
+         \tdefault_backend kube-apiservers\n\
+         backend kube-apiservers\n\
+         \tbalance roundrobin\n\
+         \toption httpchk GET /readyz\n\
+         \thttp-check expect status 200\n\
+         \tdefault-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions check \
+         check-ssl verify required ca-file {ca}\n",
+        ca = ca.display(),
+    );
+    for (i, url) in apiservers.iter().enumerate() {
+        let address = url.trim_start_matches("https://");
+        config.push_str(&format!("\tserver kube-apiserver-{i} {address}\n"));
+    }
+    config
+}
+
+/// HAProxy from the machine (Debian's `haproxy` package, in `/usr/sbin`).
+fn which_haproxy() -> Result<PathBuf, Error> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("haproxy"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "the HA control plane needs HAProxy (the Debian package `haproxy`; `cargo xtask \
+                 setup` installs it)"
+                    .into(),
+            )
+        })
 }
 
 struct PkiFiles {

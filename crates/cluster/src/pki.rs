@@ -137,14 +137,30 @@ impl Pki {
 
     /// [`generate`](Self::generate), with the certificates of a real node at `node`.
     pub fn generate_with(node: Option<NodeAddresses<'_>>) -> Result<Self, Error> {
+        Self::generate_for(node, &[])
+    }
+
+    /// [`generate_with`](Self::generate_with), the API servers' certificate also naming
+    /// `apiserver_ips` (each API server's own address in the HA mode).
+    pub fn generate_for(
+        node: Option<NodeAddresses<'_>>,
+        apiserver_ips: &[Ipv4Addr],
+    ) -> Result<Self, Error> {
         let (ca, issuer) = Self::ca("operon-envtest-ca")?;
 
+        let mut names = serving_names(node.map(|n| n.host_ip));
+        for ip in apiserver_ips {
+            let san = SanType::IpAddress(IpAddr::V4(*ip));
+            if !names.contains(&san) {
+                names.push(san);
+            }
+        }
         let serving = Self::leaf(
             &issuer,
             "kube-apiserver",
             None,
             &[ExtendedKeyUsagePurpose::ServerAuth],
-            &serving_names(node.map(|n| n.host_ip)),
+            &names,
         )?;
         let client = |cn: &str, org: Option<&str>| {
             Self::leaf(

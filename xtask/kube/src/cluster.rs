@@ -130,6 +130,9 @@ pub fn up(attach: bool, shape: Shape) -> Result<()> {
     if shape.kwok_only {
         cmd.arg("--kwok-only");
     }
+    if shape.ha {
+        cmd.arg("--ha");
+    }
     cmd.current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -206,6 +209,9 @@ pub async fn start(shape: Shape, dir: &std::path::Path) -> Result<ControlPlane> 
     ControlPlane::builder()
         .nodes(shape.nodes)
         .real_node(!shape.kwok_only)
+        .ha(shape.ha)
+        // A user's objects: etcd fsyncs each write.
+        .durable(true)
         .dir(dir)
         .start()
         .await

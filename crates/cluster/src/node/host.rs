@@ -169,6 +169,11 @@ impl Slot {
         Ipv4Addr::new(10, 200, self.index, 1)
     }
 
+    /// The host's second address on the link, for a second API server (the HA mode).
+    pub fn second_host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 200, self.index, 3)
+    }
+
     /// The node's InternalIP.
     pub fn node_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 200, self.index, 2)

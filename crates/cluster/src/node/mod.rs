@@ -192,6 +192,15 @@ impl Prepared {
         self.slot.host_ip()
     }
 
+    /// Gives the host's end of the link a second address, for a second API server (the HA
+    /// control plane): Pods reach it through the `kubernetes` Service as they reach the first.
+    /// It goes with the link when the node is released.
+    pub(crate) fn add_second_host_ip(&self) -> Result<Ipv4Addr, Error> {
+        let ip = self.slot.second_host_ip();
+        host::ip(&["addr", "add", &format!("{ip}/24"), "dev", &self.slot.veth()])?;
+        Ok(ip)
+    }
+
     pub(crate) fn node_ip(&self) -> Ipv4Addr {
         self.slot.node_ip()
     }
