@@ -479,8 +479,10 @@ impl ControlPlane {
         // are started before any is awaited.
         for member in &ports.etcd {
             let port = member.metrics;
-            cp.wait_until("etcd /health", t0, || http_get_ok("127.0.0.1", port, "/health"))
-                .await?;
+            cp.wait_until("etcd /health", t0, || {
+                http_get_ok("127.0.0.1", port, "/health")
+            })
+            .await?;
         }
         cp.startup.etcd_ready = t0.elapsed();
 
