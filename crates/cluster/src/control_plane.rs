@@ -40,6 +40,11 @@ pub const KWOK_NODE_LABEL: &str = "operon.dev/kwok-node";
 /// ([`Builder::pod_security`]).
 pub const SKIP_ENV: &str = "OPERON_ENVTEST_SKIP";
 
+/// Set to `true` to make etcd fsync in every control plane whose builder doesn't say otherwise
+/// ([`Builder::durable`]): to run tests as a durable cluster would, or to measure what fsync
+/// costs them.
+pub const DURABLE_ENV: &str = "OPERON_ETCD_FSYNC";
+
 /// How long startup may take before it is reported as failed.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -296,6 +301,11 @@ impl Replicas {
 /// The second API server's address without a real node (all of 127/8 is loopback on Linux).
 const SECOND_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
+fn durable_from_env() -> bool {
+    std::env::var(DURABLE_ENV)
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
 /// `base` alone, or `base-<i>` when several run (the HA mode).
 fn component_name(base: &str, i: usize, ha: bool) -> String {
     if ha {
@@ -423,7 +433,7 @@ impl ControlPlane {
         // etcd: client and peer traffic over TLS, each side proving itself with a certificate
         // of etcd's CA (as kubeadm runs it); health on a metrics port that serves no data. A
         // member keeps the name `envtest` when alone, so a kept run directory starts again.
-        let durable = b.durable.unwrap_or(b.ha);
+        let durable = b.durable.unwrap_or(b.ha || durable_from_env());
         let member_name = |i: usize| {
             if b.ha {
                 format!("etcd-{i}")

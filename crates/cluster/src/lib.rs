@@ -36,8 +36,8 @@ pub use assets::{
     default_bin_dir,
 };
 pub use control_plane::{
-    Builder, ControlPlane, EtcdClient, KWOK_NODE_LABEL, KWOK_TAINT, POD_CIDR, SERVICE_CIDR,
-    SKIP_ENV, SUPER_ADMIN_KUBECONFIG, StartupTimes, tail,
+    Builder, ControlPlane, DURABLE_ENV, EtcdClient, KWOK_NODE_LABEL, KWOK_TAINT, POD_CIDR,
+    SERVICE_CIDR, SKIP_ENV, SUPER_ADMIN_KUBECONFIG, StartupTimes, tail,
 };
 pub use node::Node;
 pub use pki::{
