@@ -212,7 +212,7 @@ pub struct ControlPlane {
     node: Option<Node>,
     processes: Mutex<Vec<Process>>,
     /// How each component was started, to start it again (same ports, same data).
-    specs: Mutex<Vec<(String, PathBuf, Vec<String>)>>,
+    pub(crate) specs: Mutex<Vec<(String, PathBuf, Vec<String>)>>,
     /// etcd's metrics port: `/health` and `/metrics` over plain HTTP, no data.
     etcd_metrics_port: u16,
     etcd: EtcdClient,
@@ -687,7 +687,12 @@ impl ControlPlane {
     }
 
     /// Polls `check` until it is true; fails early when a component exits.
-    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, mut check: F) -> Result<(), Error>
+    pub(crate) async fn wait_until<F, Fut>(
+        &self,
+        what: &str,
+        t0: Instant,
+        mut check: F,
+    ) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -971,7 +976,7 @@ async fn bind_cluster_admins(super_admin: &Client) -> Result<(), Error> {
 /// How to reach etcd's client port: its endpoint and the files of etcd's CA and of a client
 /// certificate etcd accepts (the API server's). The files are in the run directory, readable by
 /// its owner only.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EtcdClient {
     /// `https://127.0.0.1:<port>`.
     pub endpoint: String,
@@ -1043,7 +1048,7 @@ async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
 }
 
 /// `/healthz` of a component serving with a self-signed certificate on loopback.
-async fn insecure_healthz(port: u16) -> bool {
+pub(crate) async fn insecure_healthz(port: u16) -> bool {
     let Ok(uri) = format!("https://127.0.0.1:{port}").parse() else {
         return false;
     };
