@@ -78,6 +78,8 @@ pub struct RestoreTimes {
     /// since the restore (its kubelet reached the new control plane).
     pub nodes_ready: Duration,
     pub total: Duration,
+    /// Whether there was a real node to wait for.
+    pub real_node: bool,
     /// The snapshot restored.
     pub snapshot: SnapshotStatus,
 }
@@ -87,12 +89,16 @@ impl fmt::Display for RestoreTimes {
         let secs = |d: Duration| format!("{:.2}s", d.as_secs_f64());
         write!(
             f,
-            "destroyed {}, snapshot restored {}, etcd {}, kube-apiserver {}, controllers and \
-             the real node {} (total {})",
+            "destroyed {}, snapshot restored {}, etcd {}, kube-apiserver {}, {} {} (total {})",
             secs(self.destroyed),
             secs(self.restored),
             secs(self.etcd_ready),
             secs(self.apiserver_ready),
+            if self.real_node {
+                "controllers and the real node"
+            } else {
+                "controllers"
+            },
             secs(self.nodes_ready),
             secs(self.total)
         )
@@ -334,6 +340,7 @@ impl ControlPlane {
             apiserver_ready,
             nodes_ready: t0.elapsed(),
             total: t0.elapsed(),
+            real_node: self.node().is_some(),
             snapshot: status,
         };
         tracing::info!(%times, "control plane restored");
