@@ -27,7 +27,8 @@ pub enum Cmd {
         check: bool,
     },
     /// The Kubernetes binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-    /// kubectl, kwok, kubelet, kube-proxy) and CoreDNS, built from Go modules.
+    /// kubectl, kwok, kubelet, kube-proxy), CoreDNS, and etcd's tools (etcdctl, etcdutl), built from
+    /// Go modules.
     K8s {
         #[command(subcommand)]
         command: K8sCmd,
@@ -156,6 +157,27 @@ pub enum ClusterCmd {
     Down,
     /// Tells whether it runs, and its nodes.
     Status,
+    /// etcd snapshots of the running cluster (docs/disaster-recovery.md).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCmd,
+    },
+    /// Destroys the running cluster's control plane and restores it from an etcd snapshot
+    /// (etcdutl); the real node and its Pods keep running. Everything written after the
+    /// snapshot is lost (docs/disaster-recovery.md).
+    Restore {
+        /// A snapshot of this cluster (`cluster snapshot save`).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Takes a snapshot of the running cluster's etcd into FILE while everything keeps running
+    /// (etcdctl snapshot save). It holds every Secret: it is written with mode 0600.
+    Save { file: PathBuf },
+    /// What a snapshot file holds: revision, keys, size (etcdutl snapshot status).
+    Status { file: PathBuf },
 }
 
 /// What `cluster up` starts.
@@ -290,6 +312,8 @@ impl Cmd {
             Cmd::Cluster { command } => match command {
                 ClusterCmd::Up { shape, .. } => [vec![Use::Go], shape.uses()].concat(),
                 ClusterCmd::Down | ClusterCmd::Status => Vec::new(),
+                // etcdctl and etcdutl, built with the other binaries when missing.
+                ClusterCmd::Snapshot { .. } | ClusterCmd::Restore { .. } => vec![Use::Go],
             },
             Cmd::Up(args) => {
                 let mut uses = [vec![Use::Go, Use::Moto], args.shape.uses()].concat();
@@ -361,6 +385,8 @@ mod tests {
         assert!(uses(&["cluster", "up"]).contains(&Use::Node));
         assert!(uses(&["-v", "image", "pod-operator"]).contains(&Use::Images));
         assert!(uses(&["cluster", "down"]).is_empty());
+        assert_eq!(uses(&["cluster", "snapshot", "save", "s.db"]), [Use::Go]);
+        assert_eq!(uses(&["cluster", "restore", "s.db"]), [Use::Go]);
     }
 
     #[test]

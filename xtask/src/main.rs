@@ -88,7 +88,10 @@ impl<T: Send + 'static> Background<T> {
 /// compile, so that both cores stay busy; then this process becomes `xtask-kube`.
 fn kube(command: &Cmd) -> Result<()> {
     let needs_k8s = match command {
-        Cmd::Cluster { command } => matches!(command, ClusterCmd::Up { .. }),
+        Cmd::Cluster { command } => matches!(
+            command,
+            ClusterCmd::Up { .. } | ClusterCmd::Snapshot { .. } | ClusterCmd::Restore { .. }
+        ),
         Cmd::Up(_) | Cmd::Deploy { .. } | Cmd::Bench { .. } => true,
         _ => false,
     };
@@ -265,6 +268,7 @@ fn lint() -> Result<()> {
             "--stat",
             "--",
             "tools/k8s",
+            "tools/etcd",
             "config",
             "bundle",
             "charts",
@@ -283,6 +287,7 @@ fn lint() -> Result<()> {
             "--",
             "config",
             "tools/k8s",
+            "tools/etcd",
             "bundle",
             "charts",
         ])

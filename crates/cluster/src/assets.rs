@@ -26,10 +26,15 @@ pub enum Component {
     KubeProxy,
     /// The cluster DNS add-on (from `tools/coredns`).
     Coredns,
+    /// etcd's client (snapshots of a running etcd), from `tools/etcd` at the etcd version
+    /// Kubernetes pins.
+    Etcdctl,
+    /// etcd's offline tool (restores a snapshot into a data directory), from `tools/etcd`.
+    Etcdutl,
 }
 
 impl Component {
-    pub const ALL: [Component; 9] = [
+    pub const ALL: [Component; 11] = [
         Component::Etcd,
         Component::KubeApiserver,
         Component::KubeControllerManager,
@@ -39,6 +44,8 @@ impl Component {
         Component::Kubelet,
         Component::KubeProxy,
         Component::Coredns,
+        Component::Etcdctl,
+        Component::Etcdutl,
     ];
 
     /// File name of the binary.
@@ -53,6 +60,8 @@ impl Component {
             Component::Kubelet => "kubelet",
             Component::KubeProxy => "kube-proxy",
             Component::Coredns => "coredns",
+            Component::Etcdctl => "etcdctl",
+            Component::Etcdutl => "etcdutl",
         }
     }
 
@@ -80,6 +89,18 @@ impl Assets {
         }
         dirs.push(default_bin_dir());
         Assets { dirs }
+    }
+
+    /// The directory of `binary` first (the tools built with it), then [`from_env`]'s.
+    ///
+    /// [`from_env`]: Self::from_env
+    pub fn beside(binary: &Path) -> Self {
+        let mut assets = Self::from_env();
+        if let Some(dir) = binary.parent() {
+            assets.dirs.retain(|d| d != dir);
+            assets.dirs.insert(0, dir.to_path_buf());
+        }
+        assets
     }
 
     /// Only the given directory.

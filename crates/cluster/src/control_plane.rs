@@ -243,7 +243,7 @@ pub struct ControlPlane {
     node: Option<Node>,
     processes: Mutex<Vec<Process>>,
     /// How each component was started, to start it again (same ports, same data).
-    specs: Mutex<Vec<Spec>>,
+    pub(crate) specs: Mutex<Vec<Spec>>,
     etcd: EtcdClient,
     run: Arc<RunDir>,
     /// What clients use: the balancer in the HA mode, else the one API server.
@@ -260,15 +260,15 @@ pub struct ControlPlane {
 }
 
 /// A component as it was started, and how to tell it is healthy again.
-struct Spec {
-    name: String,
-    binary: PathBuf,
-    args: Vec<String>,
-    health: Health,
+pub(crate) struct Spec {
+    pub(crate) name: String,
+    pub(crate) binary: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) health: Health,
 }
 
 #[derive(Debug, Clone)]
-enum Health {
+pub(crate) enum Health {
     /// etcd's `/health` on its metrics port.
     Etcd { metrics_port: u16 },
     /// kube-apiserver's `/readyz` at its own URL, and the admin's rights in effect.
@@ -916,7 +916,12 @@ impl ControlPlane {
     }
 
     /// Polls `check` until it is true; fails early when a component exits.
-    async fn wait_until<F, Fut>(&self, what: &str, t0: Instant, mut check: F) -> Result<(), Error>
+    pub(crate) async fn wait_until<F, Fut>(
+        &self,
+        what: &str,
+        t0: Instant,
+        mut check: F,
+    ) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -1220,7 +1225,7 @@ async fn bind_cluster_admins(super_admin: &Client) -> Result<(), Error> {
 /// How to reach etcd's client port: its endpoint and the files of etcd's CA and of a client
 /// certificate etcd accepts (the API server's). The files are in the run directory, readable by
 /// its owner only.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EtcdClient {
     /// `https://127.0.0.1:<port>`: the first member's.
     pub endpoint: String,
@@ -1294,7 +1299,7 @@ async fn http_get_ok(host: &str, port: u16, path: &str) -> bool {
 }
 
 /// `/healthz` of a component serving with a self-signed certificate on loopback.
-async fn insecure_healthz(port: u16) -> bool {
+pub(crate) async fn insecure_healthz(port: u16) -> bool {
     let Ok(uri) = format!("https://127.0.0.1:{port}").parse() else {
         return false;
     };

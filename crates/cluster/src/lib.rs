@@ -7,7 +7,9 @@
 //! ports and data directories are made per run; readiness is awaited on the components' own
 //! health endpoints, never on fixed sleeps. [`apply`] puts objects into any cluster the way
 //! `kubectl apply --server-side` does; [`service_account_token`] and [`kubeconfig`] let a
-//! process outside the cluster act as a ServiceAccount.
+//! process outside the cluster act as a ServiceAccount. [`ControlPlane::snapshot`] and
+//! [`ControlPlane::restore`] take an etcd snapshot and bring a destroyed control plane back
+//! from one, the real node running throughout.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), operon_cluster::Error> {
@@ -25,6 +27,7 @@ mod pki;
 pub mod plain_http;
 pub mod pod_security;
 pub mod process;
+mod recovery;
 mod token;
 pub mod wait;
 
@@ -43,6 +46,7 @@ pub use node::Node;
 pub use pki::{
     CLUSTER_ADMINS_GROUP, CertKey, EtcdCerts, MASTERS_GROUP, NodeAddresses, NodeCerts, Pki,
 };
+pub use recovery::{REVISION_BUMP, RestoreTimes, SnapshotStatus, save_snapshot, snapshot_status};
 pub use token::service_account_token;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,4 +103,12 @@ pub enum Error {
     Node(String),
     #[error("the TokenRequest returned no token")]
     NoToken,
+    #[error("{what} failed ({status}): {output}")]
+    Command {
+        what: String,
+        status: String,
+        output: String,
+    },
+    #[error("restore: {0}")]
+    Restore(String),
 }

@@ -117,6 +117,15 @@ impl TestEnv {
         })
     }
 
+    /// An environment on a control plane of the test's own, which the test may break, stop or
+    /// restore (the shared ones serve other tests): namespaces, clients and ServiceAccounts as
+    /// on the shared one, and the harness's in-process operators. Dropping it stops `cp`.
+    pub fn on(cp: ControlPlane) -> TestEnv {
+        TestEnv {
+            target: Target::Local(Box::new(cp)),
+        }
+    }
+
     /// The local control plane, unless the tests use an existing cluster.
     pub fn control_plane(&self) -> Option<&ControlPlane> {
         match &self.target {

@@ -29,6 +29,8 @@ pub struct Leaf {
     /// DNS subject alternative names, sorted.
     pub sans: Vec<String>,
     pub common_name: String,
+    /// The serial number, lowercase hex.
+    pub serial: String,
     pub server_auth: bool,
     pub client_auth: bool,
     pub authority_key_id: Vec<u8>,
@@ -100,6 +102,7 @@ pub fn parse_leaf(pem: &str) -> Result<Leaf, Error> {
             .and_then(|cn| cn.as_str().ok())
             .unwrap_or_default()
             .to_string(),
+        serial: cert.raw_serial_as_string().replace(':', ""),
         server_auth: eku.as_ref().is_some_and(|e| e.value.server_auth),
         client_auth: eku.as_ref().is_some_and(|e| e.value.client_auth),
         authority_key_id,

@@ -1,10 +1,18 @@
-//! `cargo xtask cluster up | down | status`: the test control plane, for a person.
+//! `cargo xtask cluster up | down | status | snapshot | restore`: the test control plane, for a
+//! person.
 //!
 //! `up` runs `cluster up --attach` as a detached process (its own session, so Ctrl-C in the
 //! terminal doesn't reach it) and waits until it reports ready in `.operon/cluster.json`.
 //! `--attach` runs the control plane in the foreground until SIGINT/SIGTERM.
+//!
+//! `snapshot save` runs etcdctl against the etcd that `cluster.json` names. `restore` must act
+//! in the process that holds the control plane (and the real node, which keeps running): it asks
+//! it over a Unix socket in the state directory, `.operon/control.sock`, and waits for the
+//! answer.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +21,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use operon_cluster::{ControlPlane, wait};
+use operon_cluster::{Assets, Component, ControlPlane, EtcdClient, wait};
 use serde::{Deserialize, Serialize};
 
 use xtask::cli::Shape;
@@ -43,6 +51,13 @@ fn log_path() -> PathBuf {
     state_dir().join("cluster.log")
 }
 
+fn control_socket() -> PathBuf {
+    state_dir().join("control.sock")
+}
+
+/// How long `cluster restore` waits for the control plane's answer.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// What a running `cluster up` publishes.
 #[derive(Serialize, Deserialize)]
 pub struct ClusterInfo {
@@ -57,6 +72,9 @@ pub struct ClusterInfo {
     /// The real node's network, where `cargo xtask up` guards moto's port.
     #[serde(default)]
     pub node_network: Option<operon_cluster::node::guard::NodeNetwork>,
+    /// etcd's endpoint and the client certificate it accepts, for `cluster snapshot save`.
+    #[serde(default)]
+    pub etcd: Option<EtcdClient>,
 }
 
 impl ClusterInfo {
@@ -78,6 +96,7 @@ impl ClusterInfo {
                 )
             }),
             node_network: cp.node().map(operon_cluster::Node::network),
+            etcd: Some(cp.etcd_client().clone()),
         }
     }
 }
@@ -96,6 +115,7 @@ pub fn publish(info: &ClusterInfo) -> Result<()> {
 
 pub fn unpublish() {
     let _ = std::fs::remove_file(info_path());
+    let _ = std::fs::remove_file(control_socket());
 }
 
 pub fn running() -> Option<ClusterInfo> {
@@ -237,10 +257,21 @@ fn serve(shape: Shape) -> Result<()> {
         }
         print_usage(&info);
 
+        let _ = std::fs::remove_file(control_socket());
+        let control = tokio::net::UnixListener::bind(control_socket())
+            .with_context(|| format!("listening on {}", control_socket().display()))?;
+        std::fs::set_permissions(control_socket(), std::fs::Permissions::from_mode(0o600))?;
+
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                accepted = control.accept() => match accepted {
+                    Ok((stream, _)) => answer(&cp, stream).await,
+                    Err(e) => println!("cluster: control socket: {e}"),
+                },
+            }
         }
         println!("cluster: stopping");
         unpublish();
@@ -248,6 +279,160 @@ fn serve(shape: Shape) -> Result<()> {
         println!("cluster: stopped");
         Ok(())
     })
+}
+
+/// What `cluster restore` asks of the process that holds the control plane.
+#[derive(Serialize, Deserialize)]
+enum ControlRequest {
+    Restore { snapshot: PathBuf },
+}
+
+#[derive(Serialize, Deserialize)]
+enum ControlReply {
+    Restored { times: String },
+    Failed { error: String },
+}
+
+/// Reads one request from `stream`, carries it out, answers.
+async fn answer(cp: &ControlPlane, stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if let Err(e) = tokio::io::BufReader::new(read).read_line(&mut line).await {
+        println!("cluster: control socket: {e}");
+        return;
+    }
+    let reply = match serde_json::from_str::<ControlRequest>(&line) {
+        Ok(ControlRequest::Restore { snapshot }) => {
+            println!("cluster: restoring from {}", snapshot.display());
+            match cp.restore(&snapshot).await {
+                Ok(times) => {
+                    println!("cluster: restored ({times})");
+                    // The restarted components log to new files.
+                    if let Err(e) = publish(&ClusterInfo::of(cp)) {
+                        println!("cluster: publishing the restored cluster: {e}");
+                    }
+                    ControlReply::Restored {
+                        times: times.to_string(),
+                    }
+                }
+                Err(e) => {
+                    println!("cluster: the restore failed: {e}");
+                    ControlReply::Failed {
+                        error: e.to_string(),
+                    }
+                }
+            }
+        }
+        Err(e) => ControlReply::Failed {
+            error: format!("not a request: {e}"),
+        },
+    };
+    let mut text = serde_json::to_string(&reply).unwrap_or_default();
+    text.push('\n');
+    if let Err(e) = write.write_all(text.as_bytes()).await {
+        println!("cluster: control socket: {e}");
+    }
+}
+
+fn running_or_fail() -> Result<ClusterInfo> {
+    running().context("no cluster is running here; start one with `cargo xtask cluster up`")
+}
+
+fn etcd_tools() -> Result<(PathBuf, PathBuf)> {
+    let assets = Assets::from_env();
+    Ok((
+        assets.binary(Component::Etcdctl)?,
+        assets.binary(Component::Etcdutl)?,
+    ))
+}
+
+/// `cluster snapshot save FILE`.
+pub fn snapshot_save(file: &Path) -> Result<()> {
+    let info = running_or_fail()?;
+    let etcd = info.etcd.context(
+        "the running cluster doesn't publish its etcd (an older `cargo xtask cluster up`): \
+         restart it",
+    )?;
+    let (etcdctl, etcdutl) = etcd_tools()?;
+    println!(
+        "cluster: {} --endpoints={} --cacert={} --cert={} --key={} snapshot save {}",
+        etcdctl.display(),
+        etcd.endpoint,
+        etcd.ca_file.display(),
+        etcd.cert_file.display(),
+        etcd.key_file.display(),
+        file.display()
+    );
+    let t0 = Instant::now();
+    let rt = tokio::runtime::Runtime::new()?;
+    let status = rt.block_on(async {
+        operon_cluster::save_snapshot(&etcdctl, &etcd, file).await?;
+        operon_cluster::snapshot_status(&etcdutl, file).await
+    })?;
+    println!(
+        "cluster: snapshot saved to {} in {} ({status})",
+        file.display(),
+        elapsed(t0)
+    );
+    Ok(())
+}
+
+/// `cluster snapshot status FILE`.
+pub fn snapshot_status(file: &Path) -> Result<()> {
+    let (_, etcdutl) = etcd_tools()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let status = rt.block_on(operon_cluster::snapshot_status(&etcdutl, file))?;
+    println!("cluster: {}: {status}", file.display());
+    Ok(())
+}
+
+/// `cluster restore FILE`: asks the running `cluster up` to restore, and waits.
+pub fn restore(file: &Path) -> Result<()> {
+    let info = running_or_fail()?;
+    let snapshot =
+        std::fs::canonicalize(file).with_context(|| format!("the snapshot {}", file.display()))?;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(control_socket()).with_context(|| {
+            format!(
+                "the cluster (pid {}) takes no restore requests at {}: only a `cargo xtask cluster \
+             up` of this version does",
+                info.pid,
+                control_socket().display()
+            )
+        })?;
+    stream.set_read_timeout(Some(RESTORE_TIMEOUT))?;
+    let mut request = serde_json::to_string(&ControlRequest::Restore {
+        snapshot: snapshot.clone(),
+    })?;
+    request.push('\n');
+    stream.write_all(request.as_bytes())?;
+    println!(
+        "cluster: destroying the control plane (pid {}) and restoring it from {}; the real node \
+         keeps running",
+        info.pid,
+        snapshot.display()
+    );
+    let t0 = Instant::now();
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("waiting for the restore")?;
+    match serde_json::from_str::<ControlReply>(&line).with_context(|| {
+        format!(
+            "the cluster's answer {line:?} (see {})",
+            log_path().display()
+        )
+    })? {
+        ControlReply::Restored { times } => {
+            println!("cluster: restored in {} ({times})", elapsed(t0));
+            Ok(())
+        }
+        ControlReply::Failed { error } => bail!(
+            "the restore failed: {error}\n(the cluster's log: {})",
+            log_path().display()
+        ),
+    }
 }
 
 pub fn down() -> Result<()> {
@@ -287,7 +472,7 @@ pub fn down() -> Result<()> {
     if cleaned > 0 {
         println!("cluster: cleaned {cleaned} real node(s) left by a run that is gone");
     }
-    for path in [info_path(), kubeconfig_path()] {
+    for path in [info_path(), kubeconfig_path(), control_socket()] {
         let _ = std::fs::remove_file(path);
     }
     let _ = std::fs::remove_dir_all(data_dir());

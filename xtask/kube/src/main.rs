@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use xtask::cli::{Cli, ClusterCmd, Cmd};
+use xtask::cli::{Cli, ClusterCmd, Cmd, SnapshotCmd};
 use xtask::{repo_root, report};
 
 fn main() -> ExitCode {
@@ -36,6 +36,11 @@ fn dispatch(command: Cmd) -> Result<()> {
             ClusterCmd::Up { attach, shape } => cluster::up(attach, shape),
             ClusterCmd::Down => cluster::down(),
             ClusterCmd::Status => cluster::status(),
+            ClusterCmd::Snapshot { command } => match command {
+                SnapshotCmd::Save { file } => cluster::snapshot_save(&file),
+                SnapshotCmd::Status { file } => cluster::snapshot_status(&file),
+            },
+            ClusterCmd::Restore { file } => cluster::restore(&file),
         },
         Cmd::Up(args) => demo::up(args),
         Cmd::Deploy {

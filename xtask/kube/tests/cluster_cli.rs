@@ -93,3 +93,88 @@ fn cluster_up_gives_a_real_and_a_kwok_node_and_down_leaves_nothing() -> Result<(
     ensure!(again.contains("not running"), "{again}");
     Ok(())
 }
+
+/// `cluster down` when dropped, so that a failed check leaves nothing running.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = xtask(self.0, &["cluster", "down"]) {
+            eprintln!("cluster down: {e}");
+        }
+    }
+}
+
+fn kubectl(state: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(operon_cluster::default_bin_dir().join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", state.join("kubeconfig"))
+        .output()
+        .with_context(|| format!("kubectl {args:?}"))
+}
+
+#[test]
+fn cluster_snapshot_save_and_restore_bring_back_what_the_snapshot_had() -> Result<()> {
+    let state = tempfile::tempdir()?;
+    let state = state.path();
+    xtask(state, &["cluster", "up", "--kwok-only"])?;
+    let _down = Down(state);
+    let created = kubectl(
+        state,
+        &["create", "configmap", "kept", "--from-literal=at=snapshot"],
+    )?;
+    ensure!(created.status.success(), "{created:?}");
+
+    let snapshot = state.join("snapshot.db");
+    let path = snapshot
+        .to_str()
+        .context("a temporary path that is not UTF-8")?;
+    let saved = xtask(state, &["cluster", "snapshot", "save", path])?;
+    ensure!(
+        saved.contains("etcdctl") && saved.contains("snapshot saved to"),
+        "{saved}"
+    );
+    let status = xtask(state, &["cluster", "snapshot", "status", path])?;
+    ensure!(
+        status.contains("revision") && status.contains("keys"),
+        "{status}"
+    );
+
+    let created = kubectl(
+        state,
+        &["create", "configmap", "lost", "--from-literal=at=later"],
+    )?;
+    ensure!(created.status.success(), "{created:?}");
+    let restored = xtask(state, &["cluster", "restore", path])?;
+    ensure!(restored.contains("restored in"), "{restored}");
+
+    let kept = kubectl(
+        state,
+        &["get", "configmap", "kept", "-o", "jsonpath={.data.at}"],
+    )?;
+    ensure!(
+        kept.status.success() && kept.stdout == b"snapshot",
+        "ConfigMap kept after the restore: {kept:?}"
+    );
+    let lost = kubectl(state, &["get", "configmap", "lost"])?;
+    ensure!(
+        !lost.status.success() && String::from_utf8_lossy(&lost.stderr).contains("NotFound"),
+        "ConfigMap lost, written after the snapshot, after the restore: {lost:?}"
+    );
+    // A file that is not a snapshot is refused before anything is destroyed.
+    std::fs::write(state.join("junk.db"), "junk")?;
+    let junk = state.join("junk.db");
+    let refused = Command::new(env!("CARGO_BIN_EXE_xtask-kube"))
+        .args(["cluster", "restore"])
+        .arg(&junk)
+        .env("OPERON_STATE_DIR", state)
+        .output()?;
+    ensure!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("snapshot status"),
+        "a junk snapshot: {refused:?}"
+    );
+    let kept = kubectl(state, &["get", "configmap", "kept"])?;
+    ensure!(kept.status.success(), "after a refused restore: {kept:?}");
+    Ok(())
+}
