@@ -118,6 +118,75 @@ pub enum Cmd {
         #[command(flatten)]
         options: BenchOptions,
     },
+    /// Runs the operators in a local cluster on its real node under steady load for a while
+    /// (PodRequests created, edited and deleted at a fixed rate; a few annotated Services and
+    /// CredentialsRequests), samples each operator Pod's memory and open files, and fails if
+    /// memory grows after warm-up, an object is lost or duplicated, or an operator restarts
+    /// (docs/soak.md).
+    Soak(SoakArgs),
+}
+
+/// `cargo xtask soak`'s options.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// How long the load runs, e.g. 1h, 15m, 150s.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub duration: std::time::Duration,
+    /// PodRequest operations (create, edit, delete) per second.
+    #[arg(long, default_value_t = 1.0, value_parser = rate)]
+    pub rate: f64,
+    /// The most PodRequests alive at once.
+    #[arg(long, default_value_t = 20)]
+    pub live: usize,
+    /// The largest RSS slope after warm-up that passes, in MiB per hour (default: the
+    /// threshold docs/soak.md states for the run's length).
+    #[arg(long)]
+    pub max_slope: Option<f64>,
+    /// Where the samples (soak.json) and plots go (default: <target>/soak).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// A duration such as `1h`, `15m`, `90s` or `1h30m`.
+fn duration(value: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in value.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' if !number.is_empty() => {
+                let n: u64 = number.parse().map_err(|e| format!("{value:?}: {e}"))?;
+                let unit = match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                total = n
+                    .checked_mul(unit)
+                    .and_then(|s| total.checked_add(s))
+                    .ok_or_else(|| format!("{value:?} is too long"))?;
+                number.clear();
+            }
+            _ => return Err(format!("{value:?}: give a duration such as 1h, 15m or 90s")),
+        }
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(format!(
+            "{value:?}: give a duration such as 1h, 15m or 90s (a unit after each number, not zero)"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+/// A rate in operations per second, `N` or `N/s`.
+fn rate(value: &str) -> Result<f64, String> {
+    let number = value.strip_suffix("/s").unwrap_or(value);
+    match number.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 100.0 => Ok(r),
+        _ => Err(format!(
+            "{value:?}: give operations per second, more than 0 and at most 100 (e.g. 2 or 0.5/s)"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,6 +406,8 @@ impl Cmd {
             Cmd::Lint => vec![Use::Go, Use::Lint],
             // The Go peer and the control plane's binaries; the benchmark runs kwok Nodes.
             Cmd::Bench { .. } => vec![Use::Go],
+            // The operators in the cluster on its real node, credentials-operator against moto.
+            Cmd::Soak(_) => vec![Use::Go, Use::Moto, Use::Node, Use::Images],
         }
     }
 
@@ -351,6 +422,7 @@ impl Cmd {
                 | Cmd::Image { .. }
                 | Cmd::BundleImage { .. }
                 | Cmd::Bench { .. }
+                | Cmd::Soak(_)
         )
     }
 }
@@ -387,6 +459,40 @@ mod tests {
         assert!(uses(&["cluster", "down"]).is_empty());
         assert_eq!(uses(&["cluster", "snapshot", "save", "s.db"]), [Use::Go]);
         assert_eq!(uses(&["cluster", "restore", "s.db"]), [Use::Go]);
+        for needed in [Use::Node, Use::Images, Use::Moto] {
+            assert!(uses(&["soak", "--duration", "3m"]).contains(&needed));
+        }
+    }
+
+    #[test]
+    fn soak_takes_durations_and_rates_as_people_write_them() {
+        let soak = |args: &[&str]| {
+            Cli::try_parse_from(["xtask", "soak"].into_iter().chain(args.iter().copied())).map(
+                |cli| match cli.command {
+                    Cmd::Soak(args) => (args.duration.as_secs(), args.rate),
+                    other => panic!("{other:?}"),
+                },
+            )
+        };
+        assert_eq!(soak(&[]).ok(), Some((3600, 1.0)));
+        assert_eq!(
+            soak(&["--duration", "1h30m", "--rate", "2/s"]).ok(),
+            Some((5400, 2.0))
+        );
+        assert_eq!(
+            soak(&["--duration=150s", "--rate=0.5"]).ok(),
+            Some((150, 0.5))
+        );
+        for bad in [
+            ["--duration", "10"],
+            ["--duration", "0m"],
+            ["--duration", "1d"],
+            ["--rate", "0"],
+            ["--rate", "-1"],
+            ["--rate", "fast"],
+        ] {
+            assert!(soak(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

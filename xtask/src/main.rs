@@ -53,7 +53,8 @@ fn dispatch(command: Cmd) -> Result<()> {
         | Cmd::Manifests
         | Cmd::Image { .. }
         | Cmd::BundleImage { .. }
-        | Cmd::Bench { .. } => bail!("{command:?} runs in xtask-kube"),
+        | Cmd::Bench { .. }
+        | Cmd::Soak(_) => bail!("{command:?} runs in xtask-kube"),
     }
 }
 
@@ -92,7 +93,7 @@ fn kube(command: &Cmd) -> Result<()> {
             command,
             ClusterCmd::Up { .. } | ClusterCmd::Snapshot { .. } | ClusterCmd::Restore { .. }
         ),
-        Cmd::Up(_) | Cmd::Deploy { .. } | Cmd::Bench { .. } => true,
+        Cmd::Up(_) | Cmd::Deploy { .. } | Cmd::Bench { .. } | Cmd::Soak(_) => true,
         _ => false,
     };
     let k8s = needs_k8s.then(|| {
@@ -100,11 +101,11 @@ fn kube(command: &Cmd) -> Result<()> {
             k8s::ensure_built(false)
         })
     });
-    let moto = matches!(command, Cmd::Up(_))
+    let moto = matches!(command, Cmd::Up(_) | Cmd::Soak(_))
         .then(|| Background::start("installing moto", moto::ensure_installed));
     let images = match command {
         Cmd::Up(args) => !args.local(),
-        Cmd::Deploy { .. } => true,
+        Cmd::Deploy { .. } | Cmd::Soak(_) => true,
         _ => false,
     };
     let built = build_kube();

@@ -53,7 +53,7 @@ fn operator_namespace(operator: &str) -> Result<String> {
 
 /// The Pods of an operator's Deployment, as its generated config/ selects them (namespace and
 /// `spec.selector.matchLabels`).
-fn operator_pods(operator: &str) -> Result<AllowedPods> {
+pub fn operator_pods(operator: &str) -> Result<AllowedPods> {
     let path = repo_root()
         .join("config")
         .join(operator)
@@ -383,16 +383,8 @@ impl LocalOperators {
     }
 }
 
-async fn demo(
-    kubeconfig: &Path,
-    client: &Client,
-    operators: Operators,
-    moto: &operon_moto::Moto,
-    real_node: bool,
-    monitoring: bool,
-    t0: Instant,
-) -> Result<()> {
-    // Root credentials for the emulator (it accepts any).
+/// Root credentials for the emulator (it accepts any), where credentials-operator reads them.
+pub async fn root_credentials(client: &Client) -> Result<()> {
     operon_cluster::apply::apply(
         client,
         &serde_json::json!({
@@ -406,42 +398,69 @@ async fn demo(
         MANAGER,
     )
     .await?;
+    Ok(())
+}
+
+/// The operators deployed from their images (`(operator, OCI archive)`) as `cargo xtask
+/// deploy` does, credentials-operator pointed at `moto`; returns once every Deployment is
+/// available. With `monitoring`, also monitoring-operator, which is applied but not waited for.
+pub async fn deploy_in_cluster(
+    kubeconfig: &Path,
+    client: &Client,
+    archives: &[(&'static str, PathBuf)],
+    moto: &operon_moto::Moto,
+    monitoring: bool,
+) -> Result<()> {
+    let pushed = crate::deploy::push(client, archives).await?;
+    if monitoring {
+        crate::deploy::push_monitoring_images(client).await?;
+    }
+    // The operator reaches the emulator as a user would reach another IAM endpoint:
+    // the AWS SDK's AWS_ENDPOINT_URL_IAM, set before the Deployments roll out.
+    let (config, images) = (kubeconfig.to_path_buf(), pushed.clone());
+    tokio::task::spawn_blocking(move || {
+        crate::deploy::apply_kustomization(&config, "config/default", &images)
+    })
+    .await??;
+    let credentials_namespace = operator_namespace("credentials-operator")?;
+    let url = moto.expose(client, &credentials_namespace).await?;
+    let config = kubeconfig.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        crate::deploy::kubectl(
+            &config,
+            &[
+                "set",
+                "env",
+                "-n",
+                &credentials_namespace,
+                "deployment/credentials-operator-controller-manager",
+                &format!("AWS_ENDPOINT_URL_IAM={url}"),
+            ],
+        )?;
+        crate::deploy::wait_available(&config)?;
+        match monitoring {
+            true => crate::deploy::apply_monitoring(&config, &pushed),
+            false => Ok(()),
+        }
+    })
+    .await??;
+    Ok(())
+}
+
+async fn demo(
+    kubeconfig: &Path,
+    client: &Client,
+    operators: Operators,
+    moto: &operon_moto::Moto,
+    real_node: bool,
+    monitoring: bool,
+    t0: Instant,
+) -> Result<()> {
+    root_credentials(client).await?;
     let local = match operators {
         Operators::InCluster(archives) => {
-            let pushed = crate::deploy::push(client, &archives).await?;
-            if monitoring {
-                crate::deploy::push_monitoring_images(client).await?;
-            }
-            // The operator reaches the emulator as a user would reach another IAM endpoint:
-            // the AWS SDK's AWS_ENDPOINT_URL_IAM, set before the Deployments roll out.
-            let (config, images) = (kubeconfig.to_path_buf(), pushed.clone());
-            tokio::task::spawn_blocking(move || {
-                crate::deploy::apply_kustomization(&config, "config/default", &images)
-            })
-            .await??;
-            let credentials_namespace = operator_namespace("credentials-operator")?;
-            let url = moto.expose(client, &credentials_namespace).await?;
-            let config = kubeconfig.to_path_buf();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                crate::deploy::kubectl(
-                    &config,
-                    &[
-                        "set",
-                        "env",
-                        "-n",
-                        &credentials_namespace,
-                        "deployment/credentials-operator-controller-manager",
-                        &format!("AWS_ENDPOINT_URL_IAM={url}"),
-                    ],
-                )?;
-                crate::deploy::wait_available(&config)?;
-                // The stack starts while the talk's samples are served; waited for below.
-                match monitoring {
-                    true => crate::deploy::apply_monitoring(&config, &pushed),
-                    false => Ok(()),
-                }
-            })
-            .await??;
+            // The stack starts while the talk's samples are served; waited for below.
+            deploy_in_cluster(kubeconfig, client, &archives, moto, monitoring).await?;
             None
         }
         Operators::Local(binaries) => {
@@ -796,7 +815,7 @@ async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<
     Ok(())
 }
 
-async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
+pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name },
     }))?;

@@ -8,6 +8,7 @@ mod cluster;
 mod demo;
 mod deploy;
 mod manifests;
+mod soak_command;
 
 use std::process::ExitCode;
 
@@ -76,6 +77,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         }
         Cmd::BundleImage { operators, out } => bundle_image::build(&operators, out).map(|_| ()),
         Cmd::Bench { names, options } => bench::bench(&names, &options),
+        Cmd::Soak(args) => soak_command::soak(args),
         other => bail!("`{other:?}` is a command of `cargo xtask` itself, not of xtask-kube"),
     }
 }

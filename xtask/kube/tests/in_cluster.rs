@@ -12,6 +12,8 @@ mod helm;
 mod monitoring;
 #[path = "in_cluster/redeploy.rs"]
 mod redeploy;
+#[path = "in_cluster/soak.rs"]
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

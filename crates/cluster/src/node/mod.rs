@@ -855,6 +855,33 @@ fn supervise(shared: Arc<Shared>) -> Result<JoinHandle<()>, Error> {
         .map_err(io("starting the node supervisor"))
 }
 
+/// The host pids of a container running on a real node, from its ID as a Pod's status gives it
+/// (`containerd://<id>`, or the bare ID): the processes in the container's cgroup, which kubelet
+/// (cgroupfs driver) names after the ID, `…/kubepods/<qos>/pod<uid>/<id>`. The node shares this
+/// host's pid namespace, so its containers' processes are in this `/proc`. Empty when none runs.
+pub fn container_pids(container_id: &str) -> Vec<i32> {
+    let id = container_id
+        .rsplit_once("://")
+        .map_or(container_id, |(_, id)| id);
+    if id.is_empty() {
+        return Vec::new();
+    }
+    let Ok(processes) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    processes
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.cgroups().is_ok_and(|cgroups| {
+                cgroups
+                    .into_iter()
+                    .any(|c| c.pathname.rsplit('/').next() == Some(id))
+            })
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// The registry a cluster announces in `kube-public/local-registry-hosting` (KEP-1755).
 pub async fn announced_registry(client: &Client) -> Result<String, Error> {
     let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
