@@ -286,11 +286,8 @@ async fn scenario(cp: &ControlPlane) -> Result<()> {
     let kc = kubeconfig.to_path_buf();
     tokio::task::spawn_blocking(move || deploy(&kc)).await??;
     eprintln!("ha: operators deployed in {:.0?}", t_deploy.elapsed());
-    let mut leaders = BTreeMap::new();
     for (ns, _) in OPERATORS {
-        let holder =
-            wait::until("a leader", Duration::from_secs(90), || leader(&client, ns)).await?;
-        leaders.insert(ns, holder);
+        wait::until("a leader", Duration::from_secs(90), || leader(&client, ns)).await?;
     }
 
     Api::<Namespace>::all(client.clone())
@@ -313,9 +310,13 @@ async fn scenario(cp: &ControlPlane) -> Result<()> {
     events.push((t0.elapsed(), "killed kube-apiserver-0".into()));
     cp.kill_component("kube-apiserver-0")?;
     tokio::time::sleep(PHASE).await;
+    // The leader now, which may not be the first one: losing its API server can cost a
+    // leader its Lease.
+    let mut leaders = BTreeMap::new();
     for (ns, _) in OPERATORS {
         let holder = leader(&client, ns).await.map_err(anyhow::Error::msg)?;
         events.push((t0.elapsed(), format!("killed {ns}'s leader {holder}")));
+        leaders.insert(ns, holder.clone());
         Api::<Pod>::namespaced(client.clone(), ns)
             .delete(&holder, &DeleteParams::default().grace_period(0))
             .await
