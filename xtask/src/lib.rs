@@ -4,7 +4,7 @@
 //! anyhow, serde and `operon-assets`), checks the machine for everything the command will need
 //! and installs what is missing ([`prereq`]), runs the Go and Python builds ([`k8s`], [`helm`],
 //! [`bundle_validate`], [`moto`]) and the test and lint runs. Commands built on kube-rs and the operators' crates
-//! (cluster, up, deploy, image, manifests, bench) run in `xtask-kube` (`xtask/kube`), which
+//! (cluster, up, deploy, image, manifests, bench, soak) run in `xtask-kube` (`xtask/kube`), which
 //! the front builds, with cargo's progress showing, and then runs.
 
 pub mod bundle_validate;
