@@ -32,7 +32,7 @@ pub use env::{
     TEST_NAMESPACE_LABEL, TestEnv, TestNamespace, USE_EXISTING_CLUSTER_ENV, random_suffix, shared,
     shared_with_node,
 };
-pub use grant::grant;
+pub use grant::{grant, grant_cluster};
 pub use secret::secret_text;
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,7 @@ use operon_cluster::wait;
 use operon_envtest::TestEnv;
 use operon_manifests::OperatorManifests;
 use operon_runtime::client::{RequestCounter, RequestCounts, counted_client};
+use operon_runtime::metrics::ControllerMetrics;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -453,5 +454,79 @@ impl Fixture {
             true => Ok(()),
             false => Err(Error::Audit(format!("not one child each: {wrong:?}"))),
         }
+    }
+}
+
+/// Every object `api` lists can be read as `K`, the operator's type. The API server accepts some
+/// values a Rust type can't read (a `date-time` with ten fraction digits, say); one such object
+/// fails the operator's whole list, so its cache would stop at the next relist. Returns how many
+/// objects were read; on failure, names each unreadable object with its serde error and data.
+pub async fn assert_readable<K>(api: &Api<K>) -> Result<usize, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items.len()),
+        Err(kube::Error::SerdeError(error)) => {
+            let request = http::Request::get(api.resource_url())
+                .body(Vec::new())
+                .map_err(|e| Error::Audit(e.to_string()))?;
+            let text = api.clone().into_client().request_text(request).await?;
+            let list: Value =
+                serde_json::from_str(&text).map_err(|e| Error::Audit(e.to_string()))?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let unreadable: Vec<String> = items
+                .into_iter()
+                .filter_map(|item| {
+                    let name = item["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+                    let data =
+                        serde_json::json!({ "spec": item["spec"], "status": item["status"] });
+                    serde_json::from_value::<K>(item)
+                        .err()
+                        .map(|e| format!("{name}: {e}\n    {}", cut(&data)))
+                })
+                .collect();
+            Err(Error::Audit(format!(
+                "{} stored object(s) the operator's type can't read ({error}):\n  {}",
+                unreadable.len(),
+                unreadable.join("\n  ")
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The value's JSON cut at 2000 characters, for messages.
+fn cut(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(2000) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+/// Waits until the controller `metrics` measures is idle: no key queued, no reconcile running,
+/// and no reconcile finished for `calm` (which covers short requeues). Returns its reconcile
+/// count then.
+pub async fn wait_idle(
+    metrics: &ControllerMetrics,
+    calm: Duration,
+    timeout: Duration,
+) -> Result<u64, Error> {
+    let t0 = std::time::Instant::now();
+    let mut last = (metrics.reconciles(), std::time::Instant::now());
+    loop {
+        let reconciles = metrics.reconciles();
+        if reconciles != last.0 || metrics.depth() != 0 || metrics.active_workers() != 0 {
+            last = (reconciles, std::time::Instant::now());
+        } else if last.1.elapsed() >= calm {
+            return Ok(reconciles);
+        }
+        if t0.elapsed() > timeout {
+            return Err(Error::Operator(format!(
+                "not idle after {timeout:?}: {metrics:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -386,6 +386,18 @@ impl ControllerMetrics {
         self.reconcile_error.get()
     }
 
+    /// Reconciles that failed with `cause` (the `cause` label of
+    /// `operon_reconcile_errors_by_cause_total`; `"panic"` counts reconciles that panicked).
+    /// Asking registers the series, at 0 when there was none.
+    pub fn errors_of(&self, cause: &str) -> u64 {
+        self.errors_by_cause
+            .get_or_create(&CauseLabels {
+                cause: cause.to_string(),
+                controller: self.name.clone(),
+            })
+            .get()
+    }
+
     /// A key entered a [`WorkQueue`](crate::controller::queue::WorkQueue), which now has
     /// `depth` keys waiting (`workqueue_adds_total`, `workqueue_depth`).
     pub fn queue_added(&self, depth: usize) {
