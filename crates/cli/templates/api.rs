@@ -40,14 +40,18 @@ pub struct {{Kind}}Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`: everything this {{Kind}} asks for exists as asked (else the reason why not).
+    // A list map keyed by type, with bounds and times the operator can always read back (the
+    // API server's own `date-time` check admits times a Rust client can't read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "operon_manifests::schema::conditions")]
     pub conditions: Vec<Condition>,
 }
 
 /// Condition types of the status.
 pub mod condition {
     pub const READY: &str = "Ready";
+    /// Every type the controller sets (others are dropped from the status it writes).
+    pub const ALL: &[&str] = &[READY];
 }
 
 /// The CustomResourceDefinition.

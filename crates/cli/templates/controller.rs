@@ -199,8 +199,15 @@ impl {{Kind}} {
         };
         let generation = self.metadata.generation;
         let mut status = self.status.clone().unwrap_or_default();
+        // The status is this controller's report: conditions of types it doesn't set (someone
+        // else wrote them) go, which also keeps its own within the schema's bound.
+        let before = status.conditions.len();
+        status
+            .conditions
+            .retain(|c| condition::ALL.contains(&c.type_.as_str()));
+        let dropped = status.conditions.len() != before;
         let changed = conditions::set(&mut status.conditions, ready, generation);
-        if changed || status.observed_generation != generation {
+        if changed || dropped || status.observed_generation != generation {
             status.observed_generation = generation;
             let patch = Patch::Merge(json!({ "status": status }));
             api.patch_status(&self.name_any(), &PatchParams::default(), &patch)

@@ -12,6 +12,7 @@
 //! - [`admission`]: ValidatingAdmissionPolicies against privilege escalation through an operator;
 //! - [`alerts`]: Prometheus alerting rules on controller-runtime's metric names;
 //! - [`olm`]: the OLM bundle (registry+v1); [`helm`]: the Helm chart;
+//! - [`schema`]: CRD schemas of status types (conditions, times) the operator can always read back;
 //! - [`generate`]: writing those files only when they change, removing stale ones;
 //! - [`audit`]: the operator's ServiceAccount checked against its declared RBAC (can-i matrix);
 //! - [`Command`]: `crds`, `manifests`, `bundle`, `chart` and `audit`, for an operator's CLI.
@@ -24,6 +25,7 @@ mod deployment;
 pub mod generate;
 pub mod helm;
 pub mod olm;
+pub mod schema;
 
 pub use command::{Command, Declaration};
 pub use deployment::*;

@@ -29,18 +29,26 @@ fn status_str(status: bool) -> &'static str {
     if status { "True" } else { "False" }
 }
 
-/// Sets `desired` in `conditions`; returns whether the list changed.
-pub fn set(conditions: &mut Vec<Condition>, desired: Desired<'_>, generation: Option<i64>) -> bool {
-    let status = status_str(desired.status);
-    // The API limits messages to 32768 characters; keep well under and cut on a char boundary.
-    let mut message = desired.message;
-    if message.len() > 4096 {
-        let mut cut = 4096;
+/// The longest condition message written, in bytes (so at most as many characters): metav1
+/// allows 32768 characters; Operon's CRDs allow this many (`operon_manifests::schema`).
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `message` cut to [`MAX_MESSAGE`] bytes, on a character boundary.
+pub fn cut_message(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
         while !message.is_char_boundary(cut) {
             cut -= 1;
         }
         message.truncate(cut);
     }
+    message
+}
+
+/// Sets `desired` in `conditions`; returns whether the list changed.
+pub fn set(conditions: &mut Vec<Condition>, desired: Desired<'_>, generation: Option<i64>) -> bool {
+    let status = status_str(desired.status);
+    let message = cut_message(desired.message);
     match conditions.iter_mut().find(|c| c.type_ == desired.type_) {
         Some(c) => {
             let same = c.status == status

@@ -173,7 +173,9 @@ pub struct CredentialsRequestStatus {
     #[serde(default)]
     pub provisioned: bool,
     /// When the cloud was last synced.
+    // Times the operator can read back: see `operon_manifests::schema`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "operon_manifests::schema::optional_time")]
     pub last_sync_timestamp: Option<Time>,
     /// The `metadata.generation` last synced.
     #[serde(default)]
@@ -220,8 +222,10 @@ pub struct CredentialsRequestCondition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "operon_manifests::schema::optional_time")]
     pub last_probe_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "operon_manifests::schema::optional_time")]
     pub last_transition_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

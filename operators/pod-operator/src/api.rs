@@ -40,9 +40,13 @@ pub struct PodRequestSpec {
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._/:@-]*$') && !self.contains('//') && !self.endsWith(':') && !self.endsWith('/')").message("must be a container image reference such as busybox, busybox:1.36 or registry.example.com/team/app@sha256:<digest> (no spaces, no upper-case scheme, no trailing ':' or '/')"))]
     pub image: String,
 
-    /// The command the container runs: the executable, then its arguments.
+    /// The command the container runs: the executable, then its arguments (at most 65536
+    /// characters together).
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.all(arg, arg.size() <= 32768)").message("each command argument must be at most 32768 characters"))]
+    // A bound on the whole, so that the largest request the schema admits stays far below
+    // etcd's 1.5 MiB object limit (a bigger object gets a 500 from the API server).
+    #[x_kube(validation = Rule::new("self.map(arg, arg.size()).sum() <= 65536").message("the command's arguments together must be at most 65536 characters"))]
     #[x_kube(validation = Rule::new("self.size() == 0 || self[0] != ''").message("the first element (the executable) must not be empty"))]
     pub command: Vec<String>,
 }
@@ -56,14 +60,17 @@ pub struct PodRequestStatus {
     pub observed_generation: Option<i64>,
     /// Name of the Pod this request controls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub pod_name: Option<String>,
     /// The Pod's phase (Pending, Running, Succeeded, Failed, Unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub pod_phase: Option<String>,
     /// `Ready`: the Pod is running and ready. `Degraded`: why the operator can't make the Pod
     /// exist (conflict with a foreign Pod, admission denied, quota exceeded, …).
+    // Times and bounds the operator can read back: see `operon_manifests::schema`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "operon_manifests::schema::conditions")]
     pub conditions: Vec<Condition>,
 }
 

@@ -399,6 +399,11 @@ impl PodRequest {
 
     fn desired_status(&self, observed: &Observed) -> PodRequestStatus {
         let mut status = self.status.clone().unwrap_or_default();
+        // The status is this operator's report: conditions of other types (someone else wrote
+        // them) go, also so that ours always fit the schema's bound on their number.
+        status
+            .conditions
+            .retain(|c| c.type_ == condition::READY || c.type_ == condition::DEGRADED);
         let generation = self.metadata.generation;
         status.observed_generation = generation;
         let (ready, degraded) = match observed {

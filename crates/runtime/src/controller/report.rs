@@ -229,7 +229,7 @@ pub fn not_ready_patch(object: &Value, message: &str, generation: Option<i64>) -
         "type": READY,
         "status": "False",
         "reason": REASON,
-        "message": message,
+        "message": crate::conditions::cut_message(message.to_owned()),
         "lastTransitionTime": now,
     });
     if let Some(generation) = generation {
