@@ -1,4 +1,5 @@
-//! A `kube::Client` that counts its own requests by verb and resource.
+//! A `kube::Client` that counts its own requests by verb and resource, and apply patches the
+//! API server can always read ([`apply_body`]).
 //!
 //! The counts answer "how many writes did the operator make?" without asking the apiserver,
 //! which is how tests prove an idle operator writes nothing, and how metrics report
@@ -186,6 +187,53 @@ fn verb_for(method: &Method, uri: &http::Uri, named: bool) -> &'static str {
     }
 }
 
+/// `value` as the body of a server-side apply (`Patch::Apply(&body)`) that the API server can
+/// always read. It reads apply patches as YAML, and YAML refuses some characters JSON leaves
+/// unescaped — DEL, the C1 controls, U+FEFF, U+FFFE/U+FFFF — anywhere in the text, strings
+/// included: a status carrying one (a message quoting user input, say) would be refused with
+/// a 400 on every attempt. Here they are written as `\uXXXX` escapes, which both read.
+pub fn apply_body<T: serde::Serialize>(
+    value: &T,
+) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
+    let mut text = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut text, YamlSafe);
+    value.serialize(&mut serializer)?;
+    // The formatter writes UTF-8 only (string fragments, ASCII escapes).
+    let text = String::from_utf8(text).map_err(serde::ser::Error::custom)?;
+    serde_json::value::RawValue::from_string(text)
+}
+
+/// Writes JSON whose strings hold only characters YAML may contain unescaped.
+struct YamlSafe;
+
+impl serde_json::ser::Formatter for YamlSafe {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if !yaml_printable(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                // All of them are in the Basic Multilingual Plane: one escape each.
+                write!(writer, "\\u{:04x}", u32::from(c))?;
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// YAML 1.1's printable characters (what go-yaml, the API server's reader, accepts). Those
+/// below U+0020 never get here: JSON escapes them itself.
+fn yaml_printable(c: char) -> bool {
+    matches!(c,
+        '\t' | '\n' | '\r' | '\u{20}'..='\u{7e}' | '\u{85}' | '\u{a0}'..='\u{d7ff}'
+        | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}')
+        && c != '\u{feff}'
+}
+
 /// Whether `error` is the API server's answer with HTTP status `code` (404 gone, 409 conflict…).
 pub fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == code)
@@ -194,6 +242,21 @@ pub fn is_status(error: &kube::Error, code: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apply_bodies_escape_what_yaml_refuses_and_keep_the_data() -> Result<(), serde_json::Error> {
+        let value =
+            serde_json::json!({ "m": "a\u{7f}b\u{80}\u{9f}\u{85}\u{feff}\u{fffe}\u{0}é🚀\t" });
+        let body = apply_body(&value)?;
+        let text = body.get();
+        // NEL (U+0085) is printable in YAML: it stays.
+        let expected = "{\"m\":\"a\\u007fb\\u0080\\u009f\u{85}\\ufeff\\ufffe\\u0000é🚀\\t\"}";
+        assert_eq!(text, expected);
+        assert!(text.chars().all(yaml_printable), "{text}");
+        let back: serde_json::Value = serde_json::from_str(text)?;
+        assert_eq!(back, value);
+        Ok(())
+    }
 
     fn c(method: Method, uri: &str) -> (&'static str, String) {
         classify(&method, &uri.parse().unwrap_or_default())

@@ -23,7 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use operon_manifests::Rule;
-use operon_runtime::client::is_status;
+use operon_runtime::client::{apply_body, is_status};
 use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
 use operon_runtime::finalizers;
@@ -80,6 +80,8 @@ pub enum Error {
     RootCredentials(String),
     #[error("{0}")]
     ForeignSecret(String),
+    #[error("{0}")]
+    ForeignIdentity(String),
     #[error("root creds are not sufficient: they may not {0:?}")]
     InsufficientRoot(Vec<String>),
     #[error("error validating whether root creds are good enough: {0}")]
@@ -88,6 +90,8 @@ pub enum Error {
     NeedsRoot(String),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    #[error("writing the status: {0}")]
+    Serialize(serde_json::Error),
 }
 
 impl controller::Cause for Error {
@@ -98,10 +102,12 @@ impl controller::Cause for Error {
             Error::Cloud(_) => "cloud",
             Error::RootCredentials(_) => "root_credentials",
             Error::ForeignSecret(_) => "foreign_secret",
+            Error::ForeignIdentity(_) => "foreign_identity",
             Error::InsufficientRoot(_) => "insufficient_root",
             Error::Simulation(_) => "simulation",
             Error::NeedsRoot(_) => "needs_root",
             Error::NoNamespace(_) => "no_namespace",
+            Error::Serialize(_) => "serialize",
         }
     }
 }
@@ -455,14 +461,19 @@ impl Context {
         Some(plan::check_minted(
             &me,
             &user,
-            &self.user_tags(),
+            &self.user_tags(cr),
             statements,
             recorded.map(String::as_str),
         ))
     }
 
-    fn user_tags(&self) -> Vec<(String, String)> {
-        plan::user_tags(&self.settings.cluster_id, &self.settings.resource_tags)
+    fn user_tags(&self, cr: &CredentialsRequest) -> Vec<(String, String)> {
+        let uid = cr.uid().unwrap_or_default();
+        plan::user_tags(
+            &self.settings.cluster_id,
+            &uid,
+            &self.settings.resource_tags,
+        )
     }
 
     /// The request's Secret as the cache has it.
@@ -538,11 +549,15 @@ impl Context {
             "kind": CredentialsRequest::kind(&()),
             "status": status,
         });
+        // Messages quote IAM's errors, which quote the request (its resources, say), and the
+        // status may hold what a user wrote: characters YAML refuses must be escaped, else the
+        // API server refuses the apply, every time.
+        let body = apply_body(&patch).map_err(Error::Serialize)?;
         self.api(cr)?
             .patch_status(
                 &cr.name_any(),
                 &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
+                &Patch::Apply(&body),
             )
             .await?;
         Ok(())
@@ -620,12 +635,24 @@ impl Context {
                 provider
             }
         };
+        // The status is only a name: act on a user only if it is one this operator mints for
+        // this request, and, if it exists, only if it was minted for this request.
+        if let Some(problem) =
+            plan::foreign_identity(&provider, &self.settings.cluster_id, &cr.name_any())
+        {
+            return Err(Error::ForeignIdentity(problem));
+        }
         let (user, policy) = (&provider.user, &provider.policy);
         let request = mint::request_key(cr);
-        let tags = self.user_tags();
+        let tags = self.user_tags(cr);
         let arn = match iam.user_arn(user).await? {
             Some(arn) => {
-                if iam.ensure_tags(user, &tags).await? {
+                let current = iam.user_tags(user).await?;
+                let uid = cr.uid().unwrap_or_default();
+                if !plan::minted_for(&current, &uid) {
+                    return Err(Error::ForeignIdentity(plan::not_minted_for(user, &uid)));
+                }
+                if iam.ensure_tags(user, &tags, &current).await? {
                     tracing::info!(%request, %user, "repaired the IAM user's tags");
                 }
                 arn
@@ -713,6 +740,25 @@ impl Context {
         Ok(())
     }
 
+    /// Deletes a minted user: its policy, its access keys, the user.
+    async fn delete_identity(
+        &self,
+        iam: &Iam,
+        provider: &crate::api::AwsProviderStatus,
+    ) -> Result<(), Error> {
+        iam.delete_user_policy(&provider.user, &provider.policy)
+            .await?;
+        let keys = match iam.list_access_keys(&provider.user).await {
+            Err(e) if e.is_no_such_entity() => Vec::new(),
+            keys => keys?,
+        };
+        for key in keys {
+            iam.delete_access_key(&provider.user, &key.id).await?;
+        }
+        iam.delete_user(&provider.user).await?;
+        Ok(())
+    }
+
     /// Deletion: the cloud identity, then the Secret, then the finalizer.
     async fn finalize(&self, cr: &CredentialsRequest) -> Result<Action, Error> {
         if !finalizers::has(cr, FINALIZER) {
@@ -737,20 +783,39 @@ impl Context {
     }
 
     async fn deprovision(&self, cr: &CredentialsRequest) -> Result<(), Error> {
-        // Whatever the mode now: a user minted before a switch away from mint goes too.
+        // Whatever the mode now: a user minted before a switch away from mint goes too. Only a
+        // user minted for this request: the status is only a name (see `mint`).
         if let Some(provider) = cr.status.as_ref().and_then(plan::recorded_identity) {
-            let root = self.root_credentials().await?;
-            let iam = self.iam(&root);
-            iam.delete_user_policy(&provider.user, &provider.policy)
-                .await?;
-            let keys = match iam.list_access_keys(&provider.user).await {
-                Err(e) if e.is_no_such_entity() => Vec::new(),
-                keys => keys?,
+            let uid = cr.uid().unwrap_or_default();
+            let foreign = match plan::foreign_identity(
+                &provider,
+                &self.settings.cluster_id,
+                &cr.name_any(),
+            ) {
+                Some(problem) => Some(problem),
+                None => {
+                    let root = self.root_credentials().await?;
+                    let iam = self.iam(&root);
+                    match iam.user_tags(&provider.user).await {
+                        // Never created (or deleted already): nothing in the cloud.
+                        Err(e) if e.is_no_such_entity() => None,
+                        Err(e) => return Err(e.into()),
+                        Ok(tags) if !plan::minted_for(&tags, &uid) => {
+                            Some(plan::not_minted_for(&provider.user, &uid))
+                        }
+                        Ok(_) => {
+                            self.delete_identity(&iam, &provider).await?;
+                            None
+                        }
+                    }
+                }
             };
-            for key in keys {
-                iam.delete_access_key(&provider.user, &key.id).await?;
+            if let Some(problem) = foreign {
+                tracing::warn!(request = %mint::request_key(cr), "deprovisioning: {problem}");
+                self.events
+                    .warning(cr, "DeprovisionSkipped", "Deprovision", problem)
+                    .await;
             }
-            iam.delete_user(&provider.user).await?;
         }
         let r = &cr.spec.secret_ref;
         let api = Api::<Secret>::namespaced(self.client.clone(), &r.namespace);

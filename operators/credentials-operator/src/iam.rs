@@ -252,12 +252,8 @@ impl Iam {
         }
     }
 
-    /// Adds or corrects `tags` on the user (other tags stay); whether anything was written.
-    pub async fn ensure_tags(
-        &self,
-        user: &str,
-        tags: &[(String, String)],
-    ) -> Result<bool, CloudError> {
+    /// The user's tags (`NoSuchEntity` when there is no such user).
+    pub async fn user_tags(&self, user: &str) -> Result<Vec<(String, String)>, CloudError> {
         let out = self
             .client
             .list_user_tags()
@@ -265,11 +261,21 @@ impl Iam {
             .send()
             .await
             .map_err(cloud_error("ListUserTags"))?;
-        let current: Vec<(String, String)> = out
+        Ok(out
             .tags()
             .iter()
             .map(|t| (t.key().to_owned(), t.value().to_owned()))
-            .collect();
+            .collect())
+    }
+
+    /// Adds or corrects `tags` on the user, which carries `current` (other tags stay); whether
+    /// anything was written.
+    pub async fn ensure_tags(
+        &self,
+        user: &str,
+        tags: &[(String, String)],
+        current: &[(String, String)],
+    ) -> Result<bool, CloudError> {
         let missing: Vec<(String, String)> = tags
             .iter()
             .filter(|t| !current.contains(t))

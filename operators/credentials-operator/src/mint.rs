@@ -32,6 +32,11 @@ pub const MODE_INSUFFICIENT: &str = "insufficient";
 pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// Finalizer that keeps a request until its cloud identity is gone.
 pub const FINALIZER: &str = "cloudcredential.openshift.io/deprovision";
+/// Tag on every minted IAM user: the UID of the request it was minted for. An existing user is
+/// re-tagged, given a policy, re-keyed or deleted only when it carries this tag with the
+/// request's UID: the identity in a request's status is only a name, and anyone who may write
+/// the status could write another user's.
+pub const REQUEST_TAG: &str = "credentials.operon.dev/request-uid";
 
 /// Lowercase letters and digits, for user name suffixes.
 const SUFFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -50,11 +55,20 @@ pub fn user_name(cluster: &str, request: &str, random: [u8; 5]) -> String {
         .iter()
         .map(|b| SUFFIX_ALPHABET[*b as usize % SUFFIX_ALPHABET.len()] as char)
         .collect();
-    format!(
-        "{}-{}-{suffix}",
-        truncate(cluster, 20),
-        truncate(request, 37)
-    )
+    format!("{}{suffix}", user_name_prefix(cluster, request))
+}
+
+/// `<cluster[:20]>-<request[:37]>-`: what every user name minted for `request` starts with.
+pub fn user_name_prefix(cluster: &str, request: &str) -> String {
+    format!("{}-{}-", truncate(cluster, 20), truncate(request, 37))
+}
+
+/// Whether `user` is a name [`user_name`] makes for `request` of `cluster`.
+pub fn is_user_name(user: &str, cluster: &str, request: &str) -> bool {
+    user.strip_prefix(&user_name_prefix(cluster, request))
+        .is_some_and(|suffix| {
+            suffix.len() == 5 && suffix.bytes().all(|b| SUFFIX_ALPHABET.contains(&b))
+        })
 }
 
 /// A fresh random suffix source for [`user_name`].

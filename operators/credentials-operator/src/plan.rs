@@ -194,15 +194,78 @@ pub fn new_identity(cluster_id: &str, request: &str, random: [u8; 5]) -> AwsProv
     }
 }
 
-/// The tags every minted user carries: the cluster's ownership tag, then the configured
-/// resource tags.
-pub fn user_tags(cluster_id: &str, resource_tags: &[(String, String)]) -> Vec<(String, String)> {
-    let mut tags = vec![(
-        format!("kubernetes.io/cluster/{cluster_id}"),
-        "owned".to_owned(),
-    )];
+/// The tags every minted user carries: the cluster's ownership tag, the UID of the request
+/// it is minted for ([`mint::REQUEST_TAG`]), then the configured resource tags.
+pub fn user_tags(
+    cluster_id: &str,
+    request_uid: &str,
+    resource_tags: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut tags = vec![
+        (
+            format!("kubernetes.io/cluster/{cluster_id}"),
+            "owned".to_owned(),
+        ),
+        (mint::REQUEST_TAG.to_owned(), request_uid.to_owned()),
+    ];
     tags.extend(resource_tags.iter().cloned());
     tags
+}
+
+/// Why `identity`, as a request's status records it, is not one this operator mints for
+/// request `request` of cluster `cluster_id` ([`mint::user_name`], and `<user>-policy`), if it
+/// isn't. Only someone else can have written such a status: the operator leaves that user
+/// alone.
+pub fn foreign_identity(
+    identity: &AwsProviderStatus,
+    cluster_id: &str,
+    request: &str,
+) -> Option<String> {
+    let shown = |s: &str| {
+        let cut: String = s.chars().take(80).collect();
+        if cut.len() < s.len() {
+            format!("{cut:?}…")
+        } else {
+            format!("{cut:?}")
+        }
+    };
+    if !mint::is_user_name(&identity.user, cluster_id, request) {
+        return Some(format!(
+            "status.providerStatus names IAM user {}, not a name this operator mints for this \
+             request ({}<5 letters or digits>): that user is left alone",
+            shown(&identity.user),
+            mint::user_name_prefix(cluster_id, request)
+        ));
+    }
+    let policy = mint::policy_name(&identity.user);
+    if identity.policy != policy {
+        return Some(format!(
+            "status.providerStatus names policy {} of IAM user {}, not {policy}: that user is \
+             left alone",
+            shown(&identity.policy),
+            identity.user
+        ));
+    }
+    None
+}
+
+/// Whether an existing IAM user carrying `tags` was minted for the request of UID
+/// `request_uid` (its [`mint::REQUEST_TAG`]).
+pub fn minted_for(tags: &[(String, String)], request_uid: &str) -> bool {
+    !request_uid.is_empty()
+        && tags
+            .iter()
+            .any(|(k, v)| k == mint::REQUEST_TAG && v == request_uid)
+}
+
+/// What the operator says of an existing IAM user `user` that was not minted for the request of
+/// UID `request_uid`.
+pub fn not_minted_for(user: &str, request_uid: &str) -> String {
+    format!(
+        "IAM user {user} exists and was not minted for this request (it has no tag {}={request_uid}): \
+         it is left alone. If this operator minted it before it tagged users so, add that tag",
+        mint::REQUEST_TAG
+    )
 }
 
 /// What to do with a minted user's access keys.
@@ -586,9 +649,10 @@ mod tests {
         assert_eq!(recorded_identity(&status), Some(identity));
 
         assert_eq!(
-            user_tags("c", &[("team".into(), "a".into())]),
+            user_tags("c", "uid-1", &[("team".into(), "a".into())]),
             [
                 ("kubernetes.io/cluster/c".to_owned(), "owned".to_owned()),
+                (mint::REQUEST_TAG.to_owned(), "uid-1".to_owned()),
                 ("team".to_owned(), "a".to_owned())
             ]
         );
@@ -639,9 +703,53 @@ mod tests {
     }
 
     #[test]
+    fn only_identities_minted_for_the_request_are_acted_on() {
+        let ours = new_identity("cluster", "req", [1; 5]);
+        assert_eq!(foreign_identity(&ours, "cluster", "req"), None);
+        let mut other = ours.clone();
+        other.user = "admin".into();
+        other.policy = "admin-policy".into();
+        let why = foreign_identity(&other, "cluster", "req").unwrap_or_default();
+        assert!(
+            why.contains("\"admin\"") && why.contains("cluster-req-<5"),
+            "{why}"
+        );
+        // Another request's user (same cluster, another request name), a longer suffix, an
+        // upper-case one.
+        for user in [
+            "cluster-other-abcde",
+            "cluster-req-abcdef",
+            "cluster-req-ABCDE",
+        ] {
+            other.user = user.into();
+            other.policy = mint::policy_name(user);
+            assert!(
+                foreign_identity(&other, "cluster", "req").is_some(),
+                "{user}"
+            );
+        }
+        let mut policy = ours.clone();
+        policy.policy = "other-policy".into();
+        assert!(foreign_identity(&policy, "cluster", "req").is_some());
+        // A huge name is cut in the message.
+        other.user = "z".repeat(40_000);
+        let why = foreign_identity(&other, "cluster", "req").unwrap_or_default();
+        assert!(why.len() < 400, "{}", why.len());
+
+        let tags = user_tags("cluster", "uid-1", &[]);
+        assert!(minted_for(&tags, "uid-1"));
+        assert!(!minted_for(&tags, "uid-2"));
+        assert!(
+            !minted_for(&tags[..1], "uid-1"),
+            "the cluster's tag alone is not enough"
+        );
+        assert!(!minted_for(&[], ""));
+    }
+
+    #[test]
     fn a_minted_user_is_checked_for_identity_tags_and_policy() {
         let statements = [statement(Effect::Allow, "ec2:DescribeInstances")];
-        let tags = user_tags("c", &[]);
+        let tags = user_tags("c", "uid-1", &[]);
         let me = Caller {
             name: "u".into(),
             arn: "arn:aws:iam::1:user/u".into(),
@@ -657,7 +765,7 @@ mod tests {
             check_minted(&me, "v", &tags, &statements, Some(&document)),
             Err("replacing the access key of another user (u)".into())
         );
-        let more = user_tags("c", &[("team".into(), "a".into())]);
+        let more = user_tags("c", "uid-1", &[("team".into(), "a".into())]);
         assert_eq!(
             check_minted(&me, "u", &more, &statements, Some(&document)),
             Err("tagging the user with team=a".into())

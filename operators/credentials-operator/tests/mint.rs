@@ -332,12 +332,14 @@ async fn deletion_removes_everything_and_survives_an_emulator_outage() -> Result
 async fn a_crash_after_recording_the_name_never_orphans_or_duplicates_a_user() -> Result<()> {
     let f = Fixture::new("cred-crash").await?;
     // What a crashed operator leaves: the finalizer and the recorded names, nothing in IAM for
-    // one request; the user already created for the other.
-    let recorded = |name: &str| format!("{CLUSTER_ID}-{name}-crash");
+    // one request; the user already created for the other, tagged as the operator tags it.
+    let recorded = |name: &str| format!("{}crash", mint::user_name_prefix(CLUSTER_ID, name));
+    let mut uids = std::collections::BTreeMap::new();
     for name in ["before-create", "after-create"] {
         let mut cr = f.sample(name, &format!("{name}-creds"), None)?;
         cr.metadata.finalizers = Some(vec![mint::FINALIZER.into()]);
-        f.create(&cr).await?;
+        let created = f.create(&cr).await?;
+        uids.insert(name, created.uid().unwrap_or_default());
         let user = recorded(name);
         let status = json!({ "status": { "providerStatus": {
             "apiVersion": "cloudcredential.openshift.io/v1", "kind": "AWSProviderStatus",
@@ -350,7 +352,7 @@ async fn a_crash_after_recording_the_name_never_orphans_or_duplicates_a_user() -
     let iam = f.iam().await;
     iam.create_user(
         &recorded("after-create"),
-        &[("kubernetes.io/cluster/x".into(), "owned".into())],
+        &credentials_operator::plan::user_tags(CLUSTER_ID, &uids["after-create"], &[]),
         None,
     )
     .await?;

@@ -281,13 +281,15 @@ async fn minted_users_get_the_configured_tags_and_they_are_repaired() -> Result<
         tags.sort();
         anyhow::Ok(tags)
     };
-    let want = vec![
+    let mut want = vec![
         (
             format!("kubernetes.io/cluster/{}", common::CLUSTER_ID),
             "owned".to_owned(),
         ),
+        (mint::REQUEST_TAG.to_owned(), cr.uid().unwrap_or_default()),
         ("team".to_owned(), "payments".to_owned()),
     ];
+    want.sort();
     ensure!(tags().await? == want, "{:?}", tags().await?);
 
     // A tag removed behind the operator's back is put back on the next sync (here: the root
