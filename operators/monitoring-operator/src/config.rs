@@ -194,6 +194,15 @@ impl Config {
         Ok(config)
     }
 
+    /// A configuration as recorded in JSON (the ClusterOperator's last-good annotation):
+    /// `None` unless it parses and validates. Whoever may edit the ClusterOperator may write
+    /// that annotation, so it is checked like the ConfigMap.
+    pub fn from_recorded(text: &str) -> Option<Config> {
+        let config: Config = serde_json::from_str(text).ok()?;
+        config.validate().ok()?;
+        Some(config)
+    }
+
     fn validate(&self) -> Result<(), Invalid> {
         if self.enable_user_workload == Some(true) {
             return Err(Invalid::at(

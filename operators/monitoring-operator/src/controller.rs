@@ -263,10 +263,11 @@ async fn reconcile(
         Some(co) => co,
         None => Arc::new(create_cluster_operator(&api).await?),
     };
+    // Only a valid configuration: anyone who may edit the ClusterOperator may write this.
     let last_good = owner
         .annotations()
         .get(LAST_GOOD)
-        .and_then(|text| serde_json::from_str::<Config>(text).ok());
+        .and_then(|text| Config::from_recorded(text));
     let cm_key = ObjectRef::new(CONFIG_MAP).within(&ctx.settings.namespace);
     let configured = read_config(ctx.config_maps.get(&cm_key).as_deref(), last_good.clone());
     if configured.problem.is_none() && last_good.as_ref() != Some(&configured.running) {
@@ -638,5 +639,23 @@ mod tests {
         assert!(absent.problem.is_none());
         assert_eq!(absent.running, Config::default());
         Ok(())
+    }
+
+    #[test]
+    fn a_recorded_configuration_counts_only_when_valid() {
+        let good = Config::from_recorded(r#"{"prometheusK8s":{"replicas":3}}"#);
+        assert_eq!(
+            good.and_then(|c| c.prometheus_k8s).and_then(|p| p.replicas),
+            Some(3)
+        );
+        for bad in [
+            r#"{"prometheusK8s":{"replicas":100000}}"#,
+            r#"{"prometheusK8s":{"retention":"soon"}}"#,
+            r#"{"enableUserWorkload":true}"#,
+            r#"{"unknown":1}"#,
+            "not json",
+        ] {
+            assert_eq!(Config::from_recorded(bad), None, "{bad}");
+        }
     }
 }
