@@ -412,6 +412,24 @@ impl Cmd {
     }
 
     /// Whether `xtask-kube` (kube-rs and the operators' crates) runs the command.
+    /// Whether the command compiles the workspace or runs clusters: it needs disk room
+    /// ([`crate::disk::BUILD`]) before it starts.
+    pub fn builds(&self) -> bool {
+        match self {
+            Cmd::Test { .. }
+            | Cmd::Lint
+            | Cmd::Fuzz { .. }
+            | Cmd::Up(_)
+            | Cmd::Deploy { .. }
+            | Cmd::Image { .. }
+            | Cmd::BundleImage { .. }
+            | Cmd::Bench { .. }
+            | Cmd::Soak(_) => true,
+            Cmd::Cluster { command } => matches!(command, ClusterCmd::Up { .. }),
+            _ => false,
+        }
+    }
+
     pub fn is_kube(&self) -> bool {
         matches!(
             self,
@@ -435,6 +453,28 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         cli.command.uses()
+    }
+
+    #[test]
+    fn the_commands_that_build_check_the_disk_first() {
+        let builds = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .command
+                .builds()
+        };
+        for args in [
+            &["test"][..],
+            &["lint"],
+            &["up"],
+            &["cluster", "up"],
+            &["soak"],
+        ] {
+            assert!(builds(args), "{args:?}");
+        }
+        for args in [&["setup"][..], &["cluster", "down"], &["k8s", "path"]] {
+            assert!(!builds(args), "{args:?}");
+        }
     }
 
     #[test]

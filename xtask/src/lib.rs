@@ -9,6 +9,7 @@
 
 pub mod bundle_validate;
 pub mod cli;
+pub mod disk;
 pub mod fuzz;
 pub mod go;
 pub mod helm;

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use xtask::cli::{Cli, ClusterCmd, Cmd, K8sCmd, LOCAL_IMAGE_PROFILE, MotoCmd};
 use xtask::{
-    OPERATORS, bundle_validate, cargo, elapsed, fuzz, helm, k8s, moto, prereq, repo_root, report,
-    run,
+    OPERATORS, bundle_validate, cargo, disk, elapsed, fuzz, helm, k8s, moto, prereq, repo_root,
+    report, run,
 };
 
 fn main() -> ExitCode {
@@ -23,6 +23,9 @@ fn main() -> ExitCode {
 fn dispatch(command: Cmd) -> Result<()> {
     // Everything the command will need, in its first seconds: never after a long build.
     prereq::ensure(&command_line(), &command.uses())?;
+    if command.builds() {
+        disk::ensure(&command_line(), disk::BUILD)?;
+    }
     if command.is_kube() {
         return kube(&command);
     }
@@ -206,12 +209,8 @@ fn test(args: &[String]) -> Result<()> {
         },
     );
     let moto = Background::start("installing moto", moto::ensure_installed);
-    let compiled = run(
-        "cargo test --no-run (compiling the tests)",
-        cargo()
-            .args(["test", "--workspace", "--all-targets", "--no-run"])
-            .args(args.iter().take_while(|a| *a != "--")),
-    );
+    let cargo_args: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
+    let compiled = compile_tests(&cargo_args);
     if compiled.is_err() {
         println!(
             "xtask: compiling the tests failed (below); waiting for the Go builds to finish, as \
@@ -220,20 +219,198 @@ fn test(args: &[String]) -> Result<()> {
     }
     let go = go.join();
     let moto = moto.join();
-    compiled?;
+    let beside = compiled?;
     let (helm, validator) = go?;
     let moto_server = moto?;
-    run(
-        "cargo test --workspace",
-        cargo()
-            .args(["test", "--workspace", "--all-targets"])
-            .args(args)
-            .env(operon_assets::MOTO_SERVER_ENV, &moto_server)
-            .env("HELM", &helm)
-            .env(bundle_validate::ENV, &validator),
-    )?;
+    let env = [
+        (OsString::from(operon_assets::MOTO_SERVER_ENV), moto_server),
+        (OsString::from("HELM"), helm),
+        (OsString::from(bundle_validate::ENV), validator),
+    ];
+    let test = |what: &str, extra: &[&str]| {
+        run(
+            what,
+            cargo()
+                .args(["test", "--workspace", "--all-targets"])
+                .args(extra)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (k, v))),
+        )
+    };
+    // Only the whole suite is split (with arguments, it runs as cargo runs it).
+    let Some(beside) = beside.filter(|_| args.is_empty()) else {
+        test("cargo test --workspace", &[])?;
+        println!("xtask: all tests passed in {}", elapsed(t0));
+        return Ok(());
+    };
+    let name = beside.name();
+    // The same `cargo test` as the whole suite's (another selection of packages could unify
+    // features differently and rebuild), its tests skipped by name.
+    let mut skip = vec!["--".to_string(), "--exact".to_string()];
+    for t in beside.tests()? {
+        skip.extend(["--skip".to_string(), t]);
+    }
+    let running = beside.start(&env)?;
+    let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
+    let rest = test(&format!("cargo test --workspace (all but {name})"), &skip);
+    let beside_result = running.finish();
+    rest?;
+    beside_result?;
     println!("xtask: all tests passed in {}", elapsed(t0));
     Ok(())
+}
+
+/// The test that runs beside the rest of the suite: the CLI's end-to-end test compiles a
+/// generated project of its own (its dependencies twice, debug and musl release: about 9
+/// minutes of both cores on a fresh machine), while most of the other integration tests wait on
+/// their clusters. It runs at a lower priority, so that the tests with deadlines get the CPU
+/// first and it takes what they leave.
+const BESIDE: (&str, &str) = ("operon", "e2e");
+
+/// [`BESIDE`]'s compiled test.
+struct Beside {
+    executable: PathBuf,
+    package_dir: PathBuf,
+}
+
+impl Beside {
+    fn name(&self) -> String {
+        format!("{}'s {} test", BESIDE.0, BESIDE.1)
+    }
+
+    /// The names of its tests, from the binary itself.
+    fn tests(&self) -> Result<Vec<String>> {
+        let out = Command::new(&self.executable)
+            .args(["--list", "--format", "terse"])
+            .current_dir(&self.package_dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("listing the tests of {}", self.executable.display()))?;
+        ensure!(
+            out.status.success(),
+            "listing {}'s tests failed",
+            self.name()
+        );
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(String::from)
+            .collect();
+        ensure!(!names.is_empty(), "{} lists no tests", self.name());
+        Ok(names)
+    }
+
+    /// Starts the test binary as `cargo test` would (in its package's directory, with `CARGO`
+    /// set), its output into a log printed when it ends.
+    fn start(self, env: &[(OsString, PathBuf)]) -> Result<Running> {
+        let log_path = xtask::disk::target_dir().join("e2e-test.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let child = Command::new("nice")
+            .args(["-n", "5"])
+            .arg(&self.executable)
+            .current_dir(&self.package_dir)
+            .env("CARGO", cargo)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.executable.display()))?;
+        println!(
+            "xtask: {} runs beside the rest of the suite (output: {})",
+            self.name(),
+            log_path.display()
+        );
+        Ok(Running {
+            name: self.name(),
+            child,
+            log_path,
+            started: Instant::now(),
+        })
+    }
+}
+
+struct Running {
+    name: String,
+    child: std::process::Child,
+    log_path: PathBuf,
+    started: Instant,
+}
+
+impl Running {
+    fn finish(mut self) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.name))?;
+        println!("xtask: {}'s output:", self.name);
+        match std::fs::read_to_string(&self.log_path) {
+            Ok(text) => print!("{text}"),
+            Err(e) => println!("(unreadable: {e})"),
+        }
+        ensure!(status.success(), "{} failed ({status})", self.name);
+        println!("xtask: {} passed in {}", self.name, elapsed(self.started));
+        Ok(())
+    }
+}
+
+/// `cargo test --no-run` for the workspace; returns [`BESIDE`] if it was among what was built.
+fn compile_tests(cargo_args: &[&String]) -> Result<Option<Beside>> {
+    let what = "cargo test --no-run (compiling the tests)";
+    let t0 = Instant::now();
+    let out = cargo()
+        .args(["test", "--workspace", "--all-targets", "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .args(cargo_args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    ensure!(out.status.success(), "{what} failed ({})", out.status);
+    println!("xtask: {what} passed in {}", elapsed(t0));
+    Ok(beside_from(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The package's name in a package ID: `path+file:///dir/cli#operon@0.1.0`, or
+/// `path+file:///dir/operon#0.1.0` when the directory has the package's name.
+fn package_name(id: &str) -> Option<&str> {
+    let (source, version) = id.rsplit_once('#')?;
+    match version.split_once('@') {
+        Some((name, _)) => Some(name),
+        None => source.rsplit('/').next(),
+    }
+}
+
+/// [`Beside`] from cargo's JSON messages.
+fn beside_from(messages: &str) -> Option<Beside> {
+    let mut executable = None;
+    let mut package_dir = None;
+    for line in messages.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" || message["profile"]["test"] != true {
+            continue;
+        }
+        if package_name(message["package_id"].as_str().unwrap_or_default()) != Some(BESIDE.0) {
+            continue;
+        }
+        let target = &message["target"];
+        let is_test = target["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if is_test && target["name"] == BESIDE.1 {
+            executable = message["executable"].as_str().map(PathBuf::from);
+            package_dir = message["manifest_path"]
+                .as_str()
+                .and_then(|m| std::path::Path::new(m).parent().map(PathBuf::from));
+        }
+    }
+    Some(Beside {
+        executable: executable?,
+        package_dir: package_dir?,
+    })
 }
 
 fn lint() -> Result<()> {
@@ -299,4 +476,57 @@ fn lint() -> Result<()> {
         String::from_utf8_lossy(&untracked.stdout)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_ids_name_their_package() {
+        assert_eq!(
+            package_name("path+file:///work/main/crates/cli#operon@0.1.0"),
+            Some("operon")
+        );
+        assert_eq!(
+            package_name("path+file:///work/main/crates/operon#0.1.0"),
+            Some("operon")
+        );
+        assert_eq!(
+            package_name("registry+https://github.com/rust-lang/crates.io-index#serde@1.0.0"),
+            Some("serde")
+        );
+        assert_eq!(package_name("no-hash"), None);
+    }
+
+    #[test]
+    fn the_test_beside_the_rest_is_found_among_cargos_messages() {
+        let artifact = |package: &str, kind: &str, name: &str, test: bool| {
+            serde_json::json!({
+                "reason": "compiler-artifact",
+                "package_id": package,
+                "manifest_path": "/w/crates/cli/Cargo.toml",
+                "target": {"kind": [kind], "name": name},
+                "profile": {"test": test},
+                "executable": format!("/t/debug/deps/{name}-0123"),
+            })
+            .to_string()
+        };
+        let cli = "path+file:///w/crates/cli#operon@0.1.0";
+        let messages = [
+            artifact(cli, "test", "e2e", true),
+            artifact(cli, "test", "deploy", true),
+            artifact(cli, "lib", "operon", true),
+            artifact(cli, "bin", "operon", false),
+            artifact("path+file:///w/xtask#0.1.0", "test", "e2e", true),
+            "not json".to_string(),
+            r#"{"reason":"build-finished","success":true}"#.to_string(),
+        ]
+        .join("\n");
+        let beside = beside_from(&messages).expect("the e2e test was built");
+        assert_eq!(beside.executable, PathBuf::from("/t/debug/deps/e2e-0123"));
+        assert_eq!(beside.package_dir, PathBuf::from("/w/crates/cli"));
+        // Filtered out (`cargo xtask test -p x`): the suite runs as cargo runs it.
+        assert!(beside_from(&artifact(cli, "test", "deploy", true)).is_none());
+    }
 }
