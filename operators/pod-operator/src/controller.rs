@@ -222,8 +222,9 @@ impl PodRequest {
                 self.metadata.resource_version.clone(),
                 fingerprint(&status),
             );
-            // Forget deleted requests now and then; the check is cheap next to the writes.
-            if ctx.written.len() > 1024 && ctx.written.len() > 2 * ctx.requests.len() {
+            // Forget deleted requests once they are as many as the live ones: memory stays
+            // proportional to what exists, and each sweep is paid for by as many writes.
+            if ctx.written.len() > 2 * ctx.requests.len() + 16 {
                 let live: std::collections::HashSet<String> = ctx
                     .requests
                     .state()

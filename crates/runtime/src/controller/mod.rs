@@ -683,8 +683,12 @@ where
                     reconcileID = %reconcile_id(),
                 );
                 self.reconcile_one(&key, obj).instrument(span).await;
-            } else if let Some(failures) = &self.failures {
-                failures.forget(&key);
+            } else {
+                // Deleted: nothing of it is kept (a soak deletes objects for hours).
+                self.backoff.succeeded_key(&key);
+                if let Some(failures) = &self.failures {
+                    failures.forget(&key);
+                }
             }
             self.queue.done(&key);
         }

@@ -42,6 +42,7 @@ struct Context {
     client: Client,
     ca: CaWatch,
     secrets: Store<Secret>,
+    services: Store<Service>,
     events: Events,
     cluster_domain: String,
     lifetime: Duration,
@@ -51,6 +52,13 @@ struct Context {
     written: Mutex<HashMap<ObjectRef<Secret>, Written<Secret>>>,
     /// Per Service, the signer CN this controller last annotated it with.
     signed: Mutex<HashMap<ObjectRef<Service>, Written<String>>>,
+}
+
+/// How many remembered writes, for `live` objects cached, before those of deleted objects are
+/// swept out: twice the live ones, and a few more so that a handful of objects isn't swept on
+/// every write.
+fn forget_after(live: usize) -> usize {
+    2 * live + 16
 }
 
 /// What this controller wrote, and the resourceVersion the write replaced.
@@ -118,6 +126,7 @@ pub fn register(manager: &mut Manager, scope: &Scope, settings: &Settings, ca: C
         client: manager.client(),
         ca: ca.clone(),
         secrets: secrets.store.clone(),
+        services: services.store.clone(),
         events: manager.events(),
         cluster_domain: settings.cluster_domain.clone(),
         lifetime: settings.serving_cert_lifetime,
@@ -217,8 +226,10 @@ impl Context {
                 object: secret.clone(),
             },
         );
-        // Forget Secrets that are gone now and then; cheap next to the writes.
-        if written.len() > 1024 && written.len() > 2 * self.secrets.len() {
+        // Forget Secrets that are gone once they are as many as the live ones: memory stays
+        // proportional to what exists (a soak replacing Services found it growing), and each
+        // sweep is paid for by as many writes as it keeps.
+        if written.len() > forget_after(self.secrets.len()) {
             written.retain(|k, _| self.secrets.get(k).is_some());
         }
     }
@@ -408,13 +419,18 @@ impl Context {
             ALPHA_SERVING_CERT_GENERATION_ERROR_NUM: Value::Null,
         }}});
         self.patch_service(svc, &patch).await?;
-        self.signed.lock().insert(
+        let mut signed = self.signed.lock();
+        signed.insert(
             key,
             Written {
                 replaced: seen,
                 object: signer.to_owned(),
             },
         );
+        // Deleted Services, forgotten like the Secrets in `remember`.
+        if signed.len() > forget_after(self.services.len()) {
+            signed.retain(|k, _| self.services.get(k).is_some());
+        }
         Ok(())
     }
 
