@@ -57,11 +57,12 @@ fn python() -> Result<PathBuf> {
     Ok(python)
 }
 
-/// Identifies an install: the requirement and the interpreter's version.
-fn stamp(python: &Path) -> Result<String> {
+/// Identifies an install: the requirement, the interpreter's version and where the virtualenv
+/// is (its scripts name their own path: a cache moved elsewhere has to be made again).
+fn stamp(python: &Path, venv: &Path) -> Result<String> {
     let out = Command::new(python).arg("--version").output()?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Ok(format!("{} {version}\n", requirement()))
+    Ok(format!("{} {version} {}\n", requirement(), venv.display()))
 }
 
 /// The `moto_server` to use, installing the pinned moto first when needed. Honours
@@ -83,7 +84,7 @@ pub fn ensure_installed() -> Result<PathBuf> {
     let dir = venv.parent().map(Path::to_path_buf).unwrap_or_default();
     let server = default_server();
     let python = python()?;
-    let stamp = stamp(&python)?;
+    let stamp = stamp(&python, &venv)?;
     let up_to_date = || {
         is_executable(&server)
             && std::fs::read_to_string(dir.join(STAMP_FILE))
