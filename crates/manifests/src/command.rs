@@ -123,8 +123,7 @@ impl Command {
         match self {
             Command::Crds => {
                 for crd in &declaration.manifests.crds {
-                    let text =
-                        serde_saphyr::to_string(crd).map_err(|e| Error::Yaml(e.to_string()))?;
+                    let text = crate::generate::to_yaml(crd).map_err(Error::Yaml)?;
                     print!("---\n{text}");
                 }
                 Ok(())

@@ -188,7 +188,7 @@ pub fn name_suffix<'a>(operator: &str, name: &'a str) -> &'a str {
 
 fn yaml(path: &str, value: &Value) -> String {
     // Serializing a JSON value cannot fail in practice; if it ever did, rendering fails loudly.
-    serde_saphyr::to_string(value)
+    crate::generate::to_yaml(value)
         .unwrap_or_else(|e| format!("{{{{ fail {} }}}}\n", json!(format!("{path}: {e}"))))
 }
 
@@ -684,7 +684,7 @@ fn template(m: &OperatorManifests, names: &[String], path: &str, mut object: Val
         }
     }
     // Text of the objects is data: a `{{` in, say, a schema description must stay literal.
-    let mut text = match serde_saphyr::to_string(&object) {
+    let mut text = match crate::generate::to_yaml(&object) {
         Ok(text) => text.replace("{{", "{{ \"{{\" }}"),
         Err(_) => yaml(path, &object),
     };
