@@ -102,7 +102,10 @@ fn olm_bundle_matches_config() -> Result<()> {
         write(
             &dir,
             &relative,
-            &format!("{HEADER}{}", serde_saphyr::to_string(&value)?),
+            &format!(
+                "{HEADER}{}",
+                operon_manifests::generate::to_yaml(&value).map_err(anyhow::Error::msg)?
+            ),
         )?;
     }
 
