@@ -100,12 +100,16 @@ impl<Key: Eq + Hash, T: Clone> Writes<Key, T> {
         self.written.lock().remove(key);
     }
 
-    /// Keeps only the entries `keep` accepts, once there are more than `limit` (deleted objects
-    /// are forgotten now and then rather than on every write).
-    pub fn prune(&self, limit: usize, keep: impl Fn(&Key) -> bool) {
+    /// Forgets the writes of deleted objects once remembered writes outnumber twice the `live`
+    /// objects plus 16: memory stays proportional to what exists (a soak that replaces objects
+    /// would see it grow otherwise), and each sweep is paid for by as many writes as it keeps.
+    /// `is_live` is asked for only when sweeping: it may be costly to build (e.g. a set of the
+    /// cached UIDs).
+    pub fn forget_deleted<F: Fn(&Key) -> bool>(&self, live: usize, is_live: impl FnOnce() -> F) {
         let mut written = self.written.lock();
-        if written.len() > limit {
-            written.retain(|key, _| keep(key));
+        if written.len() > 2 * live + 16 {
+            let is_live = is_live();
+            written.retain(|key, _| is_live(key));
         }
     }
 
@@ -137,8 +141,23 @@ mod tests {
         writes.record("a", Some("1".into()), 7);
         assert_eq!(writes.newer_than_cache(&"a", Some("1")), Some(7));
         assert_eq!(writes.newer_than_cache(&"a", Some("2")), None);
-        writes.prune(0, |k| *k != "a");
-        assert!(writes.is_empty());
+        assert_eq!(writes.len(), 1);
+    }
+
+    #[test]
+    fn deleted_objects_writes_are_swept_past_twice_the_live_ones_plus_16() {
+        let writes = Writes::<u32, ()>::default();
+        // 10 live objects (0..10) allow 36 entries: the deleted ones (10..) stay until then.
+        for key in 0..36 {
+            writes.record(key, None, ());
+            writes.forget_deleted(10, || |k: &u32| *k < 10);
+        }
+        assert_eq!(writes.len(), 36);
+        writes.record(36, None, ());
+        writes.forget_deleted(10, || |k: &u32| *k < 10);
+        assert_eq!(writes.len(), 10, "only the live objects' writes are kept");
+        // Asked for the live set only when sweeping.
+        writes.forget_deleted(10, || -> fn(&u32) -> bool { panic!("no sweep due") });
     }
 
     use super::*;

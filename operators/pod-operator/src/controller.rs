@@ -222,17 +222,15 @@ impl PodRequest {
                 self.metadata.resource_version.clone(),
                 fingerprint(&status),
             );
-            // Forget deleted requests once they are as many as the live ones: memory stays
-            // proportional to what exists, and each sweep is paid for by as many writes.
-            if ctx.written.len() > 2 * ctx.requests.len() + 16 {
+            ctx.written.forget_deleted(ctx.requests.len(), || {
                 let live: std::collections::HashSet<String> = ctx
                     .requests
                     .state()
                     .iter()
                     .filter_map(|r| r.metadata.uid.clone())
                     .collect();
-                ctx.written.prune(0, |uid| live.contains(uid));
-            }
+                move |uid: &String| live.contains(uid)
+            });
         }
         match observed {
             Observed::Rejected { message, .. } => Err(Error::PodRejected { pod: name, message }),

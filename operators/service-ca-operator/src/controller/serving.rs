@@ -9,7 +9,6 @@
 //! The cache can lag behind this controller's own writes; the Secrets and Service annotations
 //! it last wrote are remembered and preferred over older cached copies.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +18,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use operon_runtime::cache::Writes;
 use operon_runtime::client::is_status;
 use operon_runtime::controller::{self, Action, Controller};
 use operon_runtime::events::Events;
 use operon_runtime::manager::{Manager, Scope};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -49,30 +48,9 @@ struct Context {
     margin: Duration,
     key: KeyAlgorithm,
     /// Secrets as this controller last wrote them.
-    written: Mutex<HashMap<ObjectRef<Secret>, Written<Secret>>>,
+    written: Writes<ObjectRef<Secret>, Secret>,
     /// Per Service, the signer CN this controller last annotated it with.
-    signed: Mutex<HashMap<ObjectRef<Service>, Written<String>>>,
-}
-
-/// How many remembered writes, for `live` objects cached, before those of deleted objects are
-/// swept out: twice the live ones, and a few more so that a handful of objects isn't swept on
-/// every write.
-fn forget_after(live: usize) -> usize {
-    2 * live + 16
-}
-
-/// What this controller wrote, and the resourceVersion the write replaced.
-#[derive(Clone)]
-struct Written<T> {
-    replaced: Option<String>,
-    object: T,
-}
-
-impl<T> Written<T> {
-    /// Whether a cached copy at `cached` predates this write.
-    fn lagged_by(&self, cached: Option<&str>) -> bool {
-        operon_runtime::cache::lags(cached, self.replaced.as_deref())
-    }
+    signed: Writes<ObjectRef<Service>, String>,
 }
 
 fn service_annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
@@ -132,8 +110,8 @@ pub fn register(manager: &mut Manager, scope: &Scope, settings: &Settings, ca: C
         lifetime: settings.serving_cert_lifetime,
         margin: settings.refresh_margin,
         key: settings.key_algorithm,
-        written: Mutex::default(),
-        signed: Mutex::default(),
+        written: Writes::default(),
+        signed: Writes::default(),
     });
     let controller = Controller::new("service", services)
         .filter(service_fingerprint)
@@ -209,29 +187,18 @@ impl Context {
     /// The cached Secret, or what this controller last wrote if the cache hasn't caught up.
     fn newest(&self, key: &ObjectRef<Secret>) -> Option<Secret> {
         let cached = self.secrets.get(key)?;
-        let written = self.written.lock().get(key).cloned();
-        match written {
-            Some(w) if w.lagged_by(cached.metadata.resource_version.as_deref()) => Some(w.object),
-            _ => Some((*cached).clone()),
-        }
+        self.written
+            .newer_than_cache(key, cached.metadata.resource_version.as_deref())
+            .or_else(|| Some((*cached).clone()))
     }
 
     /// Remembers `secret` as written over the version `replaced`.
     fn remember(&self, replaced: Option<String>, secret: &Secret) {
-        let mut written = self.written.lock();
-        written.insert(
-            ObjectRef::from_obj(secret),
-            Written {
-                replaced,
-                object: secret.clone(),
-            },
-        );
-        // Forget Secrets that are gone once they are as many as the live ones: memory stays
-        // proportional to what exists (a soak replacing Services found it growing), and each
-        // sweep is paid for by as many writes as it keeps.
-        if written.len() > forget_after(self.secrets.len()) {
-            written.retain(|k, _| self.secrets.get(k).is_some());
-        }
+        self.written
+            .record(ObjectRef::from_obj(secret), replaced, secret.clone());
+        self.written.forget_deleted(self.secrets.len(), || {
+            |k: &ObjectRef<Secret>| self.secrets.get(k).is_some()
+        });
     }
 
     /// Issues on the blocking pool: an RSA key takes ~0.3 s of CPU, which would stall the
@@ -404,9 +371,9 @@ impl Context {
         let seen = svc.metadata.resource_version.clone();
         let already = self
             .signed
-            .lock()
-            .get(&key)
-            .is_some_and(|w| w.object == signer && w.lagged_by(seen.as_deref()));
+            .newer_than_cache(&key, seen.as_deref())
+            .as_deref()
+            == Some(signer);
         if already {
             return Ok(());
         }
@@ -419,18 +386,10 @@ impl Context {
             ALPHA_SERVING_CERT_GENERATION_ERROR_NUM: Value::Null,
         }}});
         self.patch_service(svc, &patch).await?;
-        let mut signed = self.signed.lock();
-        signed.insert(
-            key,
-            Written {
-                replaced: seen,
-                object: signer.to_owned(),
-            },
-        );
-        // Deleted Services, forgotten like the Secrets in `remember`.
-        if signed.len() > forget_after(self.services.len()) {
-            signed.retain(|k, _| self.services.get(k).is_some());
-        }
+        self.signed.record(key, seen, signer.to_owned());
+        self.signed.forget_deleted(self.services.len(), || {
+            |k: &ObjectRef<Service>| self.services.get(k).is_some()
+        });
         Ok(())
     }
 
@@ -444,7 +403,7 @@ impl Context {
         let patch = json!({ "metadata": { "annotations": annotations } });
         self.patch_service(svc, &patch).await?;
         // The signer recorded earlier no longer describes the Secret.
-        self.signed.lock().remove(&ObjectRef::from_obj(svc));
+        self.signed.forget(&ObjectRef::from_obj(svc));
         self.events
             .warning(svc, "ServingCertGenerationFailed", "Issue", message)
             .await;
