@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -229,10 +228,7 @@ func podReady(pod *corev1.Pod) metav1.Condition {
 	if phase == "" {
 		phase = corev1.PodPending
 	}
-	ready := slices.ContainsFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-	})
-	if phase == corev1.PodRunning && ready {
+	if phase == corev1.PodRunning && isReady(pod) {
 		return condition(typeReady, true, "PodReady", fmt.Sprintf("Pod %s is running and ready", pod.Name))
 	}
 	reason := map[corev1.PodPhase]string{
@@ -260,8 +256,8 @@ func condition(typ string, status bool, reason, message string) metav1.Condition
 }
 
 // podChanged passes Pod creations and deletions, and the updates that change what a reconcile
-// reads: phase, conditions' type and status, deletion, containers' name, image and command,
-// labels, ownerReferences.
+// reads, as the Rust operator's Pod fingerprint does: UID, deletion, the controller
+// ownerReference, the containers' name, image and command, the phase, and whether Ready is True.
 var podChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		old, okOld := e.ObjectOld.(*corev1.Pod)
@@ -269,17 +265,21 @@ var podChanged = predicate.Funcs{
 		if !okOld || !okNew {
 			return true
 		}
-		return old.Status.Phase != pod.Status.Phase ||
-			!slices.EqualFunc(old.Status.Conditions, pod.Status.Conditions, func(a, b corev1.PodCondition) bool {
-				return a.Type == b.Type && a.Status == b.Status
-			}) ||
-			!old.DeletionTimestamp.Equal(pod.DeletionTimestamp) ||
+		return old.UID != pod.UID ||
+			old.Status.Phase != pod.Status.Phase ||
+			isReady(old) != isReady(pod) ||
+			old.DeletionTimestamp.IsZero() != pod.DeletionTimestamp.IsZero() ||
 			!slices.EqualFunc(old.Spec.Containers, pod.Spec.Containers, func(a, b corev1.Container) bool {
 				return a.Name == b.Name && a.Image == b.Image && slices.Equal(a.Command, b.Command)
 			}) ||
-			!maps.Equal(old.Labels, pod.Labels) ||
-			!equality.Semantic.DeepEqual(old.OwnerReferences, pod.OwnerReferences)
+			!equality.Semantic.DeepEqual(metav1.GetControllerOf(old), metav1.GetControllerOf(pod))
 	},
+}
+
+func isReady(pod *corev1.Pod) bool {
+	return slices.ContainsFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+	})
 }
 
 // SetupWithManager registers the controller: PodRequest spec changes and owned Pods trigger it.

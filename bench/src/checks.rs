@@ -33,6 +33,12 @@ pub(crate) fn check_counts(report: &Report) -> Result<()> {
                 phase.name, p.status_writes
             ));
         }
+        if let Some(events) = phase.created_events.filter(|e| *e < phase.n) {
+            failures.push(format!(
+                "{}: {events} of {} PodRequests have a Created Event (want every one)",
+                phase.name, phase.n
+            ));
+        }
         if p.gets > 0.0 {
             failures.push(format!(
                 "{}: {:.3} GETs per PodRequest (want 0: reads come from the caches)",

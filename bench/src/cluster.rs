@@ -33,6 +33,10 @@ fn peer_user() -> String {
     format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{PEER_ACCOUNT}")
 }
 
+/// kube-scheduler's client rate limit in the benchmark's clusters (its default: 50, burst 100).
+pub const SCHEDULER_QPS: u32 = 500;
+pub const SCHEDULER_BURST: u32 = 1000;
+
 impl Cluster {
     /// CPU seconds kube-apiserver and etcd have used so far.
     pub fn control_plane_cpu(&self) -> Option<f64> {
@@ -44,6 +48,29 @@ impl Cluster {
             .filter_map(|(_, pid)| operon_runtime::metrics::process_usage(pid).map(|u| u.1))
             .collect();
         (used.len() == 2).then(|| used.iter().sum())
+    }
+
+    /// Bytes etcd has written to its write-ahead log so far (`etcd_disk_wal_write_bytes_total`):
+    /// what the cluster's storage pays for every write, whoever made it.
+    pub async fn etcd_wal_bytes(&self) -> Option<f64> {
+        let address = self.plane.etcd_metrics_addresses().into_iter().next()?;
+        let response = operon_cluster::plain_http::request(
+            &address,
+            "GET",
+            "/metrics",
+            &[],
+            "",
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()?;
+        response
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("etcd_disk_wal_write_bytes_total "))?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Starts etcd, kube-apiserver (audited), kube-controller-manager, kube-scheduler and kwok
@@ -73,6 +100,10 @@ impl Cluster {
             .apiserver_arg(format!("--audit-log-path={}", audit_log.display()))
             .apiserver_arg("--audit-log-format=json")
             .apiserver_arg("--audit-log-maxsize=0")
+            // kube-scheduler's client is limited to 50 requests/s by default: every peer would
+            // be bound by how fast Pods are bound, not by its own work.
+            .scheduler_arg(format!("--kube-api-qps={SCHEDULER_QPS}"))
+            .scheduler_arg(format!("--kube-api-burst={SCHEDULER_BURST}"))
             .start()
             .await
             .context("starting the control plane")?;

@@ -32,8 +32,9 @@ struct Cli {
     /// Burst sizes: PodRequests created as fast as `--concurrency` allows, until all are Ready.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     sizes: Vec<usize>,
-    /// Fixed arrival rates (per second) for the latency runs.
-    #[arg(long, value_delimiter = ',', default_value = "50,200")]
+    /// Offered rates (per second) of the open-loop runs: creates sent at that rate whatever
+    /// the answers do; the highest should be above every peer's capacity.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400")]
     rates: Vec<f64>,
     /// How long each fixed-rate run creates.
     #[arg(long, default_value_t = 10.0)]
@@ -41,9 +42,10 @@ struct Cli {
     /// Create calls in flight (the client's) and reconciles at once (the operators').
     #[arg(long, default_value_t = 10)]
     concurrency: u16,
-    /// Requests (and Pods) in the cluster for the memory reading; topped up after the bursts.
-    #[arg(long, default_value_t = 10_000)]
-    memory_objects: usize,
+    /// Requests (and Pods) in the cluster for the memory readings: after the other phases,
+    /// topped up to each in turn (the memory per cached object is the slope between them).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    memory_objects: Vec<usize>,
     /// Length of each idle window (writes and GETs counted).
     #[arg(long, default_value_t = 10.0)]
     idle_seconds: f64,
@@ -55,7 +57,7 @@ struct Cli {
     peers: Vec<PeerKind>,
     /// Runs of every peer. Run r starts with the r-th peer of the list (then the others in
     /// order), so that no peer always runs first or last on a machine that drifts.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Skip the failover measurement.
     #[arg(long)]
@@ -99,7 +101,7 @@ fn main() -> Result<()> {
         cli.sizes = vec![200];
         cli.runs = 1;
         cli.rates = Vec::new();
-        cli.memory_objects = 0;
+        cli.memory_objects = Vec::new();
         cli.no_failover = true;
         cli.idle_seconds = cli.idle_seconds.min(5.0);
     }
@@ -133,7 +135,8 @@ async fn run(cli: Cli) -> Result<()> {
         rates: cli.rates.clone(),
         rate_seconds: cli.rate_seconds,
         concurrency: cli.concurrency.into(),
-        memory_objects: cli.memory_objects,
+        memory_objects: cli.memory_objects.iter().copied().max().unwrap_or(0),
+        memory_steps: cli.memory_objects.clone(),
         idle_seconds: cli.idle_seconds,
         quick: cli.quick,
         profile: cli.profile.clone(),
@@ -155,8 +158,15 @@ async fn run(cli: Cli) -> Result<()> {
              same machine as the control plane; the apiserver's audit log counts their requests."
                 .into(),
             format!(
+                "kube-scheduler's client runs at {} requests/s (burst {}) instead of its default \
+                 50 (burst 100), so that binding Pods doesn't bound the operators.",
+                cluster::SCHEDULER_QPS,
+                cluster::SCHEDULER_BURST
+            ),
+            format!(
                 "The benchmark client creates with {} calls in flight (bursts) or open loop \
-                 (rates), and watches Pods and PodRequests to time them.",
+                 (rates: each create sent at its time, whatever the earlier ones are doing), and \
+                 watches Pods and PodRequests to time them from when each create was sent.",
                 cli.concurrency
             ),
         ],

@@ -216,6 +216,17 @@ impl Process {
         scrape(self.metrics_port).await.ok().map(Metrics)
     }
 
+    /// Live heap in bytes, after a forced collection: the Go peers' `/live-heap` (`None` for a
+    /// peer without it).
+    pub async fn live_heap_bytes(&self) -> Option<f64> {
+        get(self.metrics_port, "/live-heap")
+            .await
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Polls `/metrics` until `done` holds, at most `timeout`.
     pub async fn wait_metrics(
         &self,

@@ -4,8 +4,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use std::collections::HashSet;
+
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
 use nix::sys::signal::Signal;
 use operon_cluster::wait;
 use pod_operator::api::PodRequest;
@@ -61,11 +64,17 @@ pub(crate) async fn run_peer(
         .map(|r| (r * cli.rate_seconds).round() as usize)
         .collect();
     let created_by_phases = cli.sizes.iter().sum::<usize>() + rate_objects.iter().sum::<usize>();
-    let fill = if kind.is_operator() {
-        cli.memory_objects.saturating_sub(created_by_phases)
+    // Memory steps: after the other phases, requests are topped up to each step in turn.
+    let mut steps: Vec<usize> = if kind.is_operator() {
+        cli.memory_objects.clone()
     } else {
-        0
+        Vec::new()
     };
+    steps.sort_unstable();
+    steps.dedup();
+    let fill = steps
+        .last()
+        .map_or(0, |top| top.saturating_sub(created_by_phases));
     let (cluster, startup) = Cluster::start(created_by_phases + fill + 20).await?;
     eprintln!("bench: control plane up in {startup:.1?}");
     let origin = Instant::now();
@@ -132,8 +141,10 @@ pub(crate) async fn run_peer(
     for n in sizes {
         plan.push((format!("burst-{n}"), Mode::Burst(*n)));
     }
-    if fill > 0 {
-        plan.push((format!("fill-{}", cli.memory_objects), Mode::Burst(fill)));
+    let mut total = created_by_phases;
+    for step in steps.into_iter().filter(|s| *s > created_by_phases) {
+        plan.push((format!("fill-{step}"), Mode::Burst(step - total)));
+        total = step;
     }
     let mut cached = 0;
     for (name, mode) in plan {
@@ -287,6 +298,7 @@ async fn phase(
     };
     let u0 = operator.and_then(Process::usage);
     let plane0 = cluster.control_plane_cpu();
+    let wal0 = cluster.etcd_wal_bytes().await;
     let mark = cluster.audit_mark()?;
     let names = workload::names(&prefix, n);
 
@@ -354,6 +366,7 @@ async fn phase(
     };
     let u1 = operator.and_then(Process::usage);
     let plane1 = cluster.control_plane_cpu();
+    let wal1 = cluster.etcd_wal_bytes().await;
     if let Some(m) = &m1 {
         // Kept with the logs: histograms behind the numbers (reconcile and queue times).
         let file = logs.join(format!("{}-{}.metrics", kind.name(), name));
@@ -425,6 +438,15 @@ async fn phase(
     // Idle windows after the phases that create (the churn phases are short: theirs would
     // lengthen the run without telling anything new).
     let creates = matches!(mode, Mode::Burst(_) | Mode::Rate(_));
+    // Every Pod created has its Event: distinct requests with a `Created` Event (a series patch
+    // or a replaced Event doesn't stand in for a missing one). Events are written in the
+    // background, so they may trail the statuses a little.
+    let created_events = match (&mode, kind.is_operator()) {
+        (Mode::Burst(_) | Mode::Rate(_) | Mode::Recreate(_), true) => {
+            Some(created_events(cluster, &ns, &prefix, n).await)
+        }
+        _ => None,
+    };
     let (idle, rss_after_mb, heap_after_mb) = match operator {
         Some(p) => (
             match creates {
@@ -443,6 +465,12 @@ async fn phase(
             },
         ),
         None => (None, None, None),
+    };
+    let live_heap_after_mb = match (operator, kind) {
+        (Some(p), PeerKind::Go | PeerKind::GoTuned) => p.live_heap_bytes().await.map(|b| b / 1e6),
+        // glibc's count of bytes allocated and not freed: live by definition.
+        (Some(_), PeerKind::Operon | PeerKind::KubeRs) => heap_after_mb,
+        _ => None,
     };
     Ok(Phase {
         name: name.to_string(),
@@ -476,13 +504,50 @@ async fn phase(
         reconcile_errors,
         cpu_s,
         control_plane_cpu_s: plane0.zip(plane1).map(|(a, b)| b - a),
+        etcd_wal_bytes: wal0.zip(wal1).map(|(a, b)| b - a),
         queue_adds,
         queue_retries,
         cached_objects: cached,
         idle,
         rss_after_mb,
         heap_after_mb,
+        live_heap_after_mb,
+        created_events,
     })
+}
+
+/// How many of the requests `<prefix>-…` in `namespace` have a `Created` Event, once all `n`
+/// have or 30 s have passed.
+async fn created_events(cluster: &Cluster, namespace: &str, prefix: &str, n: usize) -> usize {
+    let api: &Api<Event> = &Api::namespaced(cluster.admin.clone(), namespace);
+    let prefix: &str = &format!("{prefix}-");
+    let seen = &std::cell::Cell::new(0);
+    let all = wait::until_every(
+        "a Created Event for every request",
+        Duration::from_secs(30),
+        wait::Backoff::every(Duration::from_millis(500)),
+        move || async move {
+            let events = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let named: HashSet<String> = events
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("Created"))
+                .filter_map(|e| e.regarding.and_then(|r| r.name))
+                .filter(|name| name.starts_with(prefix))
+                .collect();
+            seen.set(named.len());
+            if named.len() >= n {
+                Ok(named.len())
+            } else {
+                Err(format!("{} of {n}", named.len()))
+            }
+        },
+    )
+    .await;
+    all.unwrap_or(seen.get())
 }
 
 /// The namespace a creating phase makes its objects in.

@@ -52,7 +52,7 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
         lines(
             &dir.join(&file),
             &format!("latency CDF, {name}"),
-            "milliseconds from the call returned to the Pod's event (log scale)",
+            "milliseconds from the call sent to the Pod's event (log scale)",
             "fraction of objects",
             &series,
             true,
@@ -79,6 +79,45 @@ pub fn write(report: &Report, dir: &Path, stem: &str) -> Result<Vec<(String, Str
             false,
         )?;
         out.push((format!("convergence, {name}"), file));
+    }
+    // Open loop: achieved rate and p99 CR→Ready against the offered rate, medians over the runs.
+    let rates = report.rate_phases();
+    if !rates.is_empty() {
+        let curve = |f: &dyn Fn(&crate::report::Phase) -> Option<f64>| -> Vec<_> {
+            report
+                .kinds()
+                .into_iter()
+                .map(|k| {
+                    let pts = rates
+                        .iter()
+                        .filter_map(|(name, rate)| {
+                            report.over_phase(k, name, f).map(|s| (*rate, s.median))
+                        })
+                        .collect();
+                    (k.name().to_string(), color(k), pts)
+                })
+                .collect()
+        };
+        let file = format!("{stem}-capacity.svg");
+        lines(
+            &dir.join(&file),
+            "Capacity: rate achieved against rate offered (medians)",
+            "offered PodRequests per second",
+            "achieved: objects ÷ first create to last Ready (per second)",
+            &curve(&|p| Some(p.n as f64 / p.converge_s)),
+            false,
+        )?;
+        out.push(("capacity".into(), file));
+        let file = format!("{stem}-ready-p99-by-rate.svg");
+        lines(
+            &dir.join(&file),
+            "p99 CR→Ready against rate offered (medians)",
+            "offered PodRequests per second",
+            "p99 ms from the create sent to Ready",
+            &curve(&|p| p.ready_latency.as_ref().map(|l| l.p99_ms)),
+            false,
+        )?;
+        out.push(("p99 CR→Ready by offered rate".into(), file));
     }
     // Memory over each operator's run.
     let series: Vec<_> = first

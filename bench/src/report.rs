@@ -41,7 +41,11 @@ pub struct Settings {
     pub rates: Vec<f64>,
     pub rate_seconds: f64,
     pub concurrency: usize,
+    /// The largest memory step.
     pub memory_objects: usize,
+    /// Requests in the cluster at each memory reading.
+    #[serde(default)]
+    pub memory_steps: Vec<usize>,
     pub idle_seconds: f64,
     pub quick: bool,
     pub profile: String,
@@ -85,9 +89,10 @@ pub struct Phase {
     pub create_s: f64,
     /// First create sent → last object Ready.
     pub converge_s: f64,
+    /// Per object, the call sent → its Pod's watch event (ADDED, or gone for a delete phase).
     pub latency: Latency,
-    /// Per object, the call returned → the object Ready (the request's status for the
-    /// operators, the Pod's condition for direct). Not for delete phases.
+    /// Per object, the call sent → the object Ready (the request's status for the operators,
+    /// the Pod's condition for direct). Not for delete phases.
     #[serde(default)]
     pub ready_latency: Option<Latency>,
     /// How long the create calls themselves took (sent → returned).
@@ -108,6 +113,9 @@ pub struct Phase {
     /// CPU seconds kube-apiserver and etcd used over the phase.
     #[serde(default)]
     pub control_plane_cpu_s: Option<f64>,
+    /// Bytes etcd wrote to its write-ahead log over the phase.
+    #[serde(default)]
+    pub etcd_wal_bytes: Option<f64>,
     /// Keys that entered the operator's work queue (`workqueue_adds_total`).
     #[serde(default)]
     pub queue_adds: Option<u64>,
@@ -121,6 +129,13 @@ pub struct Phase {
     /// allocator).
     #[serde(default)]
     pub heap_after_mb: Option<f64>,
+    /// Live heap after the phase, like for like: Go's `HeapAlloc` right after `runtime.GC()`,
+    /// ours the allocator's bytes in use (freed memory is never counted).
+    #[serde(default)]
+    pub live_heap_after_mb: Option<f64>,
+    /// Requests of a creating phase that have a `Created` Event.
+    #[serde(default)]
+    pub created_events: Option<usize>,
 }
 
 fn one() -> usize {
@@ -255,6 +270,12 @@ impl Spread {
         })
     }
 
+    /// Whether every run of `self` is below every run of `other` (ranges that don't overlap; a
+    /// single run each never counts).
+    pub fn entirely_below(&self, other: &Spread) -> bool {
+        self.runs > 1 && other.runs > 1 && self.max < other.min
+    }
+
     /// `median (min–max)`, or the value alone for a single run.
     fn show(&self, f: impl Fn(f64) -> String) -> String {
         if self.runs == 1 {
@@ -281,12 +302,29 @@ fn ms(v: f64) -> String {
     format!("{v:.0}")
 }
 
+fn ms_unit(v: f64) -> String {
+    format!("{v:.0} ms")
+}
+
+fn per_s(v: f64) -> String {
+    format!("{v:.0}/s")
+}
+
+/// The p99 CR→Ready (from the create sent) under which an offered rate counts as sustained.
+pub const CAPACITY_P99_MS: f64 = 5000.0;
+
+/// Operator + API server + etcd CPU seconds per 1000 objects of a phase.
+pub fn whole_cluster_per_1000(phase: &Phase) -> Option<f64> {
+    let cpu = phase.cpu_s.unwrap_or(0.0) + phase.control_plane_cpu_s?;
+    Some(1000.0 * cpu / phase.n.max(1) as f64)
+}
+
 /// A target: what, met or not (`None`: not measured), the values behind the verdict.
 pub type Target = (String, Option<bool>, String);
 
 impl Report {
     /// The peers in the order of the settings (then any others found).
-    fn kinds(&self) -> Vec<PeerKind> {
+    pub fn kinds(&self) -> Vec<PeerKind> {
         let mut kinds = self.settings.peers.clone();
         for p in &self.peers {
             if !kinds.contains(&p.peer) {
@@ -307,7 +345,7 @@ impl Report {
     }
 
     /// A measure of phase `name` over a peer's runs.
-    fn over_phase(
+    pub fn over_phase(
         &self,
         kind: PeerKind,
         name: &str,
@@ -351,27 +389,95 @@ impl Report {
             .map(|p| p.name.clone())
     }
 
-    /// Ours against the best Go peer on a lower-is-better measure: `ours ≤ factor × Go's`.
+    /// Ours against the best Go peer on a lower-is-better measure: `ours ≤ factor × Go's`, and,
+    /// when `significant`, also every run of ours below every run of theirs.
     fn ratio_target(
         &self,
         what: String,
         factor: f64,
+        significant: bool,
         f: impl Fn(PeerKind) -> Option<Spread>,
         unit: fn(f64) -> String,
     ) -> Option<Target> {
         let ours = f(PeerKind::Operon)?;
         let (go, theirs) = self.best_go(&f)?;
+        let below = ours.entirely_below(&theirs);
+        let met = ours.median <= factor * theirs.median && (below || !significant);
         Some((
             what,
-            Some(ours.median <= factor * theirs.median),
+            Some(met),
             format!(
-                "{} vs {} {} ({:.2}×)",
-                unit(ours.median),
+                "{} vs {} {} ({:.2}×; {})",
+                ours.show(unit),
                 go.name(),
-                unit(theirs.median),
-                ours.median / theirs.median
+                theirs.show(unit),
+                ours.median / theirs.median,
+                if below {
+                    "significant: ours lower in every run"
+                } else if theirs.entirely_below(&ours) {
+                    "significant: theirs lower in every run"
+                } else {
+                    "the ranges overlap"
+                }
             ),
         ))
+    }
+
+    /// Per run, kB of `f` (MB after a phase) per PodRequest cached (with its Pod), as the slope
+    /// over the memory steps (the `fill-N` phases).
+    fn memory_slope(&self, kind: PeerKind, f: fn(&Phase) -> Option<f64>) -> Option<Spread> {
+        Spread::of(self.runs(kind).filter_map(|r| {
+            let points: Vec<(f64, f64)> = r
+                .phases
+                .iter()
+                .filter(|p| p.kind == "fill")
+                .filter_map(|p| Some(((p.cached_objects / 2) as f64, f(p)?)))
+                .collect();
+            slope(&points).map(|mb| mb * 1e3)
+        }))
+    }
+
+    /// Per run, the highest offered rate whose p99 CR→Ready (from the create sent) stayed
+    /// under [`CAPACITY_P99_MS`].
+    fn capacity(&self, kind: PeerKind) -> Option<Spread> {
+        Spread::of(
+            self.runs(kind)
+                .filter(|r| r.phases.iter().any(|p| p.kind == "rate"))
+                .map(|r| {
+                    r.phases
+                        .iter()
+                        .filter(|p| p.kind == "rate")
+                        .filter(|p| {
+                            p.ready_latency
+                                .as_ref()
+                                .is_some_and(|l| l.p99_ms < CAPACITY_P99_MS)
+                        })
+                        .filter_map(|p| p.rate)
+                        .fold(0.0, f64::max)
+                }),
+        )
+    }
+
+    /// The Go peer with the highest median capacity, and that capacity.
+    fn go_capacity(&self) -> Option<(PeerKind, Spread)> {
+        [PeerKind::Go, PeerKind::GoTuned]
+            .into_iter()
+            .filter_map(|k| self.capacity(k).map(|s| (k, s)))
+            .max_by(|a, b| a.1.median.total_cmp(&b.1.median))
+    }
+
+    /// The rate phases, by offered rate.
+    pub fn rate_phases(&self) -> Vec<(String, f64)> {
+        let mut rates: Vec<(String, f64)> = Vec::new();
+        for p in self.peers.iter().flat_map(|p| &p.phases) {
+            if let Some(r) = p.rate.filter(|_| p.kind == "rate")
+                && !rates.iter().any(|(n, _)| *n == p.name)
+            {
+                rates.push((p.name.clone(), r));
+            }
+        }
+        rates.sort_by(|a, b| a.1.total_cmp(&b.1));
+        rates
     }
 
     /// Each target of the issue, on medians against the best Go peer.
@@ -380,20 +486,65 @@ impl Report {
         let ours = PeerKind::Operon;
         let names = self.phase_names();
         let per_1000 = |ph: &Phase| ph.cpu_s.map(|c| 1000.0 * c / ph.n as f64);
-        for name in &names {
-            out.extend(self.ratio_target(
-                format!("CPU per PodRequest ≤ 0.5× ({name})"),
-                0.5,
-                |k| self.over_phase(k, name, per_1000),
-                |v| format!("{v:.2} s/1000"),
+        let s_per_1000 = |v: f64| format!("{v:.2} s/1000");
+        // Open loop: capacity, and the cost and latency below it.
+        let go_capacity = self.go_capacity();
+        if let (Some(ours), Some((go, theirs))) = (self.capacity(ours), go_capacity) {
+            out.push((
+                format!(
+                    "capacity (p99 CR→Ready < {:.0} s) ≥ Go's",
+                    CAPACITY_P99_MS / 1e3
+                ),
+                Some(ours.median >= theirs.median),
+                format!(
+                    "{} vs {} {}",
+                    ours.show(per_s),
+                    go.name(),
+                    theirs.show(per_s)
+                ),
             ));
         }
-        for name in &names {
+        let capacity = go_capacity.map(|(_, c)| c.median).unwrap_or(f64::INFINITY);
+        for (name, _) in self.rate_phases().iter().filter(|(_, r)| *r < capacity) {
             out.extend(self.ratio_target(
-                format!("p99 latency ≤ Go's ({name})"),
-                1.0,
-                |k| self.over_phase(k, name, |p| Some(p.latency.p99_ms)),
-                |v| format!("{v:.0} ms"),
+                format!("whole-cluster CPU per PodRequest ≤ 0.9× ({name})"),
+                0.9,
+                false,
+                |k| self.over_phase(k, name, whole_cluster_per_1000),
+                s_per_1000,
+            ));
+            out.extend(self.ratio_target(
+                format!("operator CPU per PodRequest ≤ 0.5× ({name})"),
+                0.5,
+                false,
+                |k| self.over_phase(k, name, per_1000),
+                s_per_1000,
+            ));
+        }
+        if let Some((name, rate)) = self
+            .rate_phases()
+            .into_iter()
+            .rev()
+            .find(|(_, r)| *r <= 0.8 * capacity)
+            .filter(|_| capacity.is_finite())
+        {
+            out.extend(self.ratio_target(
+                format!(
+                    "p99 CR→Ready ≤ 0.8× at {rate:.0}/s (≤ 80 % of Go's capacity), significant"
+                ),
+                0.8,
+                true,
+                |k| self.over_phase(k, &name, |p| p.ready_latency.as_ref().map(|l| l.p99_ms)),
+                ms_unit,
+            ));
+        }
+        for name in names.iter().filter(|n| !n.starts_with("rate")) {
+            out.extend(self.ratio_target(
+                format!("operator CPU per PodRequest ≤ 0.5× ({name})"),
+                0.5,
+                false,
+                |k| self.over_phase(k, name, per_1000),
+                s_per_1000,
             ));
         }
         let most_cached = self
@@ -406,16 +557,33 @@ impl Report {
             out.extend(self.ratio_target(
                 format!("RSS at {n} cached objects ≤ 0.5×"),
                 0.5,
+                false,
                 |k| self.over_phase(k, &name, |p| p.rss_after_mb),
                 mb,
             ));
             out.extend(self.ratio_target(
-                format!("heap in use at {n} cached objects ≤ 0.5×"),
+                format!("live heap at {n} cached objects ≤ 0.5×"),
                 0.5,
-                |k| self.over_phase(k, &name, |p| p.heap_after_mb),
+                false,
+                |k| self.over_phase(k, &name, |p| p.live_heap_after_mb),
                 mb,
             ));
         }
+        let kb = |v: f64| format!("{v:.2} kB");
+        out.extend(self.ratio_target(
+            "live heap per cached PodRequest and Pod (slope over the memory steps) ≤ 0.5×".into(),
+            0.5,
+            false,
+            |k| self.memory_slope(k, |p| p.live_heap_after_mb),
+            kb,
+        ));
+        out.extend(self.ratio_target(
+            "RSS per cached PodRequest and Pod (slope over the memory steps) ≤ 0.5×".into(),
+            0.5,
+            false,
+            |k| self.memory_slope(k, |p| p.rss_after_mb),
+            kb,
+        ));
         if let Some(idle) = self.over_runs(ours, |r| r.idle_rss_mb) {
             out.push((
                 "idle RSS ≤ 12 MB".into(),
@@ -431,6 +599,7 @@ impl Report {
             out.extend(self.ratio_target(
                 format!("startup to drained with {objects} objects ≤ 0.5×"),
                 0.5,
+                false,
                 restart,
                 secs,
             ));
@@ -504,15 +673,19 @@ impl Report {
                 Some(gets == 0.0),
                 format!("at most {gets:.3}"),
             ));
-            let events = phases
+            let with_events: Vec<(usize, usize)> = phases
                 .iter()
-                .map(|p| p.per_object.event_writes - p.per_object.pod_creates)
-                .fold(f64::NAN, f64::min);
-            out.push((
-                "0 Events dropped (an Event per Pod created)".into(),
-                Some(events >= 0.0),
-                format!("Event writes − Pod creates ≥ {events:.3} per PodRequest"),
-            ));
+                .filter_map(|p| p.created_events.map(|e| (e, p.n)))
+                .collect();
+            if !with_events.is_empty() {
+                let missing: usize = with_events.iter().map(|(e, n)| n.saturating_sub(*e)).sum();
+                let all: usize = with_events.iter().map(|(_, n)| n).sum();
+                out.push((
+                    "every Pod created has its own Created Event".into(),
+                    Some(missing == 0),
+                    format!("{missing} of {all} requests without one"),
+                ));
+            }
         }
         let idles: Vec<&Idle> = self
             .runs(ours)
@@ -572,6 +745,108 @@ impl Report {
         (label.into(), self.kinds().into_iter().map(cell).collect())
     }
 
+    /// The headline: what the whole cluster pays per request (operator + API server + etcd
+    /// CPU, etcd's bytes, the operator's API requests by verb), the operator's own CPU after.
+    fn cluster_cost(&self, md: &mut String, names: &[String]) {
+        let _ = writeln!(
+            md,
+            "\n## What the cluster pays per 1000 PodRequests\n\n\
+             CPU seconds of the operator, kube-apiserver and etcd together, from the first create \
+             until all are Ready (the direct baseline: API server and etcd only); the operator's \
+             own CPU; kB etcd wrote to its write-ahead log."
+        );
+        let mut rows = Vec::new();
+        for name in names {
+            rows.push(self.row(format!("{name}: whole cluster"), |k| {
+                show(self.over_phase(k, name, whole_cluster_per_1000), |v| {
+                    format!("{v:.2} s")
+                })
+            }));
+            rows.push(self.row(format!("{name}: operator"), |k| {
+                show(
+                    self.over_phase(k, name, |p| p.cpu_s.map(|c| 1000.0 * c / p.n as f64)),
+                    |v| format!("{v:.2} s"),
+                )
+            }));
+            rows.push(self.row(format!("{name}: etcd WAL"), |k| {
+                show(
+                    self.over_phase(k, name, |p| {
+                        p.etcd_wal_bytes.map(|b| b / 1e3 * 1000.0 / p.n as f64)
+                    }),
+                    |v| format!("{v:.0} kB"),
+                )
+            }));
+        }
+        self.table(md, "phase", rows);
+        let _ = writeln!(
+            md,
+            "\nThe operator's API requests per PodRequest by verb, as audited (all phases that \
+             create; median over runs):"
+        );
+        let creating: Vec<&String> = names
+            .iter()
+            .filter(|n| !n.starts_with("update") && !n.starts_with("delete"))
+            .collect();
+        let mut rows = Vec::new();
+        for verb in [
+            "create", "patch", "update", "delete", "get", "list", "watch",
+        ] {
+            rows.push(self.row(verb, |k| {
+                if !k.is_operator() {
+                    return "–".into();
+                }
+                show(
+                    Spread::of(self.runs(k).filter_map(|r| {
+                        let (requests, n) = r
+                            .phases
+                            .iter()
+                            .filter(|p| creating.contains(&&p.name))
+                            .fold((0, 0), |(q, n), p| (q + p.audit.verb(verb), n + p.n));
+                        (n > 0).then(|| requests as f64 / n as f64)
+                    })),
+                    |v| format!("{v:.3}"),
+                )
+            }));
+        }
+        self.table(md, "verb", rows);
+    }
+
+    /// Open loop: per offered rate, the rate achieved (objects ÷ first create sent to last
+    /// Ready) and p50 / p99 CR→Ready; then each peer's capacity.
+    fn capacity_table(&self, md: &mut String) {
+        let rates = self.rate_phases();
+        if rates.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "\n## Open loop: rate achieved; p50 / p99 CR→Ready (from the create sent)\n\n\
+             Creates are sent at the offered rate whatever the answers do. A rate is sustained \
+             while p99 CR→Ready stays under {:.0} s; capacity is the highest sustained rate.",
+            CAPACITY_P99_MS / 1e3
+        );
+        let mut rows: Vec<_> = rates
+            .iter()
+            .map(|(name, rate)| {
+                self.row(format!("{rate:.0}/s offered"), |k| {
+                    let achieved = self.over_phase(k, name, |p| Some(p.n as f64 / p.converge_s));
+                    let p50 =
+                        self.over_phase(k, name, |p| p.ready_latency.as_ref().map(|l| l.p50_ms));
+                    let p99 =
+                        self.over_phase(k, name, |p| p.ready_latency.as_ref().map(|l| l.p99_ms));
+                    match (achieved, p50, p99) {
+                        (Some(a), Some(p50), Some(p99)) => {
+                            format!("{}; {} / {}", per_s(a.median), ms(p50.median), p99.show(ms))
+                        }
+                        _ => "–".into(),
+                    }
+                })
+            })
+            .collect();
+        rows.push(self.row("capacity", |k| show(self.capacity(k), per_s)));
+        self.table(md, "rate", rows);
+    }
+
     pub fn markdown(&self, plots: &[(String, String)]) -> String {
         let mut md = String::new();
         let s = &self.settings;
@@ -596,15 +871,20 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Run: bursts of {:?} objects at concurrency {}; fixed rates {:?}/s for {} s each; \
-             memory at {} requests; idle windows of {} s. Each peer gets a fresh control plane. \
-             {} run(s) of every peer, interleaved: run r starts with the r-th peer. Cells show \
-             the median over the runs and, in brackets, the lowest and highest.\n",
+            "Run: bursts of {:?} objects at concurrency {}; open-loop rates {:?}/s for {} s \
+             each; memory at {} requests; idle windows of {} s. Each peer gets a fresh control \
+             plane. {} run(s) of every peer, interleaved: run r starts with the r-th peer. Cells \
+             show the median over the runs and, in brackets, the lowest and highest; a \
+             comparison is significant only where the ranges don't overlap.\n",
             s.sizes,
             s.concurrency,
             s.rates,
             s.rate_seconds,
-            s.memory_objects,
+            if s.memory_steps.is_empty() {
+                format!("{:?}", [s.memory_objects])
+            } else {
+                format!("{:?}", s.memory_steps)
+            },
             s.idle_seconds,
             s.runs
         );
@@ -627,6 +907,8 @@ impl Report {
         }
 
         let names = self.phase_names();
+        self.cluster_cost(&mut md, &names);
+        self.capacity_table(&mut md);
         let _ = writeln!(
             md,
             "\n## Convergence (first create → all Ready), and efficiency (direct's median ÷ the peer's)"
@@ -669,7 +951,7 @@ impl Report {
         let _ = writeln!(
             md,
             "\n## Latency per object: p50 ms / p99 ms (p99's lowest–highest)\n\n\
-             From the call returning to the watch event: a create to its Pod ADDED (CR→Pod); a \
+             From the call sent to the watch event: a create to its Pod ADDED (CR→Pod); a \
              spec change (update-N) to its new Pod ADDED; a delete (delete-N) to its Pod gone."
         );
         let rows = names
@@ -690,7 +972,7 @@ impl Report {
         let _ = writeln!(
             md,
             "\n## CR→Ready per object: p50 ms / p99 ms (p99's lowest–highest)\n\n\
-             From the create (or spec change) returning to the object Ready: the PodRequest's \
+             From the create (or spec change) sent to the object Ready: the PodRequest's \
              status for the operators, the Pod's condition for direct."
         );
         let rows = names
@@ -709,29 +991,6 @@ impl Report {
                 })
             })
             .collect();
-        self.table(&mut md, "phase", rows);
-
-        let _ = writeln!(
-            md,
-            "\n## CPU per 1000 PodRequests (operator; API server + etcd)"
-        );
-        let mut rows = Vec::new();
-        for name in &names {
-            rows.push(self.row(format!("{name}: operator"), |k| {
-                show(
-                    self.over_phase(k, name, |p| p.cpu_s.map(|c| 1000.0 * c / p.n as f64)),
-                    |v| format!("{v:.2} s"),
-                )
-            }));
-            rows.push(self.row(format!("{name}: API server + etcd"), |k| {
-                show(
-                    self.over_phase(k, name, |p| {
-                        p.control_plane_cpu_s.map(|c| 1000.0 * c / p.n as f64)
-                    }),
-                    |v| format!("{v:.2} s"),
-                )
-            }));
-        }
         self.table(&mut md, "phase", rows);
 
         if let Some(big) = self.largest_burst() {
@@ -784,7 +1043,11 @@ impl Report {
             self.table(&mut md, "per object", rows);
         }
 
-        let _ = writeln!(md, "\n## Memory (RSS; heap in use)");
+        let _ = writeln!(
+            md,
+            "\n## Memory (RSS; heap in use; live heap: Go's after `runtime.GC()`, ours the \
+             allocator's bytes in use)"
+        );
         let mut rows = vec![self.row("idle, nothing cached", |k| {
             show(self.over_runs(k, |r| r.idle_rss_mb), mb)
         })];
@@ -805,13 +1068,26 @@ impl Report {
                 self.row(format!("after {name}, {cached} objects cached"), |k| {
                     let rss = self.over_phase(k, name, |p| p.rss_after_mb);
                     let heap = self.over_phase(k, name, |p| p.heap_after_mb);
-                    match (rss, heap) {
-                        (Some(r), Some(h)) => format!("{}; {}", r.show(mb), h.show(mb)),
-                        (r, _) => show(r, mb),
+                    let live = self.over_phase(k, name, |p| p.live_heap_after_mb);
+                    match (rss, heap, live) {
+                        (Some(r), Some(h), Some(l)) => {
+                            format!("{}; {}; {}", r.show(mb), h.show(mb), l.show(mb))
+                        }
+                        (Some(r), Some(h), None) => format!("{}; {}", r.show(mb), h.show(mb)),
+                        (r, _, _) => show(r, mb),
                     }
                 }),
             );
         }
+        rows.push(self.row(
+            "per cached PodRequest + Pod: RSS; live heap (slopes)",
+            |k| {
+                let rss = self.memory_slope(k, |p| p.rss_after_mb);
+                let live = self.memory_slope(k, |p| p.live_heap_after_mb);
+                let kb = |v: f64| format!("{v:.2} kB");
+                format!("{}; {}", show(rss, kb), show(live, kb))
+            },
+        ));
         rows.push(
             self.row("peak during the initial list after a restart", |k| {
                 show(
@@ -881,6 +1157,16 @@ impl Report {
     }
 }
 
+/// Least-squares slope of `y` over `x` (`None` with fewer than two distinct `x`).
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (points.len() >= 2 && sxx > 0.0).then(|| sxy / sxx)
+}
+
 /// CPU seconds per 1000 reconciles in a phase.
 pub fn cpu_per_1000(phase: &Phase) -> Option<f64> {
     let cpu = phase.cpu_s?;
@@ -911,5 +1197,26 @@ mod tests {
             show(Spread::of([1.0, 2.0, 4.0]), secs),
             "2.00 s (1.00 s–4.00 s)"
         );
+    }
+
+    #[test]
+    fn significance_needs_ranges_that_do_not_overlap() {
+        let a = Spread::of([1.0, 2.0, 3.0]).expect("values");
+        let b = Spread::of([3.5, 4.0, 9.0]).expect("values");
+        let c = Spread::of([2.5, 5.0, 6.0]).expect("values");
+        assert!(a.entirely_below(&b));
+        assert!(!a.entirely_below(&c), "3.0 > 2.5: overlap");
+        assert!(!b.entirely_below(&a));
+        let one = Spread::of([0.5]).expect("value");
+        assert!(!one.entirely_below(&b), "a single run is never significant");
+    }
+
+    #[test]
+    fn slope_of_memory_over_objects() {
+        let points = [(5000.0, 20.0), (10000.0, 30.0), (20000.0, 50.0)];
+        let s = slope(&points).expect("three points");
+        assert!((s - 0.002).abs() < 1e-12, "{s}");
+        assert_eq!(slope(&[(1.0, 2.0)]), None);
+        assert_eq!(slope(&[(1.0, 2.0), (1.0, 3.0)]), None, "one x only");
     }
 }

@@ -325,20 +325,21 @@ pub struct BenchOptions {
     /// pod: burst sizes (default 1000,5000).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<usize>,
-    /// pod: fixed arrival rates per second (default 50,200).
+    /// pod: open-loop offered rates per second (default 25,50,100,200,400).
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
     /// pod: create calls in flight and reconciles at once (default 10).
     #[arg(long)]
     pub concurrency: Option<u16>,
-    /// pod: requests in the cluster for the memory reading (default 10000).
-    #[arg(long)]
-    pub memory_objects: Option<usize>,
+    /// pod: requests in the cluster at each memory reading, topped up in turn after the other
+    /// phases (default 10000; e.g. 5000,10000,20000,50000 for the slope).
+    #[arg(long, value_delimiter = ',')]
+    pub memory_objects: Vec<usize>,
     /// pod: which peers (default direct,operon,go,go-tuned,kube-rs; --quick: direct,operon;
     /// operon-mimalloc, pod-operator with mimalloc, on request).
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
-    /// pod: runs of every peer, interleaved (default 3; --quick: 1).
+    /// pod: runs of every peer, interleaved (default 5; --quick: 1).
     #[arg(long)]
     pub runs: Option<usize>,
     /// pod: skip the failover measurement.

@@ -59,6 +59,7 @@ pub struct Builder {
     pods_per_node: u32,
     dir: Option<PathBuf>,
     apiserver_args: Vec<String>,
+    scheduler_args: Vec<String>,
     pod_security: bool,
     name: String,
     ha: bool,
@@ -76,6 +77,7 @@ impl Default for Builder {
             pods_per_node: 1000,
             dir: None,
             apiserver_args: Vec::new(),
+            scheduler_args: Vec::new(),
             pod_security: true,
             name: "operon".into(),
             ha: false,
@@ -134,6 +136,13 @@ impl Builder {
     /// An extra kube-apiserver flag, e.g. `--watch-cache-sizes=pods#10`.
     pub fn apiserver_arg(mut self, arg: impl Into<String>) -> Self {
         self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// An extra kube-scheduler flag, e.g. `--kube-api-qps=500` (its client's rate limit, 50 by
+    /// default, bounds how fast Pods are bound).
+    pub fn scheduler_arg(mut self, arg: impl Into<String>) -> Self {
+        self.scheduler_args.push(arg.into());
         self
     }
 
@@ -665,7 +674,7 @@ impl ControlPlane {
                 } else {
                     "scheduler-certs".into()
                 };
-                let args = vec![
+                let mut args = vec![
                     format!("--kubeconfig={}", kc.display()),
                     format!("--authentication-kubeconfig={}", kc.display()),
                     format!("--authorization-kubeconfig={}", kc.display()),
@@ -674,6 +683,7 @@ impl ControlPlane {
                     format!("--secure-port={port}"),
                     format!("--cert-dir={}", cp.run.path().join(cert_dir).display()),
                 ];
+                args.extend(b.scheduler_args.iter().cloned());
                 cp.spawn(&name, scheduler_bin, args, Health::Started)?;
             }
         }
@@ -1116,6 +1126,19 @@ impl ControlPlane {
             .collect();
         logs.extend(self.node.iter().flat_map(Node::log_files));
         logs
+    }
+
+    /// Each etcd member's plain-HTTP address on loopback that serves its `/metrics` and
+    /// `/health` (no keys), e.g. `127.0.0.1:2381`.
+    pub fn etcd_metrics_addresses(&self) -> Vec<String> {
+        self.specs
+            .lock()
+            .iter()
+            .filter_map(|s| match s.health {
+                Health::Etcd { metrics_port } => Some(format!("127.0.0.1:{metrics_port}")),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Pids of the running components, by name.

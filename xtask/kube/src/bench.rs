@@ -181,8 +181,13 @@ fn pod(options: &Options, k8s_bin: &std::path::Path) -> Result<()> {
     if let Some(c) = options.concurrency {
         cmd.args(["--concurrency", &c.to_string()]);
     }
-    if let Some(m) = options.memory_objects {
-        cmd.args(["--memory-objects", &m.to_string()]);
+    if !options.memory_objects.is_empty() {
+        let steps: Vec<String> = options
+            .memory_objects
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        cmd.args(["--memory-objects", &list(&steps)]);
     }
     if let Some(r) = options.runs {
         cmd.args(["--runs", &r.to_string()]);
